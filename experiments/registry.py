@@ -1,0 +1,503 @@
+"""The sweep families of the research notebook, as plain data.
+
+Each family is one notebook section: a named optimizer (REFERENCE section 5), one varied
+hyperparameter, the values fixed for the whole section, and per run the notebook's reported
+results. Optimizers and hyperparameters follow REFERENCE section 10; reported numbers are
+transcribed from ``shared/seed/000_b4e7b088a60f41ee.txt``.
+
+Transcription conventions:
+
+* ``Reported.test_accuracy`` is a fraction. The notebook writes either ``0.9131`` or a
+  count out of 10 000 such as ``9108``; the latter is stored as ``0.9108``.
+* ``Reported.train_correct`` is the parenthesised count out of 50 000, when given.
+* ``Reported.best_test_correct`` is the "maxed at" / "hit" count out of 10 000, when given.
+* ``Reported.note`` holds a non-numeric remark on the result ("pre-terminated",
+  "aborted at epoch 7"); for aborted runs the accuracy is the one at the abort.
+* Runs are listed in numbering order (``gxp1..gxp5``), not in the notebook's row order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+from collections.abc import Mapping, Sequence
+
+__all__ = [
+    "FAMILIES",
+    "HPARAM_DEFAULTS",
+    "LOG_SCALE_MIN_RATIO",
+    "TOPO_OPTIMIZERS",
+    "Family",
+    "Reported",
+    "Run",
+    "all_runs",
+    "get_family",
+    "select_runs",
+]
+
+HPARAM_DEFAULTS: Mapping[str, float] = types.MappingProxyType(
+    dict(
+        lr=0.1,
+        momentum=0.0,
+        weight_decay=5e-4,
+        L1_decay=5e-6,
+        last1_mult=1.0,
+        last2_mult=1.0,
+        topo_base=2.0,
+        norm_ema=0.98,
+    )
+)
+"""The original command line's defaults (REFERENCE section 5)."""
+
+TOPO_OPTIMIZERS: tuple[str, ...] = ("SGD_topo.a", "SGD_topo.b", "SGD_topo.ab")
+"""The optimizers compared by the ``topo`` family; ``Run.value`` is 1 + the index here."""
+
+LOG_SCALE_MIN_RATIO = 8.0
+"""``Family.log_scale`` holds when max/min of the varied values is at least this (~0.9 decade)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Reported:
+    """What the notebook reports for one run (None where it gives nothing)."""
+
+    test_accuracy: float | None
+    train_correct: int | None
+    best_test_correct: int | None
+    note: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One notebook run: its scheme, fully resolved hyperparameters and reported results.
+
+    ``varies`` names the family's varied hyperparameter (or ``"optimizer"``).
+    """
+
+    name: str
+    optimizer: str
+    hparams: Mapping[str, float] = dataclasses.field(hash=False)
+    reported: Reported
+    varies: str
+
+    @property
+    def value(self) -> float:
+        """The varied hyperparameter's value.
+
+        For ``varies == "optimizer"`` (the ``topo`` family) this is the 1-based position of
+        the run's optimizer in ``TOPO_OPTIMIZERS`` (topo.a1 -> 1, topo.b1 -> 2,
+        topo.ab1 -> 3), which is also the run's position in its family.
+        """
+        if self.varies == "optimizer":
+            return float(TOPO_OPTIMIZERS.index(self.optimizer) + 1)
+        return float(self.hparams[self.varies])
+
+    @property
+    def label(self) -> str:
+        """The varied value as text: the optimizer name, or the number in short form."""
+        if self.varies == "optimizer":
+            return self.optimizer
+        return f"{self.value:g}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """One sweep of the notebook: a scheme, a varied hyperparameter and its runs."""
+
+    name: str
+    optimizer: str
+    varies: str
+    description: str
+    runs: tuple[Run, ...]
+
+    @property
+    def log_scale(self) -> bool:
+        """Whether the varied values span about a decade or more (for plot axes)."""
+        if self.varies == "optimizer":
+            return False
+        values = [run.value for run in self.runs]
+        if min(values) <= 0.0:
+            return False
+        return max(values) / min(values) >= LOG_SCALE_MIN_RATIO
+
+    @property
+    def run_names(self) -> tuple[str, ...]:
+        """The family's run names, in order."""
+        return tuple(run.name for run in self.runs)
+
+
+# A table row: (name, varied value, test accuracy, train correct, best test correct, note).
+_Row = tuple[str, "float | str", "float | None", "int | None", "int | None", "str | None"]
+
+
+def _family(
+    name: str,
+    optimizer: str,
+    varies: str,
+    description: str,
+    rows: Sequence[_Row],
+    fixed: Mapping[str, float] | None = None,
+    per_run: Mapping[str, Mapping[str, float]] | None = None,
+) -> Family:
+    """Build a family from its table: defaults < family-fixed values < per-run values."""
+    fixed = dict(fixed or {})
+    per_run = dict(per_run or {})
+    unknown = (set(fixed) | {k for v in per_run.values() for k in v}) - set(HPARAM_DEFAULTS)
+    if varies != "optimizer":
+        unknown |= {varies} - set(HPARAM_DEFAULTS)
+    if unknown:
+        raise ValueError(f"family {name!r}: unknown hyperparameters {sorted(unknown)}")
+    runs = []
+    for run_name, value, acc, train, best, note in rows:
+        hparams = {**HPARAM_DEFAULTS, **fixed, **per_run.pop(run_name, {})}
+        run_optimizer = optimizer
+        if varies == "optimizer":
+            run_optimizer = str(value)
+        else:
+            hparams[varies] = value
+        runs.append(
+            Run(
+                name=run_name,
+                optimizer=run_optimizer,
+                hparams=types.MappingProxyType({k: float(v) for k, v in hparams.items()}),
+                reported=Reported(acc, train, best, note),
+                varies=varies,
+            )
+        )
+    if per_run:
+        raise ValueError(f"family {name!r}: overrides for unknown runs {sorted(per_run)}")
+    return Family(name, optimizer, varies, description, tuple(runs))
+
+
+_PRE = "pre-terminated"
+_ABORT7 = "aborted at epoch 7"
+_IXP2 = dict(weight_decay=1.6e-4, last1_mult=10.0)  # the ixp2 base of the topo sweeps
+
+_EXP = _family(
+    "exp",
+    "SGD",
+    "weight_decay",
+    "Varying L2 decay strength on the VGG13-like network (SGD, L2)",
+    [
+        ("exp1", 0.0005, 0.8519, None, None, _PRE),
+        ("exp2", 0.001, 0.8639, 50000, None, None),
+        ("exp3", 0.002, 0.8816, 50000, None, None),
+        ("exp4", 0.004, 0.8975, 50000, None, None),
+        ("exp5", 0.008, 0.9090, 50000, None, None),
+        ("exp6", 0.016, 0.9150, 49996, None, None),
+        ("exp7", 0.032, 0.9101, 49993, None, None),
+        ("exp8", 0.016, 0.9129, 50000, None, None),
+        ("exp9", 0.016, 0.9124, 50000, None, None),
+    ],
+    per_run={"exp9": {"momentum": 0.9}},
+)
+
+_HXP = _family(
+    "hxp",
+    "SGD",
+    "weight_decay",
+    "exp6-based: vary weight_decay from 0.010 to 0.026 (SGD, L2)",
+    [
+        ("hxp1", 0.010, 0.9108, 49998, None, None),
+        ("hxp2", 0.012, 0.9119, 49999, None, None),
+        ("hxp3", 0.014, 0.9163, 49999, None, None),
+        ("hxp4", 0.016, 0.9112, 49998, None, None),
+        ("hxp5", 0.018, 0.9088, 50000, None, None),
+        ("hxp6", 0.020, 0.9129, 50000, None, None),
+        ("hxp7", 0.022, 0.9082, 49999, None, None),
+        ("hxp8", 0.024, 0.9103, 49998, None, None),
+        ("hxp9", 0.026, 0.9092, 49999, None, None),
+    ],
+)
+
+_AXP = _family(
+    "axp",
+    "SGDL1",
+    "L1_decay",
+    "Varying L1 decay strength, some decay still in L2 (SGDL1, L2 0.016)",
+    [
+        ("axp1", 0.00016, 0.8734, 49967, None, None),
+        ("axp2", 0.0016, 0.8078, 49007, None, None),
+        ("axp3", 0.0008, 0.8479, 49501, None, None),
+        ("axp4", 0.00008, 0.8542, 49994, None, None),
+        ("axp5", 0.00032, 0.8717, 49908, None, None),
+        ("axp6", 0.00064, 0.8628, 49894, None, None),
+    ],
+    fixed={"weight_decay": 0.016},
+)
+
+_BXP = _family(
+    "bxp",
+    "SGDL1A",
+    "L1_decay",
+    "Varying L1 decay strength, all decay in L1 (SGDL1A)",
+    [
+        ("bxp1", 0.0001, 0.8669, 49993, None, None),
+        ("bxp2", 0.0002, 0.8671, 49970, None, None),
+        ("bxp3", 0.0004, 0.8580, 49921, None, None),
+        ("bxp4", 0.0008, 0.8344, 49569, None, None),
+    ],
+)
+
+_CXP = _family(
+    "cxp",
+    "SGD_var_dup4",
+    "weight_decay",
+    "Variance-inverse proportional decay, duplicate multiplier 4",
+    [
+        ("cxp1", 0.000005, 0.8449, 50000, None, None),
+        ("cxp2", 0.00001, 0.8488, 50000, None, None),
+        ("cxp3", 0.00002, 0.8602, 50000, None, None),
+        ("cxp4", 0.00004, 0.8650, 50000, None, None),
+        ("cxp5", 0.00008, 0.8813, 50000, None, None),
+        ("cxp6", 0.00016, 0.8805, 50000, None, None),
+        ("cxp7", 0.00032, 0.8807, 50000, None, None),
+        ("cxp8", 0.00064, 0.8625, 50000, None, None),
+        ("cxp9", 0.00128, 0.7610, 50000, None, None),
+    ],
+)
+
+_DXP = _family(
+    "dxp",
+    "SGD_var_dup2",
+    "weight_decay",
+    "Variance-inverse proportional decay, duplicate multiplier 2",
+    [
+        ("dxp1", 0.00002, 0.8864, 50000, None, None),
+        ("dxp2", 0.00004, 0.8992, 50000, None, None),
+        ("dxp3", 0.00008, 0.9118, 50000, None, None),
+        ("dxp4", 0.00016, 0.9131, 50000, None, None),
+        ("dxp5", 0.00032, 0.9101, 50000, None, None),
+        ("dxp6", 0.00064, 0.8694, 49993, None, None),
+    ],
+)
+
+_FXP = _family(
+    "fxp",
+    "SGD_var_dup1",
+    "weight_decay",
+    "Variance-inverse proportional decay, duplicate multiplier 1",
+    [
+        ("fxp1", 0.000005, 0.8834, 50000, None, None),
+        ("fxp2", 0.00001, 0.8989, 50000, None, None),
+        ("fxp3", 0.00002, 0.9077, 50000, None, None),
+        ("fxp4", 0.00004, 0.9076, 50000, None, None),
+        ("fxp5", 0.00008, 0.9086, 49997, None, None),
+        ("fxp6", 0.00016, 0.8998, 49978, None, None),
+        ("fxp7", 0.00032, 0.1000, 4848, None, None),
+        ("fxp8", 0.00064, 0.1000, 6310, None, None),
+    ],
+)
+
+_GXP = _family(
+    "gxp",
+    "SGD_var_dup2_last2_mult",
+    "last2_mult",
+    "dxp4-based: vary the decay of the last 2 layers",
+    [
+        ("gxp1", 0.1, 0.9131, 50000, None, None),
+        ("gxp2", 10.0, 0.9170, 50000, None, None),
+        ("gxp3", 100.0, 0.9165, 49990, None, None),
+        ("gxp4", 3.0, 0.9130, 50000, None, None),
+        ("gxp5", 30.0, 0.9151, 50000, None, None),
+    ],
+    fixed={"weight_decay": 1.6e-4},
+)
+
+_IXP = _family(
+    "ixp",
+    "SGD_var_dup2_last1_mult",
+    "last1_mult",
+    "dxp4-based: vary the decay of the last (logit) layer",
+    [
+        ("ixp1", 3.0, 0.9147, 50000, None, None),
+        ("ixp2", 10.0, 0.9188, 50000, 9202, None),
+        ("ixp3", 30.0, 0.9182, 50000, None, None),
+        ("ixp4", 100.0, 0.9119, 50000, None, None),
+    ],
+    fixed={"weight_decay": 1.6e-4},
+)
+
+_JXP = _family(
+    "jxp",
+    "LSSGD_var_dup2_last1_mult",
+    "last1_mult",
+    "ixp2-based layer-specific learning rate (current-norm scaling)",
+    [
+        ("jxp1", 3.0, 0.8672, None, None, _ABORT7),
+        ("jxp2", 10.0, 0.8666, None, None, _ABORT7),
+        ("jxp3", 30.0, 0.8672, None, None, _ABORT7),
+        ("jxp4", 100.0, 0.8710, None, None, _ABORT7),
+    ],
+    fixed={"weight_decay": 1.6e-4, "norm_ema": 0.0},
+)
+
+_KXP = _family(
+    "kxp",
+    "LSSGD_var_dup2_last1_mult",
+    "last1_mult",
+    "ixp2-based layer-specific learning rate with EMA normalization",
+    [
+        ("kxp1", 3.0, 0.8728, None, None, _ABORT7),
+        ("kxp2", 10.0, 0.8688, None, None, _ABORT7),
+        ("kxp3", 100.0, 0.8716, None, None, _ABORT7),
+    ],
+    fixed={"weight_decay": 1.6e-4, "norm_ema": 0.98},
+)
+
+_LXP = _family(
+    "lxp",
+    "LSSGD_var_dup2_last1_mult_nwm",
+    "last1_mult",
+    "ixp2-based layer-specific learning rate, EMA normalization, no weight-norm factor",
+    [
+        ("lxp1", 3.0, 0.8918, 50000, None, None),
+        ("lxp2", 10.0, 0.8968, 50000, None, None),
+        ("lxp3", 100.0, 0.8945, 50000, None, None),
+    ],
+    fixed={"weight_decay": 1.6e-4, "norm_ema": 0.98},
+)
+
+_TOPO = _family(
+    "topo",
+    "SGD_topo.*",
+    "optimizer",
+    "Topographic weight decay based on ixp2, trying different optimizers",
+    [
+        ("topo.a1", "SGD_topo.a", 0.9146, 50000, None, None),
+        ("topo.b1", "SGD_topo.b", 0.9125, 50000, None, None),
+        ("topo.ab1", "SGD_topo.ab", 0.9127, None, None, None),
+    ],
+    fixed={**_IXP2, "lr": 0.1, "topo_base": 2.0},
+)
+
+_TOPO_AA = _family(
+    "topo.aa",
+    "SGD_topo.a",
+    "weight_decay",
+    "Topographic weight decay based on ixp2, last1_mult 10, vary weight_decay",
+    [
+        ("topo.aa1", 0.00004, 0.9004, 50000, None, None),
+        ("topo.aa2", 0.00008, 0.9086, 50000, None, None),
+        ("topo.aa3", 0.00016, 0.9184, 50000, None, None),
+        ("topo.aa4", 0.00020, 0.9127, 50000, None, None),
+        ("topo.aa5", 0.00032, 0.9131, 49997, None, None),
+        ("topo.aa6", 0.00064, 0.8753, 49985, None, None),
+    ],
+    fixed={"last1_mult": 10.0},
+)
+
+_TOPO_AD = _family(
+    "topo.ad",
+    "SGD_topo.a",
+    "last1_mult",
+    "Topographic weight decay based on ixp2, weight_decay 1.6e-4, vary last1_mult",
+    [
+        ("topo.ad1", 2.0, 0.9176, None, None, None),
+        ("topo.ad2", 5.0, 0.9172, None, None, None),
+        ("topo.ad3", 10.0, 0.9141, None, None, None),
+        ("topo.ad4", 20.0, 0.9161, None, None, None),
+        ("topo.ad5", 40.0, 0.9144, 49998, None, None),
+        ("topo.ad6", 80.0, 0.9154, 49997, None, None),
+        ("topo.ad7", 160.0, 0.9176, 49996, 9191, None),
+        ("topo.ad8", 320.0, 0.9189, 49995, 9194, None),
+        ("topo.ad9", 640.0, 0.9160, 49996, None, None),
+    ],
+    fixed={"weight_decay": 1.6e-4},
+)
+
+_TOPO_AC = _family(
+    "topo.ac",
+    "SGD_topo.a",
+    "topo_base",
+    "Topographic weight decay based on ixp2, weight_decay 1.6e-4, last1_mult 10, vary topo_base",
+    [
+        ("topo.ac1", 1.0, 0.9122, None, None, None),
+        ("topo.ac2", 1.1, 0.9157, None, None, None),
+        ("topo.ac3", 1.2, 0.9173, None, None, None),
+        ("topo.ac4", 1.5, 0.9162, None, None, None),
+        ("topo.ac5", 1.8, 0.9151, None, None, None),
+        ("topo.ac6", 2.0, 0.9147, None, None, None),
+        ("topo.ac7", 2.3, 0.9176, None, None, None),
+        ("topo.ac8", 2.8, 0.9151, None, None, None),
+        ("topo.ac9", 3.0, 0.9133, None, None, None),
+        ("topo.ac10", 4.0, 0.9150, None, None, None),
+        ("topo.ac11", 6.0, 0.9143, None, None, None),
+    ],
+    fixed=_IXP2,
+)
+
+FAMILIES: Mapping[str, Family] = types.MappingProxyType(
+    {
+        fam.name: fam
+        for fam in (
+            _EXP,
+            _HXP,
+            _AXP,
+            _BXP,
+            _CXP,
+            _DXP,
+            _FXP,
+            _GXP,
+            _IXP,
+            _JXP,
+            _KXP,
+            _LXP,
+            _TOPO,
+            _TOPO_AA,
+            _TOPO_AD,
+            _TOPO_AC,
+        )
+    }
+)
+"""All families by name, in REFERENCE section 10 order."""
+
+
+def _check_unique_run_names() -> None:
+    seen: dict[str, str] = {}
+    for fam in FAMILIES.values():
+        for run in fam.runs:
+            if run.name in seen:
+                raise ValueError(f"run {run.name!r} in both {seen[run.name]!r} and {fam.name!r}")
+            seen[run.name] = fam.name
+            if any(not math.isfinite(v) for v in run.hparams.values()):
+                raise ValueError(f"run {run.name!r} has a non-finite hyperparameter")
+
+
+_check_unique_run_names()
+
+
+def get_family(name: str) -> Family:
+    """Return the family called ``name``; ValueError listing the valid names otherwise."""
+    try:
+        return FAMILIES[name]
+    except (KeyError, TypeError):
+        valid = ", ".join(FAMILIES)
+        raise ValueError(f"unknown family {name!r}; valid: {valid}") from None
+
+
+def select_runs(family: Family, names: Sequence[str] | None) -> tuple[Run, ...]:
+    """Return ``family``'s runs named in ``names`` (all when None), in family order.
+
+    A single string counts as one name. Unknown or repeated names raise ValueError.
+    """
+    if names is None:
+        return family.runs
+    if isinstance(names, str):
+        names = [names]
+    valid = family.run_names
+    seen: set[str] = set()
+    for name in names:
+        if name not in valid:
+            raise ValueError(
+                f"unknown run {name!r} in family {family.name!r}; valid: {', '.join(valid)}"
+            )
+        if name in seen:
+            raise ValueError(f"duplicate run {name!r} in selection for family {family.name!r}")
+        seen.add(name)
+    return tuple(run for run in family.runs if run.name in seen)
+
+
+def all_runs() -> dict[str, Run]:
+    """Map every run name to its Run, across all families, in family order."""
+    return {run.name: run for fam in FAMILIES.values() for run in fam.runs}

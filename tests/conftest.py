@@ -1,0 +1,92 @@
+"""Shared pytest fixtures: synthetic image folders and the offline CIFAR-10 archive.
+
+* ``make_image_tree`` -- a function writing a ``split/class/image`` tree of small images.
+* ``tiny_dataset`` -- (session) a 10-class 8x8 RGB :class:`wdjax.data.Dataset` (PNG, lossless).
+* ``cifar_archive`` -- (session) path of ``shared/data/cifar10-jpeg.tar.gz``; skips if absent.
+* ``cifar_jpeg`` -- (session) the decoded archive (cached under a tmp dir, or ``$WDJAX_CACHE``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from wdjax import data
+
+_ARCHIVE_NAME = Path("shared", "data", "cifar10-jpeg.tar.gz")
+# The checkout lives next to shared/ on the workstation and contains it on device machines.
+_ARCHIVE_CANDIDATES = tuple(
+    root / _ARCHIVE_NAME
+    for root in (Path(__file__).resolve().parents[1], Path(__file__).resolve().parents[2])
+)
+
+
+def write_image_tree(
+    root: Path,
+    counts: Mapping[str, Mapping[str, int]],
+    *,
+    size: tuple[int, int] = (8, 8),
+    fmt: str = "png",
+    seed: int = 0,
+) -> dict[str, dict[str, list[np.ndarray]]]:
+    """Write ``root/split/class/NNNN.fmt`` random RGB images; return the pixels written.
+
+    ``counts`` maps split -> class -> number of images; ``size`` is (width, height).
+    """
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    pixels: dict[str, dict[str, list[np.ndarray]]] = {}
+    for split, per_class in counts.items():
+        for cls, count in per_class.items():
+            folder = root / split / cls
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                img = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+                Image.fromarray(img, "RGB").save(folder / f"{i:04d}.{fmt}")
+                pixels.setdefault(split, {}).setdefault(cls, []).append(img)
+    return pixels
+
+
+@pytest.fixture
+def make_image_tree() -> Callable[..., dict[str, dict[str, list[np.ndarray]]]]:
+    """The :func:`write_image_tree` helper, for tests that build their own image folders."""
+    return write_image_tree
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> data.Dataset:
+    """10 classes, 8x8 RGB; 12 train / 4 test images per class, loaded via a folder source."""
+    root = tmp_path_factory.mktemp("tiny-data")
+    classes = [f"class{c}" for c in range(10)]
+    write_image_tree(
+        root / "images",
+        {"train": dict.fromkeys(classes, 12), "test": dict.fromkeys(classes, 4)},
+    )
+    return data.load(f"folder:{root / 'images'}", cache_dir=root / "cache")
+
+
+@pytest.fixture(scope="session")
+def cifar_archive() -> Path:
+    """Path of the offline CIFAR-10 JPEG archive; skips the test if it is absent."""
+    for path in _ARCHIVE_CANDIDATES:
+        if path.is_file():
+            return path
+    pytest.skip(f"offline CIFAR-10 archive not found (looked for {_ARCHIVE_CANDIDATES[-1]})")
+
+
+@pytest.fixture(scope="session")
+def cifar_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Cache dir for the CIFAR fixture: ``$WDJAX_CACHE`` if set, else a session tmp dir."""
+    env = os.environ.get(data.ENV_CACHE, "").strip()
+    return Path(env).expanduser() if env else tmp_path_factory.mktemp("wdjax-cache")
+
+
+@pytest.fixture(scope="session")
+def cifar_jpeg(cifar_archive: Path, cifar_cache_dir: Path) -> data.Dataset:
+    """The full offline CIFAR-10 (50000/10000), decoded once per session (~5 s, then cached)."""
+    return data.load(f"folder:{cifar_archive}", cache_dir=cifar_cache_dir)

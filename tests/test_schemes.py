@@ -1,0 +1,294 @@
+"""Every named optimiser against an independent NumPy implementation of REFERENCE section 4.
+
+The reference below re-derives groups, coefficients, multipliers and the update rule from
+the REFERENCE text alone; it never calls wdjax's transforms or label helpers.
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from wdjax import schemes
+from wdjax.models import VGG, init_variables, vgg_conf
+
+BASE = 4
+CONF = vgg_conf(BASE)
+LAYERS = ["conv1_1", "conv1_2", "conv2_1", "conv2_2", "conv3_1", "conv3_2", "conv4_1",
+          "conv4_2", "conv5_1", "conv5_2", "fc6", "logit"]
+POOLS_BEFORE = {"conv1_1": 0, "conv1_2": 0, "conv2_1": 1, "conv2_2": 1, "conv3_1": 2,
+                "conv3_2": 2, "conv4_1": 3, "conv4_2": 3, "conv5_1": 4, "conv5_2": 4,
+                "fc6": 5, "logit": 5}
+
+
+@pytest.fixture(scope="module")
+def params():
+    return init_variables(VGG(CONF), jax.random.PRNGKey(0))["params"]
+
+
+def flat(tree):
+    return {tuple(k.key for k in path): np.asarray(leaf, np.float32)
+            for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+# ---------------------------------------------------------------- reference (NumPy only)
+def ref_topo(kernel_hwio_shape, b, grid=3):
+    """M[i, j] per REFERENCE section 8, built with explicit loops in OIHW, returned as HWIO."""
+    kh, kw, cin, cout = kernel_hwio_shape
+
+    def cell(unit, units):
+        per = math.ceil(units / grid**2)
+        c = unit // per
+        return c % grid, c // grid
+
+    mults = [b**d for d in range(grid * 2)]
+    m = np.zeros((cout, cin, kh, kw), np.float32)
+    for i in range(cout):
+        xi, yi = cell(i, cout)
+        for j in range(cin):
+            xj, yj = cell(j, cin)
+            m[i, j] = mults[int(math.floor(math.sqrt((xi - xj) ** 2 + (yi - yj) ** 2)))]
+    return m.transpose(2, 3, 1, 0)
+
+
+def ref_groups(name, p0, hp):
+    """{leaf key: (wd, kind, multiplier or None)} for scheme `name`."""
+    wd, l1 = hp["weight_decay"], hp["L1_decay"]
+    coef = {}
+    if "var_dup" in name or "topo" in name:
+        m = 4 if "dup4" in name else 1 if "dup1" in name else 2
+        for layer in LAYERS:
+            k = p0[(layer, "conv", "kernel")]
+            var = np.var(k.astype(np.float64), ddof=1)
+            coef[layer] = (wd / var / m ** POOLS_BEFORE[layer], "l2")
+        if "last2" in name:
+            for layer in ("fc6", "logit"):
+                coef[layer] = (coef[layer][0] * hp["last2_mult"], "l2")
+        if "last1" in name or "topo" in name:
+            coef["logit"] = (coef["logit"][0] * hp["last1_mult"], "l2")
+    elif name == "SGDL1":
+        coef = {layer: (l1, "l1") if layer < "conv5" else (wd, "l2") for layer in LAYERS}
+    elif name == "SGDL1A":
+        coef = {layer: (l1, "l1") for layer in LAYERS}
+    else:  # SGD, Adam
+        coef = {layer: (wd, "l2") for layer in LAYERS}
+    topo = {"SGD_topo.a": ["fc6"], "SGD_topo.b": ["conv5_2"],
+            "SGD_topo.ab": ["fc6", "conv5_2"]}.get(name, [])
+    out = {}
+    for key in p0:
+        c, kind = coef[key[0]]
+        mult = None
+        if key[0] in topo and key[1:] == ("conv", "kernel"):
+            mult = ref_topo(p0[key].shape, hp["topo_base"])
+        out[key] = (c, kind, mult)
+    return out
+
+
+class RefSGD:
+    """REFERENCE section 4, literally, one tensor at a time."""
+
+    def __init__(self, name, p0, hp):
+        self.groups, self.hp, self.name = ref_groups(name, p0, hp), hp, name
+        self.buf, self.ema, self.t = {}, {}, 0
+
+    def step(self, p, g, lr):
+        new = {}
+        for key, grad in g.items():
+            wd, kind, mult = self.groups[key]
+            x = p[key]
+            d = grad.copy()
+            if wd != 0:
+                dec = wd * x if kind == "l2" else wd * np.sign(x)
+                if mult is not None:
+                    dec = dec * mult
+                d = d + dec
+            m = self.hp["momentum"]
+            if m != 0:
+                self.buf[key] = d if self.t == 0 else m * self.buf[key] + d
+                d = self.buf[key]
+            if self.name.startswith("LSSGD"):
+                nd = np.linalg.norm(d.astype(np.float64))
+                r = self.hp["norm_ema"]
+                self.ema[key] = nd if self.t == 0 else r * self.ema[key] + (1 - r) * nd
+                w = 1.0 if self.name.endswith("_nwm") else np.linalg.norm(x.astype(np.float64))
+                d = d * np.float32(w / (self.ema[key] + 1e-8))
+            pn = (x - lr * d).astype(np.float32)
+            if kind == "l1":
+                pn[np.sign(x) * np.sign(pn) == -1] = 0.0
+            new[key] = pn
+        self.t += 1
+        return new
+
+
+class RefAdam:
+    def __init__(self, name, p0, hp, separate):
+        self.groups, self.sep = ref_groups(name, p0, hp), separate
+        self.m = {k: np.zeros_like(v) for k, v in p0.items()}
+        self.v = {k: np.zeros_like(v) for k, v in p0.items()}
+        self.t = 0
+
+    def step(self, p, g, lr):
+        self.t += 1
+        new = {}
+        for key, grad in g.items():
+            wd = self.groups[key][0]
+            x = p[key]
+            d = grad if self.sep else grad + wd * x
+            self.m[key] = 0.9 * self.m[key] + 0.1 * d
+            self.v[key] = 0.999 * self.v[key] + 0.001 * d * d
+            mh = self.m[key] / (1 - 0.9**self.t)
+            vh = self.v[key] / (1 - 0.999**self.t)
+            upd = mh / (np.sqrt(vh) + 1e-8)
+            if self.sep:
+                upd = upd + wd * x
+            new[key] = (x - lr * upd).astype(np.float32)
+        return new
+
+
+# ---------------------------------------------------------------- the comparison
+HP = dict(weight_decay=1.6e-3, L1_decay=2e-3, last1_mult=10.0, last2_mult=3.0,
+          topo_base=2.0, norm_ema=0.9)
+CASES = [(n, m) for n in schemes.names() if n != "Adam" for m in (0.0, 0.9)]
+
+
+def run_both(name, params, momentum, steps=20, lr=0.1, separate=False, seed=0):
+    hp = dict(HP, momentum=momentum)
+    p0 = flat(params)
+    if name == "Adam":
+        ref = RefAdam(name, p0, hp, separate)
+    else:
+        ref = RefSGD(name, p0, hp)
+    tx = schemes.build(name, params=params, conf=CONF, lr=lr, separate_decay=separate, **hp)
+    state = tx.init(params)
+    update = jax.jit(tx.update)
+    rng = np.random.default_rng(seed)
+    p_jax, p_ref = params, p0
+    for _ in range(steps):
+        g = jax.tree.map(lambda x: rng.normal(0, 0.5, x.shape).astype(np.float32), params)
+        u, state = update(g, state, p_jax)
+        p_jax = optax.apply_updates(p_jax, u)
+        p_ref = ref.step(p_ref, flat(g), lr)
+    return flat(p_jax), p_ref
+
+
+@pytest.mark.parametrize("name,momentum", CASES)
+def test_named_optimizer_matches_reference(params, name, momentum):
+    got, want = run_both(name, params, momentum)
+    for key in want:
+        err = np.linalg.norm(got[key] - want[key]) / max(np.linalg.norm(want[key]), 1e-12)
+        assert err < 1e-5, (key, err)
+        if "L1" in name:  # the clip puts exactly the same elements on exactly 0
+            np.testing.assert_array_equal(got[key] == 0, want[key] == 0, err_msg=str(key))
+
+
+@pytest.mark.parametrize("separate", [False, True])
+def test_adam_matches_reference(params, separate):
+    got, want = run_both("Adam", params, 0.0, lr=1e-3, separate=separate)
+    for key in want:
+        err = np.linalg.norm(got[key] - want[key]) / max(np.linalg.norm(want[key]), 1e-12)
+        assert err < 1e-5, (key, err)
+
+
+def test_l1_clip_really_fires(params):
+    """The L1 comparison above is only meaningful if elements do land on 0."""
+    got, _ = run_both("SGDL1A", params, 0.0)
+    zeros = sum(int((v == 0).sum()) for k, v in got.items() if k[-1] == "kernel")
+    assert zeros > 0
+
+
+def test_normalization_leaves_zero_tensors_still(params):
+    got, _ = run_both("LSSGD_var_dup2_last1_mult", params, 0.0, steps=3)
+    assert np.all(got[("conv1_1", "conv", "bias")] == 0)  # ||p|| = 0: never moves
+    got, _ = run_both("LSSGD_var_dup2_last1_mult_nwm", params, 0.0, steps=3)
+    assert np.any(got[("conv1_1", "conv", "bias")] != 0)
+
+
+@pytest.mark.parametrize("topo", ["SGD_topo.a", "SGD_topo.b", "SGD_topo.ab"])
+def test_topo_base_one_equals_base_scheme(params, topo):
+    def run(name):
+        tx = schemes.build(name, params=params, conf=CONF, weight_decay=1e-3, last1_mult=10.0,
+                           topo_base=1.0)
+        state, p = tx.init(params), params
+        for i in range(3):
+            g = jax.tree.map(lambda x, i=i: jnp.full_like(x, 0.01 * (i + 1)), params)
+            u, state = tx.update(g, state, p)
+            p = optax.apply_updates(p, u)
+        return p
+
+    a, b = run(topo), run("SGD_var_dup2_last1_mult")
+    jax.tree.map(np.testing.assert_array_equal, a, b)
+
+
+def test_variance_inverse_factors_match_reference_table():
+    """Theory values of REFERENCE section 6 (base 32, dup 2), averaged over 8 inits.
+
+    One init's sample variance of conv1_1's 864 weights has ~5% noise by itself, so the
+    table's theory values are compared with the mean over seeds.
+    """
+    table = dict(conv1_1=13.5, conv1_2=144, conv2_1=72, conv2_2=144, conv3_1=72, conv3_2=144,
+                 conv4_1=72, conv4_2=144, conv5_1=72, conv5_2=72, fc6=4, logit=4)
+    conf = vgg_conf(32)
+    model = VGG(conf)
+    runs = [schemes.layer_factors("SGD_var_dup2", init_variables(model, jax.random.PRNGKey(s))
+                                  ["params"], conf) for s in range(8)]
+    for layer, want in table.items():
+        got = np.mean([r[layer] for r in runs])
+        assert abs(got / want - 1) < 0.05, (layer, got, want)
+
+
+def test_factors_use_n_minus_1_variance(params):
+    f = schemes.layer_factors("SGD_var_dup4", params, CONF)
+    k = np.asarray(params["conv3_1"]["conv"]["kernel"], np.float64)
+    assert f["conv3_1"] == pytest.approx(1 / np.var(k, ddof=1) / 16, rel=1e-9)
+
+
+def test_aliases_and_names():
+    assert schemes.canonical_name("SGD1A") == "SGDL1A"
+    assert schemes.canonical_name("SGD_var_dup") == "SGD_var_dup4"
+    assert len(schemes.names()) == 14
+
+
+@pytest.mark.parametrize("kwargs,needle", [
+    (dict(name="SGD_nope"), "valid: SGD,"),
+    (dict(weight_decay=-1.0), "weight_decay"),
+    (dict(weight_decay=float("nan")), "weight_decay"),
+    (dict(L1_decay=float("inf")), "L1_decay"),
+    (dict(topo_base=0.0), "topo_base"),
+    (dict(norm_ema=1.0), "norm_ema"),
+    (dict(momentum=-0.1), "momentum"),
+    (dict(momentum=1.0), "momentum"),
+    (dict(lr=0.0), "lr"),
+])
+def test_bad_values_raise_one_line(params, kwargs, needle):
+    kwargs = dict(dict(name="SGD"), **kwargs)
+    with pytest.raises(ValueError) as err:
+        schemes.build(kwargs.pop("name"), params=params, conf=CONF, **kwargs)
+    assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+def test_vmap_over_hyperparameter_equals_separate_runs(params):
+    """One compiled update serves runs that differ in weight_decay and last1_mult."""
+    name = "SGD_topo.a"
+    settings = [dict(weight_decay=1e-4, last1_mult=3.0, topo_base=1.5),
+                dict(weight_decay=4e-4, last1_mult=10.0, topo_base=2.0),
+                dict(weight_decay=1.6e-3, last1_mult=30.0, topo_base=3.0)]
+    txs = [schemes.build(name, params=params, conf=CONF, momentum=0.9, **s) for s in settings]
+    grads = [jax.tree.map(lambda x, i=i: jnp.sin(x * (i + 2.0)), params) for i in range(4)]
+
+    def run(tx, state, p):
+        for g in grads:
+            u, state = tx.update(g, state, p)
+            p = optax.apply_updates(p, u)
+        return p
+
+    separate = [jax.jit(run, static_argnums=0)(tx, tx.init(params), params) for tx in txs]
+    states = jax.tree.map(lambda *xs: jnp.stack(xs), *[tx.init(params) for tx in txs])
+    stacked = jax.tree.map(lambda x: jnp.stack([x] * 3), params)
+    batched = jax.jit(jax.vmap(lambda s, p: run(txs[0], s, p)))(states, stacked)
+    for i, want in enumerate(separate):
+        jax.tree.map(lambda a, b, i=i: np.testing.assert_allclose(a[i], b, rtol=1e-6,
+                                                                    atol=1e-7),
+                     batched, want)

@@ -1,0 +1,91 @@
+"""The analyses the original experiments relied on: dead units, norms, angular updates.
+
+Everything here is a pure function of parameter / gradient / state trees, so it can be
+used on a live training state, on a restored checkpoint or inside a jitted step.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from wdjax import decay
+
+PyTree = Any
+DEAD_THRESHOLDS = (1e-20, 1e-9, 1e-5)
+
+
+def model_utilization(params: PyTree, threshold: float = 1e-20) -> dict[str, tuple[int, int]]:
+    """Dead input units per conv layer: ``{layer: (dead, total)}`` (REFERENCE section 9).
+
+    For a kernel ``W`` (Flax HWIO; PyTorch's ``W[out, in, kh, kw]``), ``s[j]`` is the mean
+    of ``|W|`` over out, kh, kw; input unit ``j`` is dead when ``s[j] < threshold``.
+    """
+    out = {}
+    for layer, sub in params.items():
+        kernel = sub.get("conv", {}).get("kernel") if isinstance(sub, dict) else None
+        if kernel is None:
+            continue
+        s = np.abs(np.asarray(kernel)).mean(axis=(0, 1, 3))
+        out[layer] = (int((s < threshold).sum()), int(s.size))
+    return out
+
+
+def leaf_name(path: tuple) -> str:
+    """``conv1_1/conv/kernel`` style name of a tree path."""
+    return "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
+
+
+def sq_norms(tree: PyTree) -> jax.Array:
+    """Squared L2 norm of every leaf, as one vector (leaf order of ``jax.tree.leaves``)."""
+    return jnp.stack([jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree)])
+
+
+def tensor_monitors(params: PyTree, grads: PyTree, updates: PyTree, opt_state: Any,
+                    spec: Any) -> dict[str, dict[str, jax.Array]]:
+    """Per-tensor monitors of REFERENCE section 9 for tensors with 2+ dims.
+
+    ``param``: ||p||; ``grad``: ||g|| (raw loss gradient); ``momentum``: ||momentum buffer||
+    (0 when the scheme keeps none); ``decay``: ||decay|| (what coupled decay adds);
+    ``grad_on_decay``: <decay, g> / ||decay|| (the projection of g on the decay direction);
+    ``update``: ||p_new - p|| (= lr * ||d||, after any L1 clip).
+    `spec` is the scheme's `wdjax.schemes.DecaySpec` or ``None`` (no coupled decay).
+    """
+    trace = optax.tree_utils.tree_get(opt_state, "trace")
+    decays = (decay.decay_tree(params, *spec) if spec is not None
+              else jax.tree.map(jnp.zeros_like, params))
+    if trace is None:
+        trace = jax.tree.map(jnp.zeros_like, params)
+    out = {}
+    flat = jax.tree_util.tree_leaves_with_path(params)
+    for (path, p), g, u, b, d in zip(flat, jax.tree.leaves(grads), jax.tree.leaves(updates),
+                                     jax.tree.leaves(trace), jax.tree.leaves(decays),
+                                     strict=True):
+        if p.ndim < 2:
+            continue
+        dn = jnp.linalg.norm(d)
+        out[leaf_name(path)] = dict(
+            param=jnp.linalg.norm(p), grad=jnp.linalg.norm(g), momentum=jnp.linalg.norm(b),
+            decay=dn, grad_on_decay=jnp.where(dn > 0, jnp.vdot(d, g) / jnp.where(dn > 0, dn, 1),
+                                              0.0),
+            update=jnp.linalg.norm(u),
+        )
+    return out
+
+
+def equilibrium_angular_update(lr: float, weight_decay: float, momentum: float = 0.0) -> float:
+    """Expected angular update per step of a scale-invariant weight at rotational equilibrium.
+
+    For SGD with coupled L2 decay ``wd`` and momentum ``m``, a weight whose loss is invariant
+    to its scale (a kernel feeding BatchNorm) settles where decay shrinkage balances gradient
+    growth; there ``||dp|| / ||p|| = sqrt(2 * lr * wd / (1 + m))`` per step (Kosson et al.,
+    "Rotational Equilibrium", 2024). L2 on such layers thus sets an effective learning rate.
+    """
+    if lr <= 0 or weight_decay <= 0:
+        return 0.0
+    return math.sqrt(2 * lr * weight_decay / (1 + momentum))

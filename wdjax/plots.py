@@ -1,0 +1,110 @@
+"""Pictures of runs and sweeps (matplotlib, headless). Every PNG is written atomically."""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from wdjax import records  # noqa: E402
+
+
+def save(fig: plt.Figure, path: str | os.PathLike) -> Path:
+    """Render `fig` to PNG bytes, then write them atomically; closes the figure."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    records.atomic_write(path, buf.getvalue())
+    return Path(path)
+
+
+def _layers(rows: list[dict]) -> list[str]:
+    return list(rows[-1]["angular_update"]) if rows else []
+
+
+def accuracy_figure(rows: list[dict], title: str = "") -> plt.Figure:
+    """Train/test accuracy and loss per epoch."""
+    ep = [r["epoch"] for r in rows]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
+    a1.plot(ep, [r["train_accuracy"] for r in rows], label="train (augmented, while training)")
+    a1.plot(ep, [r["test_accuracy"] for r in rows], label="test")
+    a1.set(xlabel="epoch", ylabel="accuracy", title=f"{title} accuracy", ylim=(0, 1))
+    a1.grid(alpha=0.3)
+    a1.legend()
+    a2.plot(ep, [r["train_loss"] for r in rows], label="train")
+    a2.plot(ep, [r["test_loss"] for r in rows], label="test")
+    a2.set(xlabel="epoch", ylabel="cross-entropy", title=f"{title} loss", yscale="log")
+    a2.grid(alpha=0.3)
+    a2.legend()
+    return fig
+
+
+def norms_figure(rows: list[dict], title: str = "") -> plt.Figure:
+    """Per-layer kernel norm, and angular update against its equilibrium prediction."""
+    layers = _layers(rows)
+    ep = [r["epoch"] for r in rows]
+    cmap = plt.get_cmap("viridis", max(len(layers), 2))
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for i, layer in enumerate(layers):
+        key = f"{layer}/conv/kernel"
+        a1.plot(ep, [r["tensors"].get(key, {}).get("param", np.nan) for r in rows],
+                color=cmap(i), label=layer)
+        meas = [r["angular_update"][layer]["measured"] for r in rows]
+        pred = [r["angular_update"][layer]["predicted"] for r in rows]
+        a2.plot(ep, meas, color=cmap(i), label=layer)
+        if any(p is not None for p in pred):
+            a2.plot(ep, [np.nan if p is None else p for p in pred], color=cmap(i), ls="--",
+                    lw=0.8)
+    a1.set(xlabel="epoch", ylabel="||W||", title=f"{title} kernel norms", yscale="log")
+    a2.set(xlabel="epoch", ylabel="||dW|| / ||W|| per step", yscale="log",
+           title="angular update (dashed: sqrt(2 lr wd / (1+m)))")
+    for a in (a1, a2):
+        a.grid(alpha=0.3)
+    a1.legend(fontsize=7, ncol=2)
+    return fig
+
+
+def dead_units_figure(dead: Mapping[str, Sequence[int]], title: str = "") -> plt.Figure:
+    """Dead input units per layer (bars) out of the layer's inputs."""
+    layers = list(dead)
+    counts = [dead[k][0] for k in layers]
+    totals = [dead[k][1] for k in layers]
+    fig, ax = plt.subplots(figsize=(10, 3.5))
+    ax.bar(layers, totals, color="#dddddd", label="inputs")
+    ax.bar(layers, counts, color="#c0392b", label="dead")
+    ax.set(ylabel="units", title=title)
+    ax.tick_params(axis="x", rotation=45)
+    ax.legend()
+    return fig
+
+
+def run_pictures(run_dir: str | os.PathLike) -> list[Path]:
+    """accuracy.png, norms.png and dead_units.png for one run directory."""
+    run_dir = Path(run_dir)
+    rows = records.read_jsonl(run_dir / "metrics.jsonl")
+    if not rows:
+        return []
+    name = run_dir.name
+    out = [save(accuracy_figure(rows, name), run_dir / "accuracy.png"),
+           save(norms_figure(rows, name), run_dir / "norms.png")]
+    dead = rows[-1]["dead_units"]
+    thr = "1e-09" if "1e-09" in dead else next(iter(dead))
+    out.append(save(dead_units_figure(dead[thr], f"{name}: dead units (threshold {thr})"),
+                    run_dir / "dead_units.png"))
+    return out
+
+
+def activation_histograms(outputs: Mapping[str, np.ndarray], path: str | os.PathLike) -> Path:
+    """One histogram per layer of unit outputs over the test set."""
+    fig, axes = plt.subplots(1, len(outputs), figsize=(3 * len(outputs), 2.8), squeeze=False)
+    for ax, (layer, values) in zip(axes[0], outputs.items(), strict=True):
+        ax.hist(values, bins=60, log=True, color="#2c7fb8")
+        ax.set_title(layer, fontsize=9)
+    return save(fig, path)

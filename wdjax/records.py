@@ -1,0 +1,195 @@
+"""Run records on disk: atomic files, JSON lines, run-name checks and locks.
+
+A run lives in ``<out>/<name>/``::
+
+    config.json     the full config, versions, device and per-layer decay coefficients
+    metrics.jsonl   one line per epoch
+    steps.jsonl     one line every `log_every` steps (loss, update norm, param norm)
+    summary.json    written last: its presence means the run is finished
+    checkpoints/    orbax checkpoints (last two epochs)
+    *.png           pictures
+
+Every whole file is written to a temporary name and renamed, so a reader never sees half
+a file; JSON-lines readers skip a torn last line left by a killed process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]*")
+
+
+class RunError(ValueError):
+    """A one-line, user-facing problem with a run's name or directory."""
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray | np.generic) or hasattr(x, "__array__"):
+        x = np.asarray(x)
+        return _jsonable(x.tolist()) if x.ndim else _jsonable(x.item())
+    if isinstance(x, float) and not math.isfinite(x):
+        return str(x)  # JSON has no NaN/inf; keep them readable and reversible
+    return x
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(_jsonable(obj), sort_keys=False)
+
+
+def atomic_write(path: str | os.PathLike, data: str | bytes) -> None:
+    """Write `data` to `path` via a temporary file in the same directory and a rename."""
+    path = Path(path)
+    mode = "wb" if isinstance(data, bytes) else "w"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write(path, json.dumps(_jsonable(obj), indent=2) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    with open(path) as f:
+        return json.load(f)
+
+
+def append_jsonl(path: str | os.PathLike, obj: Any) -> None:
+    """Append one line; a torn line from an earlier crash is cut off first."""
+    path = Path(path)
+    if path.exists() and path.stat().st_size:
+        with open(path, "rb+") as f:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                rows = read_jsonl(path)
+                atomic_write(path, "".join(dumps(r) + "\n" for r in rows))
+    with open(path, "a") as f:
+        f.write(dumps(obj) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """All complete lines of a JSON-lines file; a torn or garbled line is skipped."""
+    rows = []
+    if not Path(path).exists():
+        return rows
+    with open(path) as f:
+        for line in f:
+            if not line.endswith("\n"):
+                break
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return rows
+
+
+def rewrite_jsonl(path: str | os.PathLike, rows: list[dict]) -> None:
+    atomic_write(path, "".join(dumps(r) + "\n" for r in rows))
+
+
+def check_name(name: str) -> str:
+    """A run name is one path component: letters, digits, '.', '_', '-'; not '.' or '..'."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or name in (".", ".."):
+        raise RunError(f"invalid run name {name!r}: use letters, digits, '.', '_' and '-' "
+                       "(no path separators, not starting with '.' or '-')")
+    return name
+
+
+def check_writable(out: str | os.PathLike, need_bytes: int = 16 << 20) -> Path:
+    """Fail early, creating nothing, if `out` (or its nearest existing parent) is unwritable."""
+    out = Path(out).resolve()
+    probe = out
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise RunError(f"output path {out} is not a directory ({probe} is a file)")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise RunError(f"output directory {probe} is not writable")
+    free = shutil.disk_usage(probe).free
+    if free < need_bytes:
+        raise RunError(f"output directory {probe} has only {free >> 20} MiB free; "
+                       f"need at least {need_bytes >> 20} MiB")
+    return out
+
+
+def run_state(run_dir: Path) -> str:
+    """``'new'``, ``'finished'`` (summary.json exists) or ``'partial'``."""
+    if not run_dir.exists() or not any(run_dir.iterdir()):
+        return "new"
+    return "finished" if (run_dir / "summary.json").exists() else "partial"
+
+
+@contextlib.contextmanager
+def lock(directory: str | os.PathLike, what: str = "sweep") -> Iterator[None]:
+    """Hold an exclusive lock on `directory` (a pid file that a dead process leaves stale).
+
+    A second holder gets a one-line RunError. A lock file whose process is gone is taken
+    over, so a killed sweep never blocks the next one.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / ".lock"
+    me = str(os.getpid())
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                pid = int(path.read_text().strip() or 0)
+            except (OSError, ValueError):
+                pid = 0
+            if pid and _alive(pid) and pid != os.getpid():
+                raise RunError(f"{directory} is locked by another {what} (pid {pid}); "
+                               "wait for it or stop it") from None
+            path.unlink(missing_ok=True)  # stale: its process is gone
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(me)
+        break
+    else:
+        raise RunError(f"could not lock {directory}")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            if path.read_text().strip() == me:
+                path.unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (exited, not yet reaped) holds no lock.
+    with contextlib.suppress(OSError):
+        if Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z":
+            return False
+    return True
