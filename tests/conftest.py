@@ -90,3 +90,20 @@ def cifar_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def cifar_jpeg(cifar_archive: Path, cifar_cache_dir: Path) -> data.Dataset:
     """The full offline CIFAR-10 (50000/10000), decoded once per session (~5 s, then cached)."""
     return data.load(f"folder:{cifar_archive}", cache_dir=cifar_cache_dir)
+
+
+def subset(ds: data.Dataset, n_train: int, n_test: int) -> data.Dataset:
+    """A class-balanced slice of `ds` (what --train-subset / --test-subset select)."""
+    import dataclasses
+
+    tr = data.balanced_subset(ds.train_labels, n_train, ds.num_classes)
+    te = data.balanced_subset(ds.test_labels, n_test, ds.num_classes)
+    return dataclasses.replace(ds, train_images=ds.train_images[tr],
+                               train_labels=ds.train_labels[tr],
+                               test_images=ds.test_images[te], test_labels=ds.test_labels[te])
+
+
+@pytest.fixture(scope="session")
+def small_cifar(cifar_jpeg: data.Dataset) -> data.Dataset:
+    """300 training and 200 test images of the offline CIFAR-10 (a partial last batch)."""
+    return subset(cifar_jpeg, 300, 200)

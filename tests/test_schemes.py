@@ -157,10 +157,7 @@ CASES = [(n, m) for n in schemes.names() if n != "Adam" for m in (0.0, 0.9)]
 def run_both(name, params, momentum, steps=20, lr=0.1, separate=False, seed=0):
     hp = dict(HP, momentum=momentum)
     p0 = flat(params)
-    if name == "Adam":
-        ref = RefAdam(name, p0, hp, separate)
-    else:
-        ref = RefSGD(name, p0, hp)
+    ref = RefAdam(name, p0, hp, separate) if name == "Adam" else RefSGD(name, p0, hp)
     tx = schemes.build(name, params=params, conf=CONF, lr=lr, separate_decay=separate, **hp)
     state = tx.init(params)
     update = jax.jit(tx.update)

@@ -9,6 +9,7 @@ truncated or corrupt.
 from __future__ import annotations
 
 import os
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -44,8 +45,22 @@ class Manager:
         epochs = self.epochs()
         return epochs[-1] if epochs else None
 
+    def reset(self) -> None:
+        """Delete every checkpoint (a run that starts over)."""
+        self.close()
+        self._mngr = None
+        if self.directory.exists():
+            shutil.rmtree(self.directory)
+
     def save(self, epoch: int, state: Any, extra: dict) -> None:
-        """Start saving (asynchronously; the next save or `wait` completes it)."""
+        """Start saving (asynchronously; the next save or `wait` completes it).
+
+        An existing checkpoint of the same epoch (left after falling back from a damaged
+        newer one) is replaced.
+        """
+        if epoch in self.mngr.all_steps():
+            self.mngr.wait_until_finished()
+            self.mngr.delete(epoch)
         self.mngr.save(epoch, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state), extra=ocp.args.JsonSave(extra)))
 

@@ -108,3 +108,70 @@ def activation_histograms(outputs: Mapping[str, np.ndarray], path: str | os.Path
         ax.hist(values, bins=60, log=True, color="#2c7fb8")
         ax.set_title(layer, fontsize=9)
     return save(fig, path)
+
+
+# ------------------------------------------------------------------------------ sweeps
+def sweep_pictures(family, runs, family_dir: str | os.PathLike) -> list[Path]:
+    """accuracy_vs_<param>.png, curves.png, dead_units.png, coefficients.png for a sweep.
+
+    `family` and `runs` are `experiments.registry` objects; each finished run's records
+    are read from ``family_dir/<run>/``.
+    """
+    family_dir = Path(family_dir)
+    done = [r for r in runs if (family_dir / r.name / "summary.json").exists()]
+    if not done:
+        return []
+    summaries = {r.name: records.read_json(family_dir / r.name / "summary.json") for r in done}
+    metrics = {r.name: records.read_jsonl(family_dir / r.name / "metrics.jsonl") for r in done}
+    configs = {r.name: records.read_json(family_dir / r.name / "config.json") for r in done}
+    out = []
+
+    # final and best test accuracy against the varied hyperparameter, notebook beside it
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    xs = [r.value for r in done]
+    ax.plot(xs, [summaries[r.name]["final_test_accuracy"] for r in done], "o-", label="final")
+    ax.plot(xs, [summaries[r.name]["best_test_accuracy"] for r in done], "s--", label="best")
+    nb = [(r.value, r.reported.test_accuracy) for r in runs if r.reported.test_accuracy]
+    if nb:
+        ax.plot(*zip(*nb, strict=True), "k^:", label="notebook (200 epochs, base 32)")
+    if family.varies == "optimizer":
+        ax.set_xticks(xs, [r.label for r in done])
+    elif family.log_scale:
+        ax.set_xscale("log")
+    ax.set(xlabel=family.varies, ylabel="test accuracy", title=f"{family.name}: "
+           f"{family.optimizer}")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    out.append(save(fig, family_dir / f"accuracy_vs_{family.varies}.png"))
+
+    # test accuracy curves of all runs
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for r in done:
+        rows = metrics[r.name]
+        ax.plot([m["epoch"] for m in rows], [m["test_accuracy"] for m in rows],
+                label=f"{r.name} ({r.label})")
+    ax.set(xlabel="epoch", ylabel="test accuracy", title=f"{family.name}: test accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    out.append(save(fig, family_dir / "curves.png"))
+
+    # dead units per layer per run, and the per-layer decay coefficients of each run
+    layers = list(configs[done[0].name]["layers"])
+    width = 0.8 / len(done)
+    fig, (a1, a2) = plt.subplots(2, 1, figsize=(10, 7), sharex=True)
+    for i, r in enumerate(done):
+        dead = (summaries[r.name].get("dead_units") or {}).get("1e-09", {})
+        pos = np.arange(len(layers)) + (i - (len(done) - 1) / 2) * width
+        a1.bar(pos, [dead.get(k, (0, 0))[0] for k in layers], width, label=r.name)
+        table = configs[r.name]["layers"]
+        a2.plot(range(len(layers)), [table[k]["coefficient"] for k in layers], "o-",
+                label=f"{r.name} ({r.label})")
+    a1.set(ylabel="dead input units (< 1e-9)", title=f"{family.name}: dead units")
+    a1.legend(fontsize=7, ncol=3)
+    a2.set(ylabel="decay coefficient (kernel)", yscale="log",
+           title="per-layer decay coefficient")
+    a2.set_xticks(range(len(layers)), layers, rotation=45)
+    a2.grid(alpha=0.3)
+    a2.legend(fontsize=7, ncol=3)
+    out.append(save(fig, family_dir / "dead_units_and_coefficients.png"))
+    return out

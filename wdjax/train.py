@@ -13,6 +13,7 @@ program for a whole sweep).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import platform
@@ -20,7 +21,7 @@ import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax
 import jax
@@ -266,6 +267,56 @@ def prepare_run_dir(out: Path, config: Config, force: bool) -> Path:
     return run_dir
 
 
+class Programs(NamedTuple):
+    """The model and the compiled steps shared by every run with the same `shared_key`."""
+
+    model: VGG
+    conf: list
+    params0: PyTree
+    batch_stats0: PyTree
+    schedule: optax.Schedule
+    step: Callable
+    eval: Callable
+    monitor: Callable
+
+
+@functools.lru_cache(maxsize=4)
+def _programs(shared: tuple, k_runs: int, image_shape: tuple, num_classes: int,
+              n_train: int) -> Programs:
+    cfg = Config(**dict(shared))
+    steps_per_epoch = math.ceil(n_train / cfg.batch_size)
+    schedule = lr_schedule(cfg.base_lr, steps_per_epoch, cfg.epochs_per_stage)
+    conf = vgg_conf(cfg.base, num_classes, image_shape[-1])
+    model = VGG(conf, conv_impl=cfg.conv_impl)
+    variables = init_variables(model, jax.random.PRNGKey(cfg.seed), image_shape)
+    params0 = variables["params"]
+    # The coefficients are measured on these initial params, re-created from the seed on
+    # resume, so a resumed run uses exactly the numbers it started with.
+    tx = schemes.build(cfg.optimizer, params=params0, conf=conf, lr=schedule,
+                       separate_decay=cfg.separate_decay)
+    factors = schemes.layer_factors(cfg.optimizer, params0, conf)
+
+    def spec_fn(opt_state):
+        return schemes.spec_from_state(cfg.optimizer, opt_state, params0, conf, factors)
+
+    vm = jax.vmap if k_runs > 1 else (lambda f, **_: f)
+    step = jax.jit(vm(lambda s, *a: train_step(s, *a, model=model, tx=tx),
+                      in_axes=(0, None, None, None, None, None)), donate_argnums=0)
+    evaluate = jax.jit(vm(lambda p, b, *a: eval_step(p, b, *a, model=model),
+                          in_axes=(0, 0, None, None, None, None)))
+    monitor = jax.jit(vm(lambda s, *a: monitor_step(s, *a, model=model, tx=tx,
+                                                    spec_fn=spec_fn),
+                         in_axes=(0, None, None, None, None)))
+    return Programs(model, conf, params0, variables["batch_stats"], schedule, step, evaluate,
+                    monitor)
+
+
+def programs(cfg: Config, k_runs: int, image_shape: tuple, num_classes: int,
+             n_train: int) -> Programs:
+    """Compiled steps for `cfg`'s group, reused by later runs that share them (sweeps)."""
+    return _programs(cfg.shared_key(), k_runs, tuple(image_shape), num_classes, n_train)
+
+
 # ------------------------------------------------------------------------------ the loop
 def train(configs: Config | Sequence[Config], out: str | os.PathLike = "runs", *,
           dataset: data.Dataset | None = None, force: bool = False, progress: bool = True,
@@ -298,26 +349,17 @@ def train(configs: Config | Sequence[Config], out: str | os.PathLike = "runs", *
                             test_subset=cfg.test_subset)
     n_train, n_test = len(dataset.train_labels), len(dataset.test_labels)
     steps_per_epoch = math.ceil(n_train / cfg.batch_size)
-    schedule = lr_schedule(cfg.base_lr, steps_per_epoch, cfg.epochs_per_stage)
-
-    conf = vgg_conf(cfg.base, dataset.num_classes, dataset.train_images.shape[-1])
-    model = VGG(conf, conv_impl=cfg.conv_impl)
-    variables = init_variables(model, jax.random.PRNGKey(cfg.seed), dataset.train_images.shape[1:])
-    params0 = variables["params"]
-    # The coefficients are measured on these initial params, re-created from the seed on
-    # resume; the record keeps them so a restored run can be checked against them.
-    txs = [schemes.build(c.optimizer, params=params0, conf=conf, lr=schedule,
+    prog = programs(cfg, k_runs, dataset.train_images.shape[1:], dataset.num_classes, n_train)
+    params0 = prog.params0
+    # Each run's state carries its own hyperparameters; they share the compiled update.
+    txs = [schemes.build(c.optimizer, params=params0, conf=prog.conf, lr=prog.schedule,
                          separate_decay=c.separate_decay, **c.hparams()) for c in configs]
-    tx = txs[0]  # all share one update function; the hyperparameters live in the state
-    factors = schemes.layer_factors(cfg.optimizer, params0, conf)
-
-    def spec_fn(opt_state):
-        return schemes.spec_from_state(cfg.optimizer, opt_state, params0, conf, factors)
-
-    states = [TrainState(jnp.zeros([], jnp.int32), params0, variables["batch_stats"],
-                         t.init(params0)) for t in txs]
-    logs = [RunLog(c, d, _layer_table(c, params0, conf)) for c, d in zip(configs, run_dirs,
-                                                                         strict=True)]
+    # Fresh copies: the compiled step donates its input buffers, and params0 is shared.
+    states = [TrainState(jnp.zeros([], jnp.int32), jax.tree.map(jnp.copy, params0),
+                         jax.tree.map(jnp.copy, prog.batch_stats0), t.init(params0))
+              for t in txs]
+    logs = [RunLog(c, d, _layer_table(c, params0, prog.conf))
+            for c, d in zip(configs, run_dirs, strict=True)]
     env = environment()
     ckpts = [checkpoint.Manager(d / "checkpoints") for d in run_dirs]
     start_epoch = _resume(states, logs, ckpts)
@@ -328,15 +370,8 @@ def train(configs: Config | Sequence[Config], out: str | os.PathLike = "runs", *
             config=log.config.to_dict(), environment=env, layers=log.table,
             data=dict(source=dataset.source, checksum=dataset.checksum, train=n_train,
                       test=n_test), steps_per_epoch=steps_per_epoch))
-
-    vm = jax.vmap if stacked else (lambda f, **_: f)
-    step_fn = jax.jit(vm(lambda s, *a: train_step(s, *a, model=model, tx=tx),
-                         in_axes=(0, None, None, None, None, None)), donate_argnums=0)
-    eval_fn = jax.jit(vm(lambda p, b, *a: eval_step(p, b, *a, model=model),
-                         in_axes=(0, 0, None, None, None, None)))
-    monitor_fn = jax.jit(vm(lambda s, *a: monitor_step(s, *a, model=model, tx=tx,
-                                                       spec_fn=spec_fn),
-                            in_axes=(0, None, None, None, None)))
+    schedule, model = prog.schedule, prog.model
+    step_fn, eval_fn, monitor_fn = prog.step, prog.eval, prog.monitor
 
     train_x, train_y = jax.device_put(dataset.train_images), jax.device_put(dataset.train_labels)
     test_x, test_y = jax.device_put(dataset.test_images), jax.device_put(dataset.test_labels)
@@ -420,7 +455,8 @@ def _resume(states: list[TrainState], logs: list[RunLog],
     """Restore every run of the group from its newest common checkpoint; return the epoch."""
     latest = [c.latest_epoch() for c in ckpts]
     if any(e is None for e in latest):
-        for log in logs:  # a fresh start: any old partial records are stale
+        for log, c in zip(logs, ckpts, strict=True):  # a fresh start: old partials are stale
+            c.reset()
             for f in ("metrics.jsonl", "steps.jsonl"):
                 (log.dir / f).unlink(missing_ok=True)
         return 0
@@ -451,7 +487,7 @@ def _log_steps(logs, fetched, step, epoch, lr, stacked) -> None:
     for r, log in enumerate(logs):
         if log.diverged:
             continue
-        pick = (lambda x: x[r]) if stacked else (lambda x: x)
+        pick = (lambda x, r=r: x[r]) if stacked else (lambda x: x)
         losses = np.array([pick(m["loss"]) for m in fetched], np.float64)
         sq_u = np.array([pick(m["sq_update"]).sum() for m in fetched])
         sq_p = np.array([pick(m["sq_param"]).sum() for m in fetched])

@@ -1,0 +1,205 @@
+"""Re-run a family of the notebook: ``python -m experiments.sweep --name dxp``.
+
+Each run of the family trains under ``<out>/<family>/<run>/``; at the end a table in the
+notebook's own line format is printed and saved (``summary.md``, ``summary.csv``) with
+pictures beside it. Re-running the same command skips finished runs and resumes an
+unfinished one from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from experiments import cli, registry, scales
+from wdjax import data, records
+from wdjax.train import Config
+
+
+def parser() -> cli.Parser:
+    p = cli.Parser(prog="python -m experiments.sweep", description=__doc__.splitlines()[0])
+    a = p.add_argument
+    a("--name", help=f"family: {', '.join(registry.FAMILIES)}")
+    a("--list", action="store_true", help="list the families and exit")
+    a("--dry-run", action="store_true", help="print every run's config and exit")
+    a("--scale", choices=tuple(scales.SCALES), default=None,
+      help="full: the notebook's protocol; quick: a CPU preview (default: full on GPU/TPU, "
+           "quick on CPU)")
+    a("--runs", default=None, help="comma-separated subset of the family's runs")
+    a("--parallel", choices=("vmap", "sequential"), default=None,
+      help="train the runs together (vmap) or one after another (default: per backend)")
+    a("--out", default=None, help="output directory (default results/<scale>)")
+    a("--data", default=None, help=f"tfds:NAME or folder:PATH (default ${data.ENV_DATA}, "
+      f"else {data.DEFAULT_SOURCE})")
+    a("--seed", type=cli.integer("--seed", low=0), default=0)
+    a("--force-name", action="store_true", help="replace existing runs with other configs")
+    a("--no-progress", action="store_true")
+    return p
+
+
+def list_families() -> str:
+    rows = [f"{'family':9} {'optimizer':32} {'varies':13} runs  description"]
+    for fam in registry.FAMILIES.values():
+        rows.append(f"{fam.name:9} {fam.optimizer:32} {fam.varies:13} {len(fam.runs):4}  "
+                    f"{fam.description}")
+    return "\n".join(rows)
+
+
+def configs_for(family: registry.Family, runs: Sequence[registry.Run], scale: str,
+                data_spec: str | None, seed: int) -> list[Config]:
+    protocol = scales.SCALES[scale]
+    out = []
+    for run in runs:
+        hp = dict(run.hparams)
+        out.append(Config(name=run.name, optimizer=run.optimizer, data=data_spec, seed=seed,
+                          **hp, **protocol).validate())
+    return out
+
+
+def _summary_rows(family: registry.Family, runs: Sequence[registry.Run], family_dir: Path,
+                  scale: str) -> list[dict]:
+    rows = []
+    for run in runs:
+        path = family_dir / run.name / "summary.json"
+        s = records.read_json(path) if path.exists() else {}
+        dead = (s.get("dead_units") or {}).get("1e-09", {})
+        acc = s.get("final_test_accuracy")
+        rep = run.reported
+        rows.append(dict(
+            run=run.name, value=run.label, optimizer=run.optimizer,
+            test_accuracy=acc, train_correct=s.get("final_train_correct"),
+            train_total=s.get("train_total"), best_test_accuracy=s.get("best_test_accuracy"),
+            best_epoch=s.get("best_epoch"),
+            dead_1e9=sum(d for d, _ in dead.values()) if dead else None,
+            diverged=bool(s.get("diverged")), finished=bool(s),
+            notebook_accuracy=rep.test_accuracy, notebook_train_correct=rep.train_correct,
+            difference=(acc - rep.test_accuracy if scale == "full" and acc is not None
+                        and rep.test_accuracy is not None else None),
+        ))
+    return rows
+
+
+def _fmt(x, spec=".4f") -> str:
+    return "" if x is None else format(x, spec) if isinstance(x, float) else str(x)
+
+
+def notebook_lines(rows: list[dict]) -> list[str]:
+    """``- dxp4: 0.00016 -> 0.9131 (50000)``, as the notebook writes them."""
+    out = []
+    for r in rows:
+        if not r["finished"]:
+            out.append(f"- {r['run']}: {r['value']} -> (not finished)")
+            continue
+        tail = " diverged" if r["diverged"] else ""
+        out.append(f"- {r['run']}: {r['value']} -> {_fmt(r['test_accuracy'])} "
+                   f"({r['train_correct']}){tail}")
+    return out
+
+
+def markdown(family: registry.Family, rows: list[dict], scale: str, protocol: dict) -> str:
+    head = [f"# {family.name}: {family.description}", "",
+            f"optimizer {family.optimizer}, varies {family.varies}; scale {scale} "
+            f"({', '.join(f'{k}={v}' for k, v in protocol.items())})", "", *notebook_lines(rows),
+            "", "| run | " + family.varies + " | final test | train correct | best test | "
+            "best epoch | dead (1e-9) | diverged | notebook | difference |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        head.append(
+            f"| {r['run']} | {r['value']} | {_fmt(r['test_accuracy'])} | "
+            f"{_fmt(r['train_correct'])}/{_fmt(r['train_total'])} | "
+            f"{_fmt(r['best_test_accuracy'])} | {_fmt(r['best_epoch'])} | "
+            f"{_fmt(r['dead_1e9'])} | {'yes' if r['diverged'] else ''} | "
+            f"{_fmt(r['notebook_accuracy'])} | {_fmt(r['difference'], '+.4f')} |")
+    return "\n".join(head) + "\n"
+
+
+def csv_text(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def write_results(family: registry.Family, runs: Sequence[registry.Run], family_dir: Path,
+                  scale: str) -> list[dict]:
+    from wdjax import plots
+
+    rows = _summary_rows(family, runs, family_dir, scale)
+    records.atomic_write(family_dir / "summary.md",
+                         markdown(family, rows, scale, scales.SCALES[scale]))
+    records.atomic_write(family_dir / "summary.csv", csv_text(rows))
+    plots.sweep_pictures(family, runs, family_dir)
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.list:
+        print(list_families())
+        return 0
+    if not args.name:
+        raise cli.UsageError("--name is required; families: " + ", ".join(registry.FAMILIES))
+    family = registry.get_family(args.name)
+    names = [n.strip() for n in args.runs.split(",")] if args.runs else None
+    runs = registry.select_runs(family, names)
+    scale, why = scales.choose(args.scale)
+    parallel = args.parallel or scales.default_parallel()
+    configs = configs_for(family, runs, scale, data.resolve_source(args.data), args.seed)
+    out = Path(args.out or f"results/{scale}")
+    family_dir = out / family.name
+    print(f"sweep {family.name}: {len(runs)} runs at {scale} scale ({why}), {parallel}; "
+          f"results in {family_dir}")
+    if args.dry_run:
+        print("protocol: " + json.dumps(scales.SCALES[scale]))
+        for c in configs:
+            print(json.dumps(c.to_dict()))
+        return 0
+
+    data.check_source(data.resolve_source(args.data))
+    records.check_writable(out)
+    from wdjax.train import prepare_run_dir, train
+
+    def finished(c: Config) -> bool:
+        return records.run_state(family_dir / c.name) == "finished" and _same(family_dir, c)
+
+    if not args.force_name:
+        for c in configs:  # refuse conflicting runs before anything is written
+            if not finished(c):
+                prepare_run_dir(family_dir, c, force=False)
+    with records.lock(family_dir):
+        todo = [c for c in configs if not finished(c)]
+        skipped = len(configs) - len(todo)
+        if skipped:
+            print(f"{skipped} finished run(s) skipped")
+        t0 = time.time()
+        if todo:
+            dataset = data.load(configs[0].data, train_subset=configs[0].train_subset,
+                                test_subset=configs[0].test_subset)
+            groups = [todo] if parallel == "vmap" else [[c] for c in todo]
+            for group in groups:
+                train(group, family_dir, dataset=dataset, force=args.force_name,
+                      progress=not args.no_progress)
+        rows = write_results(family, runs, family_dir, scale)
+    print()
+    print("\n".join(notebook_lines(rows)))
+    print(f"\n{family.name}: {len(todo)} run(s) trained in {time.time() - t0:.0f} s; "
+          f"table, CSV and pictures in {family_dir}")
+    return 0
+
+
+def _same(family_dir: Path, config: Config) -> bool:
+    path = family_dir / config.name / "config.json"
+    try:
+        return records.read_json(path)["config"] == records._jsonable(config.to_dict())
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+if __name__ == "__main__":
+    cli.run_main(main, sys.argv[1:])

@@ -1,0 +1,83 @@
+"""Train one run: ``python -m experiments.train --name NAME --optimizer SGD_var_dup2 ...``.
+
+Flags follow the original script (its short forms ``-n -o -wd -L1 -nb -b -lr`` work too).
+Re-running the same command resumes an unfinished run from its latest checkpoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from experiments import cli
+from wdjax import data, records, schemes
+from wdjax.train import Config
+
+
+def parser() -> cli.Parser:
+    d = Config()
+    p = cli.Parser(prog="python -m experiments.train", description=__doc__.splitlines()[0])
+    a = p.add_argument
+    a("-n", "--name", required=True, help="run name (a directory under --out)")
+    a("-o", "--optimizer", default=d.optimizer,
+      help=f"named scheme, one of: {', '.join(schemes.names())}")
+    a("-lr", "--learning-rate", "--lr", dest="lr", default=None,
+      type=cli.number("--lr", low_open=True), help="base learning rate (default 0.1; Adam 0.001)")
+    a("--momentum", type=cli.number("--momentum", high=1.0), default=d.momentum)
+    a("-wd", "--weight-decay", dest="weight_decay", type=cli.number("--weight-decay"),
+      default=d.weight_decay, help="L2 coefficient / variance-inverse base decay")
+    a("-L1", "--L1-decay", dest="L1_decay", type=cli.number("--L1-decay"), default=d.L1_decay)
+    a("--last1-mult", type=cli.number("--last1-mult"), default=d.last1_mult)
+    a("--last2-mult", type=cli.number("--last2-mult"), default=d.last2_mult)
+    a("--topo-base", type=cli.number("--topo-base", low_open=True), default=d.topo_base)
+    a("--norm-ema", type=cli.number("--norm-ema", high=1.0), default=d.norm_ema)
+    a("--separate-decay", action="store_true", help="Adam: decoupled (AdamW-style) decay")
+    a("-nb", "--num-base", "--base", dest="base", type=cli.integer("--base"), default=d.base,
+      help="model width (channels of conv1)")
+    a("-b", "--batch-size", type=cli.integer("--batch-size"), default=d.batch_size)
+    a("--stages", type=cli.integer("--stages"), default=d.stages,
+      help="learning-rate stages (lr halves after each)")
+    a("--epochs-per-stage", type=cli.integer("--epochs-per-stage"), default=d.epochs_per_stage)
+    a("--data", default=None, help=f"tfds:NAME or folder:PATH (default ${data.ENV_DATA}, "
+      f"else {data.DEFAULT_SOURCE})")
+    a("--train-subset", type=cli.integer("--train-subset"), default=None)
+    a("--test-subset", type=cli.integer("--test-subset"), default=None)
+    a("--seed", type=cli.integer("--seed", low=0), default=d.seed)
+    a("--log-every", type=cli.integer("--log-every"), default=d.log_every,
+      help="steps between loss / norm log lines")
+    a("--conv-impl", choices=("xla", "im2col"), default=None,
+      help="convolution formulation (default: fastest for the backend)")
+    a("--histograms", action="store_true", help="draw activation histograms at the end")
+    a("--out", default="runs", help="output directory (default ./runs)")
+    a("--force-name", action="store_true",
+      help="replace a finished run or one with a different config (the old one is kept "
+           "aside as NAME.replaced-TIME)")
+    a("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    opts = vars(args)
+    out, force, quiet = opts.pop("out"), opts.pop("force_name"), opts.pop("no_progress")
+    opts["data"] = data.resolve_source(opts["data"])
+    config = Config(**opts).validate()
+    # Everything that can be checked is checked before anything is created.
+    data.check_source(config.data)
+    out_dir = records.check_writable(out)
+    from wdjax.train import prepare_run_dir, train
+
+    if not force:
+        prepare_run_dir(out_dir, config, force=False)  # refuses conflicts, writes nothing
+    summary = train(config, out_dir, force=force, progress=not quiet)[0]
+    if summary.get("diverged"):
+        print(f"{config.name}: diverged at step {summary['diverged']['step']}")
+    else:
+        print(f"{config.name}: test {summary['final_test_accuracy']:.4f} "
+              f"(train {summary['final_train_correct']}/{summary['train_total']}), best "
+              f"{summary['best_test_correct']} at epoch {summary['best_epoch']}; "
+              f"records in {out_dir / config.name}")
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run_main(main)
