@@ -25,6 +25,15 @@ def save(fig: plt.Figure, path: str | os.PathLike) -> Path:
     return Path(path)
 
 
+def _log_if_positive(ax: plt.Axes) -> None:
+    """Log y axis when every plotted value is positive and finite (a diverged run is not)."""
+    ys = np.concatenate([np.asarray(line.get_ydata(), float) for line in ax.get_lines()] or
+                        [np.array([])])
+    ys = ys[~np.isnan(ys)]
+    if ys.size and np.all(np.isfinite(ys)) and np.all(ys > 0):
+        ax.set_yscale("log")
+
+
 def _layers(rows: list[dict]) -> list[str]:
     return list(rows[-1]["angular_update"]) if rows else []
 
@@ -40,7 +49,8 @@ def accuracy_figure(rows: list[dict], title: str = "") -> plt.Figure:
     a1.legend()
     a2.plot(ep, [r["train_loss"] for r in rows], label="train")
     a2.plot(ep, [r["test_loss"] for r in rows], label="test")
-    a2.set(xlabel="epoch", ylabel="cross-entropy", title=f"{title} loss", yscale="log")
+    a2.set(xlabel="epoch", ylabel="cross-entropy", title=f"{title} loss")
+    _log_if_positive(a2)
     a2.grid(alpha=0.3)
     a2.legend()
     return fig
@@ -62,11 +72,12 @@ def norms_figure(rows: list[dict], title: str = "") -> plt.Figure:
         if any(p is not None for p in pred):
             a2.plot(ep, [np.nan if p is None else p for p in pred], color=cmap(i), ls="--",
                     lw=0.8)
-    a1.set(xlabel="epoch", ylabel="||W||", title=f"{title} kernel norms", yscale="log")
-    a2.set(xlabel="epoch", ylabel="||dW|| / ||W|| per step", yscale="log",
+    a1.set(xlabel="epoch", ylabel="||W||", title=f"{title} kernel norms")
+    a2.set(xlabel="epoch", ylabel="||dW|| / ||W|| per step",
            title="angular update (dashed: sqrt(2 lr wd / (1+m)))")
     for a in (a1, a2):
         a.grid(alpha=0.3)
+        _log_if_positive(a)
     a1.legend(fontsize=7, ncol=2)
     return fig
 

@@ -1,0 +1,264 @@
+"""The training system: steps, schedule, monitors, records, divergence, resume, CLI."""
+
+import json
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from wdjax import analysis, records, schemes, train
+from wdjax.models import VGG, init_variables, vgg_conf
+
+TINY = dict(base=4, batch_size=128, stages=3, epochs_per_stage=1, log_every=2,
+            conv_impl="xla", eval_batch_size=100)
+
+
+def test_lr_schedule_halves_per_stage():
+    sched = train.lr_schedule(0.1, steps_per_epoch=391, epochs_per_stage=20)
+    assert float(sched(0)) == 0.1 and float(sched(391 * 20 - 1)) == 0.1
+    assert float(sched(391 * 20)) == 0.05
+    assert float(sched(391 * 200 - 1)) == pytest.approx(0.1 / 2**9)
+
+
+def _step_setup(optimizer="SGD_var_dup2"):
+    conf = vgg_conf(4)
+    model = VGG(conf, conv_impl="xla")
+    v = init_variables(model, jax.random.PRNGKey(0))
+    tx = schemes.build(optimizer, params=v["params"], conf=conf, lr=0.1, weight_decay=1e-3,
+                       momentum=0.9)
+    state = train.TrainState(jnp.zeros([], jnp.int32), v["params"], v["batch_stats"],
+                             tx.init(v["params"]))
+    rng = np.random.default_rng(0)
+    images = jnp.asarray(rng.integers(0, 256, (40, 32, 32, 3), np.uint8))
+    labels = jnp.asarray(rng.integers(0, 10, 40).astype(np.int32))
+    return model, tx, state, images, labels
+
+
+def test_padded_partial_batch_equals_the_real_batch():
+    model, tx, state, images, labels = _step_setup()
+    key = jax.random.PRNGKey(5)
+    real_idx = jnp.arange(20, 32)
+    # Same 12 real rows padded to 16; flips are drawn per row, so keep the real rows first.
+    pad_idx = jnp.concatenate([real_idx, jnp.zeros(4, jnp.int32)])
+    mask = jnp.array([1.0] * 12 + [0.0] * 4)
+    a, ma = train.train_step(state, images, labels, pad_idx, mask, key, model=model, tx=tx)
+    flip_fn = train.data.random_flip
+    # The unpadded reference draws flips for 12 rows; make it use the same 12 flips.
+    try:
+        train.data.random_flip = lambda k, x: flip_fn(k, jnp.concatenate(
+            [x, jnp.zeros((4, *x.shape[1:]), x.dtype)]))[:12]
+        b, mb = train.train_step(state, images, labels, real_idx, jnp.ones(12), key,
+                                 model=model, tx=tx)
+    finally:
+        train.data.random_flip = flip_fn
+    assert float(ma["correct"]) == float(mb["correct"])
+    assert float(ma["loss"]) == pytest.approx(float(mb["loss"]), rel=1e-5)
+    for x, y in zip(jax.tree.leaves((a.params, a.batch_stats)),
+                    jax.tree.leaves((b.params, b.batch_stats)), strict=True):
+        np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6)
+
+
+def test_step_metrics_match_direct_computation():
+    model, tx, state, images, labels = _step_setup()
+    idx, mask = jnp.arange(16), jnp.ones(16)
+    new, m = train.train_step(state, images, labels, idx, mask, jax.random.PRNGKey(1),
+                              model=model, tx=tx)
+    upd = jax.tree.map(lambda a, b: np.asarray(a, np.float64) - np.asarray(b, np.float64),
+                       new.params, state.params)
+    direct_update = np.sqrt(sum((u**2).sum() for u in jax.tree.leaves(upd)))
+    direct_param = np.sqrt(sum((np.asarray(p, np.float64) ** 2).sum()
+                               for p in jax.tree.leaves(state.params)))
+    assert np.sqrt(float(m["sq_update"].sum())) == pytest.approx(direct_update, rel=1e-4)
+    assert np.sqrt(float(m["sq_param"].sum())) == pytest.approx(direct_param, rel=1e-5)
+
+
+def test_tensor_monitors_match_direct_computation():
+    model, tx, state, images, labels = _step_setup("SGD_topo.a")
+    conf = vgg_conf(4)
+    factors = schemes.layer_factors("SGD_topo.a", state.params, conf)
+    # One real step first, so the momentum buffer is not zero.
+    state, _ = train.train_step(state, images, labels, jnp.arange(16), jnp.ones(16),
+                                jax.random.PRNGKey(0), model=model, tx=tx)
+    mon = train.monitor_step(
+        state, images, labels, jnp.arange(16, 32), jnp.ones(16), model=model, tx=tx,
+        spec_fn=lambda s: schemes.spec_from_state("SGD_topo.a", s, state.params, conf, factors))
+    x = train.data.normalize(images[16:32])
+
+    def loss(p):
+        out, _ = model.apply({"params": p, "batch_stats": state.batch_stats}, x, train=True,
+                             mutable=["batch_stats"])
+        return optax.softmax_cross_entropy_with_integer_labels(out, labels[16:32]).mean()
+
+    g = np.asarray(jax.grad(loss)(state.params)["fc6"]["conv"]["kernel"], np.float64)
+    p = np.asarray(state.params["fc6"]["conv"]["kernel"], np.float64)
+    wd = 1e-3 * factors["fc6"]
+    mult = 2.0 ** analysis_distance(p.shape)
+    dec = wd * p * mult
+    buf = np.asarray(state.opt_state.inner_state[1].trace["fc6"]["conv"]["kernel"])
+    m = mon["fc6/conv/kernel"]
+    assert float(m["param"]) == pytest.approx(np.linalg.norm(p), rel=1e-5)
+    assert float(m["grad"]) == pytest.approx(np.linalg.norm(g), rel=1e-3)
+    assert float(m["decay"]) == pytest.approx(np.linalg.norm(dec), rel=1e-5)
+    assert float(m["grad_on_decay"]) == pytest.approx((dec * g).sum() / np.linalg.norm(dec),
+                                                      rel=1e-3, abs=1e-7)
+    assert float(m["momentum"]) == pytest.approx(np.linalg.norm(buf), rel=1e-5)
+    # update = lr * ||0.9 * buf + g + decay||
+    want = 0.1 * np.linalg.norm(0.9 * buf + g + dec)
+    assert float(m["update"]) == pytest.approx(want, rel=1e-3)
+    assert "fc6/conv/bias" not in mon  # only tensors with 2+ dims
+
+
+def analysis_distance(shape):
+    """Cell distances for the topographic multiplier, written out from REFERENCE s. 8."""
+    import math
+
+    _, _, cin, cout = shape
+
+    def cell(u, n):
+        c = u // math.ceil(n / 9)
+        return c % 3, c // 3
+
+    d = np.zeros((cin, cout))
+    for j in range(cin):
+        for i in range(cout):
+            (xi, yi), (xj, yj) = cell(i, cout), cell(j, cin)
+            d[j, i] = math.floor(math.sqrt((xi - xj) ** 2 + (yi - yj) ** 2))
+    return d[None, None]
+
+
+def test_dead_units_on_crafted_params():
+    k = np.ones((3, 3, 5, 4), np.float32)
+    k[:, :, 1, :] = 0.0            # input 1: mean |w| = 0, dead at every threshold
+    k[:, :, 3, :] = -1e-12         # input 3: 1e-12, dead below 1e-9 (sign must not matter)
+    k[:, :, 4, :] = 0.0
+    k[0, 0, 4, 0] = 1e-6           # input 4: mean |w| = 1e-6 / 36 ~ 2.8e-8, dead below 1e-5
+    params = {"conv1_1": {"conv": {"kernel": k, "bias": np.zeros(4)}},
+              "logit": {"conv": {"kernel": np.ones((1, 1, 4, 2)), "bias": np.zeros(2)}}}
+    assert analysis.model_utilization(params, 1e-20) == {"conv1_1": (1, 5), "logit": (0, 4)}
+    assert analysis.model_utilization(params, 1e-9) == {"conv1_1": (2, 5), "logit": (0, 4)}
+    assert analysis.model_utilization(params, 1e-5) == {"conv1_1": (3, 5), "logit": (0, 4)}
+
+
+def test_equilibrium_prediction_formula():
+    assert analysis.equilibrium_angular_update(0.1, 5e-4, 0.0) == pytest.approx(0.01)
+    assert analysis.equilibrium_angular_update(0.1, 5e-4, 0.9) == pytest.approx(
+        np.sqrt(1e-4 / 1.9))
+
+
+def _metrics(run_dir):
+    return records.read_jsonl(run_dir / "metrics.jsonl")
+
+
+def test_run_records_refusal_and_resume_equivalence(small_cifar, tmp_path):
+    cfg = train.Config(name="r", optimizer="SGD_var_dup2", weight_decay=1.6e-4, momentum=0.9,
+                       **TINY)
+    # Uninterrupted.
+    full = train.train(cfg, tmp_path / "a", dataset=small_cifar, progress=False)[0]
+    # Stopped after epoch 1 of 3, then resumed by calling again.
+    part = train.train(cfg, tmp_path / "b", dataset=small_cifar, progress=False,
+                       stop_after_epochs=1)[0]
+    assert part["epochs_done"] == 1 and not (tmp_path / "b" / "r" / "summary.json").exists()
+    resumed = train.train(cfg, tmp_path / "b", dataset=small_cifar, progress=False)[0]
+    assert resumed == full
+    a, b = _metrics(tmp_path / "a" / "r"), _metrics(tmp_path / "b" / "r")
+    assert len(a) == 3
+    for x, y in zip(a, b, strict=True):
+        x.pop("seconds"), y.pop("seconds")
+        assert x == y  # bit for bit: every count, loss and norm
+    run = tmp_path / "a" / "r"
+    for f in ("config.json", "metrics.jsonl", "steps.jsonl", "summary.json", "accuracy.png",
+              "norms.png", "dead_units.png"):
+        assert (run / f).exists(), f
+    row = a[-1]
+    assert row["train_total"] == 300 and row["test_total"] == 200
+    assert 0 <= row["train_correct"] <= 300
+    assert set(row["dead_units"]) == {"1e-20", "1e-09", "1e-05"}
+    assert row["angular_update"]["conv2_1"]["predicted"] > 0
+    assert row["angular_update"]["logit"]["predicted"] is None
+    cfgj = records.read_json(run / "config.json")
+    assert cfgj["environment"]["jax"] == jax.__version__
+    assert cfgj["layers"]["fc6"]["coefficient"] > 0
+    steps = records.read_jsonl(run / "steps.jsonl")
+    assert [s["step"] for s in steps] == [2, 3, 5, 6, 8, 9]
+    # A finished run is not overwritten.
+    with pytest.raises(records.RunError, match="already has results"):
+        train.train(cfg, tmp_path / "a", dataset=small_cifar, progress=False)
+    with pytest.raises(records.RunError, match="different config"):
+        train.train(train.Config(**{**cfg.to_dict(), "weight_decay": 1e-3}), tmp_path / "b2",
+                    dataset=small_cifar, progress=False, stop_after_epochs=1) and \
+            train.train(train.Config(**{**cfg.to_dict(), "weight_decay": 2e-3}),
+                        tmp_path / "b2", dataset=small_cifar, progress=False)
+
+
+def test_divergence_is_recorded_and_returns(small_cifar, tmp_path):
+    cfg = train.Config(name="boom", optimizer="SGD", lr=1e6, weight_decay=1.0, **TINY)
+    s = train.train(cfg, tmp_path, dataset=small_cifar, progress=False)[0]
+    assert s["diverged"] and s["diverged"]["step"] >= 1
+    rows = _metrics(tmp_path / "boom")
+    assert rows and rows[-1]["diverged"]["step"] == s["diverged"]["step"]
+    assert (tmp_path / "boom" / "summary.json").exists()
+
+
+def test_vmapped_runs_equal_separate_runs(small_cifar, tmp_path):
+    base = dict(TINY, optimizer="SGD_var_dup2_last1_mult", momentum=0.9, stages=1)
+    cfgs = [train.Config(name=f"v{i}", weight_decay=wd, last1_mult=m, **base)
+            for i, (wd, m) in enumerate([(1e-4, 3.0), (1e-3, 30.0)])]
+    together = train.train(cfgs, tmp_path / "vm", dataset=small_cifar, progress=False)
+    alone = [train.train(c, tmp_path / "seq", dataset=small_cifar, progress=False)[0]
+             for c in cfgs]
+    for t, s in zip(together, alone, strict=True):
+        assert t["final_train_correct"] == s["final_train_correct"]
+        assert t["final_test_correct"] == s["final_test_correct"]
+    for c in cfgs:
+        a = _metrics(tmp_path / "vm" / c.name)[-1]
+        b = _metrics(tmp_path / "seq" / c.name)[-1]
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+        for k in a["tensors"]:
+            assert a["tensors"][k]["param"] == pytest.approx(b["tensors"][k]["param"], rel=1e-4)
+
+
+CLI = [sys.executable, "-m", "experiments.train"]
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--optimizer", "SGDX"], "unknown optimizer"),
+    (["-wd", "nan"], "--weight-decay"),
+    (["-wd", "abc"], "--weight-decay must be a number"),
+    (["--lr", "0"], "--lr"),
+    (["--momentum", "1.5"], "--momentum"),
+    (["--topo-base", "0"], "--topo-base"),
+    (["-b", "0"], "--batch-size"),
+    (["-nb", "0"], "--base"),
+    (["--name", "../evil"], "invalid run name"),
+    (["--name", "a/b"], "invalid run name"),
+    (["--data", "folder:/does/not/exist"], "does not exist"),
+])
+def test_cli_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, needle):
+    out = tmp_path / "out"
+    argv = ["--name", "x", *args, "--out", str(out)] if "--name" not in args else [
+        *args, "--out", str(out)]
+    r = subprocess.run(CLI + argv, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], r.stderr
+    assert not out.exists()
+
+
+def test_cli_runs_and_refuses_to_overwrite(cifar_archive, tmp_path):
+    argv = CLI + ["-n", "c1", "-o", "SGD", "-nb", "4", "--stages", "1", "--epochs-per-stage",
+                  "1", "--train-subset", "200", "--test-subset", "100", "--data",
+                  f"folder:{cifar_archive}", "--out", str(tmp_path), "--no-progress",
+                  "--conv-impl", "xla"]
+    env = {**__import__("os").environ, "WDJAX_CACHE": str(tmp_path / "cache")}
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "c1: test" in r.stdout
+    summary = json.loads((tmp_path / "c1" / "summary.json").read_text())
+    assert summary["train_total"] == 200
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 2 and "already has results" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
