@@ -59,12 +59,29 @@ def integer(name: str, *, low: int = 1) -> Callable[[str], int]:
     return parse
 
 
+def enable_compilation_cache() -> None:
+    """Keep compiled XLA programs on disk, so a rerun or the next sweep skips compiling.
+
+    ``$WDJAX_XLA_CACHE`` chooses the directory (default ``~/.cache/wdjax/xla``; ``off``
+    disables it).
+    """
+    import os
+
+    import jax
+
+    where = os.environ.get("WDJAX_XLA_CACHE", os.path.expanduser("~/.cache/wdjax/xla"))
+    if where != "off":
+        jax.config.update("jax_compilation_cache_dir", where)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
 def run_main(main: Callable[[Sequence[str] | None], int],
              argv: Sequence[str] | None = None) -> NoReturn:
     """Run `main`, turning expected user errors into one line on stderr and exit 2."""
     from wdjax.data import DataError
     from wdjax.records import RunError
 
+    enable_compilation_cache()
     try:
         code = main(argv)
     except (UsageError, DataError, RunError, ValueError) as err:

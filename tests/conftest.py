@@ -15,7 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from wdjax import data
+# Compiled programs are shared across tests, xdist workers and CLI subprocesses: on CPU,
+# XLA compilation is most of a tiny training run's time.
+os.environ.setdefault("WDJAX_XLA_CACHE", str(Path.home() / ".cache" / "wdjax" / "xla-tests"))
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.environ["WDJAX_XLA_CACHE"])
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+
+from wdjax import data  # noqa: E402  (after the cache settings)
 
 _ARCHIVE_NAME = Path("shared", "data", "cifar10-jpeg.tar.gz")
 # The checkout lives next to shared/ on the workstation and contains it on device machines.
