@@ -110,8 +110,9 @@ def test_vmap_sweep_equals_sequential(tiny_scale):
     for run in ("ixp1", "ixp4"):
         a = records.read_json(seq / "ixp" / run / "summary.json")
         b = records.read_json(vm / "ixp" / run / "summary.json")
-        assert a["final_train_correct"] == b["final_train_correct"]
-        assert a["final_test_correct"] == b["final_test_correct"]
+        # Equal up to float rounding (see test_train.test_vmapped_runs_equal_separate_runs).
+        assert abs(a["final_train_correct"] - b["final_train_correct"]) <= 4
+        assert abs(a["final_test_correct"] - b["final_test_correct"]) <= 4
 
 
 def test_default_scale_announced_on_cpu():

@@ -1,21 +1,81 @@
 """Checkpoints through orbax-checkpoint: one per epoch end, the last two kept.
 
 A checkpoint holds the training state (step, params, BN statistics, optimiser state with
-its hyperparameters) and a small JSON of host-side bookkeeping (best test count, ...).
-Restoring falls back to the previous checkpoint, with a warning, when the newest one is
-truncated or corrupt.
+its hyperparameters) and a small JSON of host-side bookkeeping (best test count, ...),
+plus a SHA-256 of both: orbax reads a flipped byte in array data back without complaint,
+so the digest is what catches silent corruption. Restoring falls back to the previous
+checkpoint, with a one-line warning, when the newest one is truncated or corrupt.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
+import logging
 import os
 import shutil
+import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+
+from wdjax import records
+
+_DIGEST = "state_sha256"
+_TMP_SUFFIX = ".orbax-checkpoint-tmp"
+
+
+class CheckpointError(records.RunError):
+    """No checkpoint of a run can be read (one line for the CLI)."""
+
+
+def digest(state: Any, extra: dict) -> str:
+    """SHA-256 over every array of `state` (dtype, shape, bytes) and the JSON of `extra`."""
+    h = hashlib.sha256()
+    for leaf in jax.tree.leaves(jax.device_get(state)):
+        a = np.ascontiguousarray(leaf)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    h.update(json.dumps(extra, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+@contextlib.contextmanager
+def _quiet_orbax() -> Iterator[None]:
+    """Silence orbax's own log lines while reading possibly damaged checkpoints.
+
+    A damaged checkpoint is reported once, by `Manager.restore`'s warning; orbax would
+    add ERROR lines (and, from a tensorstore callback, an "Event loop is closed"
+    traceback) that make a recoverable fallback look like a crash. That callback can fire
+    after the read has returned, so its filter, once installed, stays.
+    """
+    global _previous_unraisablehook
+    if sys.unraisablehook is not _drop_event_loop_closed:
+        _previous_unraisablehook = sys.unraisablehook
+        sys.unraisablehook = _drop_event_loop_closed
+    logger = logging.getLogger("absl")
+    disabled = logger.disabled
+    logger.disabled = True
+    try:
+        yield
+    finally:
+        logger.disabled = disabled
+
+
+def _drop_event_loop_closed(unraisable: Any) -> None:
+    err = unraisable.exc_value
+    if isinstance(err, RuntimeError) and str(err) == "Event loop is closed":
+        return  # orbax/tensorstore cleanup after a failed read; harmless
+    _previous_unraisablehook(unraisable)
+
+
+_previous_unraisablehook = sys.unraisablehook
 
 
 class Manager:
@@ -30,10 +90,16 @@ class Manager:
     def mngr(self) -> ocp.CheckpointManager:
         # Created lazily: orbax makes the directory, which a refused run must not leave.
         if self._mngr is None:
-            self._mngr = ocp.CheckpointManager(
-                self.directory,
-                options=ocp.CheckpointManagerOptions(max_to_keep=self._keep, create=True),
-            )
+            # A save cut short by a killed process leaves "<epoch>.orbax-checkpoint-tmp";
+            # orbax would remove it later with a warning line. Nothing else writes here.
+            if self.directory.exists():
+                for tmp in self.directory.glob(f"*{_TMP_SUFFIX}*"):
+                    shutil.rmtree(tmp, ignore_errors=True)
+            with _quiet_orbax():
+                self._mngr = ocp.CheckpointManager(
+                    self.directory,
+                    options=ocp.CheckpointManagerOptions(max_to_keep=self._keep, create=True),
+                )
         return self._mngr
 
     def epochs(self) -> list[int]:
@@ -58,6 +124,7 @@ class Manager:
         An existing checkpoint of the same epoch (left after falling back from a damaged
         newer one) is replaced.
         """
+        extra = dict(extra, **{_DIGEST: digest(state, extra)})
         if epoch in self.mngr.all_steps():
             self.mngr.wait_until_finished()
             self.mngr.delete(epoch)
@@ -71,21 +138,29 @@ class Manager:
     def restore(self, epoch: int, target: Any) -> tuple[Any, dict]:
         """Restore `epoch` into the structure of `target`; fall back to older ones if broken.
 
-        Returns the state and the extra dict; raises if no checkpoint can be read.
+        Returns the state and the extra dict (with the epoch read); raises CheckpointError
+        if no checkpoint can be read.
         """
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
         candidates = [e for e in reversed(self.epochs()) if e <= epoch]
         for e in candidates:
             try:
-                got = self.mngr.restore(e, args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(abstract), extra=ocp.args.JsonRestore()))
+                with _quiet_orbax():
+                    got = self.mngr.restore(e, args=ocp.args.Composite(
+                        state=ocp.args.StandardRestore(abstract),
+                        extra=ocp.args.JsonRestore()))
+                state, extra = got["state"], dict(got["extra"])
+                stored = extra.pop(_DIGEST, None)  # absent in checkpoints of older versions
+                if stored is not None and stored != digest(state, extra):
+                    raise ValueError("checksum mismatch")
             except Exception as err:  # orbax raises many kinds for a damaged checkpoint
                 warnings.warn(f"checkpoint epoch {e} in {self.directory} is unreadable "
-                              f"({type(err).__name__}); falling back to an older one",
-                              stacklevel=2)
+                              f"({type(err).__name__}: {' '.join(str(err).split())[:120]}); "
+                              "falling back to an older one", stacklevel=2)
                 continue
-            return got["state"], dict(got["extra"], epoch=e)
-        raise RuntimeError(f"no readable checkpoint in {self.directory}")
+            return state, dict(extra, epoch=e)
+        raise CheckpointError(f"no readable checkpoint in {self.directory}; delete that folder "
+                              "to start the run over")
 
     def close(self) -> None:
         if self._mngr is not None:

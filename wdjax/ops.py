@@ -2,12 +2,14 @@
 
 The VGG only needs 'same' 3x3 and 1x1 convolutions and non-overlapping 2x2 max-pools, so
 these are written for exactly that case; anything else falls back to XLA's general ops.
+`tune_cpu_allocator` removes XLA:CPU's per-step page-fault cost; call it at program start.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import sys
 
 import jax
@@ -44,17 +46,23 @@ def tune_cpu_allocator() -> bool:
 
 
 def default_conv_impl(backend: str | None = None) -> str:
-    """The fastest measured formulation for a backend: im2col on CPU, XLA's conv elsewhere."""
+    """The fastest measured formulation for a backend: hybrid on CPU, XLA's conv elsewhere.
+
+    CPU VGG train step, batch 128 (benchmarks/step_speed.py): hybrid beat im2col and xla at
+    base 32 and 16; accelerators have native convolutions.
+    """
     backend = backend or jax.default_backend()
-    return "im2col" if backend == "cpu" else "xla"
+    return "hybrid" if backend == "cpu" else "xla"
 
 
 def conv2d(x: jax.Array, kernel: jax.Array, impl: str = "xla") -> jax.Array:
     """Stride-1 'same' convolution of NHWC `x` with an HWIO `kernel` (odd kernel size).
 
     `impl="im2col"` gathers the kh*kw shifted views of the zero-padded input along the
-    channel axis and does one matmul; on CPU that beats XLA's direct convolution because
-    the matmul (and its transpose in the backward pass) runs as one large GEMM.
+    channel axis and does one matmul; on CPU that beats XLA's direct convolution on small
+    maps or few input channels, where XLA's conv is slow (pathologically so on 2x2 maps).
+    `impl="hybrid"` picks per layer: XLA's conv for big maps, whose patch buffer would cost
+    more memory traffic than the GEMM saves, im2col for the rest. 1x1 kernels are a matmul.
     """
     kh, kw, cin, cout = kernel.shape
     if impl == "hybrid":
@@ -91,11 +99,45 @@ def _prefer_xla(x_shape: tuple[int, ...], k_shape: tuple[int, ...]) -> bool:
 
 
 def max_pool(x: jax.Array, window: int, stride: int) -> jax.Array:
-    """Max-pool NHWC `x` with a square window, no padding (PyTorch's MaxPool2d default)."""
-    n, h, w, c = x.shape
+    """Max-pool NHWC `x` with a square window, no padding (PyTorch's MaxPool2d default).
+
+    Non-overlapping windows use a reshape-max whose gradient goes to the first maximum of
+    each window in row-major order, exactly like ``reduce_window``'s (select-and-scatter)
+    gradient and PyTorch's; other windows fall back to ``reduce_window``.
+    """
+    _, h, w, _ = x.shape
     if window == stride and h % window == 0 and w % window == 0:
-        # Non-overlapping windows: a reshape and a max, cheaper than reduce_window on CPU.
-        return x.reshape(n, h // window, window, w // window, window, c).max(axis=(2, 4))
+        return _block_max_pool(x, window)
     return lax.reduce_window(
         x, -jnp.inf, lax.max, (1, window, window, 1), (1, stride, stride, 1), "VALID"
     )
+
+
+def _blocks(x: jax.Array, k: int) -> jax.Array:
+    """View NHWC `x` as (N, H/k, k, W/k, k, C) windows."""
+    n, h, w, c = x.shape
+    return x.reshape(n, h // k, k, w // k, k, c)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _block_max_pool(x: jax.Array, k: int) -> jax.Array:
+    return _blocks(x, k).max(axis=(2, 4))
+
+
+def _block_max_pool_fwd(x: jax.Array, k: int) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+    y = _block_max_pool(x, k)
+    return y, (x, y)
+
+
+def _block_max_pool_bwd(k: int, res: tuple[jax.Array, jax.Array], g: jax.Array):
+    # A custom rule because jnp.max's own gradient splits ties evenly and costs an extra
+    # window-sum pass; here one fused mask picks the first maximum (reduce_window's choice).
+    x, y = res
+    xb = _blocks(x, k)
+    pos = (jnp.arange(k)[:, None] * k + jnp.arange(k)[None, :]).reshape(1, 1, k, 1, k, 1)
+    first = jnp.where(xb == y[:, :, None, :, None], pos, k * k).min(axis=(2, 4), keepdims=True)
+    dx = jnp.where(pos == first, g[:, :, None, :, None], jnp.zeros((), g.dtype))
+    return (dx.reshape(x.shape),)
+
+
+_block_max_pool.defvjp(_block_max_pool_fwd, _block_max_pool_bwd)

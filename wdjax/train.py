@@ -31,7 +31,7 @@ import optax
 from flax import struct
 from tqdm.auto import tqdm
 
-from wdjax import analysis, checkpoint, data, records, schemes
+from wdjax import analysis, checkpoint, data, parallel, records, schemes
 from wdjax.models import VGG, init_variables, vgg_conf, weight_layers
 
 PyTree = Any
@@ -127,22 +127,16 @@ class TrainState(struct.PyTreeNode):
 
 
 # ------------------------------------------------------------------------------ the steps
-def train_step(state: TrainState, images: jax.Array, labels: jax.Array, idx: jax.Array,
-               mask: jax.Array, key: jax.Array, *, model: VGG,
+def train_step(state: TrainState, x: jax.Array, y: jax.Array, mask: jax.Array,
+               key: jax.Array, *, model: VGG,
                tx: optax.GradientTransformation) -> tuple[TrainState, dict]:
-    """One SGD step on batch ``images[idx]`` (padded rows have mask 0).
-
-    The flip key is ``fold_in(key, step)``, so the augmentation depends only on the seed
-    and the step: a resumed run sees exactly the batches an uninterrupted one would.
-    """
-    x = data.augment(jax.random.fold_in(key, state.step), images[idx])
-    y = labels[idx]
+    """One SGD step on the (augmented, normalised) batch `x`; padded rows have mask 0."""
     count = mask.sum()
 
     def loss_fn(params):
         logits, new_vars = model.apply(
             {"params": params, "batch_stats": state.batch_stats}, x, train=True, mask=mask,
-            mutable=["batch_stats"], rngs={"dropout": jax.random.fold_in(key, -state.step - 1)},
+            mutable=["batch_stats"], rngs={"dropout": key},
         )
         ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
         return (ce * mask).sum() / count, (logits, new_vars["batch_stats"])
@@ -160,22 +154,17 @@ def train_step(state: TrainState, images: jax.Array, labels: jax.Array, idx: jax
     return TrainState(state.step + 1, params, batch_stats, opt_state), metrics
 
 
-def eval_step(params: PyTree, batch_stats: PyTree, images: jax.Array, labels: jax.Array,
-              idx: jax.Array, mask: jax.Array, *, model: VGG) -> tuple[jax.Array, jax.Array]:
-    """Correct count and summed loss on ``images[idx]`` in evaluation mode."""
-    logits = model.apply({"params": params, "batch_stats": batch_stats},
-                         data.normalize(images[idx]), train=False)
-    y = labels[idx]
+def eval_step(params: PyTree, batch_stats: PyTree, x: jax.Array, y: jax.Array,
+              mask: jax.Array, *, model: VGG) -> tuple[jax.Array, jax.Array]:
+    """Correct count and summed loss on the normalised batch `x`, in evaluation mode."""
+    logits = model.apply({"params": params, "batch_stats": batch_stats}, x, train=False)
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
     return ((logits.argmax(-1) == y) * mask).sum(), (ce * mask).sum()
 
 
-def monitor_step(state: TrainState, images: jax.Array, labels: jax.Array, idx: jax.Array,
-                 mask: jax.Array, *, model: VGG, tx: optax.GradientTransformation,
-                 spec_fn: Callable) -> dict:
+def monitor_step(state: TrainState, x: jax.Array, y: jax.Array, mask: jax.Array, *,
+                 model: VGG, tx: optax.GradientTransformation, spec_fn: Callable) -> dict:
     """Per-tensor monitors on one batch, without changing the state (REFERENCE section 9)."""
-    x = data.normalize(images[idx])
-    y = labels[idx]
 
     def loss_fn(params):
         logits, _ = model.apply({"params": params, "batch_stats": state.batch_stats}, x,
@@ -278,11 +267,13 @@ class Programs(NamedTuple):
     step: Callable
     eval: Callable
     monitor: Callable
+    unstack: Callable
+    mesh: parallel.Mesh
 
 
 @functools.lru_cache(maxsize=4)
 def _programs(shared: tuple, k_runs: int, image_shape: tuple, num_classes: int,
-              n_train: int) -> Programs:
+              n_train: int, mesh: parallel.Mesh) -> Programs:
     cfg = Config(**dict(shared))
     steps_per_epoch = math.ceil(n_train / cfg.batch_size)
     schedule = lr_schedule(cfg.base_lr, steps_per_epoch, cfg.epochs_per_stage)
@@ -299,34 +290,66 @@ def _programs(shared: tuple, k_runs: int, image_shape: tuple, num_classes: int,
     def spec_fn(opt_state):
         return schemes.spec_from_state(cfg.optimizer, opt_state, params0, conf, factors)
 
-    vm = jax.vmap if k_runs > 1 else (lambda f, **_: f)
-    step = jax.jit(vm(lambda s, *a: train_step(s, *a, model=model, tx=tx),
-                      in_axes=(0, None, None, None, None, None)), donate_argnums=0)
-    evaluate = jax.jit(vm(lambda p, b, *a: eval_step(p, b, *a, model=model),
-                          in_axes=(0, 0, None, None, None, None)))
-    monitor = jax.jit(vm(lambda s, *a: monitor_step(s, *a, model=model, tx=tx,
-                                                    spec_fn=spec_fn),
-                         in_axes=(0, None, None, None, None)))
-    return Programs(model, conf, params0, variables["batch_stats"], schedule, step, evaluate,
-                    monitor)
+    # Runs stacked on a leading axis share every batch: vmap over the state alone.
+    def vm(f, n_run_args, n_shared):
+        axes = (0,) * n_run_args + (None,) * n_shared
+        return jax.vmap(f, in_axes=axes) if k_runs > 1 else f
+    rep = parallel.replicated(mesh)
+    runs = parallel.run_sharding(mesh, k_runs > 1)
+    split = parallel.batch_sharding(mesh)
+
+    def batch(images, labels, idx, mask, i):
+        """Row i of the epoch's index matrix, gathered on device and split over `data`."""
+        x = jax.lax.with_sharding_constraint(images[idx[i]], split)
+        return x, labels[idx[i]], jax.lax.with_sharding_constraint(mask[i], split)
+
+    def step(state, images, labels, idx, mask, epoch, i, key):
+        x, y, m = batch(images, labels, idx, mask, i)
+        # The flip depends on the seed, epoch and step only: resumed runs, vmapped runs and
+        # sequential runs all see the same batches.
+        key = jax.random.fold_in(jax.random.fold_in(key, epoch), i)
+        x = data.augment(jax.random.fold_in(key, 0), x)
+        return vm(lambda s, *a: train_step(s, *a, model=model, tx=tx), 1, 4)(
+            state, x, y, m, jax.random.fold_in(key, 1))
+
+    def evaluate(params, batch_stats, images, labels, idx, mask, i):
+        x, y, m = batch(images, labels, idx, mask, i)
+        return vm(lambda p, b, *a: eval_step(p, b, *a, model=model), 2, 3)(
+            params, batch_stats, data.normalize(x), y, m)
+
+    def monitor(state, images, labels, idx, mask, i):
+        x, y, m = batch(images, labels, idx, mask, i)
+        return vm(lambda s, *a: monitor_step(s, *a, model=model, tx=tx, spec_fn=spec_fn), 1, 3)(
+            state, data.normalize(x), y, m)
+
+    return Programs(
+        model, conf, params0, variables["batch_stats"], schedule,
+        step=jax.jit(step, out_shardings=(runs, rep), donate_argnums=0),
+        eval=jax.jit(evaluate, out_shardings=rep),
+        monitor=jax.jit(monitor, out_shardings=rep),
+        unstack=jax.jit(lambda s: _unstack(s, k_runs), out_shardings=rep),
+        mesh=mesh,
+    )
 
 
 def programs(cfg: Config, k_runs: int, image_shape: tuple, num_classes: int,
-             n_train: int) -> Programs:
+             n_train: int, mesh: parallel.Mesh) -> Programs:
     """Compiled steps for `cfg`'s group, reused by later runs that share them (sweeps)."""
-    return _programs(cfg.shared_key(), k_runs, tuple(image_shape), num_classes, n_train)
+    return _programs(cfg.shared_key(), k_runs, tuple(image_shape), num_classes, n_train, mesh)
 
 
 # ------------------------------------------------------------------------------ the loop
 def train(configs: Config | Sequence[Config], out: str | os.PathLike = "runs", *,
           dataset: data.Dataset | None = None, force: bool = False, progress: bool = True,
-          stop_after_epochs: int | None = None, plots: bool = True) -> list[dict]:
+          stop_after_epochs: int | None = None, plots: bool = True,
+          devices: int | None = None) -> list[dict]:
     """Train one run, or several that differ only in numeric hyperparameters, together.
 
     Writes each run's records under ``<out>/<name>/`` and resumes from its latest
     checkpoint when the directory holds an unfinished run with the same config.
     `stop_after_epochs` ends the call early (after that many epochs of this call), leaving
-    a resumable run; used by tests and by callers with a time budget.
+    a resumable run; used by tests and by callers with a time budget. `devices` limits the
+    mesh to the first N devices (default: all; see `wdjax.parallel.make_mesh`).
 
     Returns:
       One summary dict per run (also written to ``summary.json``).
@@ -341,6 +364,9 @@ def train(configs: Config | Sequence[Config], out: str | os.PathLike = "runs", *
         raise ValueError("runs trained together need distinct names")
     cfg, k_runs = configs[0], len(configs)
     stacked = k_runs > 1
+    mesh = parallel.make_mesh(k_runs, devices)
+    parallel.check_batch(cfg.batch_size, mesh)
+    writer = jax.process_index() == 0  # one process writes records; all write checkpoints
     out = records.check_writable(out)
     run_dirs = [prepare_run_dir(out, c, force) for c in configs]
 
@@ -349,71 +375,79 @@ def train(configs: Config | Sequence[Config], out: str | os.PathLike = "runs", *
                             test_subset=cfg.test_subset)
     n_train, n_test = len(dataset.train_labels), len(dataset.test_labels)
     steps_per_epoch = math.ceil(n_train / cfg.batch_size)
-    prog = programs(cfg, k_runs, dataset.train_images.shape[1:], dataset.num_classes, n_train)
+    prog = programs(cfg, k_runs, dataset.train_images.shape[1:], dataset.num_classes, n_train,
+                    mesh)
     params0 = prog.params0
     # Each run's state carries its own hyperparameters; they share the compiled update.
     txs = [schemes.build(c.optimizer, params=params0, conf=prog.conf, lr=prog.schedule,
                          separate_decay=c.separate_decay, **c.hparams()) for c in configs]
-    # Fresh copies: the compiled step donates its input buffers, and params0 is shared.
-    states = [TrainState(jnp.zeros([], jnp.int32), jax.tree.map(jnp.copy, params0),
-                         jax.tree.map(jnp.copy, prog.batch_stats0), t.init(params0))
+    states = [TrainState(jnp.zeros([], jnp.int32), params0, prog.batch_stats0, t.init(params0))
               for t in txs]
     logs = [RunLog(c, d, _layer_table(c, params0, prog.conf))
             for c, d in zip(configs, run_dirs, strict=True)]
-    env = environment()
     ckpts = [checkpoint.Manager(d / "checkpoints") for d in run_dirs]
-    start_epoch = _resume(states, logs, ckpts)
-    state = _stack(states) if stacked else states[0]
-    for log in logs:
+    start_epoch = _resume(states, logs, ckpts, writer)
+    # Host copies placed on the mesh (this also gives the donated step fresh buffers).
+    state = parallel.put_tree(jax.device_get(_stack(states) if stacked else states[0]),
+                              parallel.run_sharding(mesh, stacked))
+    env = environment()
+    for log in logs if writer else []:
         log.dir.mkdir(parents=True, exist_ok=True)
         records.write_json(log.dir / "config.json", dict(
             config=log.config.to_dict(), environment=env, layers=log.table,
             data=dict(source=dataset.source, checksum=dataset.checksum, train=n_train,
                       test=n_test), steps_per_epoch=steps_per_epoch))
     schedule, model = prog.schedule, prog.model
-    step_fn, eval_fn, monitor_fn = prog.step, prog.eval, prog.monitor
-
-    train_x, train_y = jax.device_put(dataset.train_images), jax.device_put(dataset.train_labels)
-    test_x, test_y = jax.device_put(dataset.test_images), jax.device_put(dataset.test_labels)
+    rep = parallel.replicated(mesh)
+    rows_split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, "data"))
+    train_x, train_y = parallel.put(dataset.train_images, rep), parallel.put(
+        dataset.train_labels, rep)
+    test_x, test_y = parallel.put(dataset.test_images, rep), parallel.put(
+        dataset.test_labels, rep)
     eval_idx, eval_mask = data.eval_batches(n_test, min(cfg.eval_batch_size, n_test))
-    key = jax.random.PRNGKey(cfg.seed)
+    eval_idx, eval_mask = parallel.put(eval_idx, rows_split), parallel.put(eval_mask, rows_split)
+    key = parallel.put(np.asarray(jax.random.PRNGKey(cfg.seed)), rep)
     leaf_names = [analysis.leaf_name(p) for p, _ in jax.tree_util.tree_leaves_with_path(params0)]
     kernel_ix = {name.split("/")[0]: i for i, name in enumerate(leaf_names)
                  if name.endswith("conv/kernel")}
 
     label = cfg.name if not stacked else f"{configs[0].name}..{configs[-1].name}"
     bar = tqdm(total=cfg.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch,
-               disable=not progress, desc=label, unit="step", dynamic_ncols=True,
-               mininterval=1.0)
+               disable=not (progress and writer), desc=label, unit="step",
+               dynamic_ncols=True, mininterval=1.0)
+    if progress and writer and (mesh.devices.size > 1 or jax.process_count() > 1):
+        bar.write(parallel.describe(mesh))
     end_epoch = cfg.epochs if stop_after_epochs is None else min(
         cfg.epochs, start_epoch + stop_after_epochs)
     for epoch in range(start_epoch, end_epoch):
         t0 = time.time()
         lr = float(schedule(epoch * steps_per_epoch))
         idx, mask = data.epoch_batches(cfg.seed, epoch, n_train, cfg.batch_size)
-        idx, mask = jax.device_put(idx), jax.device_put(mask)
+        idx, mask = parallel.put(idx, rows_split), parallel.put(mask, rows_split)
         window, epoch_metrics = [], []
         for i in range(steps_per_epoch):
-            state, m = step_fn(state, train_x, train_y, idx[i], mask[i], key)
+            state, m = prog.step(state, train_x, train_y, idx, mask, epoch, i, key)
             window.append(m)
             if len(window) == cfg.log_every or i == steps_per_epoch - 1:
                 fetched = jax.device_get(window)  # the one host sync per window
                 epoch_metrics += fetched
-                _log_steps(logs, fetched, int(state.step.reshape(-1)[0]), epoch, lr, stacked)
+                _log_steps(logs, fetched, epoch * steps_per_epoch + i + 1, epoch, lr, stacked,
+                           writer)
                 bar.update(len(window))
-                bar.set_postfix(_postfix(epoch, epoch_metrics, stacked), refresh=False)
+                bar.set_postfix(_postfix(epoch, epoch_metrics), refresh=False)
                 window = []
                 if all(log.diverged for log in logs):
                     break
         # ---- epoch end: evaluation, monitors, dead units, records, checkpoint
         correct, loss_sum = 0, 0
-        for j in range(len(eval_idx)):
-            c, s = eval_fn(state.params, state.batch_stats, test_x, test_y, eval_idx[j],
-                           eval_mask[j])
+        for j in range(eval_idx.shape[0]):
+            c, s = prog.eval(state.params, state.batch_stats, test_x, test_y, eval_idx,
+                             eval_mask, j)
             correct, loss_sum = correct + c, loss_sum + s
         correct, loss_sum = np.asarray(correct).reshape(-1), np.asarray(loss_sum).reshape(-1)
-        mon = jax.device_get(monitor_fn(state, train_x, train_y, idx[-1], mask[-1]))
-        run_states = _unstack(state, k_runs) if stacked else [state]
+        mon = jax.device_get(prog.monitor(state, train_x, train_y, idx, mask,
+                                          steps_per_epoch - 1))
+        run_states = prog.unstack(state) if stacked else [state]
         for r, log in enumerate(logs):
             if log.diverged and log.diverged.get("epoch", epoch) < epoch:
                 continue
@@ -422,12 +456,14 @@ def train(configs: Config | Sequence[Config], out: str | os.PathLike = "runs", *
             row = _epoch_row(log, epoch, lr, rows, int(correct[r]), float(loss_sum[r]), n_train,
                              n_test, jax.tree.map(pick, mon), run_states[r].params,
                              kernel_ix, time.time() - t0)
-            records.append_jsonl(log.dir / "metrics.jsonl", row)
+            if writer:
+                records.append_jsonl(log.dir / "metrics.jsonl", row)
             log.last = row
             ckpts[r].save(epoch + 1, run_states[r], dict(best=log.best,
                                                          best_epoch=log.best_epoch,
                                                          diverged=log.diverged))
-        bar.write(_epoch_line(label, epoch, cfg.epochs, lr, logs))
+        if writer:
+            bar.write(_epoch_line(label, epoch, cfg.epochs, lr, logs))
         if all(log.diverged for log in logs):
             break
     bar.close()
@@ -435,12 +471,12 @@ def train(configs: Config | Sequence[Config], out: str | os.PathLike = "runs", *
         c.wait()
     finished = all(log.diverged for log in logs) or end_epoch == cfg.epochs
     summaries = []
+    final_states = prog.unstack(state) if stacked else [state]
     for r, log in enumerate(logs):
         summary = _summary(log, n_train, n_test, cfg.epochs)
-        if finished:
-            run_state = _unstack(state, k_runs)[r] if stacked else state
+        if finished and writer:
             if log.config.histograms:
-                summary["histograms"] = _histograms(model, run_state, test_x, log.dir)
+                summary["histograms"] = _histograms(model, final_states[r], test_x, log.dir)
             records.write_json(log.dir / "summary.json", summary)
             if plots:
                 from wdjax import plots as plotting
@@ -450,15 +486,16 @@ def train(configs: Config | Sequence[Config], out: str | os.PathLike = "runs", *
     return summaries
 
 
-def _resume(states: list[TrainState], logs: list[RunLog],
-            ckpts: list[checkpoint.Manager]) -> int:
+def _resume(states: list[TrainState], logs: list[RunLog], ckpts: list[checkpoint.Manager],
+            writer: bool = True) -> int:
     """Restore every run of the group from its newest common checkpoint; return the epoch."""
     latest = [c.latest_epoch() for c in ckpts]
     if any(e is None for e in latest):
         for log, c in zip(logs, ckpts, strict=True):  # a fresh start: old partials are stale
-            c.reset()
-            for f in ("metrics.jsonl", "steps.jsonl"):
-                (log.dir / f).unlink(missing_ok=True)
+            if writer:
+                c.reset()
+                for f in ("metrics.jsonl", "steps.jsonl"):
+                    (log.dir / f).unlink(missing_ok=True)
         return 0
     epoch = min(latest)
     restored_all = [c.restore(epoch, s) for c, s in zip(ckpts, states, strict=True)]
@@ -474,15 +511,17 @@ def _resume(states: list[TrainState], logs: list[RunLog],
         # Records written after this checkpoint (by a killed process) are replayed anew.
         rows = [row for row in records.read_jsonl(log.dir / "metrics.jsonl")
                 if row["epoch"] <= epoch]
-        records.rewrite_jsonl(log.dir / "metrics.jsonl", rows)
+        if writer:
+            records.rewrite_jsonl(log.dir / "metrics.jsonl", rows)
         log.last = rows[-1] if rows else None
         steps = [row for row in records.read_jsonl(log.dir / "steps.jsonl")
                  if row["step"] <= int(restored.step)]
-        records.rewrite_jsonl(log.dir / "steps.jsonl", steps)
+        if writer:
+            records.rewrite_jsonl(log.dir / "steps.jsonl", steps)
     return epoch
 
 
-def _log_steps(logs, fetched, step, epoch, lr, stacked) -> None:
+def _log_steps(logs, fetched, step, epoch, lr, stacked, writer) -> None:
     """One steps.jsonl line per run per window; detect divergence (first non-finite step)."""
     for r, log in enumerate(logs):
         if log.diverged:
@@ -491,16 +530,17 @@ def _log_steps(logs, fetched, step, epoch, lr, stacked) -> None:
         losses = np.array([pick(m["loss"]) for m in fetched], np.float64)
         sq_u = np.array([pick(m["sq_update"]).sum() for m in fetched])
         sq_p = np.array([pick(m["sq_param"]).sum() for m in fetched])
-        records.append_jsonl(log.dir / "steps.jsonl", dict(
-            step=step, epoch=epoch + 1, lr=lr, loss=float(losses.mean()),
-            update_norm=float(np.sqrt(sq_u[-1])), param_norm=float(np.sqrt(sq_p[-1]))))
+        if writer:
+            records.append_jsonl(log.dir / "steps.jsonl", dict(
+                step=step, epoch=epoch + 1, lr=lr, loss=float(losses.mean()),
+                update_norm=float(np.sqrt(sq_u[-1])), param_norm=float(np.sqrt(sq_p[-1]))))
         bad = ~np.isfinite(losses)
         if bad.any():
             first = step - len(fetched) + int(np.argmax(bad)) + 1
             log.diverged = dict(step=first, epoch=epoch + 1, loss=str(losses[bad][0]))
 
 
-def _postfix(epoch, rows, stacked) -> dict:
+def _postfix(epoch, rows) -> dict:
     loss = np.mean([np.mean(m["loss"]) for m in rows])
     return dict(epoch=epoch + 1, loss=f"{loss:.3f}")
 

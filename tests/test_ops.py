@@ -1,0 +1,132 @@
+"""Every conv/pool formulation in `wdjax.ops` must compute XLA's reference function.
+
+Why: formulations are picked per backend for speed only, so a model must train identically
+whichever one runs; forward values and both gradients are checked against
+``lax.conv_general_dilated`` / ``lax.reduce_window``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from wdjax import ops
+
+CONV_CASES = [
+    # (kernel size, spatial size, c_in, c_out): 3 input channels like the first layer, the
+    # 8x8/16-channel maps hybrid sends to XLA's conv, the 2x2 maps it sends to im2col.
+    (3, 8, 3, 8),
+    (3, 8, 16, 24),
+    (3, 4, 24, 16),
+    (3, 2, 16, 32),
+    (1, 4, 16, 8),
+    (1, 1, 32, 10),
+]
+
+
+def ref_conv(x: jax.Array, k: jax.Array) -> jax.Array:
+    return lax.conv_general_dilated(x, k, (1, 1), "SAME",
+                                    dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def ref_pool(x: jax.Array, window: int, stride: int) -> jax.Array:
+    return lax.reduce_window(x, -jnp.inf, lax.max, (1, window, window, 1),
+                             (1, stride, stride, 1), "VALID")
+
+
+def value_and_grads(f, x: jax.Array, *args) -> tuple[jax.Array, ...]:
+    """Output and the VJP of a fixed random cotangent w.r.t. every argument (one jit: fast)."""
+
+    @jax.jit
+    def run(*a):
+        y, vjp = jax.vjp(f, *a)
+        return (y, *vjp(jax.random.normal(jax.random.key(7), y.shape, y.dtype)))
+
+    return run(x, *args)
+
+
+def assert_close(got, want, rtol: float = 2e-5) -> None:
+    # float32 sums of up to 9*32 terms in a different order: error relative to the scale.
+    scale = float(jnp.max(jnp.abs(want))) + 1e-6
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=0, atol=rtol * scale)
+
+
+@pytest.mark.parametrize("impl", ops.CONV_IMPLS)
+@pytest.mark.parametrize(("ksize", "size", "cin", "cout"), CONV_CASES)
+def test_conv_matches_lax(impl: str, ksize: int, size: int, cin: int, cout: int) -> None:
+    kx, kk = jax.random.split(jax.random.key(ksize * 1000 + size * 100 + cin))
+    x = jax.random.normal(kx, (3, size, size, cin))
+    k = jax.random.normal(kk, (ksize, ksize, cin, cout)) / np.sqrt(ksize * ksize * cin)
+    got = value_and_grads(lambda x, k: ops.conv2d(x, k, impl), x, k)
+    want = value_and_grads(ref_conv, x, k)
+    for a, b in zip(got, want, strict=True):
+        assert a.shape == b.shape
+        assert_close(a, b)
+
+
+def test_conv_jit_matches_lax() -> None:
+    """Under jit (as in training) too, for every impl at once."""
+    x = jax.random.normal(jax.random.key(0), (2, 8, 8, 16))
+    k = jax.random.normal(jax.random.key(1), (3, 3, 16, 16)) / 12.0
+
+    @jax.jit
+    def grads(x, k):
+        return [jax.grad(lambda x, k, i=i: jnp.sum(jnp.sin(ops.conv2d(x, k, i))), (0, 1))(x, k)
+                for i in ops.CONV_IMPLS]
+
+    want = jax.grad(lambda x, k: jnp.sum(jnp.sin(ref_conv(x, k))), (0, 1))(x, k)
+    for got in grads(x, k):
+        for a, b in zip(got, want, strict=True):
+            assert_close(a, b)
+
+
+def test_unknown_conv_impl_raises() -> None:
+    with pytest.raises(ValueError, match="unknown conv_impl"):
+        ops.conv2d(jnp.zeros((1, 4, 4, 2)), jnp.zeros((3, 3, 2, 2)), "winograd")
+
+
+def test_default_conv_impl() -> None:
+    assert ops.default_conv_impl("cpu") == "hybrid"
+    assert ops.default_conv_impl("gpu") == "xla"
+    assert ops.default_conv_impl() in ops.CONV_IMPLS
+
+
+def _pool_input() -> jax.Array:
+    """Post-ReLU-like input: many all-zero windows plus explicit positive ties."""
+    x = jax.nn.relu(jax.random.normal(jax.random.key(3), (2, 8, 8, 4)))
+    x = x.at[0, 0, 0, 0].set(5.0).at[0, 1, 1, 0].set(5.0)  # tie on the diagonal
+    x = x.at[1, 2, 2, 1].set(4.0).at[1, 2, 3, 1].set(4.0).at[1, 3, 2, 1].set(4.0)
+    return x.at[0, 4:6, 4:6, 2].set(1.5)  # a four-way tie
+
+
+@pytest.mark.parametrize(("window", "stride"), [(2, 2), (4, 4), (3, 2), (2, 1)])
+def test_max_pool_matches_reduce_window(window: int, stride: int) -> None:
+    """Values, and gradients with ties sent to the first max, as reduce_window does."""
+    x = _pool_input()
+    got = value_and_grads(lambda x: ops.max_pool(x, window, stride), x)
+    want = value_and_grads(lambda x: ref_pool(x, window, stride), x)
+    for a, b in zip(got, want, strict=True):
+        assert a.shape == b.shape
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_max_pool_grad_under_jit() -> None:
+    x = _pool_input()
+    f = jax.jit(jax.grad(lambda x: jnp.sum(ops.max_pool(x, 2, 2) ** 2)))
+    want = jax.grad(lambda x: jnp.sum(ref_pool(x, 2, 2) ** 2))(x)
+    np.testing.assert_array_equal(np.asarray(f(x)), np.asarray(want))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt")
+def test_tune_cpu_allocator_runs() -> None:
+    """In a child process, since the setting is process-wide and irreversible."""
+    code = "from wdjax import ops; print(ops.tune_cpu_allocator())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60)
+    assert out.stdout.strip() in ("True", "False")
