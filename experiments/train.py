@@ -44,7 +44,7 @@ def parser() -> cli.Parser:
     a("--seed", type=cli.integer("--seed", low=0), default=d.seed)
     a("--log-every", type=cli.integer("--log-every"), default=d.log_every,
       help="steps between loss / norm log lines")
-    a("--conv-impl", choices=("xla", "im2col"), default=None,
+    a("--conv-impl", choices=("xla", "im2col", "hybrid"), default=None,
       help="convolution formulation (default: fastest for the backend)")
     a("--histograms", action="store_true", help="draw activation histograms at the end")
     a("--out", default="runs", help="output directory (default ./runs)")
@@ -52,13 +52,18 @@ def parser() -> cli.Parser:
       help="replace a finished run or one with a different config (the old one is kept "
            "aside as NAME.replaced-TIME)")
     a("--no-progress", action="store_true", help="no progress bar")
+    cli.add_device_args(p)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    cli.start_devices(args)
     opts = vars(args)
     out, force, quiet = opts.pop("out"), opts.pop("force_name"), opts.pop("no_progress")
+    devices = opts.pop("devices")
+    for k in ("distributed", "coordinator", "num_processes", "process_id"):
+        opts.pop(k)
     opts["data"] = data.resolve_source(opts["data"])
     config = Config(**opts).validate()
     # Everything that can be checked is checked before anything is created.
@@ -68,7 +73,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if not force:
         prepare_run_dir(out_dir, config, force=False)  # refuses conflicts, writes nothing
-    summary = train(config, out_dir, force=force, progress=not quiet)[0]
+    # Decoding finds bad images (size, mode, damage) before --force-name moves a run aside.
+    dataset = data.load(config.data, train_subset=config.train_subset,
+                        test_subset=config.test_subset)
+    cli.check_images(dataset)
+    summary = train(config, out_dir, dataset=dataset, force=force, progress=not quiet,
+                    devices=devices)[0]
     if summary.get("diverged"):
         print(f"{config.name}: diverged at step {summary['diverged']['step']}")
     else:

@@ -108,7 +108,7 @@ def test_batchnorm_makes_the_kernel_scale_invariant(layer):
     assert np.abs(np.asarray(c) - np.asarray(a)).max() > 1e-2
 
 
-@pytest.mark.parametrize("impl", ["xla", "im2col"])
+@pytest.mark.parametrize("impl", ["xla", "im2col", "hybrid"])
 def test_conv_impls_compute_the_same_model(impl):
     conf = vgg_conf(8)
     v = init_variables(VGG(conf), jax.random.PRNGKey(0))

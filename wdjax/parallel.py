@@ -69,7 +69,11 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 def put(array: np.ndarray, sharding: NamedSharding) -> jax.Array:
     """A global array from a host array every process holds in full (multi-host safe)."""
     array = np.asarray(array)
-    return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
+    # A fresh copy per shard: on CPU, JAX may alias host memory zero-copy, and a donated
+    # buffer that shares memory with another shard (or with the caller's array) would be
+    # overwritten in place by the step.
+    return jax.make_array_from_callback(array.shape, sharding,
+                                        lambda index: np.array(array[index], copy=True))
 
 
 def put_tree(tree: Any, sharding: NamedSharding) -> Any:
