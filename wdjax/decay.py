@@ -27,6 +27,7 @@ import optax
 
 PyTree = Any
 KINDS = ("l2", "l1")
+_NO_PARAMS = "this transform needs the parameters: call update(updates, state, params)"
 
 
 def _leaves_like(params: PyTree, tree: PyTree) -> list:
@@ -94,7 +95,7 @@ def add_decay(coefficients: Any, kinds: Any = "l2",
 
     def update_fn(updates, state, params=None):
         if params is None:
-            raise ValueError(optax.NO_PARAMS_MSG)
+            raise ValueError(_NO_PARAMS)
         decays = decay_tree(params, coefficients, kinds, multipliers)
         return jax.tree.map(jnp.add, updates, decays), state
 
@@ -120,7 +121,7 @@ def decoupled_decay(coefficients: Any, learning_rate: Any, kinds: Any = "l2",
 
     def update_fn(updates, state, params=None):
         if params is None:
-            raise ValueError(optax.NO_PARAMS_MSG)
+            raise ValueError(_NO_PARAMS)
         lr = learning_rate(state.count) if callable(learning_rate) else learning_rate
         decays = decay_tree(params, coefficients, kinds, multipliers)
         updates = jax.tree.map(lambda u, d: u - lr * d, updates, decays)
@@ -144,7 +145,7 @@ def clip_sign_crossing(mask: Any = True) -> optax.GradientTransformation:
 
     def update_fn(updates, state, params=None):
         if params is None:
-            raise ValueError(optax.NO_PARAMS_MSG)
+            raise ValueError(_NO_PARAMS)
         treedef = jax.tree.structure(updates)
         out = []
         for u, p, m in zip(treedef.flatten_up_to(updates), treedef.flatten_up_to(params),
@@ -189,7 +190,7 @@ def normalize_updates(ema_rate: Any = 0.0, weight_norm: bool = True, per_unit: b
 
     def update_fn(updates, state, params=None):
         if weight_norm and params is None:
-            raise ValueError(optax.NO_PARAMS_MSG)
+            raise ValueError(_NO_PARAMS)
         first = state.count == 0
         norms = jax.tree.map(lambda d: _norm(d, per_unit), updates)
         ema = jax.tree.map(
