@@ -111,3 +111,20 @@ def test_transforms_need_params():
                decay.decoupled_decay(0.1, 0.1), decay.normalize_updates()):
         with pytest.raises(ValueError, match="needs the parameters"):
             tx.update(grads(0), tx.init(PARAMS))
+
+
+def test_full_trees_work_inside_optax_partition():
+    """Coefficient and kind trees shaped like all params serve inside a partition branch."""
+    labels_tree = {"a": {"kernel": "l1", "bias": "l2"}, "b": {"kernel": "l2", "scale": "l2"}}
+    coef = jax.tree.map(lambda k: 0.1 if k == "l1" else 0.01, labels_tree)
+    tx = optax.partition({
+        "l1": decay.add_decay(coef, labels_tree),
+        "l2": optax.chain(decay.add_decay(coef, labels_tree), decay.normalize_updates()),
+    }, labels_tree)
+    g = grads(3)
+    out, _ = tx.update(g, tx.init(PARAMS), PARAMS)
+    np.testing.assert_allclose(out["a"]["kernel"], g["a"]["kernel"] + 0.1 * np.sign(
+        PARAMS["a"]["kernel"]), rtol=1e-6)
+    d = g["b"]["kernel"] + 0.01 * PARAMS["b"]["kernel"]
+    want = d * np.linalg.norm(PARAMS["b"]["kernel"]) / (np.linalg.norm(d) + 1e-8)
+    np.testing.assert_allclose(out["b"]["kernel"], want, rtol=1e-5)

@@ -19,6 +19,7 @@ serve a whole sweep and ``jax.vmap`` can batch runs over them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import jax
@@ -31,15 +32,28 @@ _NO_PARAMS = "this transform needs the parameters: call update(updates, state, p
 
 
 def _leaves_like(params: PyTree, tree: PyTree) -> list:
-    """Leaves of `tree` aligned with `params`' leaves; a non-tree value is repeated.
+    """Values of `tree` at the paths of `params`' leaves; a non-tree value is repeated.
 
-    ``None`` leaves are kept (they mean "nothing here"), which plain ``jax.tree.map``
-    would treat as missing subtrees.
+    Looking values up by path (rather than flattening `tree` alongside) lets a full-size
+    coefficient tree serve inside ``optax.partition`` / ``optax.masked``, whose branches see
+    params with the other groups' leaves masked out. ``None`` values are kept (they mean
+    "nothing here").
     """
-    treedef = jax.tree.structure(params)
-    if isinstance(tree, dict | list | tuple) and not isinstance(tree, jax.Array):
-        return treedef.flatten_up_to(tree)
-    return [tree] * treedef.num_leaves
+    paths = [path for path, _ in jax.tree_util.tree_leaves_with_path(params)]
+    if not isinstance(tree, Mapping | list | tuple):
+        return [tree] * len(paths)
+    return [_lookup(tree, path) for path in paths]
+
+
+def _lookup(tree: PyTree, path: tuple) -> Any:
+    for key in path:
+        if isinstance(key, jax.tree_util.DictKey):
+            tree = tree[key.key]
+        elif isinstance(key, jax.tree_util.SequenceKey):
+            tree = tree[key.idx]
+        else:
+            tree = getattr(tree, key.name)
+    return tree
 
 
 def _check_kind(kind: str) -> str:
@@ -63,12 +77,12 @@ def decay_term(param: jax.Array, coefficient: Any, kind: str = "l2",
 def decay_tree(params: PyTree, coefficients: Any, kinds: Any = "l2",
                multipliers: Any = None) -> PyTree:
     """`decay_term` on every leaf of `params` (the tree that coupled decay adds)."""
-    treedef = jax.tree.structure(params)
+    leaves, treedef = jax.tree.flatten(params)
     terms = [
         decay_term(p, c, k, m)
         for p, c, k, m in zip(
-            treedef.flatten_up_to(params), _leaves_like(params, coefficients),
-            _leaves_like(params, kinds), _leaves_like(params, multipliers), strict=True,
+            leaves, _leaves_like(params, coefficients), _leaves_like(params, kinds),
+            _leaves_like(params, multipliers), strict=True,
         )
     ]
     return treedef.unflatten(terms)
@@ -146,10 +160,10 @@ def clip_sign_crossing(mask: Any = True) -> optax.GradientTransformation:
     def update_fn(updates, state, params=None):
         if params is None:
             raise ValueError(_NO_PARAMS)
-        treedef = jax.tree.structure(updates)
+        leaves, treedef = jax.tree.flatten(updates)
         out = []
-        for u, p, m in zip(treedef.flatten_up_to(updates), treedef.flatten_up_to(params),
-                           _leaves_like(updates, mask), strict=True):
+        for u, p, m in zip(leaves, jax.tree.leaves(params), _leaves_like(updates, mask),
+                           strict=True):
             if m:
                 crossed = jnp.sign(p) * jnp.sign(p + u) < 0
                 u = jnp.where(crossed, -p, u)

@@ -1,4 +1,8 @@
-"""Pictures of runs and sweeps (matplotlib, headless). Every PNG is written atomically."""
+"""Pictures of runs and sweeps (matplotlib). Every PNG is written atomically.
+
+Figures are plain ``matplotlib.figure.Figure`` objects, not pyplot ones: drawing needs no
+GUI backend and importing this module changes no global matplotlib state.
+"""
 
 from __future__ import annotations
 
@@ -6,26 +10,31 @@ import io
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from wdjax import records  # noqa: E402
+from wdjax import records
 
 
-def save(fig: plt.Figure, path: str | os.PathLike) -> Path:
-    """Render `fig` to PNG bytes, then write them atomically; closes the figure."""
+def subplots(*args, figsize: tuple[float, float], **kwargs) -> tuple[Figure, Any]:
+    """``pyplot.subplots`` without pyplot: a Figure with its axes."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*args, **kwargs)
+
+
+def save(fig: Figure, path: str | os.PathLike) -> Path:
+    """Render `fig` to PNG bytes, then write them atomically."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
     records.atomic_write(path, buf.getvalue())
     return Path(path)
 
 
-def _log_if_positive(ax: plt.Axes) -> None:
+def _log_if_positive(ax: Axes) -> None:
     """Log y axis when every plotted value is positive and finite (a diverged run is not)."""
     ys = np.concatenate([np.asarray(line.get_ydata(), float) for line in ax.get_lines()] or
                         [np.array([])])
@@ -38,10 +47,10 @@ def _layers(rows: list[dict]) -> list[str]:
     return list(rows[-1]["angular_update"]) if rows else []
 
 
-def accuracy_figure(rows: list[dict], title: str = "") -> plt.Figure:
+def accuracy_figure(rows: list[dict], title: str = "") -> Figure:
     """Train/test accuracy and loss per epoch."""
     ep = [r["epoch"] for r in rows]
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (a1, a2) = subplots(1, 2, figsize=(11, 4))
     a1.plot(ep, [r["train_accuracy"] for r in rows], label="train (augmented, while training)")
     a1.plot(ep, [r["test_accuracy"] for r in rows], label="test")
     a1.set(xlabel="epoch", ylabel="accuracy", title=f"{title} accuracy", ylim=(0, 1))
@@ -56,12 +65,12 @@ def accuracy_figure(rows: list[dict], title: str = "") -> plt.Figure:
     return fig
 
 
-def norms_figure(rows: list[dict], title: str = "") -> plt.Figure:
+def norms_figure(rows: list[dict], title: str = "") -> Figure:
     """Per-layer kernel norm, and angular update against its equilibrium prediction."""
     layers = _layers(rows)
     ep = [r["epoch"] for r in rows]
-    cmap = plt.get_cmap("viridis", max(len(layers), 2))
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    cmap = matplotlib.colormaps["viridis"].resampled(max(len(layers), 2))
+    fig, (a1, a2) = subplots(1, 2, figsize=(12, 4.5))
     for i, layer in enumerate(layers):
         key = f"{layer}/conv/kernel"
         a1.plot(ep, [r["tensors"].get(key, {}).get("param", np.nan) for r in rows],
@@ -82,12 +91,12 @@ def norms_figure(rows: list[dict], title: str = "") -> plt.Figure:
     return fig
 
 
-def dead_units_figure(dead: Mapping[str, Sequence[int]], title: str = "") -> plt.Figure:
+def dead_units_figure(dead: Mapping[str, Sequence[int]], title: str = "") -> Figure:
     """Dead input units per layer (bars) out of the layer's inputs."""
     layers = list(dead)
     counts = [dead[k][0] for k in layers]
     totals = [dead[k][1] for k in layers]
-    fig, ax = plt.subplots(figsize=(10, 3.5))
+    fig, ax = subplots(figsize=(10, 3.5))
     ax.bar(layers, totals, color="#dddddd", label="inputs")
     ax.bar(layers, counts, color="#c0392b", label="dead")
     ax.set(ylabel="units", title=title)
@@ -114,7 +123,7 @@ def run_pictures(run_dir: str | os.PathLike) -> list[Path]:
 
 def activation_histograms(outputs: Mapping[str, np.ndarray], path: str | os.PathLike) -> Path:
     """One histogram per layer of unit outputs over the test set."""
-    fig, axes = plt.subplots(1, len(outputs), figsize=(3 * len(outputs), 2.8), squeeze=False)
+    fig, axes = subplots(1, len(outputs), figsize=(3 * len(outputs), 2.8), squeeze=False)
     for ax, (layer, values) in zip(axes[0], outputs.items(), strict=True):
         ax.hist(values, bins=60, log=True, color="#2c7fb8")
         ax.set_title(layer, fontsize=9)
@@ -138,7 +147,7 @@ def sweep_pictures(family, runs, family_dir: str | os.PathLike) -> list[Path]:
     out = []
 
     # final and best test accuracy against the varied hyperparameter, notebook beside it
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, ax = subplots(figsize=(7, 4.2))
     xs = [r.value for r in done]
     ax.plot(xs, [summaries[r.name]["final_test_accuracy"] for r in done], "o-", label="final")
     ax.plot(xs, [summaries[r.name]["best_test_accuracy"] for r in done], "s--", label="best")
@@ -156,7 +165,7 @@ def sweep_pictures(family, runs, family_dir: str | os.PathLike) -> list[Path]:
     out.append(save(fig, family_dir / f"accuracy_vs_{family.varies}.png"))
 
     # test accuracy curves of all runs
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, ax = subplots(figsize=(7, 4.2))
     for r in done:
         rows = metrics[r.name]
         ax.plot([m["epoch"] for m in rows], [m["test_accuracy"] for m in rows],
@@ -169,7 +178,7 @@ def sweep_pictures(family, runs, family_dir: str | os.PathLike) -> list[Path]:
     # dead units per layer per run, and the per-layer decay coefficients of each run
     layers = list(configs[done[0].name]["layers"])
     width = 0.8 / len(done)
-    fig, (a1, a2) = plt.subplots(2, 1, figsize=(10, 7), sharex=True)
+    fig, (a1, a2) = subplots(2, 1, figsize=(10, 7), sharex=True)
     for i, r in enumerate(done):
         dead = (summaries[r.name].get("dead_units") or {}).get("1e-09", {})
         pos = np.arange(len(layers)) + (i - (len(done) - 1) / 2) * width

@@ -17,7 +17,6 @@ import functools
 import math
 import os
 import platform
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -624,7 +623,3 @@ def _histograms(model: VGG, state: TrainState, test_x: jax.Array, run_dir: Path)
     path = run_dir / "histograms.png"
     plotting.activation_histograms({k: np.concatenate(v) for k, v in outs.items()}, path)
     return path.name
-
-
-def remove_run(out: str | os.PathLike, name: str) -> None:
-    shutil.rmtree(Path(out) / records.check_name(name), ignore_errors=True)
