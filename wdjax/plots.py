@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import matplotlib.ticker
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
@@ -131,11 +132,13 @@ def activation_histograms(outputs: Mapping[str, np.ndarray], path: str | os.Path
 
 
 # ------------------------------------------------------------------------------ sweeps
-def sweep_pictures(family, runs, family_dir: str | os.PathLike) -> list[Path]:
+def sweep_pictures(family, runs, family_dir: str | os.PathLike,
+                   same_protocol: bool = False) -> list[Path]:
     """accuracy_vs_<param>.png, curves.png, dead_units.png, coefficients.png for a sweep.
 
     `family` and `runs` are `experiments.registry` objects; each finished run's records
-    are read from ``family_dir/<run>/``.
+    are read from ``family_dir/<run>/``. Unless `same_protocol` (a full-scale sweep), the
+    notebook's numbers get their own y axis: a preview is not on the same scale.
     """
     family_dir = Path(family_dir)
     done = [r for r in runs if (family_dir / r.name / "summary.json").exists()]
@@ -153,11 +156,16 @@ def sweep_pictures(family, runs, family_dir: str | os.PathLike) -> list[Path]:
     ax.plot(xs, [summaries[r.name]["best_test_accuracy"] for r in done], "s--", label="best")
     nb = [(r.value, r.reported.test_accuracy) for r in runs if r.reported.test_accuracy]
     if nb:
-        ax.plot(*zip(*nb, strict=True), "k^:", label="notebook (200 epochs, base 32)")
+        nb_ax = ax if same_protocol else ax.twinx()
+        nb_ax.plot(*zip(*nb, strict=True), "k^:", label="notebook (200 epochs, base 32)")
+        if nb_ax is not ax:
+            nb_ax.set_ylabel("notebook test accuracy")
+            nb_ax.legend(loc="lower right")
     if family.varies == "optimizer":
         ax.set_xticks(xs, [r.label for r in done])
     elif family.log_scale:
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set(xlabel=family.varies, ylabel="test accuracy", title=f"{family.name}: "
            f"{family.optimizer}")
     ax.grid(alpha=0.3)
