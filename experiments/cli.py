@@ -1,15 +1,24 @@
 """Command-line plumbing shared by `experiments.train` and `experiments.sweep`.
 
 Every user error ends as one line on stderr and exit code 2, before anything is written.
+SIGINT and SIGTERM stop a command with one line (exit 130 / 143); the last finished
+checkpoint is kept, and the same command resumes. Warnings are one line each.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
+import signal
 import sys
+import threading
+import warnings
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
+
+# The notebook's VGG: five 2x2 max-pools take 32x32 inputs down to one logit per class.
+IMAGE_SIZE = (32, 32)
 
 
 class UsageError(Exception):
@@ -17,7 +26,15 @@ class UsageError(Exception):
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse that reports errors as a single line (no usage dump)."""
+    """argparse that reports errors as a single line (no usage dump).
+
+    Flags must be spelled out: with abbreviations, ``--epochs 3`` would quietly mean
+    ``--epochs-per-stage 3``.
+    """
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(message)
@@ -59,6 +76,52 @@ def integer(name: str, *, low: int = 1) -> Callable[[str], int]:
     return parse
 
 
+def check_images(dataset: Any) -> None:
+    """DataError unless the images have the size the VGG is built for."""
+    from wdjax.data import DataError
+
+    h, w = dataset.train_images.shape[1:3]
+    if (h, w) != IMAGE_SIZE:
+        raise DataError(f"images in {dataset.source} are {w}x{h}; the VGG needs "
+                        f"{IMAGE_SIZE[1]}x{IMAGE_SIZE[0]} RGB images (the CIFAR size)")
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived; `signum` says which."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise Interrupted(signum)
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"wdjax: warning: {' '.join(str(message).split())}", file=file or sys.stderr)
+
+
+def add_device_args(p: argparse.ArgumentParser) -> None:
+    """--devices and the multi-host flags (see `wdjax.parallel`)."""
+    a = p.add_argument
+    a("--devices", type=integer("--devices"), default=None,
+      help="use the first N devices (default: all); the mesh is printed at start")
+    a("--distributed", action="store_true",
+      help="call jax.distributed.initialize() (auto-detected cluster, or the flags below)")
+    a("--coordinator", default=None, help="multi-host: coordinator address HOST:PORT")
+    a("--num-processes", type=integer("--num-processes"), default=None)
+    a("--process-id", type=integer("--process-id", low=0), default=None)
+
+
+def start_devices(args: argparse.Namespace) -> None:
+    """Join the multi-host job when asked; must run before any other JAX work."""
+    if args.distributed or args.coordinator:
+        from wdjax import parallel
+
+        parallel.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
+
+
 def enable_compilation_cache() -> None:
     """Keep compiled XLA programs on disk, so a rerun or the next sweep skips compiling.
 
@@ -82,14 +145,38 @@ def run_main(main: Callable[[Sequence[str] | None], int],
     from wdjax.records import RunError
 
     enable_compilation_cache()
+    from wdjax import ops
+
+    ops.tune_cpu_allocator()  # before any JAX computation; a no-op off glibc
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():  # signals reach it alone
+        handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        code = main(argv)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning
+            for s in handlers:
+                signal.signal(s, _interrupt)
+            code = main(argv)
     except (UsageError, DataError, RunError, ValueError) as err:
         prog = "wdjax"
         print(f"{prog}: error: {' '.join(str(err).split())}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
-        print("wdjax: interrupted; the last checkpoint is kept, rerun the command to resume",
-              file=sys.stderr)
-        sys.exit(130)
+    except KeyboardInterrupt as err:
+        signum = getattr(err, "signum", signal.SIGINT)
+        print(f"wdjax: interrupted ({signal.Signals(signum).name}); the last checkpoint is "
+              "kept, rerun the same command to resume", file=sys.stderr)
+        sys.exit(128 + signum)
+    finally:
+        _finish_checkpoints()
+        for s, h in handlers.items():
+            signal.signal(s, h)
     sys.exit(code)
+
+
+def _finish_checkpoints() -> None:
+    """Let checkpoints being written in the background complete before exiting."""
+    ckpt = sys.modules.get("wdjax.checkpoint")
+    # A second Ctrl-C stops the wait; a failed save must not hide why the command ended.
+    with contextlib.suppress(KeyboardInterrupt, Exception):
+        if ckpt is not None:
+            ckpt.wait_all()

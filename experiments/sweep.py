@@ -39,6 +39,7 @@ def parser() -> cli.Parser:
     a("--seed", type=cli.integer("--seed", low=0), default=0)
     a("--force-name", action="store_true", help="replace existing runs with other configs")
     a("--no-progress", action="store_true")
+    cli.add_device_args(p)
     return p
 
 
@@ -134,12 +135,13 @@ def write_results(family: registry.Family, runs: Sequence[registry.Run], family_
     records.atomic_write(family_dir / "summary.md",
                          markdown(family, rows, scale, scales.SCALES[scale]))
     records.atomic_write(family_dir / "summary.csv", csv_text(rows))
-    plots.sweep_pictures(family, runs, family_dir)
+    plots.sweep_pictures(family, runs, family_dir, same_protocol=scale == "full")
     return rows
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    cli.start_devices(args)
     if args.list:
         print(list_families())
         return 0
@@ -172,6 +174,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         for c in configs:  # refuse conflicting runs before anything is written
             if not finished(c):
                 prepare_run_dir(family_dir, c, force=False)
+    dataset = None
+    if not all(finished(c) for c in configs):  # bad images are found before the lock
+        dataset = data.load(configs[0].data, train_subset=configs[0].train_subset,
+                            test_subset=configs[0].test_subset)
+        cli.check_images(dataset)
     with records.lock(family_dir):
         todo = [c for c in configs if not finished(c)]
         skipped = len(configs) - len(todo)
@@ -179,12 +186,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{skipped} finished run(s) skipped")
         t0 = time.time()
         if todo:
-            dataset = data.load(configs[0].data, train_subset=configs[0].train_subset,
-                                test_subset=configs[0].test_subset)
+            if dataset is None:  # a finished run was removed meanwhile
+                dataset = data.load(configs[0].data, train_subset=configs[0].train_subset,
+                                    test_subset=configs[0].test_subset)
             groups = [todo] if parallel == "vmap" else [[c] for c in todo]
             for group in groups:
                 train(group, family_dir, dataset=dataset, force=args.force_name,
-                      progress=not args.no_progress)
+                      progress=not args.no_progress, devices=args.devices)
         rows = write_results(family, runs, family_dir, scale)
     print()
     print("\n".join(notebook_lines(rows)))

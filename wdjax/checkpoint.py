@@ -35,10 +35,16 @@ class CheckpointError(records.RunError):
     """No checkpoint of a run can be read (one line for the CLI)."""
 
 
-def digest(state: Any, extra: dict) -> str:
-    """SHA-256 over every array of `state` (dtype, shape, bytes) and the JSON of `extra`."""
+def digest(state: Any, extra: dict) -> str | None:
+    """SHA-256 over every array of `state` (dtype, shape, bytes) and the JSON of `extra`.
+
+    None when this process holds only part of the arrays (multi-host): nothing to compare.
+    """
+    leaves = jax.tree.leaves(state)
+    if any(isinstance(x, jax.Array) and not x.is_fully_addressable for x in leaves):
+        return None
     h = hashlib.sha256()
-    for leaf in jax.tree.leaves(jax.device_get(state)):
+    for leaf in jax.device_get(leaves):
         a = np.ascontiguousarray(leaf)
         h.update(f"{a.dtype.str}{a.shape}".encode())
         h.update(a.tobytes())
@@ -78,6 +84,19 @@ def _drop_event_loop_closed(unraisable: Any) -> None:
 _previous_unraisablehook = sys.unraisablehook
 
 
+_PENDING: set[Manager] = set()  # managers whose last save may still be in flight
+
+
+def wait_all() -> None:
+    """Finish every checkpoint still being written; call before the process exits.
+
+    Orbax commits a checkpoint in a background thread that interpreter shutdown cuts off
+    (losing that checkpoint, with a traceback), e.g. after Ctrl-C.
+    """
+    for m in list(_PENDING):
+        m.wait()
+
+
 class Manager:
     """Save/restore a run's state by epoch number under `directory`."""
 
@@ -91,8 +110,8 @@ class Manager:
         # Created lazily: orbax makes the directory, which a refused run must not leave.
         if self._mngr is None:
             # A save cut short by a killed process leaves "<epoch>.orbax-checkpoint-tmp";
-            # orbax would remove it later with a warning line. Nothing else writes here.
-            if self.directory.exists():
+            # orbax would remove it later with a warning line. No save runs yet.
+            if self.directory.exists() and jax.process_index() == 0:
                 for tmp in self.directory.glob(f"*{_TMP_SUFFIX}*"):
                     shutil.rmtree(tmp, ignore_errors=True)
             with _quiet_orbax():
@@ -124,16 +143,19 @@ class Manager:
         An existing checkpoint of the same epoch (left after falling back from a damaged
         newer one) is replaced.
         """
-        extra = dict(extra, **{_DIGEST: digest(state, extra)})
+        check = digest(state, extra)
+        extra = dict(extra, **{_DIGEST: check}) if check else extra
         if epoch in self.mngr.all_steps():
             self.mngr.wait_until_finished()
             self.mngr.delete(epoch)
+        _PENDING.add(self)
         self.mngr.save(epoch, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state), extra=ocp.args.JsonSave(extra)))
 
     def wait(self) -> None:
         if self._mngr is not None:
             self._mngr.wait_until_finished()
+        _PENDING.discard(self)
 
     def restore(self, epoch: int, target: Any) -> tuple[Any, dict]:
         """Restore `epoch` into the structure of `target`; fall back to older ones if broken.
@@ -151,12 +173,12 @@ class Manager:
                         extra=ocp.args.JsonRestore()))
                 state, extra = got["state"], dict(got["extra"])
                 stored = extra.pop(_DIGEST, None)  # absent in checkpoints of older versions
-                if stored is not None and stored != digest(state, extra):
+                if stored is not None and stored != (digest(state, extra) or stored):
                     raise ValueError("checksum mismatch")
             except Exception as err:  # orbax raises many kinds for a damaged checkpoint
-                warnings.warn(f"checkpoint epoch {e} in {self.directory} is unreadable "
-                              f"({type(err).__name__}: {' '.join(str(err).split())[:120]}); "
-                              "falling back to an older one", stacklevel=2)
+                why = f"{type(err).__name__}: {' '.join(str(err).split())[:120]}"
+                warnings.warn(f"checkpoint epoch {e} in {self.directory} is unreadable or "
+                              f"corrupt ({why}); falling back to an older one", stacklevel=2)
                 continue
             return state, dict(extra, epoch=e)
         raise CheckpointError(f"no readable checkpoint in {self.directory}; delete that folder "
@@ -165,3 +187,4 @@ class Manager:
     def close(self) -> None:
         if self._mngr is not None:
             self._mngr.close()
+        _PENDING.discard(self)

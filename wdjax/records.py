@@ -29,6 +29,9 @@ from typing import Any
 import numpy as np
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]*")
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+_FILE_MODE = 0o666 & ~_UMASK  # what open() would give a new file
 
 
 class RunError(ValueError):
@@ -58,6 +61,7 @@ def atomic_write(path: str | os.PathLike, data: str | bytes) -> None:
     mode = "wb" if isinstance(data, bytes) else "w"
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        os.fchmod(fd, _FILE_MODE)  # mkstemp's 0600 would hide results from other users
         with os.fdopen(fd, mode) as f:
             f.write(data)
             f.flush()
@@ -138,8 +142,12 @@ def check_writable(out: str | os.PathLike, need_bytes: int = 16 << 20) -> Path:
 
 
 def run_state(run_dir: Path) -> str:
-    """``'new'``, ``'finished'`` (summary.json exists) or ``'partial'``."""
-    if not run_dir.exists() or not any(run_dir.iterdir()):
+    """``'new'``, ``'finished'`` (summary.json exists) or ``'partial'``.
+
+    Hidden entries do not count: a process killed while writing its first file leaves only
+    a ``.config.json.*`` temporary, and the same command must then start the run afresh.
+    """
+    if not run_dir.exists() or not any(not p.name.startswith(".") for p in run_dir.iterdir()):
         return "new"
     return "finished" if (run_dir / "summary.json").exists() else "partial"
 

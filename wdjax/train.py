@@ -476,11 +476,13 @@ def train(configs: Config | Sequence[Config], out: str | os.PathLike = "runs", *
         if finished and writer:
             if log.config.histograms:
                 summary["histograms"] = _histograms(model, final_states[r], test_x, log.dir)
-            records.write_json(log.dir / "summary.json", summary)
             if plots:
                 from wdjax import plots as plotting
 
                 plotting.run_pictures(log.dir)
+            # Last: summary.json marks the run finished, so a process killed before this
+            # point leaves a run that the same command completes.
+            records.write_json(log.dir / "summary.json", summary)
         summaries.append(summary)
     return summaries
 
