@@ -289,3 +289,23 @@ def test_vmap_over_hyperparameter_equals_separate_runs(params):
         jax.tree.map(lambda a, b, i=i: np.testing.assert_allclose(a[i], b, rtol=1e-6,
                                                                     atol=1e-7),
                      batched, want)
+
+
+@pytest.mark.parametrize("cin,cout,grid", [(5, 7, 3), (9, 9, 3), (20, 12, 3), (6, 16, 4)])
+def test_topographic_multiplier_entry_by_entry(cin, cout, grid):
+    from wdjax import labels
+
+    got = np.broadcast_to(labels.topographic_multiplier((3, 3, cin, cout), 2.0, grid),
+                          (3, 3, cin, cout))
+    np.testing.assert_array_equal(got, ref_topo((3, 3, cin, cout), 2.0, grid))
+    assert set(np.unique(got)) <= {2.0**d for d in range(2 * grid)}
+
+
+def test_topographic_multiplier_small_layer_by_hand():
+    """C_in = C_out = 9 on a 3x3 grid: one unit per cell, cells (i mod 3, i // 3)."""
+    from wdjax import labels
+
+    m = np.asarray(labels.topographic_multiplier((1, 1, 9, 9), 3.0))[0, 0]
+    assert m[0, 0] == 1 and m[0, 1] == 3 and m[0, 4] == 3  # dist 0, 1, floor(sqrt 2) = 1
+    assert m[0, 2] == 9 and m[0, 8] == 9 and m[2, 6] == 9  # dist 2, floor(sqrt 8) = 2
+    np.testing.assert_array_equal(m, m.T)
