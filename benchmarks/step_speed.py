@@ -11,7 +11,14 @@ Usage::
     python -m benchmarks.step_speed --quick    # < 1 minute: fewer steps and repeats
     python -m benchmarks.step_speed --bases 32 --impls im2col --no-torch
 
-Torch runs with ``--torch-threads`` (default 2) threads, JAX with its default threading.
+Torch runs with ``--torch-threads`` (default 2) threads, JAX with its default threading, in
+the same process (so both see the allocator settings of ``wdjax.ops.tune_cpu_allocator``,
+applied unless ``--no-tune-alloc``). Configurations are timed in interleaved rounds and the
+ratio is taken per round against the best torch layout, so load from other processes on a
+shared machine hits both sides alike. Torch's OpenMP team is the exception: with other
+processes on the cores it stalls on its barriers and can fall far below its one-thread
+speed, so on a busy machine compare with ``--torch-threads 1`` as well (``benchmarks.run``
+lets both counts compete).
 """
 
 from __future__ import annotations
@@ -19,8 +26,9 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -37,26 +45,38 @@ NUM_CLASSES = 10
 
 @dataclass
 class Result:
-    """Throughput samples (img/s) of one configuration."""
+    """Throughput samples (img/s) of one configuration, one per timed repeat."""
 
     name: str
     samples: list[float]
+    cpu_ms: list[float] = field(default_factory=list)
 
     @property
     def median(self) -> float:
         return statistics.median(self.samples)
 
+    @property
+    def spread(self) -> tuple[float, float]:
+        """(min, max) of the samples."""
+        return min(self.samples), max(self.samples)
+
     def line(self) -> str:
-        lo, hi = min(self.samples), max(self.samples)
-        return f"{self.name:<34s} {self.median:8.1f} img/s  (min {lo:7.1f}, max {hi:7.1f})"
+        lo, hi = self.spread
+        return (f"{self.name:<30s} {self.median:7.1f} img/s (min {lo:7.1f}, max {hi:7.1f}) "
+                f"cpu {min(self.cpu_ms):6.0f} ms/step")
 
 
 class Bench:
-    """One configuration's step closure, warmed up once and then timed in interleaved rounds."""
+    """One configuration's step closure, warmed up once and then timed in interleaved rounds.
+
+    `images` is what one call of `step` processes (a vmapped sweep step counts every run's
+    batch); `steps` is how many calls one timed sample makes (see `calibrate`).
+    """
 
     def __init__(self, name: str, step: Callable[[], object],
-                 sync: Callable[[object], None]) -> None:
-        self.name, self.step, self.sync = name, step, sync
+                 sync: Callable[[object], None], images: int = BATCH) -> None:
+        self.name, self.step, self.sync, self.images = name, step, sync, images
+        self.steps = 1
         self.result = Result(name, [])
 
     def warmup(self, n: int) -> None:
@@ -65,16 +85,48 @@ class Bench:
             out = self.step()
         self.sync(out)
 
-    def sample(self, steps: int) -> float:
-        """Time `steps` steps; record and return img/s."""
+    def calibrate(self, target_s: float, max_steps: int = 50) -> int:
+        """Set `steps` so that one sample takes about `target_s` (one untimed call)."""
         t0 = time.perf_counter()
+        self.sync(self.step())
+        dt = time.perf_counter() - t0
+        self.steps = max(1, min(max_steps, round(target_s / max(dt, 1e-6))))
+        return self.steps
+
+    def sample(self, steps: int | None = None) -> float:
+        """Time `steps` steps; record and return img/s (and process CPU time per step).
+
+        CPU time is this process's, all threads: a load-robust measure of work when other
+        processes share the cores (it also counts OpenMP spin-waiting on the torch side).
+        """
+        steps = steps or self.steps
+        c0, t0 = time.process_time(), time.perf_counter()
         out = None
         for _ in range(steps):
             out = self.step()
         self.sync(out)
-        ips = BATCH * steps / (time.perf_counter() - t0)
+        ips = self.images * steps / (time.perf_counter() - t0)
         self.result.samples.append(ips)
+        self.result.cpu_ms.append((time.process_time() - c0) * 1e3 / steps)
         return ips
+
+
+def interleave(benches: Sequence[Bench], repeats: int) -> None:
+    """Sample every bench once per round for `repeats` rounds, in ABBA order.
+
+    Interleaving makes load from other processes on a shared machine hit all configurations
+    alike, and reversing the order every other round cancels a steady drift; compare
+    configurations within a round (`round_ratios`).
+    """
+    for r in range(repeats):
+        for b in benches if r % 2 == 0 else benches[::-1]:
+            b.sample()
+
+
+def round_ratios(num: Bench, den: Sequence[Bench]) -> list[float]:
+    """Per round: `num`'s throughput over the best of `den`'s in the same round."""
+    return [x / max(d.result.samples[r] for d in den)
+            for r, x in enumerate(num.result.samples)]
 
 
 def _data(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -85,7 +137,7 @@ def _data(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def make_jax_step(base: int, impl: str):
+def make_jax_step(base: int, impl: str) -> tuple[Callable[..., Any], Any]:
     """A jitted, buffer-donating train step for ``VGG(vgg_conf(base), conv_impl=impl)``.
 
     Returns ``(step, state)`` with ``step(state, x, y) -> (state, loss)``.
@@ -96,13 +148,13 @@ def make_jax_step(base: int, impl: str):
     state = (variables["params"], variables["batch_stats"],
              tx.init(variables["params"]))
 
-    def loss_fn(params, batch_stats, x, y):
+    def loss_fn(params: Any, batch_stats: Any, x: jax.Array, y: jax.Array) -> tuple:
         logits, updates = model.apply({"params": params, "batch_stats": batch_stats}, x,
                                       train=True, mutable=["batch_stats"])
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
         return loss, updates["batch_stats"]
 
-    def step(state, x, y):
+    def step(state: Any, x: jax.Array, y: jax.Array) -> tuple[Any, jax.Array]:
         params, batch_stats, opt_state = state
         (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             params, batch_stats, x, y)
@@ -119,14 +171,14 @@ def bench_jax(base: int, impl: str) -> Bench:
     x, y = (jnp.asarray(a) for a in _data())
     box = [state]
 
-    def one():
+    def one() -> jax.Array:
         box[0], loss = step(box[0], x, y)
         return loss
 
     return Bench(f"jax   base={base} impl={impl}", one, jax.block_until_ready)
 
 
-def build_torch(base: int):
+def build_torch(base: int) -> Any:
     """The PyTorch twin of ``VGG(vgg_conf(base))``: conv(+bias)/BN/ReLU, max-pools, 1x1s."""
     import torch
     from torch import nn
@@ -149,8 +201,12 @@ def build_torch(base: int):
     return nn.Sequential(*layers).train()
 
 
-def bench_torch(base: int, channels_last: bool) -> Bench:
-    """The identical PyTorch model and SGD step (NCHW or channels_last)."""
+def bench_torch(base: int, channels_last: bool, threads: int | None = None) -> Bench:
+    """The identical PyTorch model and SGD step (NCHW or channels_last).
+
+    `threads`: torch's intra-op threads for this configuration's steps (set before each
+    step, so configurations with different counts can be interleaved); None: as set.
+    """
     import torch
     from torch import nn
 
@@ -164,7 +220,9 @@ def bench_torch(base: int, channels_last: bool) -> Bench:
         x = x.contiguous(memory_format=torch.channels_last)
     loss_fn = nn.CrossEntropyLoss()
 
-    def one():
+    def one() -> Any:
+        if threads is not None:
+            torch.set_num_threads(threads)
         opt.zero_grad(set_to_none=True)
         loss = loss_fn(net(x), y)
         loss.backward()
@@ -172,7 +230,8 @@ def bench_torch(base: int, channels_last: bool) -> Bench:
         return loss
 
     layout = "channels_last" if channels_last else "NCHW"
-    return Bench(f"torch base={base} {layout}", one, lambda out: None)
+    suffix = "" if threads is None else f" {threads}t"
+    return Bench(f"torch base={base} {layout}{suffix}", one, lambda out: None)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -185,7 +244,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=None, help="steps per timed repeat")
     p.add_argument("--torch-threads", type=int, default=2)
     p.add_argument("--no-torch", action="store_true")
+    p.add_argument("--no-tune-alloc", action="store_true",
+                   help="skip ops.tune_cpu_allocator() (XLA:CPU then page-faults every step)")
     args = p.parse_args(argv)
+    # Before any JAX computation: it must precede the creation of XLA's worker threads.
+    tuned = not args.no_tune_alloc and ops.tune_cpu_allocator()
     repeats = args.repeats or (3 if args.quick else 7)
     steps = args.steps or (2 if args.quick else 5)
     warmup = 1 if args.quick else 3
@@ -193,7 +256,7 @@ def main(argv: list[str] | None = None) -> None:
         args.impls = [ops.default_conv_impl()]
     print(f"jax {jax.__version__} backend={jax.default_backend()} "
           f"default_conv_impl={ops.default_conv_impl()}; batch {BATCH}, "
-          f"{repeats} repeats x {steps} steps")
+          f"{repeats} repeats x {steps} steps; tune_cpu_allocator={tuned}")
     if not args.no_torch:
         import torch
         torch.set_num_threads(args.torch_threads)
@@ -204,15 +267,12 @@ def main(argv: list[str] | None = None) -> None:
         jax_benches = [bench_jax(base, impl) for impl in args.impls]
         for b in torch_benches + jax_benches:
             b.warmup(warmup)
+            b.steps = steps
         # Interleave the configurations round by round so that load from other processes on
         # this machine hits all of them alike; ratios are taken within a round.
-        ratios: dict[str, list[float]] = {b.name: [] for b in jax_benches}
-        for _ in range(repeats):
-            peer = max((b.sample(steps) for b in torch_benches), default=None)
-            for b in jax_benches:
-                ips = b.sample(steps)
-                if peer:
-                    ratios[b.name].append(ips / peer)
+        interleave(torch_benches + jax_benches, repeats)
+        ratios = {b.name: round_ratios(b, torch_benches) if torch_benches else []
+                  for b in jax_benches}
         for b in torch_benches:
             print(b.result.line())
         for b in jax_benches:

@@ -67,7 +67,7 @@ def test_batchnorm_train_updates_running_stats_eval_uses_them():
     # Evaluation: outputs do not depend on the rest of the batch, stats are not touched.
     full = model.apply(v, x, train=False)
     single = model.apply(v, x[:1], train=False)
-    np.testing.assert_allclose(full[:1], single, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(full[:1], single, rtol=1e-5, atol=1e-5)  # logits ~10
     _, untouched = model.apply(v, x, train=False, mutable=["batch_stats"])
     jax.tree.map(np.testing.assert_array_equal, untouched["batch_stats"], v["batch_stats"])
 

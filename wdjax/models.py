@@ -172,4 +172,6 @@ class VGG(nn.Module):
 
 def init_variables(model: VGG, key: jax.Array, image_shape=(32, 32, 3)) -> dict:
     """``{'params', 'batch_stats'}`` for `model`, initialised from `key`."""
-    return model.init(key, jnp.zeros((1, *image_shape), jnp.float32), train=False)
+    # Jitted: op-by-op initialisation dispatches (and compiles) every op separately.
+    return jax.jit(model.init, static_argnames="train")(
+        key, jnp.zeros((1, *image_shape), jnp.float32), train=False)
