@@ -103,17 +103,13 @@ def add_decay(coefficients: Any, kinds: Any = "l2",
         where there is none, or ``None``.
     """
 
-    def init_fn(params):
-        del params
-        return optax.EmptyState()
-
     def update_fn(updates, state, params=None):
         if params is None:
             raise ValueError(_NO_PARAMS)
         decays = decay_tree(params, coefficients, kinds, multipliers)
         return jax.tree.map(jnp.add, updates, decays), state
 
-    return optax.GradientTransformation(init_fn, update_fn)
+    return optax.GradientTransformation(optax.init_empty_state, update_fn)
 
 
 class DecoupledDecayState(NamedTuple):
@@ -153,10 +149,6 @@ def clip_sign_crossing(mask: Any = True) -> optax.GradientTransformation:
     bools choosing the leaves (the L1-decayed ones); it must be static.
     """
 
-    def init_fn(params):
-        del params
-        return optax.EmptyState()
-
     def update_fn(updates, state, params=None):
         if params is None:
             raise ValueError(_NO_PARAMS)
@@ -170,7 +162,7 @@ def clip_sign_crossing(mask: Any = True) -> optax.GradientTransformation:
             out.append(u)
         return treedef.unflatten(out), state
 
-    return optax.GradientTransformation(init_fn, update_fn)
+    return optax.GradientTransformation(optax.init_empty_state, update_fn)
 
 
 class NormalizeUpdatesState(NamedTuple):
