@@ -6,8 +6,9 @@ Read top to bottom: `Config` -> `lr_schedule` -> the jitted `train_step` / `eval
 `train` takes a list of configs. One config is one run. Several configs that differ only
 in numeric hyperparameters (and names) train *together*: their states are stacked and the
 step is ``jax.vmap``-ed over the run axis, sharing each data batch and augmentation key, so
-run k gives the same numbers as training config k alone with the same seed (one compiled
-program for a whole sweep).
+run k computes what training config k alone with the same seed computes (one compiled
+program for a whole sweep; XLA orders the vmapped sums differently, so the numbers agree
+to float rounding, see the README).
 """
 
 from __future__ import annotations
@@ -433,7 +434,8 @@ def train(configs: Config | Sequence[Config], out: str | os.PathLike = "runs", *
                 _log_steps(logs, fetched, epoch * steps_per_epoch + i + 1, epoch, lr, stacked,
                            writer)
                 bar.update(len(window))
-                bar.set_postfix(_postfix(epoch, epoch_metrics), refresh=False)
+                seen = min((i + 1) * cfg.batch_size, n_train)
+                bar.set_postfix(_postfix(epoch, epoch_metrics, seen), refresh=False)
                 window = []
                 if all(log.diverged for log in logs):
                     break
@@ -541,9 +543,11 @@ def _log_steps(logs, fetched, step, epoch, lr, stacked, writer) -> None:
             log.diverged = dict(step=first, epoch=epoch + 1, loss=str(losses[bad][0]))
 
 
-def _postfix(epoch, rows) -> dict:
-    loss = np.mean([np.mean(m["loss"]) for m in rows])
-    return dict(epoch=epoch + 1, loss=f"{loss:.3f}")
+def _postfix(epoch, rows, seen) -> dict:
+    """Progress-bar fields: epoch, mean loss and training accuracy so far (first run)."""
+    loss = np.mean([np.asarray(m["loss"]).reshape(-1)[0] for m in rows])
+    acc = sum(np.asarray(m["correct"]).reshape(-1)[0] for m in rows) / max(seen, 1)
+    return dict(epoch=epoch + 1, loss=f"{loss:.3f}", acc=f"{acc:.1%}")
 
 
 def _epoch_row(log: RunLog, epoch, lr, rows, test_correct, test_loss, n_train, n_test, mon,
