@@ -243,7 +243,7 @@ def make_setup(dataset: Any) -> Setup:
 
     mesh = parallel.make_mesh(1)
     rep = parallel.replicated(mesh)
-    rows = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, "data"))
+    rows = parallel.rows_sharding(mesh)
     idx, mask = data.epoch_batches(0, 0, len(dataset.train_labels), BATCH)
     return Setup(mesh, dataset, parallel.put(dataset.train_images, rep),
                  parallel.put(dataset.train_labels, rep), parallel.put(idx, rows),
@@ -500,7 +500,7 @@ def train_loop_bench(name: str, prog: Any, state: Any, setup: Setup, log_every: 
 
     from wdjax import data, parallel
 
-    rows = jax.sharding.NamedSharding(setup.mesh, jax.sharding.PartitionSpec(None, "data"))
+    rows = parallel.rows_sharding(setup.mesh)
     box, epoch = [state], [0]
 
     def one() -> Any:

@@ -163,12 +163,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(json.dumps(c.to_dict()))
         return 0
 
-    data.check_source(data.resolve_source(args.data))
+    data.check_source(configs[0].data)  # resolved in configs_for
     records.check_writable(out)
-    from wdjax.train import prepare_run_dir, train
+    from wdjax.train import prepare_run_dir, same_config, train
 
     def finished(c: Config) -> bool:
-        return records.run_state(family_dir / c.name) == "finished" and _same(family_dir, c)
+        run_dir = family_dir / c.name
+        return records.run_state(run_dir) == "finished" and same_config(run_dir, c)
+
+    def load() -> data.Dataset:
+        return data.load(configs[0].data, train_subset=configs[0].train_subset,
+                         test_subset=configs[0].test_subset)
 
     if not args.force_name:
         for c in configs:  # refuse conflicting runs before anything is written
@@ -176,8 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 prepare_run_dir(family_dir, c, force=False)
     dataset = None
     if not all(finished(c) for c in configs):  # bad images are found before the lock
-        dataset = data.load(configs[0].data, train_subset=configs[0].train_subset,
-                            test_subset=configs[0].test_subset)
+        dataset = load()
         cli.check_images(dataset)
     with records.lock(family_dir):
         todo = [c for c in configs if not finished(c)]
@@ -187,8 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         t0 = time.time()
         if todo:
             if dataset is None:  # a finished run was removed meanwhile
-                dataset = data.load(configs[0].data, train_subset=configs[0].train_subset,
-                                    test_subset=configs[0].test_subset)
+                dataset = load()
             groups = [todo] if parallel == "vmap" else [[c] for c in todo]
             for group in groups:
                 train(group, family_dir, dataset=dataset, force=args.force_name,
@@ -199,14 +202,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"\n{family.name}: {len(todo)} run(s) trained in {time.time() - t0:.0f} s; "
           f"table, CSV and pictures in {family_dir}")
     return 0
-
-
-def _same(family_dir: Path, config: Config) -> bool:
-    path = family_dir / config.name / "config.json"
-    try:
-        return records.read_json(path)["config"] == records._jsonable(config.to_dict())
-    except (OSError, ValueError, KeyError):
-        return False
 
 
 if __name__ == "__main__":

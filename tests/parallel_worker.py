@@ -44,7 +44,7 @@ def one_step(archive: str) -> dict:
         state = train.TrainState(jnp.zeros([], jnp.int32), prog.params0, prog.batch_stats0,
                                  tx.init(prog.params0))
         state = parallel.put_tree(jax.device_get(state), parallel.replicated(mesh))
-        rows = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, "data"))
+        rows = parallel.rows_sharding(mesh)
         idx, mask = data.epoch_batches(0, 0, len(ds.train_labels), c.batch_size)
         rep = parallel.replicated(mesh)
         args = (parallel.put(ds.train_images, rep), parallel.put(ds.train_labels, rep),

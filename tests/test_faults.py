@@ -509,7 +509,7 @@ def test_run_record_holds_versions_device_and_full_config(reference, images):
     want = wdjax.train.Config(name="r", optimizer="SGD", lr=0.1, base=4, batch_size=64,
                               stages=3, epochs_per_stage=1, log_every=1, conv_impl="xla",
                               data=f"folder:{images}")
-    assert rec["config"] == records._jsonable(want.to_dict())
+    assert rec["config"] == records.jsonable(want.to_dict())
     assert wdjax.train.Config.from_dict(rec["config"]) == want
     ds = data.load(f"folder:{images}")
     assert rec["data"]["checksum"] == ds.checksum and rec["data"]["source"] == ds.source

@@ -66,6 +66,11 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P("data"))
 
 
+def rows_sharding(mesh: Mesh) -> NamedSharding:
+    """An epoch's (steps, batch) index and mask matrices: each row split over `data`."""
+    return NamedSharding(mesh, P(None, "data"))
+
+
 def put(array: np.ndarray, sharding: NamedSharding) -> jax.Array:
     """A global array from a host array every process holds in full (multi-host safe)."""
     array = np.asarray(array)

@@ -38,21 +38,22 @@ class RunError(ValueError):
     """A one-line, user-facing problem with a run's name or directory."""
 
 
-def _jsonable(x: Any) -> Any:
+def jsonable(x: Any) -> Any:
+    """`x` as plain JSON values (arrays to lists; NaN/inf as strings)."""
     if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
+        return {str(k): jsonable(v) for k, v in x.items()}
     if isinstance(x, list | tuple):
-        return [_jsonable(v) for v in x]
+        return [jsonable(v) for v in x]
     if isinstance(x, np.ndarray | np.generic) or hasattr(x, "__array__"):
         x = np.asarray(x)
-        return _jsonable(x.tolist()) if x.ndim else _jsonable(x.item())
+        return jsonable(x.tolist()) if x.ndim else jsonable(x.item())
     if isinstance(x, float) and not math.isfinite(x):
         return str(x)  # JSON has no NaN/inf; keep them readable and reversible
     return x
 
 
 def dumps(obj: Any) -> str:
-    return json.dumps(_jsonable(obj), sort_keys=False)
+    return json.dumps(jsonable(obj), sort_keys=False)
 
 
 def atomic_write(path: str | os.PathLike, data: str | bytes) -> None:
@@ -73,7 +74,7 @@ def atomic_write(path: str | os.PathLike, data: str | bytes) -> None:
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write(path, json.dumps(_jsonable(obj), indent=2) + "\n")
+    atomic_write(path, json.dumps(jsonable(obj), indent=2) + "\n")
 
 
 def read_json(path: str | os.PathLike) -> Any:

@@ -198,9 +198,9 @@ def environment() -> dict[str, str]:
                 device_count=str(jax.device_count()), host=platform.node())
 
 
-def _layer_table(config: Config, params0: PyTree, conf: list) -> dict[str, dict]:
+def _layer_table(config: Config, params0: PyTree, conf: list,
+                 factors: dict[str, float]) -> dict[str, dict]:
     """Per-layer kernel decay coefficient and kind at the start (for records and plots)."""
-    factors = schemes.layer_factors(config.optimizer, params0, conf)
     spec = schemes.decay_spec(config.optimizer, params=params0, conf=conf, factors=factors,
                               weight_decay=config.weight_decay, L1_decay=config.L1_decay,
                               last1_mult=config.last1_mult, last2_mult=config.last2_mult,
@@ -226,6 +226,15 @@ class RunLog:
     last: dict | None = None
 
 
+def same_config(run_dir: Path, config: Config) -> bool:
+    """Whether `run_dir` holds a run recorded with exactly `config`."""
+    try:
+        old = records.read_json(run_dir / "config.json")["config"]
+    except (OSError, ValueError, KeyError):
+        return False
+    return old == records.jsonable(config.to_dict())
+
+
 def prepare_run_dir(out: Path, config: Config, force: bool) -> Path:
     """The run's directory: new, or resumable with the same config; else RunError.
 
@@ -236,13 +245,7 @@ def prepare_run_dir(out: Path, config: Config, force: bool) -> Path:
     state = records.run_state(run_dir)
     if state == "new":
         return run_dir
-    old = None
-    if (run_dir / "config.json").exists():
-        try:
-            old = records.read_json(run_dir / "config.json").get("config")
-        except (OSError, ValueError):
-            old = None
-    same = old == records._jsonable(config.to_dict())
+    same = same_config(run_dir, config)
     if not force:
         if state == "finished":
             raise records.RunError(f"run {config.name!r} already has results in {run_dir}; "
@@ -264,6 +267,7 @@ class Programs(NamedTuple):
     params0: PyTree
     batch_stats0: PyTree
     schedule: optax.Schedule
+    factors: dict[str, float]
     step: Callable
     eval: Callable
     monitor: Callable
@@ -323,7 +327,7 @@ def _programs(shared: tuple, k_runs: int, image_shape: tuple, num_classes: int,
             state, data.normalize(x), y, m)
 
     return Programs(
-        model, conf, params0, variables["batch_stats"], schedule,
+        model, conf, params0, variables["batch_stats"], schedule, factors,
         step=jax.jit(step, out_shardings=(runs, rep), donate_argnums=0),
         eval=jax.jit(evaluate, out_shardings=rep),
         monitor=jax.jit(monitor, out_shardings=rep),
@@ -383,7 +387,7 @@ def train(configs: Config | Sequence[Config], out: str | os.PathLike = "runs", *
                          separate_decay=c.separate_decay, **c.hparams()) for c in configs]
     states = [TrainState(jnp.zeros([], jnp.int32), params0, prog.batch_stats0, t.init(params0))
               for t in txs]
-    logs = [RunLog(c, d, _layer_table(c, params0, prog.conf))
+    logs = [RunLog(c, d, _layer_table(c, params0, prog.conf, prog.factors))
             for c, d in zip(configs, run_dirs, strict=True)]
     ckpts = [checkpoint.Manager(d / "checkpoints") for d in run_dirs]
     start_epoch = _resume(states, logs, ckpts, writer)
@@ -399,7 +403,7 @@ def train(configs: Config | Sequence[Config], out: str | os.PathLike = "runs", *
                       test=n_test), steps_per_epoch=steps_per_epoch))
     schedule, model = prog.schedule, prog.model
     rep = parallel.replicated(mesh)
-    rows_split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, "data"))
+    rows_split = parallel.rows_sharding(mesh)
     train_x, train_y = parallel.put(dataset.train_images, rep), parallel.put(
         dataset.train_labels, rep)
     test_x, test_y = parallel.put(dataset.test_images, rep), parallel.put(
@@ -614,6 +618,7 @@ HISTOGRAM_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1", "fc6"
 
 def _histograms(model: VGG, state: TrainState, test_x: jax.Array, run_dir: Path) -> str:
     """Histograms of unit outputs over the test set for the original's picture layers."""
+    @jax.jit
     def capture(x):
         _, inter = model.apply({"params": state.params, "batch_stats": state.batch_stats},
                                data.normalize(x), train=False,
@@ -622,7 +627,7 @@ def _histograms(model: VGG, state: TrainState, test_x: jax.Array, run_dir: Path)
 
     outs: dict[str, list] = {}
     for i in range(0, len(test_x), 1000):
-        for k, v in jax.device_get(jax.jit(capture)(test_x[i:i + 1000])).items():
+        for k, v in jax.device_get(capture(test_x[i:i + 1000])).items():
             outs.setdefault(k, []).append(np.asarray(v).reshape(-1))
     from wdjax import plots as plotting
 
