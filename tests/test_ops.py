@@ -7,6 +7,7 @@ whichever one runs; forward values and both gradients are checked against
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -130,3 +131,72 @@ def test_tune_cpu_allocator_runs() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=60)
     assert out.stdout.strip() in ("True", "False")
+
+
+PLANS = [("xla", "xla", "xla"), (4, 4, 4), (1, 2, 4), (2, "xla", 1), ("xla", 1, "xla")]
+
+
+@pytest.mark.parametrize("plan", PLANS, ids=str)
+def test_planned_conv_every_method_matches_lax(plan: tuple) -> None:
+    """Each pass (forward, input gradient, kernel gradient) with XLA or chunked im2col."""
+    x = jax.random.normal(jax.random.key(11), (4, 6, 6, 5))
+    k = jax.random.normal(jax.random.key(12), (3, 3, 5, 7)) / np.sqrt(45)
+    got = value_and_grads(lambda x, k: ops.planned_conv(x, k, plan), x, k)
+    want = value_and_grads(ref_conv, x, k)
+    for a, b in zip(got, want, strict=True):
+        assert_close(a, b)
+
+
+@pytest.mark.parametrize("plan", [("xla", 3, "xla"), (0, "xla", "xla"), ("fast", 4, 4)])
+def test_planned_conv_rejects_bad_plans(plan: tuple) -> None:
+    with pytest.raises(ValueError, match="chunk size dividing the batch of 4"):
+        ops.planned_conv(jnp.zeros((4, 4, 4, 2)), jnp.zeros((3, 3, 2, 2)), plan)
+
+
+def test_conv_plan_choices() -> None:
+    """The documented rules: valid chunks within the patch budget; im2col where XLA is slow."""
+    assert ops.conv_plan((128, 2, 2, 256), (3, 3, 256, 256)) == (128, 128, 128)
+    fwd, dx, dw = ops.conv_plan((128, 32, 32, 3), (3, 3, 3, 32))
+    assert isinstance(fwd, int) and dx == "xla" and isinstance(dw, int)
+    assert ops.conv_plan((128, 8, 8, 64), (3, 3, 64, 128)) == ("xla", "xla", "xla")
+    for shape in [(128, 32, 32, 32), (96, 16, 16, 64), (7, 16, 16, 8)]:
+        chunk = ops.conv_plan(shape, (3, 3, shape[-1], 16))[2]
+        n, h, w, c = shape
+        assert n % chunk == 0
+        assert chunk == 1 or chunk * h * w * 9 * c * 4 <= 4 << 20
+
+
+def _grouped_convs(hlo: str) -> set[str]:
+    return {g for g in re.findall(r"feature_group_count = (\d+)", hlo) if g != "1"}
+
+
+@pytest.mark.parametrize("shared_kernel", [False, True])
+def test_hybrid_conv_under_vmap(shared_kernel: bool) -> None:
+    """vmap over runs (a vmapped sweep) equals a loop over runs and makes no grouped conv."""
+    runs, shape = 3, (2, 8, 8, 16)  # 8x8x16: hybrid runs forward and dx through XLA
+    x = jax.random.normal(jax.random.key(5), (runs, *shape))
+    k = jax.random.normal(jax.random.key(6), (runs, 3, 3, 16, 16)) / 12.0
+    if shared_kernel:
+        k = k[0]
+    assert "xla" in ops.conv_plan(shape, (3, 3, 16, 16))
+
+    def grads(x, k):
+        return jax.grad(lambda x, k: jnp.sum(jnp.sin(ops.conv2d(x, k, "hybrid"))), (0, 1))(x, k)
+
+    in_axes = (0, None if shared_kernel else 0)
+    batched = jax.jit(jax.vmap(grads, in_axes))
+    got = batched(x, k)
+    loop = [jax.grad(lambda x, k: jnp.sum(jnp.sin(ref_conv(x, k))), (0, 1))(
+        x[r], k if shared_kernel else k[r]) for r in range(runs)]
+    assert_close(got[0], jnp.stack([g[0] for g in loop]))
+    want_k = sum(g[1] for g in loop) if shared_kernel else jnp.stack([g[1] for g in loop])
+    assert_close(got[1].sum(0) if shared_kernel else got[1], want_k)
+    assert not _grouped_convs(batched.lower(x, k).as_text())
+    if not shared_kernel:  # the check can fail: plain vmapped XLA convs are grouped
+        plain = jax.vmap(lambda x, k: ops.conv2d(x, k, "xla"))
+        assert _grouped_convs(jax.jit(plain).lower(x, k).as_text())
+
+
+def test_even_kernel_raises() -> None:
+    with pytest.raises(ValueError, match="only odd sizes"):
+        ops.conv2d(jnp.zeros((1, 4, 4, 2)), jnp.zeros((2, 2, 2, 2)), "hybrid")

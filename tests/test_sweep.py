@@ -107,12 +107,23 @@ def test_vmap_sweep_equals_sequential(tiny_scale):
     base = ["--name", "ixp", "--runs", "ixp1,ixp4", "--no-progress"]
     assert sweep.main([*base, "--out", str(seq), "--parallel", "sequential"]) == 0
     assert sweep.main([*base, "--out", str(vm), "--parallel", "vmap"]) == 0
+    def losses(out, run):
+        rows = records.read_jsonl(out / "ixp" / run / "metrics.jsonl")
+        return [(r["train_loss"], r["test_loss"]) for r in rows]
+
+    # Equal up to float rounding (see test_train.test_vmapped_runs_equal_separate_runs):
+    # losses to 0.1% (train) and 1% (test, where rounding moves near-tied predictions of
+    # this near-chance tiny model); counts can move by several of the 100 test images.
     for run in ("ixp1", "ixp4"):
+        for (tr_a, te_a), (tr_b, te_b) in zip(losses(seq, run), losses(vm, run), strict=True):
+            assert tr_a == pytest.approx(tr_b, rel=1e-3)
+            assert te_a == pytest.approx(te_b, rel=1e-2)
         a = records.read_json(seq / "ixp" / run / "summary.json")
         b = records.read_json(vm / "ixp" / run / "summary.json")
-        # Equal up to float rounding (see test_train.test_vmapped_runs_equal_separate_runs).
         assert abs(a["final_train_correct"] - b["final_train_correct"]) <= 4
-        assert abs(a["final_test_correct"] - b["final_test_correct"]) <= 4
+    # The tolerance tells the runs apart: a hyperparameter routed to the wrong run fails.
+    (_, te1), (_, te4) = losses(vm, "ixp1")[-1], losses(vm, "ixp4")[-1]
+    assert te1 != pytest.approx(te4, rel=1e-2)
 
 
 def test_default_scale_announced_on_cpu():

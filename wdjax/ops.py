@@ -2,6 +2,8 @@
 
 The VGG only needs 'same' 3x3 and 1x1 convolutions and non-overlapping 2x2 max-pools, so
 these are written for exactly that case; anything else falls back to XLA's general ops.
+On CPU each conv layer runs each of its three passes (forward, input gradient, kernel
+gradient) the way `conv_plan` measured fastest, and stays fast under `jax.vmap` over runs.
 `tune_cpu_allocator` removes XLA:CPU's per-step page-fault cost; call it at program start.
 """
 
@@ -49,7 +51,8 @@ def default_conv_impl(backend: str | None = None) -> str:
     """The fastest measured formulation for a backend: hybrid on CPU, XLA's conv elsewhere.
 
     CPU VGG train step, batch 128 (benchmarks/step_speed.py): hybrid beat im2col and xla at
-    base 32 and 16; accelerators have native convolutions.
+    bases 32, 16 and 8, and is the only one that keeps vmapped sweeps fast; accelerators
+    have native convolutions.
     """
     backend = backend or jax.default_backend()
     return "hybrid" if backend == "cpu" else "xla"
@@ -58,44 +61,173 @@ def default_conv_impl(backend: str | None = None) -> str:
 def conv2d(x: jax.Array, kernel: jax.Array, impl: str = "xla") -> jax.Array:
     """Stride-1 'same' convolution of NHWC `x` with an HWIO `kernel` (odd kernel size).
 
-    `impl="im2col"` gathers the kh*kw shifted views of the zero-padded input along the
-    channel axis and does one matmul; on CPU that beats XLA's direct convolution on small
-    maps or few input channels, where XLA's conv is slow (pathologically so on 2x2 maps).
-    `impl="hybrid"` picks per layer: XLA's conv for big maps, whose patch buffer would cost
-    more memory traffic than the GEMM saves, im2col for the rest. 1x1 kernels are a matmul.
+    `impl="xla"` is XLA's convolution. `impl="im2col"` gathers the kh*kw shifted views of
+    the zero-padded input along the channel axis and does one matmul. `impl="hybrid"`
+    (the CPU default) picks a formulation per layer *and per pass* (forward, input
+    gradient, kernel gradient; see `conv_plan`): XLA's conv or im2col over chunks of a few
+    examples, whose patch buffer stays in cache. im2col and hybrid run 1x1 kernels as a
+    plain matmul.
     """
     kh, kw, cin, cout = kernel.shape
-    if impl == "hybrid":
-        impl = "xla" if _prefer_xla(x.shape, kernel.shape) else "im2col"
-    if impl == "xla":
-        return lax.conv_general_dilated(
-            x, kernel, window_strides=(1, 1), padding="SAME",
-            dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        )
-    if impl != "im2col":
+    if impl not in CONV_IMPLS:
         raise ValueError(f"unknown conv_impl {impl!r}; allowed: {', '.join(CONV_IMPLS)}")
-    n, h, w, _ = x.shape
-    if kh == kw == 1:
+    if kh % 2 == 0 or kw % 2 == 0:
+        raise ValueError(f"kernel size {kh}x{kw}: only odd sizes ('same' padding is "
+                         "symmetric) are allowed")
+    if kh == kw == 1 and impl != "xla":
+        n, h, w, _ = x.shape
         return (x.reshape(-1, cin) @ kernel.reshape(cin, cout)).reshape(n, h, w, cout)
+    if impl == "xla":
+        return _xla_conv(x, kernel)
+    if impl == "im2col":
+        return _im2col_conv(x, kernel, x.shape[0])
+    return planned_conv(x, kernel, conv_plan(x.shape, kernel.shape))
+
+
+# How one pass of a convolution runs: "xla" (XLA's conv) or an int c: im2col on chunks of
+# c examples at a time (c == batch size: one matmul over the whole batch).
+Method = str | int
+
+
+def conv_plan(x_shape: tuple[int, ...], k_shape: tuple[int, ...]) -> tuple[Method, Method, Method]:
+    """(forward, input-gradient, kernel-gradient) methods for one conv layer on CPU.
+
+    From per-layer timings of the VGG at batch 128, widths 8-32 (XLA:CPU runs its convs
+    through YNNPACK): XLA's conv is best for the forward and input-gradient passes except
+    with a handful of channels (the RGB input) and on maps barely larger than the kernel,
+    where it is pathological (2x2: 50x slower than a matmul). Its kernel gradient is slow
+    on big maps (16x16 and up), where im2col wins once it runs on chunks of examples whose
+    patch buffer (kh*kw times the input) stays in cache.
+    """
+    n, h, w, _ = x_shape
+    kh, kw, cin, cout = k_shape
+    if h * w <= 4:
+        return n, n, n
+    chunk = _chunk(n, h * w * kh * kw * cin * 4)
+    return ("xla" if cin >= 8 else chunk,
+            "xla" if cout >= 8 else _chunk(n, h * w * kh * kw * cout * 4),
+            chunk if h * w >= 256 else "xla")
+
+
+def _chunk(n: int, bytes_per_example: int, budget: int = 4 << 20) -> int:
+    """The largest divisor of `n` whose examples' patch buffers fit in `budget` bytes."""
+    fits = max(1, budget // max(bytes_per_example, 1))
+    return max(d for d in range(1, n + 1) if n % d == 0 and d <= fits)
+
+
+def _xla_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    return lax.conv_general_dilated(x, kernel, window_strides=(1, 1), padding="SAME",
+                                    dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def _patches(x: jax.Array, kh: int, kw: int) -> jax.Array:
+    """(N*H*W, kh*kw*C) rows of the zero-padded kh x kw neighbourhoods, ordered (i, j, c)."""
+    n, h, w, c = x.shape
     ph, pw = kh // 2, kw // 2
     xp = jnp.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0)))
     # Order (i, j, c) matches kernel.reshape(kh * kw * cin, cout) for HWIO kernels.
-    patches = jnp.concatenate(
-        [xp[:, i:i + h, j:j + w, :] for i in range(kh) for j in range(kw)], axis=-1
-    )
-    out = patches.reshape(-1, kh * kw * cin) @ kernel.reshape(kh * kw * cin, cout)
-    return out.reshape(n, h, w, cout)
+    cols = [xp[:, i:i + h, j:j + w, :] for i in range(kh) for j in range(kw)]
+    return jnp.concatenate(cols, axis=-1).reshape(n * h * w, kh * kw * c)
 
 
-def _prefer_xla(x_shape: tuple[int, ...], k_shape: tuple[int, ...]) -> bool:
-    """Whether XLA's own conv beats im2col on CPU for this layer (measured on the VGG).
+def _over_chunks(f, x: jax.Array, chunk: int) -> jax.Array:
+    """``f`` applied to `x` `chunk` examples at a time (one call when chunk covers all)."""
+    n = x.shape[0]
+    if chunk >= n:
+        return f(x)
+    out = lax.map(f, x.reshape(n // chunk, chunk, *x.shape[1:]))
+    return out.reshape(n, *out.shape[2:])
 
-    XLA:CPU's direct conv needs no patch buffer, which wins on big feature maps; it is poor
-    with few input channels and pathological once the map is barely larger than the kernel.
+
+def _im2col_conv(x: jax.Array, kernel: jax.Array, chunk: int) -> jax.Array:
+    kh, kw, cin, cout = kernel.shape
+    flat = kernel.reshape(kh * kw * cin, cout)
+
+    def conv(xc: jax.Array) -> jax.Array:
+        return (_patches(xc, kh, kw) @ flat).reshape(*xc.shape[:3], cout)
+
+    return _over_chunks(conv, x, chunk)
+
+
+def _im2col_kernel_grad(x: jax.Array, g: jax.Array, k_shape: tuple[int, ...],
+                        chunk: int) -> jax.Array:
+    """sum over examples and pixels of patches(x)^T g, accumulated chunk by chunk."""
+    kh, kw, cin, cout = k_shape
+    n = x.shape[0]
+
+    def part(xc: jax.Array, gc: jax.Array) -> jax.Array:
+        return _patches(xc, kh, kw).T @ gc.reshape(-1, cout)
+
+    if chunk >= n:
+        return part(x, g).reshape(k_shape)
+    split = (n // chunk, chunk)
+    acc, _ = lax.scan(lambda acc, xg: (acc + part(*xg), None),
+                      jnp.zeros((kh * kw * cin, cout), x.dtype),
+                      (x.reshape(*split, *x.shape[1:]), g.reshape(*split, *g.shape[1:])))
+    return acc.reshape(k_shape)
+
+
+def _one_run_at_a_time(f):
+    """`f`, whose vmap runs it once per index of the mapped axis instead of batching it.
+
+    Why: vmapping XLA's conv over runs with per-run kernels makes a grouped convolution,
+    which XLA:CPU runs several times slower than the runs' convolutions one after another.
     """
-    _, h, w, _ = x_shape
-    kh, kw, cin, _ = k_shape
-    return kh * kw > 1 and h * w >= 64 and cin >= 16
+    g = jax.custom_batching.custom_vmap(f)
+
+    @g.def_vmap
+    def rule(axis_size: int, in_batched: list[bool], *args: jax.Array):
+        outs = [g(*(a[i] if b else a for a, b in zip(args, in_batched, strict=True)))
+                for i in range(axis_size)]
+        return jnp.stack(outs), True
+
+    return g
+
+
+_xla_conv_per_run = _one_run_at_a_time(_xla_conv)
+# The kernel gradient is linear in g; `kernel` only supplies the shape.
+_xla_kernel_grad_per_run = _one_run_at_a_time(
+    lambda x, g, kernel: jax.vjp(lambda k: _xla_conv(x, k), kernel)[1](g)[0])
+
+
+def _conv_pass(x: jax.Array, kernel: jax.Array, method: Method) -> jax.Array:
+    return _xla_conv_per_run(x, kernel) if method == "xla" else \
+        _im2col_conv(x, kernel, method)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def planned_conv(x: jax.Array, kernel: jax.Array,
+                 plan: tuple[Method, Method, Method]) -> jax.Array:
+    """The 'same' conv of `conv2d`, each pass run the way `plan` says (see `conv_plan`).
+
+    A chunk size must divide the batch. Under `jax.vmap` (a vmapped sweep), the XLA passes
+    run once per mapped index, so the runs' different kernels never form a grouped conv.
+    """
+    n = x.shape[0]
+    for m in plan:
+        if m != "xla" and not (isinstance(m, int) and m > 0 and n % m == 0):
+            raise ValueError(f"conv plan {plan!r}: each pass must be 'xla' or a chunk size "
+                             f"dividing the batch of {n}")
+    return _conv_pass(x, kernel, plan[0])
+
+
+def _planned_conv_fwd(x: jax.Array, kernel: jax.Array, plan: tuple):
+    return planned_conv(x, kernel, plan), (x, kernel)
+
+
+def _planned_conv_bwd(plan: tuple, res: tuple[jax.Array, jax.Array], g: jax.Array):
+    x, kernel = res
+    # A stride-1 'same' conv's input gradient is the 'same' conv of g with the kernel
+    # flipped in space and transposed in channels.
+    dx = _conv_pass(g, jnp.flip(kernel, (0, 1)).swapaxes(2, 3), plan[1])
+    if plan[2] == "xla":
+        dk = _xla_kernel_grad_per_run(x, g, kernel)
+    else:
+        dk = _im2col_kernel_grad(x, g, kernel.shape, plan[2])
+    return dx, dk
+
+
+planned_conv.defvjp(_planned_conv_fwd, _planned_conv_bwd)
 
 
 def max_pool(x: jax.Array, window: int, stride: int) -> jax.Array:
@@ -131,13 +263,22 @@ def _block_max_pool_fwd(x: jax.Array, k: int) -> tuple[jax.Array, tuple[jax.Arra
 
 def _block_max_pool_bwd(k: int, res: tuple[jax.Array, jax.Array], g: jax.Array):
     # A custom rule because jnp.max's own gradient splits ties evenly and costs an extra
-    # window-sum pass; here one fused mask picks the first maximum (reduce_window's choice).
+    # window-sum pass. The gradient goes to the first maximum in row-major order
+    # (reduce_window's choice), found by comparisons alone: a window-min reduction of the
+    # positions measured 2-6x slower than this single elementwise pass.
     x, y = res
     xb = _blocks(x, k)
-    pos = (jnp.arange(k)[:, None] * k + jnp.arange(k)[None, :]).reshape(1, 1, k, 1, k, 1)
-    first = jnp.where(xb == y[:, :, None, :, None], pos, k * k).min(axis=(2, 4), keepdims=True)
-    dx = jnp.where(pos == first, g[:, :, None, :, None], jnp.zeros((), g.dtype))
-    return (dx.reshape(x.shape),)
+    zero = jnp.zeros((), g.dtype)
+    seen = None  # some earlier position of the window held the maximum
+    rows = []
+    for i in range(k):
+        row = []
+        for j in range(k):
+            hit = xb[:, :, i, :, j, :] == y
+            row.append(jnp.where(hit if seen is None else hit & ~seen, g, zero))
+            seen = hit if seen is None else seen | hit
+        rows.append(jnp.stack(row, axis=3))
+    return (jnp.stack(rows, axis=2).reshape(x.shape),)
 
 
 _block_max_pool.defvjp(_block_max_pool_fwd, _block_max_pool_bwd)
