@@ -83,12 +83,10 @@ def measure(epochs: int, tiny: bool, parallel: Sequence[str]) -> dict[str, Any]:
                                       wall_s=time.perf_counter() - t,
                                       projected_s=_projection(together, total))
         if "sequential" in parallel:
-            # One compiled program serves every run, so each run costs the single run's
-            # epochs with the compilation paid once.
-            steady = statistics.median(single[1:]) if len(single) > 1 else single[0]
+            # One compiled program serves every run, so the runs one after another are one
+            # long run of runs x total epochs with the compilation paid once.
             out["family_sequential"] = dict(
-                runs=len(configs),
-                projected_s=single[0] + (len(configs) * total - 1) * steady)
+                runs=len(configs), projected_s=_projection(single, len(configs) * total))
     return out
 
 
