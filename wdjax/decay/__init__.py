@@ -1,0 +1,41 @@
+"""Weight-decay transforms as Optax ``GradientTransformation``s.
+
+All the decay math of wdjax lives here. One update of the original experiments
+(REFERENCE section 4) is the chain::
+
+    optax.chain(
+        add_decay(coefficients, kinds, multipliers),   # d = g + wd * (p | sign p) * M
+        optax.trace(momentum),                         # buf = momentum * buf + d; d = buf
+        normalize_updates(ema_rate, weight_norm),      # d = d * ||p|| / (||d||_ema + 1e-8)
+        optax.scale_by_learning_rate(lr),              # u = -lr * d
+        clip_sign_crossing(l1_mask),                   # L1: a sign flip lands on exactly 0
+    )
+
+Trees (`coefficients`, `kinds`, `multipliers`, masks) either match the params tree leaf for
+leaf or are a single value used for every leaf (see `wdjax.labels` for building them).
+Coefficients may be Python floats, arrays, or traced values, so one compiled program can
+serve a whole sweep and ``jax.vmap`` can batch runs over them.
+"""
+
+from wdjax.decay.normalize import NormalizeUpdatesState, normalize_updates
+from wdjax.decay.terms import (
+    DecoupledDecayState,
+    add_decay,
+    clip_sign_crossing,
+    decay_term,
+    decay_tree,
+    decoupled_decay,
+)
+from wdjax.decay.trees import KINDS
+
+__all__ = [
+    "KINDS",
+    "DecoupledDecayState",
+    "NormalizeUpdatesState",
+    "add_decay",
+    "clip_sign_crossing",
+    "decay_term",
+    "decay_tree",
+    "decoupled_decay",
+    "normalize_updates",
+]
