@@ -241,12 +241,12 @@ def make_setup(dataset: Any) -> Setup:
     """Place the data as `wdjax.train.train` does (replicated; rows of the epoch split)."""
     import jax
 
-    from wdjax import data, parallel
+    from wdjax import batches, parallel
 
     mesh = parallel.make_mesh(1)
     rep = parallel.replicated(mesh)
     rows = parallel.rows_sharding(mesh)
-    idx, mask = data.epoch_batches(0, 0, len(dataset.train_labels), BATCH)
+    idx, mask = batches.epoch_batches(0, 0, len(dataset.train_labels), BATCH)
     return Setup(mesh, dataset, parallel.put(dataset.train_images, rep),
                  parallel.put(dataset.train_labels, rep), parallel.put(idx, rows),
                  parallel.put(mask, rows), parallel.put(np.asarray(jax.random.PRNGKey(0)), rep))
@@ -328,7 +328,7 @@ def plain_step(prog: Any, tx: Any, mesh: Any) -> Callable:
     """
     import jax
 
-    from wdjax import data, parallel, train
+    from wdjax import batches, parallel, train
 
     rep, split = parallel.replicated(mesh), parallel.batch_sharding(mesh)
 
@@ -336,7 +336,7 @@ def plain_step(prog: Any, tx: Any, mesh: Any) -> Callable:
         x = jax.lax.with_sharding_constraint(images[idx[i]], split)
         y, m = labels[idx[i]], jax.lax.with_sharding_constraint(mask[i], split)
         key = jax.random.fold_in(jax.random.fold_in(key, epoch), i)
-        x = data.augment(jax.random.fold_in(key, 0), x)
+        x = batches.augment(jax.random.fold_in(key, 0), x)
         return train.train_step(state, x, y, m, jax.random.fold_in(key, 1), model=prog.model,
                                 tx=tx)
 
@@ -500,14 +500,14 @@ def train_loop_bench(name: str, prog: Any, state: Any, setup: Setup, log_every: 
     mesh, every step on device-resident data, one host sync per `log_every` steps."""
     import jax
 
-    from wdjax import data, parallel
+    from wdjax import batches, parallel
 
     rows = parallel.rows_sharding(setup.mesh)
     box, epoch = [state], [0]
 
     def one() -> Any:
         epoch[0] += 1
-        idx, mask = data.epoch_batches(0, epoch[0], setup.n_train, BATCH)
+        idx, mask = batches.epoch_batches(0, epoch[0], setup.n_train, BATCH)
         idx, mask = parallel.put(idx, rows), parallel.put(mask, rows)
         window = []
         for i in range(idx.shape[0]):

@@ -31,7 +31,7 @@ def cfg(name: str, **kw):
 
 def one_step(archive: str) -> dict:
     """Loss and parameters after two steps on all devices vs on one device."""
-    from wdjax import data, parallel, schemes, train
+    from wdjax import batches, parallel, schemes, train
 
     ds = tiny_dataset(archive)
     c = cfg("s")
@@ -45,7 +45,7 @@ def one_step(archive: str) -> dict:
                                  tx.init(prog.params0))
         state = parallel.put_tree(jax.device_get(state), parallel.replicated(mesh))
         rows = parallel.rows_sharding(mesh)
-        idx, mask = data.epoch_batches(0, 0, len(ds.train_labels), c.batch_size)
+        idx, mask = batches.epoch_batches(0, 0, len(ds.train_labels), c.batch_size)
         rep = parallel.replicated(mesh)
         args = (parallel.put(ds.train_images, rep), parallel.put(ds.train_labels, rep),
                 parallel.put(idx, rows), parallel.put(mask, rows))

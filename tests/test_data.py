@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from wdjax import data
+from wdjax import batches, data
 from wdjax.data import DataError
 
 # README of shared/data: sha256 and per-channel statistics of the decoded training set.
@@ -492,40 +492,40 @@ def _check_epoch(idx, mask, n, batch_size):
 
 
 def test_epoch_batches_properties():
-    idx, mask = data.epoch_batches(0, 0, 1000, 128)
+    idx, mask = batches.epoch_batches(0, 0, 1000, 128)
     _check_epoch(idx, mask, 1000, 128)
     assert mask[-1].sum() == 1000 - 7 * 128 and mask[-1, -1] == 0
-    same_idx, same_mask = data.epoch_batches(0, 0, 1000, 128)
+    same_idx, same_mask = batches.epoch_batches(0, 0, 1000, 128)
     np.testing.assert_array_equal(idx, same_idx)
     np.testing.assert_array_equal(mask, same_mask)
-    assert not np.array_equal(idx, data.epoch_batches(0, 1, 1000, 128)[0])
-    assert not np.array_equal(idx, data.epoch_batches(1, 0, 1000, 128)[0])
+    assert not np.array_equal(idx, batches.epoch_batches(0, 1, 1000, 128)[0])
+    assert not np.array_equal(idx, batches.epoch_batches(1, 0, 1000, 128)[0])
     assert not np.array_equal(idx.ravel()[:1000], np.arange(1000))  # actually shuffled
     # Resumable: epoch 3 does not depend on having drawn epochs 0..2 first.
-    fresh = data.epoch_batches(7, 3, 500, 64)[0]
+    fresh = batches.epoch_batches(7, 3, 500, 64)[0]
     for e in range(4):
-        last = data.epoch_batches(7, e, 500, 64)[0]
+        last = batches.epoch_batches(7, e, 500, 64)[0]
     np.testing.assert_array_equal(fresh, last)
 
 
 def test_epoch_batches_cifar_shape():
-    idx, mask = data.epoch_batches(42, 5, 50000, 128)
+    idx, mask = batches.epoch_batches(42, 5, 50000, 128)
     _check_epoch(idx, mask, 50000, 128)
     assert idx.shape == (391, 128)
     assert mask[:-1].all() and mask[-1].sum() == 80
-    idx, mask = data.epoch_batches(0, 0, 5, 128)  # fewer examples than one batch
+    idx, mask = batches.epoch_batches(0, 0, 5, 128)  # fewer examples than one batch
     _check_epoch(idx, mask, 5, 128)
     for bad in [(0, 0, 0, 8), (0, 0, 8, 0), (-1, 0, 8, 4)]:
         with pytest.raises(ValueError):
-            data.epoch_batches(*bad)
+            batches.epoch_batches(*bad)
 
 
 def test_eval_batches_in_order():
-    idx, mask = data.eval_batches(10, 4)
+    idx, mask = batches.eval_batches(10, 4)
     np.testing.assert_array_equal(idx, [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 0, 0]])
     np.testing.assert_array_equal(mask, [[1, 1, 1, 1], [1, 1, 1, 1], [1, 1, 0, 0]])
     assert idx.dtype == np.int32 and mask.dtype == np.float32
-    idx, mask = data.eval_batches(10000, 128)
+    idx, mask = batches.eval_batches(10000, 128)
     assert idx.shape == (79, 128) and mask.sum() == 10000
 
 
@@ -541,7 +541,7 @@ def _random_images(n, h=4, w=5, seed=0):
 def test_normalize_matches_formula():
     images = _random_images(16)
     images[0, 0, 0] = (0, 128, 255)
-    out = jax.jit(data.normalize)(images)
+    out = jax.jit(batches.normalize)(images)
     assert out.dtype == np.float32 and out.shape == images.shape
     mean = np.array([0.469, 0.481, 0.451])
     std = np.array([0.239, 0.245, 0.272])
@@ -555,7 +555,7 @@ def test_normalize_matches_formula():
 def test_random_flip_per_image_and_key_dependent():
     images = _random_images(2000)
     mirrored = images[:, :, ::-1, :]
-    flip = jax.jit(data.random_flip)
+    flip = jax.jit(batches.random_flip)
     out = np.asarray(flip(jax.random.key(0), images))
     assert out.dtype == np.uint8 and out.shape == images.shape
     same = np.all(out == images, axis=(1, 2, 3))
@@ -571,11 +571,11 @@ def test_random_flip_per_image_and_key_dependent():
 def test_augment_is_flip_then_normalize():
     images = _random_images(64)
     key = jax.random.key(3)
-    out = jax.jit(data.augment)(key, images)
+    out = jax.jit(batches.augment)(key, images)
     assert out.dtype == np.float32
-    expected = data.normalize(data.random_flip(key, images))
+    expected = batches.normalize(batches.random_flip(key, images))
     np.testing.assert_allclose(np.asarray(out), np.asarray(expected), rtol=1e-6, atol=1e-6)
-    other_order = data.random_flip(key, data.normalize(images))
+    other_order = batches.random_flip(key, batches.normalize(images))
     np.testing.assert_allclose(np.asarray(out), np.asarray(other_order), rtol=1e-6, atol=1e-6)
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import optax
 import pytest
 
-from wdjax import analysis, records, schemes, train
+from wdjax import analysis, batches, records, schemes, train
 from wdjax.models import VGG, init_variables, vgg_conf
 
 TINY = dict(base=4, batch_size=128, stages=3, epochs_per_stage=1, log_every=2,
@@ -41,7 +41,7 @@ def _step_setup(optimizer="SGD_var_dup2"):
 def test_padded_partial_batch_equals_the_real_batch():
     model, tx, state, images, labels = _step_setup()
     key = jax.random.PRNGKey(5)
-    x = train.data.normalize(images)
+    x = batches.normalize(images)
     # 12 real rows padded to 16 with rows that must not matter (mask 0).
     pad_x = jnp.concatenate([x[20:32], x[:4] * 50.0])
     pad_y = jnp.concatenate([labels[20:32], labels[:4]])
@@ -58,7 +58,7 @@ def test_padded_partial_batch_equals_the_real_batch():
 
 def test_step_metrics_match_direct_computation():
     model, tx, state, images, labels = _step_setup()
-    x = train.data.normalize(images[:16])
+    x = batches.normalize(images[:16])
     new, m = train.train_step(state, x, labels[:16], jnp.ones(16), jax.random.PRNGKey(1),
                               model=model, tx=tx)
     upd = jax.tree.map(lambda a, b: np.asarray(a, np.float64) - np.asarray(b, np.float64),
@@ -75,9 +75,9 @@ def test_tensor_monitors_match_direct_computation():
     conf = vgg_conf(4)
     factors = schemes.layer_factors("SGD_topo.a", state.params, conf)
     # One real step first, so the momentum buffer is not zero.
-    state, _ = train.train_step(state, train.data.normalize(images[:16]), labels[:16],
+    state, _ = train.train_step(state, batches.normalize(images[:16]), labels[:16],
                                 jnp.ones(16), jax.random.PRNGKey(0), model=model, tx=tx)
-    x = train.data.normalize(images[16:32])
+    x = batches.normalize(images[16:32])
     mon = train.monitor_step(
         state, x, labels[16:32], jnp.ones(16), model=model, tx=tx,
         spec_fn=lambda s: schemes.spec_from_state("SGD_topo.a", s, state.params, conf, factors))

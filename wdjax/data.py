@@ -1,4 +1,4 @@
-"""CIFAR-style image data: sources, decoding, caching, batching and augmentation.
+"""CIFAR-style image data: sources, decoding and caching.
 
 Two kinds of source are understood:
 
@@ -10,9 +10,7 @@ Two kinds of source are understood:
 Folder sources are decoded once with Pillow into uint8 arrays and cached as an uncompressed
 ``.npz`` keyed by a checksum of the source, so later runs load in about a second.
 
-Batching is index based: :func:`epoch_batches` and :func:`eval_batches` give fixed-shape index
-matrices plus a 0/1 mask, so a jitted step sees one static batch shape even for the final
-partial batch. :func:`normalize`, :func:`random_flip` and :func:`augment` run on device.
+Batching and augmentation live in `wdjax.batches`.
 """
 
 from __future__ import annotations
@@ -22,7 +20,6 @@ import dataclasses
 import hashlib
 import importlib.util
 import io
-import math
 import os
 import re
 import tarfile
@@ -32,12 +29,8 @@ import zlib
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-MEAN: tuple[float, float, float] = (0.469, 0.481, 0.451)
-STD: tuple[float, float, float] = (0.239, 0.245, 0.272)
 ENV_DATA = "WDJAX_DATA"
 ENV_CACHE = "WDJAX_CACHE"
 DEFAULT_SOURCE = "tfds:cifar10"
@@ -48,7 +41,7 @@ _ARCHIVE_EXTS = (".tar.gz", ".tgz", ".tar")
 # Bump when the decoded content or the cache layout changes, so old caches are not reused.
 _CACHE_VERSION = 1
 _ARRAY_KEYS = ("train_images", "train_labels", "test_images", "test_labels")
-_FOLDER_HINT = "folder:../shared/data/cifar10-jpeg.tar.gz"
+_FOLDER_HINT = "folder:PATH to an image folder or .tar.gz archive of train/<class>/ and test/<class>/ images"
 _ALLOWED_FORMS = (
     "use tfds:NAME (e.g. tfds:cifar10) or folder:PATH (a directory or .tar.gz/.tgz/.tar "
     "archive holding train/<class>/ and test/<class>/ image folders)"
@@ -605,7 +598,7 @@ def _write_cache(
 
 
 # --------------------------------------------------------------------------------------------
-# Subsets and batching (host side, numpy)
+# Subsets (host side, numpy)
 # --------------------------------------------------------------------------------------------
 
 
@@ -639,64 +632,3 @@ def balanced_subset(labels: np.ndarray, n: int, num_classes: int) -> np.ndarray:
         remaining -= int(add.sum())
     picked = [np.flatnonzero(labels == c)[: take[c]] for c in range(num_classes)]
     return np.sort(np.concatenate(picked)).astype(np.int64)
-
-
-def _padded_rows(order: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    n = len(order)
-    steps = math.ceil(n / batch_size)
-    idx = np.zeros(steps * batch_size, dtype=np.int32)
-    mask = np.zeros(steps * batch_size, dtype=np.float32)
-    idx[:n] = order
-    mask[:n] = 1.0
-    return idx.reshape(steps, batch_size), mask.reshape(steps, batch_size)
-
-
-def _check_counts(**values: int) -> None:
-    for name, value in values.items():
-        if not isinstance(value, int | np.integer) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-
-
-def epoch_batches(seed: int, epoch: int, n: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Shuffled batches for one epoch: ``(indices int32, mask float32)``, both (steps, B).
-
-    The order is a fresh permutation of ``range(n)`` drawn from ``(seed, epoch)`` alone, so it
-    is reproducible across processes and a resumed run sees the same order for epoch k
-    without replaying earlier epochs. ``steps = ceil(n / B)``; the last row is padded with
-    index 0 and mask 0.
-    """
-    _check_counts(n=n, batch_size=batch_size)
-    if seed < 0 or epoch < 0:
-        raise ValueError(f"seed and epoch must be >= 0, got seed={seed}, epoch={epoch}")
-    rng = np.random.default_rng([int(seed), int(epoch)])
-    return _padded_rows(rng.permutation(n), batch_size)
-
-
-def eval_batches(n: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Batches over ``range(n)`` in order, padded and masked like :func:`epoch_batches`."""
-    _check_counts(n=n, batch_size=batch_size)
-    return _padded_rows(np.arange(n), batch_size)
-
-
-# --------------------------------------------------------------------------------------------
-# On-device preprocessing (jittable)
-# --------------------------------------------------------------------------------------------
-
-
-def normalize(images: jax.Array) -> jax.Array:
-    """uint8 ``(..., 3)`` images -> float32 ``(x / 255 - MEAN) / STD`` per channel."""
-    x = jnp.asarray(images).astype(jnp.float32) / 255.0
-    return (x - jnp.asarray(MEAN, jnp.float32)) / jnp.asarray(STD, jnp.float32)
-
-
-def random_flip(key: jax.Array, images: jax.Array) -> jax.Array:
-    """Flip each NHWC image horizontally (along W) independently with probability 1/2."""
-    images = jnp.asarray(images)
-    flip = jax.random.bernoulli(key, 0.5, (images.shape[0],))
-    return jnp.where(flip[:, None, None, None], images[:, :, ::-1, :], images)
-
-
-def augment(key: jax.Array, images: jax.Array) -> jax.Array:
-    """Training augmentation: random horizontal flip, then :func:`normalize` (float32 out)."""
-    # Flipping the uint8 batch first moves 4x fewer bytes than flipping floats.
-    return normalize(random_flip(key, images))

@@ -31,7 +31,7 @@ import optax
 from flax import struct
 from tqdm.auto import tqdm
 
-from wdjax import analysis, checkpoint, data, parallel, records, schemes
+from wdjax import analysis, batches, checkpoint, data, parallel, records, schemes
 from wdjax.models import VGG, init_variables, vgg_conf, weight_layers
 
 PyTree = Any
@@ -312,19 +312,19 @@ def _programs(shared: tuple, k_runs: int, image_shape: tuple, num_classes: int,
         # The flip depends on the seed, epoch and step only: resumed runs, vmapped runs and
         # sequential runs all see the same batches.
         key = jax.random.fold_in(jax.random.fold_in(key, epoch), i)
-        x = data.augment(jax.random.fold_in(key, 0), x)
+        x = batches.augment(jax.random.fold_in(key, 0), x)
         return vm(lambda s, *a: train_step(s, *a, model=model, tx=tx), 1, 4)(
             state, x, y, m, jax.random.fold_in(key, 1))
 
     def evaluate(params, batch_stats, images, labels, idx, mask, i):
         x, y, m = batch(images, labels, idx, mask, i)
         return vm(lambda p, b, *a: eval_step(p, b, *a, model=model), 2, 3)(
-            params, batch_stats, data.normalize(x), y, m)
+            params, batch_stats, batches.normalize(x), y, m)
 
     def monitor(state, images, labels, idx, mask, i):
         x, y, m = batch(images, labels, idx, mask, i)
         return vm(lambda s, *a: monitor_step(s, *a, model=model, tx=tx, spec_fn=spec_fn), 1, 3)(
-            state, data.normalize(x), y, m)
+            state, batches.normalize(x), y, m)
 
     return Programs(
         model, conf, params0, variables["batch_stats"], schedule, factors,
@@ -408,7 +408,7 @@ def train(configs: Config | Sequence[Config], out: str | os.PathLike = "runs", *
         dataset.train_labels, rep)
     test_x, test_y = parallel.put(dataset.test_images, rep), parallel.put(
         dataset.test_labels, rep)
-    eval_idx, eval_mask = data.eval_batches(n_test, min(cfg.eval_batch_size, n_test))
+    eval_idx, eval_mask = batches.eval_batches(n_test, min(cfg.eval_batch_size, n_test))
     eval_idx, eval_mask = parallel.put(eval_idx, rows_split), parallel.put(eval_mask, rows_split)
     key = parallel.put(np.asarray(jax.random.PRNGKey(cfg.seed)), rep)
     leaf_names = [analysis.leaf_name(p) for p, _ in jax.tree_util.tree_leaves_with_path(params0)]
@@ -426,7 +426,7 @@ def train(configs: Config | Sequence[Config], out: str | os.PathLike = "runs", *
     for epoch in range(start_epoch, end_epoch):
         t0 = time.time()
         lr = float(schedule(epoch * steps_per_epoch))
-        idx, mask = data.epoch_batches(cfg.seed, epoch, n_train, cfg.batch_size)
+        idx, mask = batches.epoch_batches(cfg.seed, epoch, n_train, cfg.batch_size)
         idx, mask = parallel.put(idx, rows_split), parallel.put(mask, rows_split)
         window, epoch_metrics = [], []
         for i in range(steps_per_epoch):
@@ -621,7 +621,7 @@ def _histograms(model: VGG, state: TrainState, test_x: jax.Array, run_dir: Path)
     @jax.jit
     def capture(x):
         _, inter = model.apply({"params": state.params, "batch_stats": state.batch_stats},
-                               data.normalize(x), train=False,
+                               batches.normalize(x), train=False,
                                capture_intermediates=lambda mdl, _: mdl.name in HISTOGRAM_LAYERS)
         return {k: v["__call__"][0] for k, v in inter["intermediates"].items()}
 
