@@ -134,13 +134,17 @@ def test_independent_decay_matches_reference(base, schedule_name, peak):
 
 
 def test_corrected_decay_matches_reference():
+    # AdamC corrects the layers followed by a normalisation (here: the kernels) only.
+    kernels = {"conv": {"kernel": True, "bias": False}, "dense": {"kernel": True, "bias": False}}
     tx = optax.chain(optax.scale_by_adam(b2=ADAM_B2),
                      optax.scale_by_learning_rate(WARMUP_COSINE),
-                     decay.corrected_decay(COEF, WARMUP_COSINE, max_learning_rate=PEAK))
+                     decay.corrected_decay(COEF, WARMUP_COSINE, max_learning_rate=PEAK,
+                                           normalized=kernels))
 
     def rule(k, p, g, t, memory):
         lr = lr_warmup_cosine(t)
-        return p - lr * adam(memory, g, t) - lr * (lr / PEAK) * coef(k) * p
+        decay_rate = lr * lr / PEAK if k[1] == "kernel" else lr
+        return p - lr * adam(memory, g, t) - decay_rate * coef(k) * p
 
     assert_runs_close(run_optax(tx), run_reference(rule))
 
@@ -302,14 +306,21 @@ def test_add_decay_keeps_an_empty_state_without_schedules():
     assert isinstance(scheduled.init(PARAMS), decay.StepCountState)
 
 
-@pytest.mark.parametrize("variant", ["cautious", "independent", "prox"])
-def test_vmap_over_a_traced_coefficient_equals_separate_runs(variant):
+SGD = (optax.trace(0.9),)
+LR = (optax.scale_by_learning_rate(STEP_DECAY),)
+TRACED_CHAINS = {
+    "cautious_decay": lambda wd: optax.chain(*SGD, decay.cautious_decay(wd), *LR),
+    "independent_decay": lambda wd: optax.chain(
+        *SGD, *LR, decay.independent_decay(wd, STEP_DECAY)),
+    "proximal_l1": lambda wd: optax.chain(*SGD, *LR, decay.proximal_l1(wd, STEP_DECAY)),
+    "add_decay_toward_init": lambda wd: optax.chain(decay.add_decay_toward_init(wd), *SGD, *LR),
+}
+
+
+@pytest.mark.parametrize("name", list(TRACED_CHAINS))
+def test_vmap_over_a_traced_coefficient_equals_separate_runs(name):
     def final_params(wd):
-        last = {"cautious": decay.cautious_decay(wd), "independent": optax.identity(),
-                "prox": optax.identity()}[variant]
-        after = {"independent": decay.independent_decay(wd, STEP_DECAY),
-                 "prox": decay.proximal_l1(wd, STEP_DECAY)}.get(variant, optax.identity())
-        tx = optax.chain(optax.trace(0.9), last, optax.scale_by_learning_rate(STEP_DECAY), after)
+        tx = TRACED_CHAINS[name](wd)
         p, state = PARAMS, tx.init(PARAMS)
         for t in range(5):
             g = jax.tree.map(lambda a, n: 0.5 * a + n, p, NOISE[t])
@@ -318,11 +329,12 @@ def test_vmap_over_a_traced_coefficient_equals_separate_runs(variant):
         return p
 
     grid = jnp.array([0.0, 0.1, 0.7])
-    batched = jax.jit(jax.vmap(final_params))(grid)
+    batched = flat(jax.jit(jax.vmap(final_params))(grid))
     for i, wd in enumerate(grid):
-        single = jax.jit(final_params)(wd)
-        for k, leaf in flat(single).items():
-            np.testing.assert_allclose(flat(batched)[k][i], leaf, rtol=1e-6, atol=1e-7)
+        for k, leaf in flat(jax.jit(final_params)(wd)).items():
+            np.testing.assert_allclose(batched[k][i], leaf, rtol=1e-6, atol=1e-7)
+    # The coefficient took effect: the runs differ.
+    assert np.abs(batched[("conv", "kernel")][2] - batched[("conv", "kernel")][0]).max() > 1e-3
 
 
 BAD_INPUTS = {

@@ -28,7 +28,6 @@ from wdjax.decay.projections import (
     ConstrainNormsState,
     constrain_norms,
     proximal_l1,
-    unit_norms,
 )
 from wdjax.decay.terms import (
     DecoupledDecayState,
@@ -69,6 +68,5 @@ __all__ = [
     "normalize_updates",
     "proximal_l1",
     "tau_from_weight_decay",
-    "unit_norms",
     "weight_decay_from_tau",
 ]

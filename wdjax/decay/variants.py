@@ -12,7 +12,6 @@ step count (kept in its state).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -28,21 +27,6 @@ from wdjax.decay.values import (
     tree_at,
     value_at,
 )
-
-
-def _scaled_decay(coefficients: Any, learning_rate: Any, kinds: Any, multipliers: Any,
-                  lr_factor: Callable[[Any], Any]) -> optax.GradientTransformation:
-    """``u = u - lr_factor(lr_t) * wd_t * (p | sign(p)) * M`` on final updates."""
-
-    def update_fn(updates, state, params=None):
-        if params is None:
-            raise ValueError(NO_PARAMS)
-        factor = lr_factor(value_at(learning_rate, state.count))
-        decays = decay_tree(params, tree_at(coefficients, state.count), kinds, multipliers)
-        updates = jax.tree.map(lambda u, d: u - factor * d, updates, decays)
-        return updates, StepCountState(count=optax.safe_increment(state.count))
-
-    return optax.GradientTransformation(init_count, update_fn)
 
 
 def independent_decay(coefficients: Any, learning_rate: Any, peak_learning_rate: Any = None,
@@ -66,26 +50,38 @@ def independent_decay(coefficients: Any, learning_rate: Any, peak_learning_rate:
       coefficients: ``wd``: a scalar or a per-leaf tree; leaves may be schedules.
       learning_rate: ``lr``: a float or an Optax schedule of the step count.
       peak_learning_rate: ``lr_0``; default ``learning_rate`` at step 0, which a warmup
-        schedule starting at 0 cannot use (pass its peak).
+        schedule starting at 0 cannot use (pass its peak). Inside
+        ``optax.inject_hyperparams`` the learning rate arrives as its current value, so pass
+        ``lr_0`` explicitly there (the same holds for `corrected_decay`'s ``lr_max``).
       kinds, multipliers: as in `add_decay`.
     """
     reference = value_at(learning_rate, 0) if peak_learning_rate is None else peak_learning_rate
     check_values("independent_decay's reference learning rate (learning_rate at step 0, "
                  "or peak_learning_rate)", reference, allow_zero=False)
-    return _scaled_decay(coefficients, learning_rate, kinds, multipliers,
-                         lambda lr: lr / reference)
+
+    def update_fn(updates, state, params=None):
+        if params is None:
+            raise ValueError(NO_PARAMS)
+        factor = value_at(learning_rate, state.count) / reference
+        decays = decay_tree(params, tree_at(coefficients, state.count), kinds, multipliers)
+        updates = jax.tree.map(lambda u, d: u - factor * d, updates, decays)
+        return updates, StepCountState(count=optax.safe_increment(state.count))
+
+    return optax.GradientTransformation(init_count, update_fn)
 
 
 def corrected_decay(coefficients: Any, learning_rate: Any, max_learning_rate: Any = None,
                     kinds: Any = "l2", multipliers: Any = None,
-                    ) -> optax.GradientTransformation:
+                    normalized: Any = True) -> optax.GradientTransformation:
     """Corrected decoupled decay (AdamC): ``u = u - lr_t * (lr_t / lr_max) * wd_t * p``.
 
-    Defazio et al. 2025, "Why Gradients Rapidly Increase Near the End of Training", arXiv
-    2506.02285: with normalised layers the steady-state ratio of gradient to weight norm
-    depends on ``lr * wd``; scaling the decay with ``lr_t^2 / lr_max`` instead of ``lr_t``
-    keeps that ratio fixed as the schedule decays (timm's ``corrected_weight_decay``). At
-    the peak rate it equals `decoupled_decay`.
+    Defazio 2025, "Why Gradients Rapidly Increase Near the End of Training", arXiv
+    2506.02285: for a layer followed by a normalisation the steady-state ratio
+    ``||g|| / ||p||`` is set by ``wd / lr_t``, so as the schedule decays, plain decoupled decay
+    (``lr_t * wd``) lets the gradient norm grow. Scaling the decay by ``lr_t^2 / lr_max``
+    keeps that ratio fixed (timm's ``corrected_weight_decay``). The paper corrects only the
+    normalised layers and keeps AdamW's ``lr_t * wd * p`` elsewhere: `normalized` chooses
+    the leaves. At the peak rate both equal `decoupled_decay`.
 
     Goes after the optimiser's learning rate, like `independent_decay`; ``p`` is the
     parameters before the step.
@@ -96,6 +92,8 @@ def corrected_decay(coefficients: Any, learning_rate: Any, max_learning_rate: An
       max_learning_rate: ``lr_max``, the schedule's peak; required when `learning_rate`
         is a schedule (default: the constant `learning_rate`).
       kinds, multipliers: as in `add_decay`.
+      normalized: a bool or a tree of bools (static): leaves with the corrected scaling;
+        the others get ``lr_t * wd``.
     """
     if max_learning_rate is None:
         if callable(learning_rate):
@@ -103,8 +101,19 @@ def corrected_decay(coefficients: Any, learning_rate: Any, max_learning_rate: An
                              "when learning_rate is a schedule")
         max_learning_rate = learning_rate
     check_values("corrected_decay's max_learning_rate", max_learning_rate, allow_zero=False)
-    return _scaled_decay(coefficients, learning_rate, kinds, multipliers,
-                         lambda lr: lr * (lr / max_learning_rate))
+
+    def update_fn(updates, state, params=None):
+        if params is None:
+            raise ValueError(NO_PARAMS)
+        lr = value_at(learning_rate, state.count)
+        decays = decay_tree(params, tree_at(coefficients, state.count), kinds, multipliers)
+        leaves, treedef = jax.tree.flatten(updates)
+        out = [u - (lr * (lr / max_learning_rate) if corrected else lr) * d
+               for u, d, corrected in zip(leaves, jax.tree.leaves(decays),
+                                          leaves_like(updates, normalized), strict=True)]
+        return treedef.unflatten(out), StepCountState(optax.safe_increment(state.count))
+
+    return optax.GradientTransformation(init_count, update_fn)
 
 
 def cautious_decay(coefficients: Any) -> optax.GradientTransformation:
