@@ -87,9 +87,11 @@ def constrain_norms(radius: Any = None, per_unit: Any = True,
     ``||.||`` is per unit (over all axes but the last: one norm per output channel of a Flax
     HWIO conv or IO dense kernel) or per tensor. This keeps weights on a fixed sphere, the
     constraint of Nero (Liu et al. 2021, "Learning by Turning", arXiv 2102.07227, which also
-    centres each unit; not done here) and of hyperspherical / hyperball training, where
-    weight decay has no scale left to act on and the learning rate alone sets the angular
-    step. A unit whose ``||q||`` is 0 is left where it is.
+    centres each unit; not done here) and of Hyperball (Wen et al. 2026, arXiv 2606.16899,
+    which also fixes the update's norm to ``lr * r``: put ``normalize_updates(0.0,
+    per_unit=...)`` before the learning rate for that). On the sphere weight decay is a
+    first-order no-op and the learning rate alone sets the angular step. A unit whose
+    ``||q||`` is 0 is left where it is.
 
     Args:
       radius: ``r``: ``None`` keeps each unit at its norm at ``init`` (kept in the state);
