@@ -14,10 +14,21 @@ All the decay math of wdjax lives here. One update of the original experiments
 Trees (`coefficients`, `kinds`, `multipliers`, masks) either match the params tree leaf for
 leaf or are a single value used for every leaf (see `wdjax.labels` for building them).
 Coefficients may be Python floats, arrays, or traced values, so one compiled program can
-serve a whole sweep and ``jax.vmap`` can batch runs over them.
+serve a whole sweep and ``jax.vmap`` can batch runs over them; any coefficient may also be an
+Optax schedule, read at the transform's own step count.
+
+Variants (``variants``, ``projections``): `independent_decay` (lr_t / lr_0 scaling),
+`corrected_decay` (AdamC), `cautious_decay` (CWD), `add_decay_toward_init` (L2-SP),
+`proximal_l1` (soft threshold) and `constrain_norms` (fixed per-unit or per-tensor norms);
+``timescale`` converts between ``weight_decay`` and the timescale ``tau_epochs``.
 """
 
 from wdjax.decay.normalize import NormalizeUpdatesState, normalize_updates
+from wdjax.decay.projections import (
+    ConstrainNormsState,
+    constrain_norms,
+    proximal_l1,
+)
 from wdjax.decay.terms import (
     DecoupledDecayState,
     add_decay,
@@ -26,16 +37,36 @@ from wdjax.decay.terms import (
     decay_tree,
     decoupled_decay,
 )
+from wdjax.decay.timescale import tau_from_weight_decay, weight_decay_from_tau
 from wdjax.decay.trees import KINDS
+from wdjax.decay.values import StepCountState
+from wdjax.decay.variants import (
+    DecayTowardInitState,
+    add_decay_toward_init,
+    cautious_decay,
+    corrected_decay,
+    independent_decay,
+)
 
 __all__ = [
     "KINDS",
+    "ConstrainNormsState",
+    "DecayTowardInitState",
     "DecoupledDecayState",
     "NormalizeUpdatesState",
+    "StepCountState",
     "add_decay",
+    "add_decay_toward_init",
+    "cautious_decay",
     "clip_sign_crossing",
+    "constrain_norms",
+    "corrected_decay",
     "decay_term",
     "decay_tree",
     "decoupled_decay",
+    "independent_decay",
     "normalize_updates",
+    "proximal_l1",
+    "tau_from_weight_decay",
+    "weight_decay_from_tau",
 ]

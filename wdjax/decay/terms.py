@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import optax
 
 from wdjax.decay.trees import KINDS, NO_PARAMS, PyTree, leaves_like
+from wdjax.decay.values import StepCountState, has_schedule, init_count, tree_at, value_at
 
 
 def _check_kind(kind: str) -> str:
@@ -45,26 +46,33 @@ def decay_tree(params: PyTree, coefficients: Any, kinds: Any = "l2",
 
 def add_decay(coefficients: Any, kinds: Any = "l2",
               multipliers: Any = None) -> optax.GradientTransformation:
-    """Coupled weight decay: ``d = g + wd * (p | sign(p)) * M``.
+    """Coupled weight decay: ``d = g + wd_t * (p | sign(p)) * M``.
 
     Placed before momentum/adaptive scaling it is L2/L1 regularisation of the loss (the
     decay enters the momentum buffer, as ``torch.optim.SGD(weight_decay=...)``). Placed
     after ``optax.scale_by_adam`` and before the learning rate it is AdamW's decoupled decay.
 
     Args:
-      coefficients: ``wd``; a scalar, or a tree of per-leaf scalars or arrays.
+      coefficients: ``wd``; a scalar, or a tree of per-leaf scalars or arrays. Any of them
+        may be an Optax schedule, read at this transform's own step count (``wd_t``); the
+        state is then a `StepCountState`, otherwise ``optax.EmptyState``.
       kinds: ``'l2'`` or ``'l1'``, or a tree of them.
       multipliers: element-wise ``M`` (broadcastable to the leaf), a tree with ``None``
         where there is none, or ``None``.
     """
+    scheduled = has_schedule(coefficients)
 
     def update_fn(updates, state, params=None):
         if params is None:
             raise ValueError(NO_PARAMS)
-        decays = decay_tree(params, coefficients, kinds, multipliers)
+        coefs = tree_at(coefficients, state.count) if scheduled else coefficients
+        decays = decay_tree(params, coefs, kinds, multipliers)
+        if scheduled:
+            state = StepCountState(count=optax.safe_increment(state.count))
         return jax.tree.map(jnp.add, updates, decays), state
 
-    return optax.GradientTransformation(optax.init_empty_state, update_fn)
+    init_fn = init_count if scheduled else optax.init_empty_state
+    return optax.GradientTransformation(init_fn, update_fn)
 
 
 class DecoupledDecayState(NamedTuple):
@@ -73,11 +81,11 @@ class DecoupledDecayState(NamedTuple):
 
 def decoupled_decay(coefficients: Any, learning_rate: Any, kinds: Any = "l2",
                     multipliers: Any = None) -> optax.GradientTransformation:
-    """Decoupled decay on final updates: ``u = u - lr_t * wd * (p | sign(p)) * M``.
+    """Decoupled decay on final updates: ``u = u - lr_t * wd_t * (p | sign(p)) * M``.
 
     Goes *after* a whole optimiser (e.g. ``optax.chain(optax.adam(lr), decoupled_decay(wd,
     lr))``), with ``p`` the parameters before the step, as ``torch.optim.AdamW`` does. `lr`
-    is a float or an Optax schedule of the step count.
+    and any coefficient may be a float or an Optax schedule of the step count.
     """
 
     def init_fn(params):
@@ -87,8 +95,8 @@ def decoupled_decay(coefficients: Any, learning_rate: Any, kinds: Any = "l2",
     def update_fn(updates, state, params=None):
         if params is None:
             raise ValueError(NO_PARAMS)
-        lr = learning_rate(state.count) if callable(learning_rate) else learning_rate
-        decays = decay_tree(params, coefficients, kinds, multipliers)
+        lr = value_at(learning_rate, state.count)
+        decays = decay_tree(params, tree_at(coefficients, state.count), kinds, multipliers)
         updates = jax.tree.map(lambda u, d: u - lr * d, updates, decays)
         return updates, DecoupledDecayState(count=optax.safe_increment(state.count))
 
