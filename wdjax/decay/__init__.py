@@ -17,7 +17,15 @@ Coefficients may be Python floats, arrays, or traced values, so one compiled pro
 serve a whole sweep and ``jax.vmap`` can batch runs over them.
 """
 
+from wdjax.decay.adam_blocks import ScaleByAdamBlocksState, scale_by_adam_blocks
 from wdjax.decay.normalize import NormalizeUpdatesState, normalize_updates
+from wdjax.decay.rotational import (
+    RotationalState,
+    center_units,
+    equilibrium_angle,
+    rotational,
+    rotational_leaves,
+)
 from wdjax.decay.terms import (
     DecoupledDecayState,
     add_decay,
@@ -32,10 +40,17 @@ __all__ = [
     "KINDS",
     "DecoupledDecayState",
     "NormalizeUpdatesState",
+    "RotationalState",
+    "ScaleByAdamBlocksState",
     "add_decay",
+    "center_units",
     "clip_sign_crossing",
     "decay_term",
     "decay_tree",
     "decoupled_decay",
+    "equilibrium_angle",
     "normalize_updates",
+    "rotational",
+    "rotational_leaves",
+    "scale_by_adam_blocks",
 ]
