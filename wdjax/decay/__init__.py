@@ -15,9 +15,16 @@ Trees (`coefficients`, `kinds`, `multipliers`, masks) either match the params tr
 leaf or are a single value used for every leaf (see `wdjax.labels` for building them).
 Coefficients may be Python floats, arrays, or traced values, so one compiled program can
 serve a whole sweep and ``jax.vmap`` can batch runs over them.
+
+Beyond the original experiments (ROTATIONAL.md): `rotational` wraps a direction transform
+into a complete optimizer that rotates each unit by its equilibrium angle (with
+`center_units` for the initial weights), `equilibrium_monitor` goes at the end of any chain
+to measure angular updates against that equilibrium, and `scale_by_adam_blocks` is Adam
+with one second moment per output unit or per tensor.
 """
 
 from wdjax.decay.adam_blocks import ScaleByAdamBlocksState, scale_by_adam_blocks
+from wdjax.decay.monitor import EquilibriumMonitorState, equilibrium_monitor
 from wdjax.decay.normalize import NormalizeUpdatesState, normalize_updates
 from wdjax.decay.rotational import (
     RotationalState,
@@ -39,6 +46,7 @@ from wdjax.decay.trees import KINDS
 __all__ = [
     "KINDS",
     "DecoupledDecayState",
+    "EquilibriumMonitorState",
     "NormalizeUpdatesState",
     "RotationalState",
     "ScaleByAdamBlocksState",
@@ -49,6 +57,7 @@ __all__ = [
     "decay_tree",
     "decoupled_decay",
     "equilibrium_angle",
+    "equilibrium_monitor",
     "normalize_updates",
     "rotational",
     "rotational_leaves",
