@@ -253,3 +253,19 @@ def test_bad_rotational_flags_are_rejected():
     tx = decay.rotational(optax.trace(0.0), learning_rate=0.1, weight_decay=0.1)
     with pytest.raises(ValueError, match="needs the parameters"):
         tx.update(grads(0), tx.init(PARAMS))
+
+
+def test_works_inside_optax_partition_with_full_size_trees():
+    """Decay trees shaped like all params serve a branch that sees only some leaves."""
+    labels = jax.tree.map(lambda flag: "rotational" if flag else "plain", ROTATIONAL)
+    kwargs = dict(learning_rate=0.05, weight_decay=DECAYS, momentum=0.9)
+    split = optax.partition({"rotational": decay.rotational(optax.trace(0.9), **kwargs),
+                             "plain": optax.sgd(0.05)}, labels)
+    whole = decay.rotational(optax.trace(0.9), **kwargs)
+    s1, s2, p1, p2 = split.init(PARAMS), whole.init(PARAMS), PARAMS, PARAMS
+    for t in range(3):
+        u1, s1 = split.update(grads(t), s1, p1)
+        u2, s2 = whole.update(grads(t), s2, p2)
+        p1, p2 = optax.apply_updates(p1, u1), optax.apply_updates(p2, u2)
+    for layer in ("conv", "fc"):
+        assert rel_err(p1[layer]["kernel"], np.asarray(p2[layer]["kernel"], np.float64)) < 1e-6

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -27,6 +28,19 @@ def _norm(x: jax.Array, per_unit: bool) -> jax.Array:
     """||x|| of the leaf, or one per output unit (last axis) for leaves of ndim >= 2."""
     axes = tuple(range(x.ndim - 1)) if per_unit and x.ndim >= 2 else None
     return jnp.sqrt(jnp.sum(jnp.square(x), axis=axes))
+
+
+def _measure(p, u, ema, step, predicted, t, *, ema_decay, per_unit, tolerance, exponent):
+    """One leaf's ``(angle, ema, ratio, norm, step)`` at update `t` (counting from 1)."""
+    p_norm = _norm(p, per_unit)
+    angle = _norm(u, per_unit) / jnp.where(p_norm > 0, p_norm, 1.0)
+    # Undo the previous bias correction to continue the plain EMA, then redo it.
+    raw = ema * (1 - ema_decay ** (t - 1))
+    ema = (ema_decay * raw + (1 - ema_decay) * angle) / (1 - ema_decay**t)
+    valid = (predicted > 0) & (p.ndim >= 2)
+    ratio = jnp.where(valid, ema / jnp.where(valid, predicted, 1.0), jnp.nan)
+    arrived = (step < 0) & (jnp.abs(ratio - 1) <= tolerance)
+    return angle, ema, ratio, p_norm * ratio**exponent, jnp.where(arrived, t, step)
 
 
 def equilibrium_monitor(learning_rate: Any, weight_decay: Any, *, momentum: Any = 0.0,
@@ -59,7 +73,8 @@ def equilibrium_monitor(learning_rate: Any, weight_decay: Any, *, momentum: Any 
     `per_unit`, leaves of ndim >= 2 get one value per output unit (the last axis); other
     leaves stay one value. All hyperparameters but `per_unit` may be traced.
     """
-    exponent = 0.5 if b1 is None else 1.0
+    measure = functools.partial(_measure, ema_decay=ema_decay, per_unit=per_unit,
+                                tolerance=tolerance, exponent=0.5 if b1 is None else 1.0)
 
     def init_fn(params):
         zeros = jax.tree.map(lambda p: jnp.zeros_like(_norm(p, per_unit)), params)
@@ -74,24 +89,13 @@ def equilibrium_monitor(learning_rate: Any, weight_decay: Any, *, momentum: Any 
         lr = learning_rate(state.count) if callable(learning_rate) else learning_rate
         count = optax.safe_increment(state.count)
         leaves, treedef = jax.tree.flatten(params)
-        fields = [[] for _ in range(5)]
-        for p, u, wd, ema, step in zip(
+        measures = [
+            measure(p, u, ema, step, equilibrium_angle(lr, wd, momentum, b1), count)
+            for p, u, wd, ema, step in zip(
                 leaves, jax.tree.leaves(updates), leaves_like(params, weight_decay),
                 jax.tree.leaves(state.angular_update_ema),
-                jax.tree.leaves(state.equilibrium_step), strict=True):
-            p_norm = _norm(p, per_unit)
-            angle = _norm(u, per_unit) / jnp.where(p_norm > 0, p_norm, 1.0)
-            # Undo the last bias correction to continue the plain EMA, then redo it.
-            raw = ema * (1 - ema_decay ** state.count)
-            ema = (ema_decay * raw + (1 - ema_decay) * angle) / (1 - ema_decay ** count)
-            predicted = equilibrium_angle(lr, wd, momentum, b1)
-            valid = (predicted > 0) & (p.ndim >= 2)
-            ratio = jnp.where(valid, ema / jnp.where(valid, predicted, 1.0), jnp.nan)
-            arrived = (step < 0) & (jnp.abs(ratio - 1) <= tolerance)
-            step = jnp.where(arrived, count, step)
-            for field, value in zip(fields, (angle, ema, ratio, p_norm * ratio**exponent,
-                                             step), strict=True):
-                field.append(value)
-        return updates, EquilibriumMonitorState(count, *map(treedef.unflatten, fields))
+                jax.tree.leaves(state.equilibrium_step), strict=True)]
+        fields = (treedef.unflatten([m[i] for m in measures]) for i in range(5))
+        return updates, EquilibriumMonitorState(count, *fields)
 
     return optax.GradientTransformation(init_fn, update_fn)

@@ -13,6 +13,7 @@ it: unit norms are frozen and each unit is rotated by exactly that angle.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -143,9 +144,9 @@ def rotational(inner: optax.GradientTransformation, *, learning_rate: Any, weigh
                rotational: Any = None) -> optax.GradientTransformation:
     """Rotational optimizer: fixed unit norms, every step an equilibrium-angle rotation.
 
-    A complete optimizer (learning rate and decay included); its updates are ``p_new - p``.
-    For a rotational leaf (`rotational_leaves`), per unit (one output neuron: the last axis
-    of a Flax HWIO/IO kernel, or the whole tensor when ``per_neuron=False``):
+    A complete optimizer (learning rate and decay included); updates are ``p_new - p``. For
+    a rotational leaf (`rotational_leaves`), per unit (an output neuron, the last axis of a
+    Flax HWIO/IO kernel; or the whole tensor when ``per_neuron=False``):
 
     * ``n``: the unit norm at the first update (of the centred unit when `zero_mean`), kept;
     * ``d``: `inner`'s output for the raw gradient (no decay); centred when `zero_mean`,
@@ -154,31 +155,23 @@ def rotational(inner: optax.GradientTransformation, *, learning_rate: Any, weigh
     * ``p <- p - a d / (eps + r) * n``, then ``p <- p * n / ||p||``, with ``a`` =
       `equilibrium_angle` ``(lr_t, wd, momentum, b1)``.
 
-    Other leaves get the plain optimizer update with their decay: for SGD (``b1=None``)
-    coupled, ``u = -lr * inner(g + wd p)``, as ``torch.optim.SGD``; for Adam-like inners
-    (``b1`` given) decoupled, ``u = -lr * (inner(g) + wd p)``, as AdamW.
+    Other leaves get the plain update with their decay: ``-lr inner(g + wd p)`` for SGD
+    (``b1=None``, coupled as torch SGD), ``-lr (inner(g) + wd p)`` with ``b1`` (AdamW).
 
-    Args:
-      inner: the direction transform, e.g. ``optax.trace(momentum)`` (SGD) or
-        ``optax.scale_by_adam(b1, b2, eps)`` (Adam). `momentum` / `b1` must describe it:
-        they choose the equilibrium formula and the coupling of non-rotational decay.
-      learning_rate: a float or an Optax schedule of the step count.
-      weight_decay: a scalar, or a tree of per-leaf scalars (e.g. per-layer coefficients).
-      update_norm_decay: ``beta``; 0 gives every step exactly the target angle.
-      eps: ``eps`` in the step (``eps_r`` of ROTATIONAL.md), not the inner's.
-      rotational: None (default rule), one bool, or a tree of static bools.
-    Hyperparameters other than the static flags may be traced (``jax.vmap`` over runs).
-    Call `center_units` on the initial parameters when `zero_mean` (ROTATIONAL.md 2.1).
+    `inner` (``optax.trace(momentum)``, ``optax.scale_by_adam(b1, ...)``) must match
+    `momentum` / `b1`. `learning_rate`: float or schedule; `weight_decay`: scalar or per-leaf
+    tree; `update_norm_decay`: ``beta`` (0: each step turns by exactly ``a``); `eps`:
+    ``eps_r``; `rotational`: None (default rule), a bool or a tree of static bools. All else
+    may be traced. Call `center_units` on the initial params when `zero_mean`.
     """
-    step_options = dict(per_neuron=per_neuron, zero_mean=zero_mean, beta=update_norm_decay,
-                        eps=eps)
-
-    def unit_zeros(p, flag):
-        return jnp.zeros_like(_unit_sum(p, per_neuron)) if flag else optax.MaskedNode()
+    step = functools.partial(_rotational_step, per_neuron=per_neuron, zero_mean=zero_mean,
+                             beta=update_norm_decay, eps=eps)
+    coupled = b1 is None
 
     def init_fn(params):
         flags = rotational_leaves(params, weight_decay, rotational, per_neuron)
-        zeros = jax.tree.map(unit_zeros, params, flags)
+        zeros = jax.tree.map(lambda p, flag: jnp.zeros_like(_unit_sum(p, per_neuron)) if flag
+                             else optax.MaskedNode(), params, flags)
         return RotationalState(count=jnp.zeros([], jnp.int32), inner=inner.init(params),
                                target_norm=zeros, update_sq_norm_ema=zeros)
 
@@ -189,28 +182,19 @@ def rotational(inner: optax.GradientTransformation, *, learning_rate: Any, weigh
         flags = jax.tree.leaves(rotational_leaves(params, weight_decay, rotational,
                                                   per_neuron))
         decays = leaves_like(params, weight_decay)
-        coupled = b1 is None
         grads = [g if flag or not coupled else g + wd * p for g, p, wd, flag in
                  zip(jax.tree.leaves(updates), leaves, decays, flags, strict=True)]
         directions, inner_state = inner.update(treedef.unflatten(grads), state.inner, params)
         lr = learning_rate(state.count) if callable(learning_rate) else learning_rate
         count = optax.safe_increment(state.count)
-        out, norms, emas = [], [], []
-        for p, d, wd, flag, n, e in zip(
+        results = [  # (u, n, e) per leaf; n and e stay MaskedNode on plain leaves
+            step(p, d, n, e, equilibrium_angle(lr, wd, momentum, b1), state.count == 0, count)
+            if flag else (-lr * (d if coupled else d + wd * p), n, e)
+            for p, d, wd, flag, n, e in zip(
                 leaves, jax.tree.leaves(directions), decays, flags,
                 treedef.flatten_up_to(state.target_norm),
-                treedef.flatten_up_to(state.update_sq_norm_ema), strict=True):
-            if flag:
-                angle = equilibrium_angle(lr, wd, momentum, b1)
-                u, n, e = _rotational_step(p, d, n, e, angle, state.count == 0, count,
-                                           **step_options)
-            else:
-                u = -lr * (d if coupled else d + wd * p)
-            out.append(u)
-            norms.append(n)
-            emas.append(e)
-        new_state = RotationalState(count, inner_state, treedef.unflatten(norms),
-                                    treedef.unflatten(emas))
-        return treedef.unflatten(out), new_state
+                treedef.flatten_up_to(state.update_sq_norm_ema), strict=True)]
+        out, norms, emas = (treedef.unflatten([r[i] for r in results]) for i in range(3))
+        return out, RotationalState(count, inner_state, norms, emas)
 
     return optax.GradientTransformation(init_fn, update_fn)
