@@ -7,7 +7,7 @@ used on a live training state, on a restored checkpoint or inside a jitted step.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -15,6 +15,7 @@ import numpy as np
 import optax
 
 from wdjax import decay
+from wdjax.labels import unit_cells
 
 PyTree = Any
 DEAD_THRESHOLDS = (1e-20, 1e-9, 1e-5)
@@ -89,3 +90,61 @@ def equilibrium_angular_update(lr: float, weight_decay: float, momentum: float =
     if lr <= 0 or weight_decay <= 0:
         return 0.0
     return math.sqrt(2 * lr * weight_decay / (1 + momentum))
+
+
+# ------------------------------------------------------------------ topographic grouping
+class TopographicGrouping(NamedTuple):
+    """What `topographic_grouping` measures on one kernel (cells numbered ``x + grid * y``)."""
+
+    cell_map: np.ndarray  # (grid^2, grid^2): mean |W| from input cell (column) to output cell (row)
+    distance: np.ndarray  # (grid^2, grid^2): Euclidean distance between the two cells
+    spearman: float       # Spearman rho between distance and cell_map over the cell pairs
+    null: np.ndarray      # (permutations,): the same rho with the units permuted at random
+    p_value: float        # one-sided permutation p-value of "rho is this negative by chance"
+
+
+def _cell_mean(magnitude: np.ndarray, in_cells: np.ndarray, out_cells: np.ndarray,
+               cells: int) -> np.ndarray:
+    """Mean of ``magnitude[in, out]`` per (output cell, input cell); NaN for empty cells."""
+    to_in, to_out = np.eye(cells)[in_cells], np.eye(cells)[out_cells]
+    sums = to_out.T @ magnitude.T @ to_in
+    counts = np.outer(to_out.sum(0), to_in.sum(0))
+    return np.divide(sums, counts, out=np.full_like(sums, np.nan), where=counts > 0)
+
+
+def topographic_grouping(kernel: Any, grid: int = 3, permutations: int = 100,
+                         seed: int = 0) -> TopographicGrouping:
+    """Does |W| fall with the grid distance between the units it connects, beyond chance?
+
+    `kernel` is Flax HWIO or IO; its input and output units sit on a `grid` x `grid` map as
+    `wdjax.labels.unit_cells` places them (REFERENCE section 8). ``|W|`` is averaged over the
+    spatial axes, then over each (output cell, input cell) pair of units. The statistic is
+    Spearman's rho between the cells' distance and that mean over the pairs with units;
+    grouping makes it negative. The null distribution permutes the input units and the
+    output units at random (`permutations` times, NumPy generator `seed`), and the p-value
+    is ``(1 + #{null rho <= rho}) / (1 + permutations)``: its least value is
+    ``1 / (1 + permutations)``.
+    """
+    from scipy import stats  # imported here: slow to import, and only this function needs it
+
+    kernel = np.asarray(kernel, np.float64)
+    if kernel.ndim < 2 or grid < 1 or permutations < 1:
+        raise ValueError(f"need a kernel of ndim >= 2 (got {kernel.ndim}), grid >= 1 (got "
+                         f"{grid}) and permutations >= 1 (got {permutations})")
+    magnitude = np.abs(kernel).reshape(-1, *kernel.shape[-2:]).mean(0)
+    in_cells, out_cells = (unit_cells(n, grid) @ np.array([1, grid]) for n in kernel.shape[-2:])
+    xy = np.stack([np.arange(grid**2) % grid, np.arange(grid**2) // grid], axis=1)
+    distance = np.sqrt(((xy[:, None] - xy[None]) ** 2).sum(-1))
+
+    def rho(cell_map):
+        used = ~np.isnan(cell_map)
+        return float(stats.spearmanr(distance[used], cell_map[used]).statistic)
+
+    cell_map = _cell_mean(magnitude, in_cells, out_cells, grid**2)
+    rng = np.random.default_rng(seed)
+    null = np.array([rho(_cell_mean(magnitude, rng.permutation(in_cells),
+                                    rng.permutation(out_cells), grid**2))
+                     for _ in range(permutations)])
+    observed = rho(cell_map)
+    p_value = (1 + int(np.sum(null <= observed))) / (1 + permutations)
+    return TopographicGrouping(cell_map, distance, observed, null, p_value)

@@ -203,3 +203,25 @@ def sweep_pictures(family, runs, family_dir: str | os.PathLike,
     a2.legend(fontsize=7, ncol=3)
     out.append(save(fig, family_dir / "dead_units_and_coefficients.png"))
     return out
+
+
+# ------------------------------------------------------------------ topographic grouping
+def topographic_maps(groupings: Mapping[str, Any], path: str | os.PathLike) -> Path:
+    """The cell-by-cell mean |W| map of each kernel, side by side, as one PNG.
+
+    `groupings` maps a layer name (e.g. ``fc6``, ``conv5_2``) to its
+    `wdjax.analysis.topographic_grouping` result; each panel's title gives Spearman's rho
+    between cell distance and |W| and its permutation p-value.
+    """
+    fig, axes = subplots(1, len(groupings), figsize=(4.6 * len(groupings), 3.8),
+                         squeeze=False)
+    fig.set_layout_engine("constrained")  # keeps each colour bar clear of the next panel
+    for ax, (layer, g) in zip(axes[0], groupings.items(), strict=True):
+        image = ax.imshow(g.cell_map, cmap="viridis")
+        fig.colorbar(image, ax=ax, fraction=0.046, label="mean |W|")
+        ax.set(xlabel="input cell", ylabel="output cell",
+               title=f"{layer}: rho {g.spearman:+.2f}, p {g.p_value:.3f}")
+        ticks = np.arange(g.cell_map.shape[0])
+        ax.set_xticks(ticks)
+        ax.set_yticks(ticks)
+    return save(fig, path)

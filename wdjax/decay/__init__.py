@@ -21,13 +21,28 @@ Variants (``variants``, ``projections``): `independent_decay` (lr_t / lr_0 scali
 `corrected_decay` (AdamC), `cautious_decay` (CWD), `add_decay_toward_init` (L2-SP),
 `proximal_l1` (soft threshold) and `constrain_norms` (fixed per-unit or per-tensor norms);
 ``timescale`` converts between ``weight_decay`` and the timescale ``tau_epochs``.
+
+Beyond the original experiments (ROTATIONAL.md): `rotational` wraps a direction transform
+into a complete optimizer that rotates each unit by its equilibrium angle (with
+`center_units` for the initial weights), `equilibrium_monitor` goes at the end of any chain
+to measure angular updates against that equilibrium, and `scale_by_adam_blocks` is Adam
+with one second moment per output unit or per tensor.
 """
 
+from wdjax.decay.adam_blocks import ScaleByAdamBlocksState, scale_by_adam_blocks
+from wdjax.decay.monitor import EquilibriumMonitorState, equilibrium_monitor
 from wdjax.decay.normalize import NormalizeUpdatesState, normalize_updates
 from wdjax.decay.projections import (
     ConstrainNormsState,
     constrain_norms,
     proximal_l1,
+)
+from wdjax.decay.rotational import (
+    RotationalState,
+    center_units,
+    equilibrium_angle,
+    rotational,
+    rotational_leaves,
 )
 from wdjax.decay.terms import (
     DecoupledDecayState,
@@ -53,20 +68,29 @@ __all__ = [
     "ConstrainNormsState",
     "DecayTowardInitState",
     "DecoupledDecayState",
+    "EquilibriumMonitorState",
     "NormalizeUpdatesState",
+    "RotationalState",
+    "ScaleByAdamBlocksState",
     "StepCountState",
     "add_decay",
     "add_decay_toward_init",
     "cautious_decay",
+    "center_units",
     "clip_sign_crossing",
     "constrain_norms",
     "corrected_decay",
     "decay_term",
     "decay_tree",
     "decoupled_decay",
+    "equilibrium_angle",
+    "equilibrium_monitor",
     "independent_decay",
     "normalize_updates",
     "proximal_l1",
+    "rotational",
+    "rotational_leaves",
+    "scale_by_adam_blocks",
     "tau_from_weight_decay",
     "weight_decay_from_tau",
 ]
