@@ -212,13 +212,16 @@ def profile(layers: Sequence[Layer], rounds: int, sample_s: float,
     import jax
 
     rows = []
-    for layer in layers:
+    for i, layer in enumerate(layers):
         plan, calls = jax_calls(layer)
-        benches = {op: _bench(f"jax {op}", f, jax.block_until_ready) for op, f in calls.items()}
+        # Neither training step computes the gradient of the input images (XLA drops it).
+        skip = {"conv dx"} if i == 0 else set()
+        benches = {op: _bench(f"jax {op}", f, jax.block_until_ready)
+                   for op, f in calls.items() if op not in skip}
         peers = {}
         if with_torch:
             peers = {op: _bench(f"torch {op}", f, lambda _: None)
-                     for op, f in torch_calls(layer).items()}
+                     for op, f in torch_calls(layer).items() if op not in skip}
         time_all([*benches.values(), *peers.values()], rounds, sample_s)
         for op, b in benches.items():
             rows.append(dict(layer=layer.name, shape=f"{layer.h}x{layer.w} {layer.cin}->"

@@ -104,7 +104,7 @@ RULES: tuple[Rule, ...] = (
 
 
 def conv_plan(x_shape: tuple[int, ...], k_shape: tuple[int, ...],
-              rules: tuple[Rule, ...] = RULES) -> Plan:
+              rules: tuple[Rule, ...] | None = None) -> Plan:
     """(forward, input-gradient, kernel-gradient) methods for one conv layer on CPU.
 
     Only 3x3 layers are planned by `rules`; other odd kernel sizes run through XLA's conv
@@ -112,6 +112,7 @@ def conv_plan(x_shape: tuple[int, ...], k_shape: tuple[int, ...],
     """
     n, h, w, _ = x_shape
     kh, kw, cin, cout = k_shape
+    rules = RULES if rules is None else rules
     return Plan(*(_method(p, n, h * w, kh * kw * cin * h * w * 4, cin * cout,
                           (kh, kw) == (3, 3), rules) for p in PASSES))
 

@@ -53,9 +53,9 @@ def tune_cpu_allocator() -> bool:
 def default_conv_impl(backend: str | None = None) -> str:
     """The fastest measured formulation for a backend: hybrid on CPU, XLA's conv elsewhere.
 
-    CPU VGG train step, batch 128 (benchmarks/step_speed.py): hybrid beat im2col, winograd
-    and xla at bases 32, 16 and 8, and keeps vmapped sweeps fast; accelerators have native
-    convolutions.
+    CPU VGG train step, batch 128 (benchmarks/step_speed.py, 2-core EPYC): hybrid ran at
+    327 / 241 / 83 img/s against winograd / xla at base 32, 1174 / 993 / 932 at base 8, and
+    keeps vmapped sweeps fast; accelerators have native convolutions.
     """
     backend = backend or jax.default_backend()
     return "hybrid" if backend == "cpu" else "xla"
