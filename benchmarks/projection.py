@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.run import enable_compilation_cache, machine, make_dataset
+from benchmarks.harness import enable_compilation_cache, machine, make_dataset
 
 
 def _epoch_seconds(run_dir: Path) -> list[float]:

@@ -1,9 +1,12 @@
 """Training-step throughput of the wdjax VGG against the identical PyTorch model on CPU.
 
 Why: the issue "Fast on every machine" asks for JAX steps at least as fast as PyTorch's on the
-same model, batch and optimizer. Both sides run one SGD step (lr 0.1, momentum 0, weight decay
-5e-4 on every parameter, as ``torch.optim.SGD(weight_decay=...)`` does) on a batch of 128
-32x32x3 images with mean softmax cross-entropy, BatchNorm in training mode.
+same model, batch and optimizer. The JAX side is the trainer's own compiled step
+(`wdjax.train.programs`, scheme SGD: coupled weight decay 5e-4), which also gathers and flips
+its batch on device and returns its metrics; the torch side runs one SGD step (lr 0.1,
+momentum 0, weight decay 5e-4 on every parameter, as ``torch.optim.SGD(weight_decay=...)``
+does). Both: a batch of 128 32x32x3 images, mean softmax cross-entropy, BatchNorm in
+training mode.
 
 Usage::
 
@@ -25,108 +28,16 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 
+from benchmarks.timing import BATCH, Bench, interleave, round_ratios
 from wdjax import models, ops
 
-BATCH = 128
 LR = 0.1
 WEIGHT_DECAY = 5e-4
 NUM_CLASSES = 10
-
-
-@dataclass
-class Result:
-    """Throughput samples (img/s) of one configuration, one per timed repeat."""
-
-    name: str
-    samples: list[float]
-    cpu_ms: list[float] = field(default_factory=list)
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.samples)
-
-    @property
-    def spread(self) -> tuple[float, float]:
-        """(min, max) of the samples."""
-        return min(self.samples), max(self.samples)
-
-    def line(self) -> str:
-        lo, hi = self.spread
-        return (f"{self.name:<30s} {self.median:7.1f} img/s (min {lo:7.1f}, max {hi:7.1f}) "
-                f"cpu {min(self.cpu_ms):6.0f} ms/step")
-
-
-class Bench:
-    """One configuration's step closure, warmed up once and then timed in interleaved rounds.
-
-    `images` is what one call of `step` processes (a vmapped sweep step counts every run's
-    batch); `steps` is how many calls one timed sample makes (see `calibrate`).
-    """
-
-    def __init__(self, name: str, step: Callable[[], object],
-                 sync: Callable[[object], None], images: int = BATCH) -> None:
-        self.name, self.step, self.sync, self.images = name, step, sync, images
-        self.steps = 1
-        self.result = Result(name, [])
-
-    def warmup(self, n: int) -> None:
-        out = None
-        for _ in range(n):
-            out = self.step()
-        self.sync(out)
-
-    def calibrate(self, target_s: float, max_steps: int = 50) -> int:
-        """Set `steps` so that one sample takes about `target_s` (one untimed call)."""
-        t0 = time.perf_counter()
-        self.sync(self.step())
-        dt = time.perf_counter() - t0
-        self.steps = max(1, min(max_steps, round(target_s / max(dt, 1e-6))))
-        return self.steps
-
-    def sample(self, steps: int | None = None) -> float:
-        """Time `steps` steps; record and return img/s (and process CPU time per step).
-
-        CPU time is this process's, all threads: a load-robust measure of work when other
-        processes share the cores (it also counts OpenMP spin-waiting on the torch side).
-        """
-        steps = steps or self.steps
-        c0, t0 = time.process_time(), time.perf_counter()
-        out = None
-        for _ in range(steps):
-            out = self.step()
-        self.sync(out)
-        ips = self.images * steps / (time.perf_counter() - t0)
-        self.result.samples.append(ips)
-        self.result.cpu_ms.append((time.process_time() - c0) * 1e3 / steps)
-        return ips
-
-
-def interleave(benches: Sequence[Bench], repeats: int) -> None:
-    """Sample every bench once per round for `repeats` rounds, in ABBA order.
-
-    Interleaving makes load from other processes on a shared machine hit all configurations
-    alike, and reversing the order every other round cancels a steady drift; compare
-    configurations within a round (`round_ratios`).
-    """
-    for r in range(repeats):
-        for b in benches if r % 2 == 0 else benches[::-1]:
-            b.sample()
-
-
-def round_ratios(num: Bench, den: Sequence[Bench]) -> list[float]:
-    """Per round: `num`'s throughput over the best of `den`'s in the same round."""
-    return [x / max(d.result.samples[r] for d in den)
-            for r, x in enumerate(num.result.samples)]
 
 
 def _data(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -137,45 +48,14 @@ def _data(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def make_jax_step(base: int, impl: str) -> tuple[Callable[..., Any], Any]:
-    """A jitted, buffer-donating train step for ``VGG(vgg_conf(base), conv_impl=impl)``.
+def bench_jax(base: int, impl: str, setup: Any) -> Bench:
+    """The trainer's compiled step (`wdjax.train.programs`, scheme SGD) with conv `impl`."""
+    from benchmarks.harness import config, initial_states, place, programs, step_bench
 
-    Returns ``(step, state)`` with ``step(state, x, y) -> (state, loss)``.
-    """
-    model = models.VGG(models.vgg_conf(base, NUM_CLASSES), conv_impl=impl)
-    variables = models.init_variables(model, jax.random.key(0))
-    tx = optax.chain(optax.add_decayed_weights(WEIGHT_DECAY), optax.sgd(LR))
-    state = (variables["params"], variables["batch_stats"],
-             tx.init(variables["params"]))
-
-    def loss_fn(params: Any, batch_stats: Any, x: jax.Array, y: jax.Array) -> tuple:
-        logits, updates = model.apply({"params": params, "batch_stats": batch_stats}, x,
-                                      train=True, mutable=["batch_stats"])
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-        return loss, updates["batch_stats"]
-
-    def step(state: Any, x: jax.Array, y: jax.Array) -> tuple[Any, jax.Array]:
-        params, batch_stats, opt_state = state
-        (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            params, batch_stats, x, y)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        params = optax.apply_updates(params, updates)
-        return (params, batch_stats, opt_state), loss
-
-    return jax.jit(step, donate_argnums=0), state
-
-
-def bench_jax(base: int, impl: str) -> Bench:
-    """The wdjax step with conv formulation `impl`."""
-    step, state = make_jax_step(base, impl)
-    x, y = (jnp.asarray(a) for a in _data())
-    box = [state]
-
-    def one() -> jax.Array:
-        box[0], loss = step(box[0], x, y)
-        return loss
-
-    return Bench(f"jax   base={base} impl={impl}", one, jax.block_until_ready)
+    cfg = config(base, conv_impl=impl)
+    prog = programs(setup, cfg)
+    return step_bench(f"jax   base={base} impl={impl}", prog.step,
+                      [place(initial_states(prog, cfg, [{}]), setup.mesh)], setup)
 
 
 def build_torch(base: int) -> Any:
@@ -249,6 +129,11 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     # Before any JAX computation: it must precede the creation of XLA's worker threads.
     tuned = not args.no_tune_alloc and ops.tune_cpu_allocator()
+    import jax
+
+    from benchmarks.harness import make_dataset, make_setup
+
+    setup = make_setup(make_dataset(4 * BATCH, BATCH))
     repeats = args.repeats or (3 if args.quick else 7)
     steps = args.steps or (2 if args.quick else 5)
     warmup = 1 if args.quick else 3
@@ -264,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
     for base in args.bases:
         torch_benches = [] if args.no_torch else [
             bench_torch(base, cl) for cl in ((True,) if args.quick else (False, True))]
-        jax_benches = [bench_jax(base, impl) for impl in args.impls]
+        jax_benches = [bench_jax(base, impl, setup) for impl in args.impls]
         for b in torch_benches + jax_benches:
             b.warmup(warmup)
             b.steps = steps

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from jax import lax
 
+from wdjax import conv_plan as cp
 from wdjax import ops
 
 CONV_CASES = [
@@ -89,7 +90,7 @@ def test_conv_jit_matches_lax() -> None:
 
 def test_unknown_conv_impl_raises() -> None:
     with pytest.raises(ValueError, match="unknown conv_impl"):
-        ops.conv2d(jnp.zeros((1, 4, 4, 2)), jnp.zeros((3, 3, 2, 2)), "winograd")
+        ops.conv2d(jnp.zeros((1, 4, 4, 2)), jnp.zeros((3, 3, 2, 2)), "fft")
 
 
 def test_default_conv_impl() -> None:
@@ -133,12 +134,18 @@ def test_tune_cpu_allocator_runs() -> None:
     assert out.stdout.strip() in ("True", "False")
 
 
-PLANS = [("xla", "xla", "xla"), (4, 4, 4), (1, 2, 4), (2, "xla", 1), ("xla", 1, "xla")]
+W2, W4 = cp.winograd_method(2), cp.winograd_method(4)
+PLANS = [cp.Plan(cp.XLA, cp.XLA, cp.XLA), cp.Plan(*[cp.im2col_method(4)] * 3),
+         cp.Plan(cp.im2col_method(1), cp.im2col_method(2), cp.im2col_method()),
+         cp.Plan(cp.im2col_method(2), cp.XLA, cp.im2col_method(1)),
+         cp.Plan(W2, W4, cp.winograd_method(2, 2)), cp.Plan(cp.winograd_method(4, 1), cp.XLA, W4),
+         cp.Plan(cp.XLA, cp.winograd_method(2, 2), cp.im2col_method(2))]
 
 
 @pytest.mark.parametrize("plan", PLANS, ids=str)
-def test_planned_conv_every_method_matches_lax(plan: tuple) -> None:
-    """Each pass (forward, input gradient, kernel gradient) with XLA or chunked im2col."""
+def test_planned_conv_every_method_matches_lax(plan: cp.Plan) -> None:
+    """Each pass (forward, input gradient, kernel gradient) by XLA, chunked im2col or
+    Winograd (whole batch or chunks)."""
     x = jax.random.normal(jax.random.key(11), (4, 6, 6, 5))
     k = jax.random.normal(jax.random.key(12), (3, 3, 5, 7)) / np.sqrt(45)
     got = value_and_grads(lambda x, k: ops.planned_conv(x, k, plan), x, k)
@@ -147,23 +154,44 @@ def test_planned_conv_every_method_matches_lax(plan: tuple) -> None:
         assert_close(a, b)
 
 
-@pytest.mark.parametrize("plan", [("xla", 3, "xla"), (0, "xla", "xla"), ("fast", 4, 4)])
-def test_planned_conv_rejects_bad_plans(plan: tuple) -> None:
-    with pytest.raises(ValueError, match="chunk size dividing the batch of 4"):
-        ops.planned_conv(jnp.zeros((4, 4, 4, 2)), jnp.zeros((3, 3, 2, 2)), plan)
+@pytest.mark.parametrize(("plan", "k_shape", "needle"), [
+    (cp.Plan(cp.XLA, cp.im2col_method(3), cp.XLA), (3, 3, 2, 2), "divide the batch of 4"),
+    (cp.Plan(cp.im2col_method(-1), cp.XLA, cp.XLA), (3, 3, 2, 2), "divide the batch of 4"),
+    (("xla", "xla", "xla"), (3, 3, 2, 2), "conv_plan.Method of kind xla, im2col, winograd"),
+    (cp.Plan(cp.Method("fast"), cp.XLA, cp.XLA), (3, 3, 2, 2), "of kind xla, im2col"),
+    (cp.Plan(W2, cp.XLA, cp.XLA), (5, 5, 2, 2), "winograd needs a 3x3 kernel"),
+    (cp.Plan(cp.winograd_method(3), cp.XLA, cp.XLA), (3, 3, 2, 2), "tile 2 or 4 (got 3)"),
+])
+def test_planned_conv_rejects_bad_plans(plan, k_shape, needle: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(needle)):
+        ops.planned_conv(jnp.zeros((4, 4, 4, 2)), jnp.zeros(k_shape), plan)
 
 
-def test_conv_plan_choices() -> None:
-    """The documented rules: valid chunks within the patch budget; im2col where XLA is slow."""
-    assert ops.conv_plan((128, 2, 2, 256), (3, 3, 256, 256)) == (128, 128, 128)
-    fwd, dx, dw = ops.conv_plan((128, 32, 32, 3), (3, 3, 3, 32))
-    assert isinstance(fwd, int) and dx == "xla" and isinstance(dw, int)
-    assert ops.conv_plan((128, 8, 8, 64), (3, 3, 64, 128)) == ("xla", "xla", "xla")
-    for shape in [(128, 32, 32, 32), (96, 16, 16, 64), (7, 16, 16, 8)]:
-        chunk = ops.conv_plan(shape, (3, 3, shape[-1], 16))[2]
+def test_conv_plan_follows_the_rule_table() -> None:
+    """The first matching row of RULES decides; valid chunks within the patch budget."""
+    assert cp.conv_plan((128, 2, 2, 256), (3, 3, 256, 256)) == (
+        cp.im2col_method(), cp.im2col_method(), cp.XLA)
+    fwd, dx, dw = cp.conv_plan((128, 32, 32, 3), (3, 3, 3, 32))
+    assert fwd == dx == cp.XLA and dw.kind == "im2col" and dw.chunk > 1
+    assert cp.conv_plan((128, 32, 32, 32), (3, 3, 32, 32)) == (W4, W4, W4)
+    assert cp.conv_plan((128, 8, 8, 64), (3, 3, 64, 128)) == (W2, W2, W4)
+    assert cp.conv_plan((128, 8, 8, 256), (3, 3, 256, 256)) == (W4, W4, W4)
+    assert cp.conv_plan((128, 32, 32, 16), (3, 3, 16, 16)) == (cp.XLA, cp.XLA, W4)
+    # Winograd rows never apply to other kernel sizes.
+    assert cp.conv_plan((128, 32, 32, 32), (5, 5, 32, 32))[0] == cp.XLA
+    for shape in [(128, 32, 32, 3), (96, 32, 32, 8), (7, 16, 16, 4)]:
+        chunk = cp.conv_plan(shape, (3, 3, shape[-1], 4))[2].chunk
         n, h, w, c = shape
         assert n % chunk == 0
         assert chunk == 1 or chunk * h * w * 9 * c * 4 <= 4 << 20
+    # A custom table is honoured (the rules are data).
+    mine = (cp.Rule("forward", 1, 1 << 30, 1, W2),)
+    assert cp.conv_plan((8, 32, 32, 3), (3, 3, 3, 8), mine) == (W2, cp.XLA, cp.XLA)
+
+
+def test_plan_text_names_every_pass() -> None:
+    plan = cp.Plan(cp.XLA, cp.winograd_method(4, 16), cp.im2col_method(8))
+    assert str(plan) == "fwd xla, dx winograd4/16, dw im2col/8"
 
 
 def _grouped_convs(hlo: str) -> set[str]:
@@ -178,7 +206,7 @@ def test_hybrid_conv_under_vmap(shared_kernel: bool) -> None:
     k = jax.random.normal(jax.random.key(6), (runs, 3, 3, 16, 16)) / 12.0
     if shared_kernel:
         k = k[0]
-    assert "xla" in ops.conv_plan(shape, (3, 3, 16, 16))
+    assert cp.XLA in cp.conv_plan(shape, (3, 3, 16, 16))
 
     def grads(x, k):
         return jax.grad(lambda x, k: jnp.sum(jnp.sin(ops.conv2d(x, k, "hybrid"))), (0, 1))(x, k)

@@ -26,7 +26,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from wdjax import ops
+from wdjax import norm, ops
 
 Conf = Sequence[tuple[str, tuple[Any, Any]]]
 
@@ -84,7 +84,9 @@ class BatchNorm(nn.Module):
     Training normalises with the biased batch variance and updates
     ``running = 0.9 * running + 0.1 * batch`` with the *unbiased* variance, as
     ``torch.nn.BatchNorm2d`` does. `mask` (shape (N,), 0/1) drops padded examples from the
-    statistics, so a padded last batch behaves like the real, smaller batch.
+    statistics, so a padded last batch behaves like the real, smaller batch. Training mode
+    runs `wdjax.norm.batch_norm_train`: one pass for the statistics, one for the output,
+    and a hand-written gradient of two passes.
     """
 
     momentum: float = 0.9
@@ -97,26 +99,18 @@ class BatchNorm(nn.Module):
         bias = self.param("bias", nn.initializers.zeros, (c,))
         ra_mean = self.variable("batch_stats", "mean", jnp.zeros, (c,), jnp.float32)
         ra_var = self.variable("batch_stats", "var", jnp.ones, (c,), jnp.float32)
-        if train:
-            axes = tuple(range(x.ndim - 1))
-            per_example = math.prod(x.shape[1:-1])
-            if mask is None:
-                count = x.shape[0] * per_example
-                mean = x.mean(axes)
-                var = jnp.square(x - mean).mean(axes)
-            else:
-                w = mask.reshape((-1,) + (1,) * (x.ndim - 1)).astype(x.dtype)
-                count = mask.sum() * per_example
-                mean = (x * w).sum(axes) / count
-                var = (jnp.square(x - mean) * w).sum(axes) / count
-            if not self.is_initializing():
-                m = self.momentum
-                unbiased = var * count / jnp.maximum(count - 1, 1)
-                ra_mean.value = m * ra_mean.value + (1 - m) * mean
-                ra_var.value = m * ra_var.value + (1 - m) * unbiased
-        else:
-            mean, var = ra_mean.value, ra_var.value
-        return (x - mean) * (scale * jax.lax.rsqrt(var + self.epsilon)) + bias
+        if not train:
+            a = scale * jax.lax.rsqrt(ra_var.value + self.epsilon)
+            return (x - ra_mean.value) * a + bias
+        y, mean, var = norm.batch_norm_train(x, scale, bias, mask, self.epsilon)
+        if not self.is_initializing():
+            count = math.prod(x.shape[:-1]) if mask is None else \
+                mask.sum() * math.prod(x.shape[1:-1])
+            m = self.momentum
+            unbiased = var * count / jnp.maximum(count - 1, 1)
+            ra_mean.value = m * ra_mean.value + (1 - m) * mean
+            ra_var.value = m * ra_var.value + (1 - m) * unbiased
+        return y
 
 
 class ConvLayer(nn.Module):

@@ -18,7 +18,10 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-CONV_IMPLS = ("xla", "im2col", "hybrid")
+from wdjax import winograd
+from wdjax.conv_plan import METHOD_KINDS, Method, Plan, conv_plan, winograd_method
+
+CONV_IMPLS = ("xla", "im2col", "winograd", "hybrid")
 
 
 # glibc mallopt parameter numbers (malloc.h).
@@ -50,9 +53,9 @@ def tune_cpu_allocator() -> bool:
 def default_conv_impl(backend: str | None = None) -> str:
     """The fastest measured formulation for a backend: hybrid on CPU, XLA's conv elsewhere.
 
-    CPU VGG train step, batch 128 (benchmarks/step_speed.py): hybrid beat im2col and xla at
-    bases 32, 16 and 8, and is the only one that keeps vmapped sweeps fast; accelerators
-    have native convolutions.
+    CPU VGG train step, batch 128 (benchmarks/step_speed.py, 2-core EPYC): hybrid ran at
+    327 / 241 / 83 img/s against winograd / xla at base 32, 1174 / 993 / 932 at base 8, and
+    keeps vmapped sweeps fast; accelerators have native convolutions.
     """
     backend = backend or jax.default_backend()
     return "hybrid" if backend == "cpu" else "xla"
@@ -62,10 +65,10 @@ def conv2d(x: jax.Array, kernel: jax.Array, impl: str = "xla") -> jax.Array:
     """Stride-1 'same' convolution of NHWC `x` with an HWIO `kernel` (odd kernel size).
 
     `impl="xla"` is XLA's convolution. `impl="im2col"` gathers the kh*kw shifted views of
-    the zero-padded input along the channel axis and does one matmul. `impl="hybrid"`
-    (the CPU default) picks a formulation per layer *and per pass* (forward, input
-    gradient, kernel gradient; see `conv_plan`): XLA's conv or im2col over chunks of a few
-    examples, whose patch buffer stays in cache. im2col and hybrid run 1x1 kernels as a
+    the zero-padded input along the channel axis and does one matmul. `impl="winograd"`
+    runs 3x3 kernels by Winograd's F(2x2,3x3) (`wdjax.winograd`). `impl="hybrid"` (the CPU
+    default) picks a formulation per layer *and per pass* (forward, input gradient, kernel
+    gradient) from measured rules (`wdjax.conv_plan`). All but xla run 1x1 kernels as a
     plain matmul.
     """
     kh, kw, cin, cout = kernel.shape
@@ -81,38 +84,11 @@ def conv2d(x: jax.Array, kernel: jax.Array, impl: str = "xla") -> jax.Array:
         return _xla_conv(x, kernel)
     if impl == "im2col":
         return _im2col_conv(x, kernel, x.shape[0])
+    if impl == "winograd" and kh == kw == 3:
+        return planned_conv(x, kernel, Plan(*[winograd_method(2)] * 3))
+    if impl == "winograd":
+        return _im2col_conv(x, kernel, x.shape[0])
     return planned_conv(x, kernel, conv_plan(x.shape, kernel.shape))
-
-
-# How one pass of a convolution runs: "xla" (XLA's conv) or an int c: im2col on chunks of
-# c examples at a time (c == batch size: one matmul over the whole batch).
-Method = str | int
-
-
-def conv_plan(x_shape: tuple[int, ...], k_shape: tuple[int, ...]) -> tuple[Method, Method, Method]:
-    """(forward, input-gradient, kernel-gradient) methods for one conv layer on CPU.
-
-    From per-layer timings of the VGG at batch 128, widths 8-32 (XLA:CPU runs its convs
-    through YNNPACK): XLA's conv is best for the forward and input-gradient passes except
-    with a handful of channels (the RGB input) and on maps barely larger than the kernel,
-    where it is pathological (2x2: 50x slower than a matmul). Its kernel gradient is slow
-    on big maps (16x16 and up), where im2col wins once it runs on chunks of examples whose
-    patch buffer (kh*kw times the input) stays in cache.
-    """
-    n, h, w, _ = x_shape
-    kh, kw, cin, cout = k_shape
-    if h * w <= 4:
-        return n, n, n
-    chunk = _chunk(n, h * w * kh * kw * cin * 4)
-    return ("xla" if cin >= 8 else chunk,
-            "xla" if cout >= 8 else _chunk(n, h * w * kh * kw * cout * 4),
-            chunk if h * w >= 256 else "xla")
-
-
-def _chunk(n: int, bytes_per_example: int, budget: int = 4 << 20) -> int:
-    """The largest divisor of `n` whose examples' patch buffers fit in `budget` bytes."""
-    fits = max(1, budget // max(bytes_per_example, 1))
-    return max(d for d in range(1, n + 1) if n % d == 0 and d <= fits)
 
 
 def _xla_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -130,15 +106,6 @@ def _patches(x: jax.Array, kh: int, kw: int) -> jax.Array:
     return jnp.concatenate(cols, axis=-1).reshape(n * h * w, kh * kw * c)
 
 
-def _over_chunks(f, x: jax.Array, chunk: int) -> jax.Array:
-    """``f`` applied to `x` `chunk` examples at a time (one call when chunk covers all)."""
-    n = x.shape[0]
-    if chunk >= n:
-        return f(x)
-    out = lax.map(f, x.reshape(n // chunk, chunk, *x.shape[1:]))
-    return out.reshape(n, *out.shape[2:])
-
-
 def _im2col_conv(x: jax.Array, kernel: jax.Array, chunk: int) -> jax.Array:
     kh, kw, cin, cout = kernel.shape
     flat = kernel.reshape(kh * kw * cin, cout)
@@ -146,25 +113,18 @@ def _im2col_conv(x: jax.Array, kernel: jax.Array, chunk: int) -> jax.Array:
     def conv(xc: jax.Array) -> jax.Array:
         return (_patches(xc, kh, kw) @ flat).reshape(*xc.shape[:3], cout)
 
-    return _over_chunks(conv, x, chunk)
+    return winograd.over_chunks(conv, (x,), chunk, reduce=False)
 
 
 def _im2col_kernel_grad(x: jax.Array, g: jax.Array, k_shape: tuple[int, ...],
                         chunk: int) -> jax.Array:
     """sum over examples and pixels of patches(x)^T g, accumulated chunk by chunk."""
     kh, kw, cin, cout = k_shape
-    n = x.shape[0]
 
     def part(xc: jax.Array, gc: jax.Array) -> jax.Array:
         return _patches(xc, kh, kw).T @ gc.reshape(-1, cout)
 
-    if chunk >= n:
-        return part(x, g).reshape(k_shape)
-    split = (n // chunk, chunk)
-    acc, _ = lax.scan(lambda acc, xg: (acc + part(*xg), None),
-                      jnp.zeros((kh * kw * cin, cout), x.dtype),
-                      (x.reshape(*split, *x.shape[1:]), g.reshape(*split, *g.shape[1:])))
-    return acc.reshape(k_shape)
+    return winograd.over_chunks(part, (x, g), chunk, reduce=True).reshape(k_shape)
 
 
 def _one_run_at_a_time(f):
@@ -190,41 +150,71 @@ _xla_kernel_grad_per_run = _one_run_at_a_time(
     lambda x, g, kernel: jax.vjp(lambda k: _xla_conv(x, k), kernel)[1](g)[0])
 
 
-def _conv_pass(x: jax.Array, kernel: jax.Array, method: Method) -> jax.Array:
-    return _xla_conv_per_run(x, kernel) if method == "xla" else \
-        _im2col_conv(x, kernel, method)
+def conv_forward(x: jax.Array, kernel: jax.Array, method: Method) -> jax.Array:
+    """The 'same' conv of `x` with `kernel`, computed by `method`."""
+    chunk = method.chunk or x.shape[0]
+    if method.kind == "im2col":
+        return _im2col_conv(x, kernel, chunk)
+    if method.kind == "winograd":
+        return winograd.conv(x, kernel, method.tile, chunk)
+    return _xla_conv_per_run(x, kernel)
+
+
+def conv_input_grad(g: jax.Array, kernel: jax.Array, method: Method) -> jax.Array:
+    """The input gradient of the 'same' conv for output cotangent `g`, by `method`."""
+    # A stride-1 'same' conv's input gradient is the 'same' conv of g with the kernel
+    # flipped in space and transposed in channels.
+    return conv_forward(g, jnp.flip(kernel, (0, 1)).swapaxes(2, 3), method)
+
+
+def conv_kernel_grad(x: jax.Array, g: jax.Array, kernel: jax.Array,
+                     method: Method) -> jax.Array:
+    """The kernel gradient of the 'same' conv of `x` for output cotangent `g`, by `method`.
+
+    `kernel` supplies the shape (and, for XLA's pass, the vmap structure).
+    """
+    chunk = method.chunk or x.shape[0]
+    if method.kind == "im2col":
+        return _im2col_kernel_grad(x, g, kernel.shape, chunk)
+    if method.kind == "winograd":
+        return winograd.kernel_grad(x, g, method.tile, chunk)
+    return _xla_kernel_grad_per_run(x, g, kernel)
+
+
+def check_plan(plan: Plan, x_shape: tuple[int, ...], k_shape: tuple[int, ...]) -> None:
+    """One-line ValueError unless every pass of `plan` can run on these shapes."""
+    n = x_shape[0]
+    for m in plan:
+        if not isinstance(m, Method) or m.kind not in METHOD_KINDS:
+            raise ValueError(f"conv plan {plan!r}: each pass must be a conv_plan.Method of "
+                             f"kind {', '.join(METHOD_KINDS)}")
+        if m.chunk < 0 or (m.chunk and n % m.chunk):
+            raise ValueError(f"conv plan {plan}: chunk sizes must divide the batch of {n}")
+        if m.kind == "winograd" and (tuple(k_shape[:2]) != (3, 3)
+                                     or m.tile not in winograd.TRANSFORMS):
+            raise ValueError(f"conv plan {plan}: winograd needs a 3x3 kernel (got "
+                             f"{k_shape[0]}x{k_shape[1]}) and tile 2 or 4 (got {m.tile})")
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def planned_conv(x: jax.Array, kernel: jax.Array,
-                 plan: tuple[Method, Method, Method]) -> jax.Array:
+def planned_conv(x: jax.Array, kernel: jax.Array, plan: Plan) -> jax.Array:
     """The 'same' conv of `conv2d`, each pass run the way `plan` says (see `conv_plan`).
 
-    A chunk size must divide the batch. Under `jax.vmap` (a vmapped sweep), the XLA passes
-    run once per mapped index, so the runs' different kernels never form a grouped conv.
+    Under `jax.vmap` (a vmapped sweep), the XLA passes run once per mapped index, so the
+    runs' different kernels never form a grouped conv; the others become batched matmuls.
     """
-    n = x.shape[0]
-    for m in plan:
-        if m != "xla" and not (isinstance(m, int) and m > 0 and n % m == 0):
-            raise ValueError(f"conv plan {plan!r}: each pass must be 'xla' or a chunk size "
-                             f"dividing the batch of {n}")
-    return _conv_pass(x, kernel, plan[0])
+    check_plan(plan, x.shape, kernel.shape)
+    return conv_forward(x, kernel, plan.forward)
 
 
-def _planned_conv_fwd(x: jax.Array, kernel: jax.Array, plan: tuple):
+def _planned_conv_fwd(x: jax.Array, kernel: jax.Array, plan: Plan):
     return planned_conv(x, kernel, plan), (x, kernel)
 
 
-def _planned_conv_bwd(plan: tuple, res: tuple[jax.Array, jax.Array], g: jax.Array):
+def _planned_conv_bwd(plan: Plan, res: tuple[jax.Array, jax.Array], g: jax.Array):
     x, kernel = res
-    # A stride-1 'same' conv's input gradient is the 'same' conv of g with the kernel
-    # flipped in space and transposed in channels.
-    dx = _conv_pass(g, jnp.flip(kernel, (0, 1)).swapaxes(2, 3), plan[1])
-    if plan[2] == "xla":
-        dk = _xla_kernel_grad_per_run(x, g, kernel)
-    else:
-        dk = _im2col_kernel_grad(x, g, kernel.shape, plan[2])
-    return dx, dk
+    return (conv_input_grad(g, kernel, plan.input_grad),
+            conv_kernel_grad(x, g, kernel, plan.kernel_grad))
 
 
 planned_conv.defvjp(_planned_conv_fwd, _planned_conv_bwd)
