@@ -13,6 +13,12 @@ Transcription conventions:
 * ``Reported.best_test_correct`` is the "maxed at" / "hit" count out of 10 000, when given.
 * ``Reported.note`` holds a non-numeric remark on the result ("pre-terminated",
   "aborted at epoch 7"); for aborted runs the accuracy is the one at the abort.
+* ``Reported.epoch`` is the epoch after which the notebook's number was taken:
+  ``NOTEBOOK_EPOCHS`` (the end) for finished runs, 7 for the runs "aborted at epoch 7",
+  None (unknown) for the "pre-terminated" exp1.
+* ``Family.baseline`` is the run the notebook based the family on (its section heading
+  says "dxp4-based", "based on ixp2", "exp6-based"), or None where it names none. It is
+  the reference of the family's significance tests; it may belong to another family.
 * Runs are listed in numbering order (``gxp1..gxp5``), not in the notebook's row order.
 """
 
@@ -21,12 +27,14 @@ from __future__ import annotations
 import dataclasses
 import math
 import types
+import typing
 from collections.abc import Mapping, Sequence
 
 __all__ = [
     "FAMILIES",
     "HPARAM_DEFAULTS",
     "LOG_SCALE_MIN_RATIO",
+    "NOTEBOOK_EPOCHS",
     "TOPO_OPTIMIZERS",
     "Family",
     "Reported",
@@ -57,14 +65,22 @@ LOG_SCALE_MIN_RATIO = 8.0
 """``Family.log_scale`` holds when max/min of the varied values is at least this (~0.9 decade)."""
 
 
+NOTEBOOK_EPOCHS = 200
+"""Epochs of the notebook's protocol (REFERENCE section 3: 10 stages of 20 epochs)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Reported:
-    """What the notebook reports for one run (None where it gives nothing)."""
+    """What the notebook reports for one run (None where it gives nothing).
+
+    ``epoch`` is when ``test_accuracy`` was taken (None: unknown).
+    """
 
     test_accuracy: float | None
     train_correct: int | None
     best_test_correct: int | None
     note: str | None = None
+    epoch: int | None = NOTEBOOK_EPOCHS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,6 +125,7 @@ class Family:
     varies: str
     description: str
     runs: tuple[Run, ...]
+    baseline: str | None = None
 
     @property
     def log_scale(self) -> bool:
@@ -126,8 +143,15 @@ class Family:
         return tuple(run.name for run in self.runs)
 
 
-# A table row: (name, varied value, test accuracy, train correct, best test correct, note).
-_Row = tuple[str, "float | str", "float | None", "int | None", "int | None", "str | None"]
+class _Stopped(typing.NamedTuple):
+    """A run the notebook stopped early: its remark, and the epoch of its number (or None)."""
+
+    note: str
+    epoch: int | None
+
+
+# A table row: (name, varied value, test accuracy, train correct, best test correct, stop).
+_Row = tuple[str, "float | str", "float | None", "int | None", "int | None", "_Stopped | None"]
 
 
 def _family(
@@ -138,6 +162,7 @@ def _family(
     rows: Sequence[_Row],
     fixed: Mapping[str, float] | None = None,
     per_run: Mapping[str, Mapping[str, float]] | None = None,
+    baseline: str | None = None,
 ) -> Family:
     """Build a family from its table: defaults < family-fixed values < per-run values."""
     fixed = dict(fixed or {})
@@ -148,7 +173,7 @@ def _family(
     if unknown:
         raise ValueError(f"family {name!r}: unknown hyperparameters {sorted(unknown)}")
     runs = []
-    for run_name, value, acc, train, best, note in rows:
+    for run_name, value, acc, train, best, stop in rows:
         hparams = {**HPARAM_DEFAULTS, **fixed, **per_run.pop(run_name, {})}
         run_optimizer = optimizer
         if varies == "optimizer":
@@ -160,17 +185,17 @@ def _family(
                 name=run_name,
                 optimizer=run_optimizer,
                 hparams=types.MappingProxyType({k: float(v) for k, v in hparams.items()}),
-                reported=Reported(acc, train, best, note),
+                reported=Reported(acc, train, best, *(stop or (None, NOTEBOOK_EPOCHS))),
                 varies=varies,
             )
         )
     if per_run:
         raise ValueError(f"family {name!r}: overrides for unknown runs {sorted(per_run)}")
-    return Family(name, optimizer, varies, description, tuple(runs))
+    return Family(name, optimizer, varies, description, tuple(runs), baseline)
 
 
-_PRE = "pre-terminated"
-_ABORT7 = "aborted at epoch 7"
+_PRE = _Stopped("pre-terminated", None)
+_ABORT7 = _Stopped("aborted at epoch 7", 7)
 _IXP2 = dict(weight_decay=1.6e-4, last1_mult=10.0)  # the ixp2 base of the topo sweeps
 
 _EXP = _family(
@@ -208,6 +233,7 @@ _HXP = _family(
         ("hxp8", 0.024, 0.9103, 49998, None, None),
         ("hxp9", 0.026, 0.9092, 49999, None, None),
     ],
+    baseline="exp6",
 )
 
 _AXP = _family(
@@ -302,6 +328,7 @@ _GXP = _family(
         ("gxp5", 30.0, 0.9151, 50000, None, None),
     ],
     fixed={"weight_decay": 1.6e-4},
+    baseline="dxp4",
 )
 
 _IXP = _family(
@@ -316,6 +343,7 @@ _IXP = _family(
         ("ixp4", 100.0, 0.9119, 50000, None, None),
     ],
     fixed={"weight_decay": 1.6e-4},
+    baseline="dxp4",
 )
 
 _JXP = _family(
@@ -330,6 +358,7 @@ _JXP = _family(
         ("jxp4", 100.0, 0.8710, None, None, _ABORT7),
     ],
     fixed={"weight_decay": 1.6e-4, "norm_ema": 0.0},
+    baseline="ixp2",
 )
 
 _KXP = _family(
@@ -343,6 +372,7 @@ _KXP = _family(
         ("kxp3", 100.0, 0.8716, None, None, _ABORT7),
     ],
     fixed={"weight_decay": 1.6e-4, "norm_ema": 0.98},
+    baseline="ixp2",
 )
 
 _LXP = _family(
@@ -356,6 +386,7 @@ _LXP = _family(
         ("lxp3", 100.0, 0.8945, 50000, None, None),
     ],
     fixed={"weight_decay": 1.6e-4, "norm_ema": 0.98},
+    baseline="ixp2",
 )
 
 _TOPO = _family(
@@ -369,6 +400,7 @@ _TOPO = _family(
         ("topo.ab1", "SGD_topo.ab", 0.9127, None, None, None),
     ],
     fixed={**_IXP2, "lr": 0.1, "topo_base": 2.0},
+    baseline="ixp2",
 )
 
 _TOPO_AA = _family(
@@ -385,6 +417,7 @@ _TOPO_AA = _family(
         ("topo.aa6", 0.00064, 0.8753, 49985, None, None),
     ],
     fixed={"last1_mult": 10.0},
+    baseline="ixp2",
 )
 
 _TOPO_AD = _family(
@@ -404,6 +437,7 @@ _TOPO_AD = _family(
         ("topo.ad9", 640.0, 0.9160, 49996, None, None),
     ],
     fixed={"weight_decay": 1.6e-4},
+    baseline="ixp2",
 )
 
 _TOPO_AC = _family(
@@ -425,6 +459,7 @@ _TOPO_AC = _family(
         ("topo.ac11", 6.0, 0.9143, None, None, None),
     ],
     fixed=_IXP2,
+    baseline="ixp2",
 )
 
 FAMILIES: Mapping[str, Family] = types.MappingProxyType(
@@ -462,6 +497,9 @@ def _check_unique_run_names() -> None:
             seen[run.name] = fam.name
             if any(not math.isfinite(v) for v in run.hparams.values()):
                 raise ValueError(f"run {run.name!r} has a non-finite hyperparameter")
+    for fam in FAMILIES.values():
+        if fam.baseline is not None and fam.baseline not in seen:
+            raise ValueError(f"family {fam.name!r}: baseline {fam.baseline!r} is not a run")
 
 
 _check_unique_run_names()

@@ -1,22 +1,20 @@
 """Re-run a family of the notebook: ``python -m experiments.sweep --name dxp``.
 
 Each run of the family trains under ``<out>/<family>/<run>/``; at the end a table in the
-notebook's own line format is printed and saved (``summary.md``, ``summary.csv``) with
-pictures beside it. Re-running the same command skips finished runs and resumes an
-unfinished one from its checkpoint.
+notebook's own line format, with statistics over seeds (`experiments.report`), is printed
+and saved (``summary.md``, ``summary.csv``) with pictures beside it. Re-running the same
+command skips finished runs and resumes an unfinished one from its checkpoint.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from experiments import cli, registry, scales
+from experiments import cli, registry, report, scales
 from wdjax import data, records
 from wdjax.train import Config
 
@@ -37,6 +35,9 @@ def parser() -> cli.Parser:
     a("--data", default=None, help=f"tfds:NAME or folder:PATH (default ${data.ENV_DATA}, "
       f"else {data.DEFAULT_SOURCE})")
     a("--seed", type=cli.integer("--seed", low=0), default=0)
+    a("--baseline", default=None, metavar="RUN",
+      help="the run the others are tested against (default: the run the notebook based the "
+           "family on, else the best mean); may belong to another family")
     a("--force-name", action="store_true", help="replace existing runs with other configs")
     a("--no-progress", action="store_true")
     cli.add_device_args(p)
@@ -62,83 +63,6 @@ def configs_for(family: registry.Family, runs: Sequence[registry.Run], scale: st
     return out
 
 
-def _summary_rows(family: registry.Family, runs: Sequence[registry.Run], family_dir: Path,
-                  scale: str) -> list[dict]:
-    rows = []
-    for run in runs:
-        path = family_dir / run.name / "summary.json"
-        s = records.read_json(path) if path.exists() else {}
-        dead = (s.get("dead_units") or {}).get("1e-09", {})
-        acc = s.get("final_test_accuracy")
-        rep = run.reported
-        rows.append(dict(
-            run=run.name, value=run.label, optimizer=run.optimizer,
-            test_accuracy=acc, train_correct=s.get("final_train_correct"),
-            train_total=s.get("train_total"), best_test_accuracy=s.get("best_test_accuracy"),
-            best_epoch=s.get("best_epoch"),
-            dead_1e9=sum(d for d, _ in dead.values()) if dead else None,
-            diverged=bool(s.get("diverged")), finished=bool(s),
-            notebook_accuracy=rep.test_accuracy, notebook_train_correct=rep.train_correct,
-            difference=(acc - rep.test_accuracy if scale == "full" and acc is not None
-                        and rep.test_accuracy is not None else None),
-        ))
-    return rows
-
-
-def _fmt(x, spec=".4f") -> str:
-    return "" if x is None else format(x, spec) if isinstance(x, float) else str(x)
-
-
-def notebook_lines(rows: list[dict]) -> list[str]:
-    """``- dxp4: 0.00016 -> 0.9131 (50000)``, as the notebook writes them."""
-    out = []
-    for r in rows:
-        if not r["finished"]:
-            out.append(f"- {r['run']}: {r['value']} -> (not finished)")
-            continue
-        tail = " diverged" if r["diverged"] else ""
-        out.append(f"- {r['run']}: {r['value']} -> {_fmt(r['test_accuracy'])} "
-                   f"({r['train_correct']}){tail}")
-    return out
-
-
-def markdown(family: registry.Family, rows: list[dict], scale: str, protocol: dict) -> str:
-    head = [f"# {family.name}: {family.description}", "",
-            f"optimizer {family.optimizer}, varies {family.varies}; scale {scale} "
-            f"({', '.join(f'{k}={v}' for k, v in protocol.items())})", "", *notebook_lines(rows),
-            "", "| run | " + family.varies + " | final test | train correct | best test | "
-            "best epoch | dead (1e-9) | diverged | notebook | difference |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        head.append(
-            f"| {r['run']} | {r['value']} | {_fmt(r['test_accuracy'])} | "
-            f"{_fmt(r['train_correct'])}/{_fmt(r['train_total'])} | "
-            f"{_fmt(r['best_test_accuracy'])} | {_fmt(r['best_epoch'])} | "
-            f"{_fmt(r['dead_1e9'])} | {'yes' if r['diverged'] else ''} | "
-            f"{_fmt(r['notebook_accuracy'])} | {_fmt(r['difference'], '+.4f')} |")
-    return "\n".join(head) + "\n"
-
-
-def csv_text(rows: list[dict]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
-
-
-def write_results(family: registry.Family, runs: Sequence[registry.Run], family_dir: Path,
-                  scale: str) -> list[dict]:
-    from wdjax import plots
-
-    rows = _summary_rows(family, runs, family_dir, scale)
-    records.atomic_write(family_dir / "summary.md",
-                         markdown(family, rows, scale, scales.SCALES[scale]))
-    records.atomic_write(family_dir / "summary.csv", csv_text(rows))
-    plots.sweep_pictures(family, runs, family_dir, same_protocol=scale == "full")
-    return rows
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     cli.start_devices(args)
@@ -150,6 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     family = registry.get_family(args.name)
     names = [n.strip() for n in args.runs.split(",")] if args.runs else None
     runs = registry.select_runs(family, names)
+    report.check_baseline(args.baseline)
     scale, why = scales.choose(args.scale)
     parallel = args.parallel or scales.default_parallel()
     configs = configs_for(family, runs, scale, data.resolve_source(args.data), args.seed)
@@ -161,8 +86,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("protocol: " + json.dumps(scales.SCALES[scale]))
         for c in configs:
             print(json.dumps(c.to_dict()))
+        print("\n".join(report.dry_run_lines(family, runs, scale, args.baseline)))
         return 0
 
+    report.check_baseline(args.baseline, runs, family_dir)
     data.check_source(configs[0].data)  # resolved in configs_for
     records.check_writable(out)
     from wdjax.train import prepare_run_dir, same_config, train
@@ -196,9 +123,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             for group in groups:
                 train(group, family_dir, dataset=dataset, force=args.force_name,
                       progress=not args.no_progress, devices=args.devices)
-        rows = write_results(family, runs, family_dir, scale)
-    print()
-    print("\n".join(notebook_lines(rows)))
+        rows = report.write_results(family, runs, family_dir, scale, args.baseline)
+    print("\n" + "\n".join([*report.notebook_lines(rows), report.verdict(rows)]))
     print(f"\n{family.name}: {len(todo)} run(s) trained in {time.time() - t0:.0f} s; "
           f"table, CSV and pictures in {family_dir}")
     return 0

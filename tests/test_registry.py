@@ -168,6 +168,11 @@ BEST = re.compile(r"\b(?:maxed at|hit)\s+(\d+)")
 ASSIGN = re.compile(r"\b([A-Za-z_][A-Za-z0-9_]*)=(\d+(?:\.\d+)?)(?![\w.])")
 VARY = re.compile(r"\b(?:vary|increasing)\s+([A-Za-z_][A-Za-z0-9_]*)")
 VARYING_DECAY = re.compile(r"\bVarying (L1|L2) decay strength")
+# "dxp4-based, vary ...", "Layer-specific learning rate, based on ixp2": the family's base.
+BASED_ON = re.compile(r"\b([a-z]+\d+)-based\b|\bbased on ([a-z]+\d+)\b")
+# "(aborted at epoch 7)": the number was taken at that epoch; "(pre-terminated)": unknown.
+ABORTED_AT = re.compile(r"^aborted at epoch (\d+)$")
+NOTEBOOK_EPOCHS = 200  # REFERENCE section 3: 10 stages of 20 epochs
 CONFIG_OPTIMIZER = re.compile(r"same model_conf,\s*([A-Za-z0-9_.]+)\s*(?:,|$)")
 
 KEY_ALIASES = {"wd": "weight_decay", "L2": "weight_decay", "base_decay": "weight_decay"}
@@ -349,6 +354,14 @@ def merged_reported(lines: list[Line]) -> registry.Reported:
         values = {getattr(line, field) for line in lines} - {None}
         assert len(values) <= 1, f"{lines[0].name}: notebook lines disagree on {field}: {values}"
         fields[field] = values.pop() if values else None
+    note = fields["note"]
+    if note is None:
+        fields["epoch"] = NOTEBOOK_EPOCHS
+    elif aborted := ABORTED_AT.match(note):
+        fields["epoch"] = int(aborted[1])
+    else:
+        assert note == "pre-terminated", note
+        fields["epoch"] = None
     return registry.Reported(**fields)
 
 
@@ -404,6 +417,8 @@ def test_family_matches_notebook_section(notebook: Notebook, family_name: str) -
     else:
         assert match is not None, section.text
         assert family.optimizer == OPTIMIZER_ALIASES.get(match[1], match[1])
+    based = [a or b for a, b in BASED_ON.findall(section.text)]
+    assert family.baseline == (based[0] if based else None), section.text
     for key, value in section_fixed(section).items():
         if key == "duplicate_multiplier":
             assert family.optimizer.endswith(f"_dup{int(value)}")
@@ -478,6 +493,11 @@ def test_fixed_values_spot_checks() -> None:
     assert runs["ixp2"].reported.best_test_correct == 9202
     assert runs["exp1"].reported.note == "pre-terminated"
     assert runs["jxp1"].reported.note == "aborted at epoch 7"
+    assert runs["jxp1"].reported.epoch == 7 and runs["kxp3"].reported.epoch == 7
+    assert runs["exp1"].reported.epoch is None and runs["exp2"].reported.epoch == 200
+    assert registry.NOTEBOOK_EPOCHS == 200
+    assert get_family("gxp").baseline == "dxp4" and get_family("topo.ac").baseline == "ixp2"
+    assert get_family("dxp").baseline is None
     assert runs["hxp1"].reported.test_accuracy == 0.9108
 
 

@@ -1,4 +1,4 @@
-"""Pictures of runs and sweeps (matplotlib). Every PNG is written atomically.
+"""Pictures of runs, and figure helpers for sweeps over seeds (matplotlib). PNGs are atomic.
 
 Figures are plain ``matplotlib.figure.Figure`` objects, not pyplot ones: drawing needs no
 GUI backend and importing this module changes no global matplotlib state.
@@ -13,12 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
-import matplotlib.ticker
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from wdjax import records
+from wdjax import records, stats
 
 
 def subplots(*args, figsize: tuple[float, float], **kwargs) -> tuple[Figure, Any]:
@@ -131,78 +130,41 @@ def activation_histograms(outputs: Mapping[str, np.ndarray], path: str | os.Path
     return save(fig, path)
 
 
-# ------------------------------------------------------------------------------ sweeps
-def sweep_pictures(family, runs, family_dir: str | os.PathLike,
-                   same_protocol: bool = False) -> list[Path]:
-    """accuracy_vs_<param>.png, curves.png, dead_units.png, coefficients.png for a sweep.
+# ------------------------------------------------------------------- seeds and intervals
+def interval_errorbar(ax: Axes, xs: Sequence[float], means: Sequence[float],
+                      lows: Sequence[float | None], highs: Sequence[float | None],
+                      fmt: str, label: str, **kwargs) -> Any:
+    """Means joined by `fmt`, each with its interval as an error bar (none where None)."""
+    means = np.asarray(means, float)
+    low = np.array([m if lo is None else lo for m, lo in zip(means, lows, strict=True)])
+    high = np.array([m if hi is None else hi for m, hi in zip(means, highs, strict=True)])
+    return ax.errorbar(xs, means, yerr=np.stack([means - low, high - means]), fmt=fmt,
+                       capsize=3, label=label, **kwargs)
 
-    `family` and `runs` are `experiments.registry` objects; each finished run's records
-    are read from ``family_dir/<run>/``. Unless `same_protocol` (a full-scale sweep), the
-    notebook's numbers get their own y axis: a preview is not on the same scale.
-    """
-    family_dir = Path(family_dir)
-    done = [r for r in runs if (family_dir / r.name / "summary.json").exists()]
-    if not done:
-        return []
-    summaries = {r.name: records.read_json(family_dir / r.name / "summary.json") for r in done}
-    metrics = {r.name: records.read_jsonl(family_dir / r.name / "metrics.jsonl") for r in done}
-    configs = {r.name: records.read_json(family_dir / r.name / "config.json") for r in done}
-    out = []
 
-    # final and best test accuracy against the varied hyperparameter, notebook beside it
-    fig, ax = subplots(figsize=(7, 4.2))
-    xs = [r.value for r in done]
-    ax.plot(xs, [summaries[r.name]["final_test_accuracy"] for r in done], "o-", label="final")
-    ax.plot(xs, [summaries[r.name]["best_test_accuracy"] for r in done], "s--", label="best")
-    nb = [(r.value, r.reported.test_accuracy) for r in runs if r.reported.test_accuracy]
-    if nb:
-        nb_ax = ax if same_protocol else ax.twinx()
-        nb_ax.plot(*zip(*nb, strict=True), "k^:", label="notebook (200 epochs, base 32)")
-        if nb_ax is not ax:
-            nb_ax.set_ylabel("notebook test accuracy")
-            nb_ax.legend(loc="lower right")
-    if family.varies == "optimizer":
-        ax.set_xticks(xs, [r.label for r in done])
-    elif family.log_scale:
-        ax.set_xscale("log")
-        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    ax.set(xlabel=family.varies, ylabel="test accuracy", title=f"{family.name}: "
-           f"{family.optimizer}")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    out.append(save(fig, family_dir / f"accuracy_vs_{family.varies}.png"))
+def seed_dots(ax: Axes, xs: Sequence[float], samples: Sequence[Sequence[float]],
+              color: Any, alpha: float = 0.3) -> None:
+    """Every seed's value as a faint dot above its x."""
+    pts = [(x, v) for x, vals in zip(xs, samples, strict=True) for v in vals]
+    if pts:
+        ax.plot(*zip(*pts, strict=True), ".", color=color, alpha=alpha, ms=5, zorder=1)
 
-    # test accuracy curves of all runs
-    fig, ax = subplots(figsize=(7, 4.2))
-    for r in done:
-        rows = metrics[r.name]
-        ax.plot([m["epoch"] for m in rows], [m["test_accuracy"] for m in rows],
-                label=f"{r.name} ({r.label})")
-    ax.set(xlabel="epoch", ylabel="test accuracy", title=f"{family.name}: test accuracy")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    out.append(save(fig, family_dir / "curves.png"))
 
-    # dead units per layer per run, and the per-layer decay coefficients of each run
-    layers = list(configs[done[0].name]["layers"])
-    width = 0.8 / len(done)
-    fig, (a1, a2) = subplots(2, 1, figsize=(10, 7), sharex=True)
-    for i, r in enumerate(done):
-        dead = (summaries[r.name].get("dead_units") or {}).get("1e-09", {})
-        pos = np.arange(len(layers)) + (i - (len(done) - 1) / 2) * width
-        a1.bar(pos, [dead.get(k, (0, 0))[0] for k in layers], width, label=r.name)
-        table = configs[r.name]["layers"]
-        a2.plot(range(len(layers)), [table[k]["coefficient"] for k in layers], "o-",
-                label=f"{r.name} ({r.label})")
-    a1.set(ylabel="dead input units (< 1e-9)", title=f"{family.name}: dead units")
-    a1.legend(fontsize=7, ncol=3)
-    a2.set(ylabel="decay coefficient (kernel)", yscale="log",
-           title="per-layer decay coefficient")
-    a2.set_xticks(range(len(layers)), layers, rotation=45)
-    a2.grid(alpha=0.3)
-    a2.legend(fontsize=7, ncol=3)
-    out.append(save(fig, family_dir / "dead_units_and_coefficients.png"))
-    return out
+def mean_band(ax: Axes, x: Sequence[float], samples: np.ndarray, label: str,
+              confidence: float = stats.CONFIDENCE, **kwargs) -> Any:
+    """The mean over seeds (rows of `samples`) as a line, its t interval as a shaded band."""
+    mean, low, high = stats.band(samples, confidence)
+    (line,) = ax.plot(x, mean, label=label, **kwargs)
+    if samples.shape[0] > 1:
+        ax.fill_between(x, low, high, color=line.get_color(), alpha=0.2, lw=0)
+    return line
+
+
+def say_instead(ax: Axes, text: str) -> None:
+    """Replace an empty panel's axis by a sentence saying why it is empty."""
+    ax.set_yticks([])
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=11,
+            color="#555555")
 
 
 # ------------------------------------------------------------------ topographic grouping

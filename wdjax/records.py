@@ -1,6 +1,7 @@
 """Run records on disk: atomic files, JSON lines, run-name checks and locks.
 
-A run lives in ``<out>/<name>/``::
+A run lives in ``<out>/<name>/`` (one seed), or its seeds each in ``<out>/<name>/seed<k>/``
+(see `seed_dirs`)::
 
     config.json     the full config, versions, device and per-layer decay coefficients
     metrics.jsonl   one line per epoch
@@ -29,6 +30,8 @@ from typing import Any
 import numpy as np
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]*")
+_SEED_DIR = re.compile(r"seed(0|[1-9][0-9]*)")
+RECORD_FILES = ("config.json", "metrics.jsonl", "summary.json")
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 _FILE_MODE = 0o666 & ~_UMASK  # what open() would give a new file
@@ -151,6 +154,28 @@ def run_state(run_dir: Path) -> str:
     if not run_dir.exists() or not any(not p.name.startswith(".") for p in run_dir.iterdir()):
         return "new"
     return "finished" if (run_dir / "summary.json").exists() else "partial"
+
+
+def seed_dir(run_dir: str | os.PathLike, seed_index: int) -> Path:
+    """Where seed `seed_index` (0, 1, ...) of a multi-seed run keeps its records."""
+    return Path(run_dir) / f"seed{seed_index}"
+
+
+def seed_dirs(run_dir: str | os.PathLike) -> list[Path]:
+    """The record directories of a run's seeds, in seed order.
+
+    A run directory holding records itself (any of `RECORD_FILES`) is one seed: ``[run_dir]``.
+    Otherwise its ``seed0/``, ``seed1/``, ... subdirectories, ordered by number (``seed10``
+    after ``seed9``); none (or no such directory) gives ``[]``.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return []
+    if any((run_dir / f).exists() for f in RECORD_FILES):
+        return [run_dir]
+    found = [(int(m[1]), p) for p in run_dir.iterdir()
+             if p.is_dir() and (m := _SEED_DIR.fullmatch(p.name))]
+    return [p for _, p in sorted(found)]
 
 
 @contextlib.contextmanager

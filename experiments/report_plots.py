@@ -1,0 +1,150 @@
+"""A sweep's pictures, drawn from its runs' records over seeds (registry-aware).
+
+Figures are plain matplotlib Figures (`wdjax.plots.subplots`); no pyplot state is touched.
+Where a run has several seeds, points are means with 95% t intervals and each seed is a
+faint dot; curves are means with a shaded interval.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib.ticker
+import numpy as np
+from matplotlib.axes import Axes
+
+from experiments import registry
+from wdjax import plots, seed_records
+
+NO_DEAD_UNITS = "no dead units (threshold 1e-9)"
+
+
+def _notebook_series(ax: Axes, runs: Sequence[registry.Run]) -> None:
+    """The notebook's numbers, one series per epoch at which they were taken."""
+    by_epoch: dict[int | None, list[tuple[float, float]]] = {}
+    for r in runs:
+        if r.reported.test_accuracy is not None:
+            by_epoch.setdefault(r.reported.epoch, []).append((r.value, r.reported.test_accuracy))
+    for epoch, pts in sorted(by_epoch.items(), key=lambda kv: (kv[0] is None, kv[0] or 0)):
+        when = "epoch unknown" if epoch is None else f"epoch {epoch}"
+        style = "k^:" if epoch == registry.NOTEBOOK_EPOCHS else "kx" if epoch is None else "kv"
+        ax.plot(*zip(*sorted(pts), strict=True), style, label=f"notebook ({when}, base 32)")
+
+
+def _reference_line(ax: Axes, reference: seed_records.SeedGroup | None) -> None:
+    """The reference run's mean final test accuracy, with its interval shaded."""
+    finals = reference.values("final_test_accuracy") if reference is not None else []
+    if not finals:
+        return
+    (row,) = seed_records.compare([reference], 0)
+    ax.axhline(row["test_accuracy"], color="#777777", ls="-.", lw=0.9,
+               label=f"reference {reference.run_dir.name} (final)")
+    if row["test_accuracy_low"] is not None:
+        ax.axhspan(row["test_accuracy_low"], row["test_accuracy_high"], color="#777777",
+                   alpha=0.12, lw=0)
+
+
+def accuracy_figure(family: registry.Family, done: Sequence[registry.Run],
+                    groups: dict[str, seed_records.SeedGroup], runs: Sequence[registry.Run],
+                    same_protocol: bool, reference: seed_records.SeedGroup | None):
+    """Final and best test accuracy against the varied value, notebook numbers beside."""
+    fig, ax = plots.subplots(figsize=(7, 4.2))
+    xs = [r.value for r in done]
+    rows = seed_records.compare([groups[r.name] for r in done], None)
+    for key, fmt, label in (("test_accuracy", "o-", "final"), ("best_test_accuracy", "s--",
+                                                                 "best")):
+        bars = plots.interval_errorbar(
+            ax, xs, [row[key] for row in rows], [row[f"{key}_low"] for row in rows],
+            [row[f"{key}_high"] for row in rows], fmt, f"{label} (mean, 95% interval)")
+        samples = [[v for v in groups[r.name].values(key) if v is not None] for r in done]
+        plots.seed_dots(ax, xs, samples, bars.lines[0].get_color())
+    _reference_line(ax, reference)
+    if any(r.reported.test_accuracy is not None for r in runs):
+        nb_ax = ax if same_protocol else ax.twinx()
+        _notebook_series(nb_ax, runs)
+        if nb_ax is not ax:
+            nb_ax.set_ylabel("notebook test accuracy")
+            nb_ax.legend(loc="lower right", fontsize=7)
+    if family.varies == "optimizer":
+        ax.set_xticks(xs, [r.label for r in done])
+    elif family.log_scale:
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set(xlabel=family.varies, ylabel="test accuracy",
+           title=f"{family.name}: {family.optimizer} (dots: seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return fig
+
+
+def curves_figure(family: registry.Family, done: Sequence[registry.Run],
+                  groups: dict[str, seed_records.SeedGroup]):
+    """Test accuracy per epoch: the mean over seeds, the 95% interval shaded."""
+    fig, ax = plots.subplots(figsize=(7, 4.2))
+    for r in done:
+        per_seed = groups[r.name].metrics()
+        length = min(len(rows) for rows in per_seed)  # the epochs every seed has
+        if not length:
+            continue
+        samples = np.array([[m["test_accuracy"] for m in rows[:length]] for rows in per_seed])
+        plots.mean_band(ax, [m["epoch"] for m in per_seed[0][:length]], samples,
+                        f"{r.name} ({r.label}), n={len(per_seed)}")
+    ax.set(xlabel="epoch", ylabel="test accuracy",
+           title=f"{family.name}: test accuracy (mean over seeds, 95% interval)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return fig
+
+
+def dead_units_figure(family: registry.Family, done: Sequence[registry.Run],
+                      groups: dict[str, seed_records.SeedGroup]):
+    """Mean dead input units per layer over seeds, and each run's decay coefficients."""
+    configs = {r.name: groups[r.name].configs() for r in done}
+    layers = list(configs[done[0].name][0]["layers"])
+    width = 0.8 / len(done)
+    fig, (a1, a2) = plots.subplots(2, 1, figsize=(10, 7), sharex=True)
+    any_dead = False
+    for i, r in enumerate(done):
+        per_seed = groups[r.name].dead_units()
+        mean = [float(np.mean([d.get(k, 0) for d in per_seed])) for k in layers]
+        any_dead |= any(mean)
+        pos = np.arange(len(layers)) + (i - (len(done) - 1) / 2) * width
+        a1.bar(pos, mean, width, label=r.name)
+        coef = [np.mean([c["layers"][k]["coefficient"] for c in configs[r.name]]) for k in layers]
+        a2.plot(range(len(layers)), coef, "o-", label=f"{r.name} ({r.label})")
+    a1.set(title=f"{family.name}: dead units (mean over seeds)")
+    if any_dead:
+        a1.set_ylabel("dead input units (< 1e-9)")
+        a1.legend(fontsize=7, ncol=3)
+    else:
+        plots.say_instead(a1, NO_DEAD_UNITS)
+    a2.set(ylabel="decay coefficient (kernel)", yscale="log", title="per-layer decay coefficient")
+    a2.set_xticks(range(len(layers)), layers, rotation=45)
+    a2.grid(alpha=0.3)
+    a2.legend(fontsize=7, ncol=3)
+    return fig
+
+
+def sweep_pictures(family: registry.Family, runs: Sequence[registry.Run],
+                   family_dir: str | os.PathLike, same_protocol: bool = False,
+                   reference: seed_records.SeedGroup | None = None) -> list[Path]:
+    """accuracy_vs_<param>.png, curves.png and dead_units_and_coefficients.png for a sweep.
+
+    Each run's finished seeds are read from ``family_dir/<run>/``. Unless `same_protocol`
+    (a full-scale sweep), the notebook's numbers get their own y axis: a preview is not on
+    the same scale. `reference`, when given, is drawn as a horizontal line.
+    """
+    family_dir = Path(family_dir)
+    groups = {r.name: seed_records.load(family_dir / r.name) for r in runs}
+    done = [r for r in runs if groups[r.name].n]
+    if not done:
+        return []
+    return [
+        plots.save(accuracy_figure(family, done, groups, runs, same_protocol, reference),
+                   family_dir / f"accuracy_vs_{family.varies}.png"),
+        plots.save(curves_figure(family, done, groups), family_dir / "curves.png"),
+        plots.save(dead_units_figure(family, done, groups),
+                   family_dir / "dead_units_and_coefficients.png"),
+    ]
