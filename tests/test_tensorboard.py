@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import sys
+import types
 
 import pytest
 
@@ -10,6 +12,9 @@ from wdjax import records
 from wdjax import tensorboard as tb
 
 pytest.importorskip("tensorboardX", reason="tensorboardX absent: pip install -e '.[dev]'")
+# TensorBoard's switch for its own TF stub (its "no_tensorflow" build): reading events then
+# skips importing TensorFlow, several seconds where TF is installed.
+sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
 event_accumulator = pytest.importorskip(
     "tensorboard.backend.event_processing.event_accumulator",
     reason="tensorboard absent: pip install -e '.[dev]'")
