@@ -191,6 +191,23 @@ def test_check_address_connects_or_says_why(monkeypatch):
         release.set()
 
 
+def test_check_address_keeps_one_deadline_over_all_addresses(monkeypatch):
+    addresses = [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (f"192.0.2.{i}", 443))
+                 for i in (1, 2)]
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: addresses)
+    tried = []
+
+    def blackhole(sock, address):  # a dropped SYN: silence until the socket's timeout
+        tried.append(address[0])
+        time.sleep(sock.gettimeout())
+        raise TimeoutError("timed out")
+
+    monkeypatch.setattr(socket.socket, "connect", blackhole)
+    with pytest.raises(OSError, match=r"192.0.2.1: TimeoutError.*no answer within 0.2 s"):
+        tfds_source.check_address("example.org", 443, timeout=0.2)
+    assert tried == ["192.0.2.1"]  # the first address used the whole budget
+
+
 def test_download_addresses_follow_proxies(monkeypatch):
     for var in ("https_proxy", "http_proxy", "no_proxy", "HTTPS_PROXY", "HTTP_PROXY",
                 "NO_PROXY", "all_proxy", "ALL_PROXY"):

@@ -4,7 +4,7 @@ Loading goes through the dataset's builder:
 
 1. When the dataset is not prepared in the TFDS data directory (``$TFDS_DATA_DIR``, else
    ``~/tensorflow_datasets``), the hosts it downloads from are checked first: a name lookup
-   and a TCP connect, :data:`HOST_TIMEOUT_S` each. An offline machine gets one line within
+   and a TCP connect, :data:`HOST_TIMEOUT_S` at most. An offline machine gets one line within
    seconds, before TensorFlow is even imported, instead of after TFDS's download retries
    (about 3.5 minutes for CIFAR-10). A prepared dataset is never checked.
 2. Each split is read as a stream of batches and concatenated on the host. Reading a split
@@ -19,6 +19,7 @@ import hashlib
 import importlib.util
 import socket
 import threading
+import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterable
@@ -28,7 +29,7 @@ import numpy as np
 
 from wdjax.sources.common import ARRAY_KEYS, FOLDER_FORM, SPLITS, DataError, Dataset, make_dataset
 
-HOST_TIMEOUT_S = 4.0  # per lookup and per connect; a reachable host answers in milliseconds
+HOST_TIMEOUT_S = 6.0  # lookup and connect per host; a reachable host answers in milliseconds
 READ_BATCH = 10_000  # examples per streamed batch (30 MB of CIFAR images)
 _NO_TF_NEEDED = f"a {FOLDER_FORM} source needs neither TensorFlow nor a download"
 
@@ -109,11 +110,17 @@ def _resolve(host: str, port: int, timeout: float) -> list[tuple]:
 
 
 def check_address(host: str, port: int, timeout: float = HOST_TIMEOUT_S) -> None:
-    """OSError (one line) unless `host` resolves and accepts a TCP connection on `port`."""
+    """OSError (one line) unless `host` resolves and accepts a TCP connection on `port`,
+    all within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
     errors = []
     for family, kind, proto, _, address in _resolve(host, port, timeout):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            errors.append(f"no answer within {timeout:g} s")
+            break
         with socket.socket(family, kind, proto) as sock:
-            sock.settimeout(timeout)
+            sock.settimeout(left)
             try:
                 sock.connect(address)
                 return
