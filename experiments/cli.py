@@ -159,7 +159,8 @@ def run_main(main: Callable[[Sequence[str] | None], int],
             code = main(argv)
     except (UsageError, DataError, RunError, ValueError) as err:
         prog = "wdjax"
-        print(f"{prog}: error: {' '.join(str(err).split())}", file=sys.stderr)
+        hint = _data_option_hint(err) if isinstance(err, DataError) else ""
+        print(f"{prog}: error: {' '.join(str(err).split())}{hint}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt as err:
         signum = getattr(err, "signum", signal.SIGINT)
@@ -171,6 +172,14 @@ def run_main(main: Callable[[Sequence[str] | None], int],
         for s, h in handlers.items():
             signal.signal(s, h)
     sys.exit(code)
+
+
+def _data_option_hint(err: Exception) -> str:
+    """Which option sets the input a DataError blames (the library names none)."""
+    options = {"source": "--data or $WDJAX_DATA", "train_subset": "--train-subset",
+               "test_subset": "--test-subset"}
+    option = options.get(getattr(err, "subject", None))
+    return f" (set by {option})" if option else ""
 
 
 def _finish_checkpoints() -> None:

@@ -732,9 +732,8 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(case, command, extra, 
     assert _snapshot(out_dir) == before
 
 
-def test_no_tensorflow_is_one_line(tmp_path, capsys):
-    if data._tensorflow_available():
-        pytest.skip("TensorFlow is installed here")
+def test_no_tensorflow_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorflow", None)  # unimportable even where installed
     out = tmp_path / "out"
     code, _, err = _main(train_cli.main, ["--name", "x", "--data", "tfds:cifar10", "--out",
                                           str(out)], capsys)

@@ -5,7 +5,8 @@
 * `wdjax.labels` -- label, coefficient and multiplier trees (which tensor gets what);
 * `wdjax.schemes` -- the named optimisers of the original experiments;
 * `wdjax.models` -- the declarative Flax VGG;
-* `wdjax.data`, `wdjax.train`, `wdjax.analysis`, `wdjax.plots` -- the training system.
+* `wdjax.data` (its sources in `wdjax.sources`), `wdjax.batches`, `wdjax.train`,
+  `wdjax.analysis`, `wdjax.plots`, `wdjax.tensorboard` -- the training system.
 """
 
 __version__ = "0.1.0"

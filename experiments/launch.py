@@ -1,0 +1,213 @@
+"""A sweep as one SLURM job array, through submitit (``pip install 'wdjax[cluster]'``).
+
+Each array task trains one group of configs (one run, or runs vmapped together) with
+`wdjax.train.train` into the same ``<out>/<family>/<run>/`` tree as a local sweep:
+
+    jobs = submit(groups, family_dir, Resources(partition="gpu", gpus_per_task=1))
+    wait(jobs, configs, family_dir)   # prints progress as runs finish
+
+Resuming is the local rule: finished runs are skipped, and an unfinished one continues from
+its last epoch checkpoint, whether the sweep is submitted again or SLURM requeues a task it
+preempted or timed out (the task is submitit-checkpointable). The data are loaded once in
+the submitting process before anything is queued (a TFDS download, the folder cache), so
+a bad source fails here and the tasks only read. submitit's own logs and pickles go to
+``<family>/_jobs/<job id>/``. With ``nodes > 1`` every task spans several hosts: it calls
+``jax.distributed.initialize()`` (which reads the SLURM environment) before training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from wdjax import records
+from wdjax.train import Config
+
+CLUSTERS = ("slurm", "local")  # local: submitit's LocalExecutor (same jobs, local processes)
+JOBS_SUBDIR = "_jobs"  # not a valid run name, so never a run's directory
+# "SomeError: message", the last line of a Python traceback.
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b.*")
+
+
+@dataclasses.dataclass(frozen=True)
+class Resources:
+    """What each array task asks for, and how many run at once."""
+
+    partition: str | None = None  # None: the cluster's default partition
+    gpus_per_task: int = 1  # per host
+    cpus_per_task: int | None = None  # None: the cluster's default
+    timeout_min: int = 24 * 60
+    max_parallel: int | None = None  # array tasks running at once; None: all
+    nodes: int = 1  # hosts per task; > 1 joins them with jax.distributed
+
+    def validate(self) -> Resources:
+        """ValueError (one line) naming the first bad field and what is allowed."""
+        for name, low in (("gpus_per_task", 0), ("cpus_per_task", 1), ("timeout_min", 1),
+                          ("max_parallel", 1), ("nodes", 1)):
+            value = getattr(self, name)
+            optional = name in ("cpus_per_task", "max_parallel")
+            if (value is None and optional) or (
+                    isinstance(value, int) and not isinstance(value, bool) and value >= low):
+                continue
+            raise ValueError(f"{name} must be an integer >= {low}"
+                             f"{' or unset' if optional else ''}, got {value!r}")
+        if self.partition is not None and not self.partition.strip():
+            raise ValueError("partition must be a SLURM partition name or unset, got ''")
+        return self
+
+
+def executor_parameters(n_tasks: int, resources: Resources, name: str) -> dict[str, Any]:
+    """The ``update_parameters`` keywords of a submitit ``AutoExecutor`` for one array of
+    `n_tasks` tasks (``slurm_*`` keys are ignored by the local executor)."""
+    resources.validate()
+    if n_tasks < 1:
+        raise ValueError(f"a job array needs at least one task, got {n_tasks}")
+    params: dict[str, Any] = dict(
+        name=name, timeout_min=resources.timeout_min, nodes=resources.nodes,
+        tasks_per_node=1,  # one process per host; JAX drives all of the host's GPUs
+        gpus_per_node=resources.gpus_per_task,
+        slurm_array_parallelism=min(resources.max_parallel or n_tasks, n_tasks),
+    )
+    if resources.cpus_per_task is not None:
+        params["cpus_per_task"] = resources.cpus_per_task
+    if resources.partition is not None:
+        params["slurm_partition"] = resources.partition
+    return params
+
+
+def is_finished(config: Config, family_dir: Path) -> bool:
+    """Whether `config`'s run has results recorded with exactly this config."""
+    from wdjax.train import same_config
+
+    run_dir = family_dir / config.name
+    return records.run_state(run_dir) == "finished" and same_config(run_dir, config)
+
+
+class GroupTask:
+    """The job of one array task: train its group's unfinished runs into `family_dir`.
+
+    A top-level, picklable callable. submitit calls :meth:`checkpoint` when SLURM preempts
+    the task or its time runs out, and requeues it; the trainer then resumes every run from
+    its last epoch checkpoint.
+    """
+
+    def __init__(self, *, distributed: bool = False, force: bool = False,
+                 train_options: Mapping[str, Any] | None = None) -> None:
+        self.distributed = distributed
+        self.force = force
+        self.train_options = dict(train_options or {})  # more `train` keywords
+
+    def __call__(self, group: Sequence[Config], family_dir: str) -> list[str]:
+        """Train what is unfinished in `group`; return the names trained."""
+        if self.distributed:
+            import jax
+
+            jax.distributed.initialize()  # coordinator, process ids: from SLURM's variables
+        from experiments import cli
+
+        cli.enable_compilation_cache()  # tasks of one array share compiled programs
+        family = Path(family_dir)
+        todo = [c for c in group if self.force or not is_finished(c, family)]
+        if todo:
+            self.train(todo, family)
+        return [c.name for c in todo]
+
+    def train(self, todo: list[Config], family_dir: Path) -> None:
+        """One `wdjax.train.train` call on the group (its dataset loaded in this task)."""
+        from wdjax.train import train
+
+        train(todo, family_dir, force=self.force, progress=False, **self.train_options)
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
+        """Requeue the same call (submitit's preemption/timeout hook)."""
+        from submitit.helpers import DelayedSubmission
+
+        return DelayedSubmission(self, *args, **kwargs)
+
+
+def _submitit() -> Any:
+    try:
+        import submitit
+    except ImportError:
+        raise ValueError("a cluster launch needs submitit: pip install 'wdjax[cluster]'") from None
+    return submitit
+
+
+def submit(groups: Sequence[Sequence[Config]], family_dir: str | Path, resources: Resources,
+           *, cluster: str = "slurm", data_spec: str | None = None,
+           task: GroupTask | None = None, echo: Callable[[str], None] = print) -> list[Any]:
+    """Submit one job array, one task per group that has an unfinished run; return its jobs.
+
+    `data_spec` (default: the first config's ``data``) is loaded once here first. Runs that
+    exist with another config are refused here too, before anything is queued.
+    """
+    if cluster not in CLUSTERS:
+        raise ValueError(f"unknown cluster {cluster!r}; valid: {', '.join(CLUSTERS)}")
+    submitit = _submitit()
+    family_dir = records.check_writable(family_dir)
+    groups = [list(g) for g in groups]
+    force = bool(task and task.force)
+    todo = [g for g in groups if force or not all(is_finished(c, family_dir) for c in g)]
+    if not todo:
+        echo(f"all {sum(map(len, groups))} run(s) in {family_dir} are finished")
+        return []
+    _prepare(todo, family_dir, data_spec, force=force)
+    executor = submitit.AutoExecutor(folder=family_dir / JOBS_SUBDIR / "%j", cluster=cluster)
+    executor.update_parameters(**executor_parameters(len(todo), resources,
+                                                     f"wdjax-{family_dir.name}"))
+    task = task or GroupTask(distributed=resources.nodes > 1)
+    jobs = executor.map_array(task, todo, [str(family_dir)] * len(todo))
+    array_id = str(jobs[0].job_id).split("_")[0]
+    echo(f"submitted job {array_id}: {len(todo)} task(s), {sum(map(len, todo))} run(s); "
+         f"logs in {family_dir / JOBS_SUBDIR}")
+    return jobs
+
+
+def _prepare(groups: list[list[Config]], family_dir: Path, data_spec: str | None,
+             force: bool) -> None:
+    """Refuse conflicting runs and load the data once, before anything is queued."""
+    from wdjax import data
+    from wdjax.train import prepare_run_dir
+
+    if not force:
+        for c in (c for g in groups for c in g if not is_finished(c, family_dir)):
+            prepare_run_dir(family_dir, c, force=False)
+    first = groups[0][0]
+    data.load(data_spec or first.data, train_subset=first.train_subset,
+              test_subset=first.test_subset)
+
+
+def wait(jobs: Sequence[Any], configs: Sequence[Config], family_dir: str | Path, *,
+         poll_s: float = 15.0, echo: Callable[[str], None] = print) -> list[str]:
+    """Block until every job ends, echoing each run as it finishes; return the names of the
+    runs still unfinished. A failed task is a one-line RunError naming its log folder."""
+    family_dir = Path(family_dir)
+    seen: set[str] = set()
+    while True:
+        all_done = all(job.done() for job in jobs)  # before looking, so nothing is missed
+        for c in configs:
+            if c.name not in seen and is_finished(c, family_dir):
+                seen.add(c.name)
+                echo(f"finished {c.name} ({len(seen)}/{len(configs)})")
+        if all_done:
+            break
+        time.sleep(poll_s)
+    failed = [(job, error) for job in jobs if (error := job.exception()) is not None]
+    if failed:
+        job, error = failed[0]
+        raise records.RunError(
+            f"{len(failed)} of {len(jobs)} task(s) failed (job {job.job_id}: "
+            f"{_last_exception_line(error)}); logs in {family_dir / JOBS_SUBDIR}; submit the "
+            "sweep again to resume them")
+    return [c.name for c in configs if c.name not in seen]
+
+
+def _last_exception_line(error: BaseException) -> str:
+    """The task's own exception from submitit's error (which wraps the remote traceback)."""
+    lines = [ln.strip() for ln in str(error).splitlines()]
+    raised = [ln for ln in lines if _EXCEPTION_LINE.match(ln)]
+    return raised[-1] if raised else f"{type(error).__name__}: {lines[0] if lines else ''}"
