@@ -496,7 +496,7 @@ def test_diverging_run_is_recorded_and_the_sweep_continues(sweep_reference):
         ("exp1", "True", "True"), ("exp2", "False", "True")]
     md = sweep_reference["md"]
     assert "- exp1: 10000 -> " in md and " diverged" in md.split("- exp1:")[1].split("\n")[0]
-    assert "| exp1 | 10000 |" in md and "| yes |" in md.split("| exp1 |")[1].split("\n")[0]
+    assert "| exp1 | 10000 |" in md and "| yes |" in md.split("| exp1 |")[-1].split("\n")[0]
     assert "| yes |" not in md.split("| exp2 |")[1].split("\n")[0]
 
 

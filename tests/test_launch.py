@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments import launch, registry, scales, sweep
+from experiments import launch, registry, report, scales, sweep
 from wdjax import data, records
 from wdjax.train import Config, train
 
@@ -53,7 +53,7 @@ def family_configs(data_spec: str) -> tuple[registry.Family, list, list[Config]]
 
 
 def table(family, runs, family_dir: Path) -> str:
-    sweep.write_results(family, runs, family_dir, "quick")
+    report.write_results(family, runs, family_dir, "quick")
     return (family_dir / "summary.csv").read_text()
 
 
