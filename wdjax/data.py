@@ -41,7 +41,7 @@ _ARCHIVE_EXTS = (".tar.gz", ".tgz", ".tar")
 # Bump when the decoded content or the cache layout changes, so old caches are not reused.
 _CACHE_VERSION = 1
 _ARRAY_KEYS = ("train_images", "train_labels", "test_images", "test_labels")
-_FOLDER_HINT = "folder:PATH to an image folder or .tar.gz archive of train/<class>/ and test/<class>/ images"
+_FOLDER_HINT = "folder:PATH"
 _ALLOWED_FORMS = (
     "use tfds:NAME (e.g. tfds:cifar10) or folder:PATH (a directory or .tar.gz/.tgz/.tar "
     "archive holding train/<class>/ and test/<class>/ image folders)"
