@@ -21,20 +21,63 @@ PyTree = Any
 DEAD_THRESHOLDS = (1e-20, 1e-9, 1e-5)
 
 
-def model_utilization(params: PyTree, threshold: float = 1e-20) -> dict[str, tuple[int, int]]:
-    """Dead input units per conv layer: ``{layer: (dead, total)}`` (REFERENCE section 9).
+def model_utilization(params: PyTree, layers: Any,
+                      threshold: float = 1e-20) -> dict[str, tuple[int, int]]:
+    """Dead input units per weight layer: ``{layer: (dead, total)}`` (REFERENCE section 9).
 
-    For a kernel ``W`` (Flax HWIO; PyTorch's ``W[out, in, kh, kw]``), ``s[j]`` is the mean
-    of ``|W|`` over out, kh, kw; input unit ``j`` is dead when ``s[j] < threshold``.
+    For a kernel ``W`` (Flax HWIO or IO; PyTorch's ``W[out, in, kh, kw]``), ``s[j]`` is the
+    mean of ``|W|`` over every axis but the input one; input unit ``j`` is dead when
+    ``s[j] < threshold``. `layers` is the model's layer table (`wdjax.layers`) or the VGG's
+    layer list.
     """
+    from wdjax import labels
+
     out = {}
-    for layer, sub in params.items():
-        kernel = sub.get("conv", {}).get("kernel") if isinstance(sub, dict) else None
-        if kernel is None:
-            continue
-        s = np.abs(np.asarray(kernel)).mean(axis=(0, 1, 3))
-        out[layer] = (int((s < threshold).sum()), int(s.size))
+    for layer in labels.table(params, layers):
+        kernel = params
+        for key in layer.kernel:
+            kernel = kernel[key]
+        kernel = np.abs(np.asarray(kernel))
+        s = kernel.mean(axis=tuple(i for i in range(kernel.ndim) if i != kernel.ndim - 2))
+        out[layer.name] = (int((s < threshold).sum()), int(s.size))
     return out
+
+
+def picture_layers(layers: Any) -> list[str]:
+    """The layers whose outputs are drawn: the first at each depth, and the last.
+
+    For the VGG that is the original's list: conv1_1, conv2_1, ..., conv5_1, fc6, logit.
+    """
+    names, depths = [], set()
+    for layer in layers:
+        if layer.depth not in depths:
+            depths.add(layer.depth)
+            names.append(layer.name)
+    last = layers.layers[-1].name
+    return names if last in names else [*names, last]
+
+
+def unit_outputs(model: Any, variables: PyTree, images: jax.Array, names: list[str],
+                 preprocess: Any, batch: int = 1000) -> dict[str, np.ndarray]:
+    """Flattened outputs of the modules at paths `names` over `images`, in evaluation mode."""
+    wanted = set(names)
+
+    @jax.jit
+    def capture(x):
+        _, inter = model.apply(variables, preprocess(x), train=False,
+                               capture_intermediates=lambda m, _: "/".join(m.path) in wanted)
+        found = {}
+        for path, leaf in jax.tree_util.tree_leaves_with_path(inter["intermediates"]):
+            keys = [str(getattr(k, "key", k)) for k in path]
+            if "__call__" in keys:
+                found["/".join(keys[:keys.index("__call__")])] = leaf
+        return found
+
+    outs: dict[str, list] = {}
+    for i in range(0, len(images), batch):
+        for k, v in jax.device_get(capture(images[i:i + batch])).items():
+            outs.setdefault(k, []).append(np.asarray(v).reshape(-1))
+    return {k: np.concatenate(outs[k]) for k in names if k in outs}
 
 
 def leaf_name(path: tuple) -> str:

@@ -1,85 +1,96 @@
 """Label, coefficient and multiplier trees: *which* tensor gets *what* decay.
 
-Every function here returns a pytree shaped like the params tree (or a per-layer dict that
-`per_layer` spreads onto it), so the results feed `wdjax.decay` transforms and Optax's
-``optax.partition`` / ``optax.masked`` directly. Layers are the params tree's top-level keys
-(``conv1_1`` ... ``logit``); all parameters of a layer (kernel, bias, BN scale and shift)
-share its label, as the original grouped them.
+Every tree builder here takes the params tree and a layer table (`wdjax.layers.LayerTable`,
+from `trace_layers` for any Flax model, or the VGG's layer list, which is converted with
+`wdjax.layers.conf_layers`) and returns a tree shaped like params, ready for `wdjax.decay`
+transforms and Optax's ``optax.partition`` / ``optax.masked``. All parameters a layer owns
+(kernel, bias, its normalisation's scale and shift) share its label, as the original grouped
+them.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
 import numpy as np
 
-from wdjax.models import Conf, layer_kind, weight_layers
+from wdjax.layers import LayerTable, conf_layers, trace_layers
 
 PyTree = Any
+Layers = LayerTable | Sequence  # a table, or the VGG's layer list
+
+__all__ = [
+    "early_layers", "kernel_only", "kind_labels", "last_layers", "layer_labels", "per_layer",
+    "sample_variance", "table", "topographic_distance", "topographic_multiplier",
+    "trace_layers", "unit_cells", "variance_inverse_coefficients", "variance_inverse_factors",
+]
 
 
-def layer_labels(params: PyTree) -> PyTree:
-    """Each leaf labelled with its layer name (its top-level key)."""
-    return {layer: jax.tree.map(lambda _, name=layer: name, sub) for layer, sub in params.items()}
+def table(params: PyTree, layers: Layers) -> LayerTable:
+    """`layers` as a `LayerTable` (a VGG layer list is converted against `params`)."""
+    return layers if isinstance(layers, LayerTable) else conf_layers(layers, params)
 
 
-def per_layer(params: PyTree, values: Mapping[str, Any], default: Any = None) -> PyTree:
-    """Spread one value per layer onto every leaf of that layer.
+def _path(path: tuple) -> tuple[str, ...]:
+    return tuple(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
 
-    Layers missing from `values` get `default`; a missing layer with no default is an error,
-    so a typo in a layer name cannot silently drop a coefficient.
+
+def layer_labels(params: PyTree, layers: Layers) -> PyTree:
+    """Each leaf labelled with the name of the layer owning it (``None`` if none does)."""
+    owners = table(params, layers).owners()
+    return jax.tree_util.tree_map_with_path(lambda p, _: owners.get(_path(p)), params)
+
+
+def per_layer(params: PyTree, layers: Layers, values: Mapping[str, Any],
+              default: Any = None) -> PyTree:
+    """Spread one value per layer onto every leaf that layer owns.
+
+    Leaves of layers missing from `values`, and leaves no layer owns, get `default`; with no
+    default that is an error, so a typo in a layer name cannot silently drop a coefficient.
     """
-    unknown = set(values) - set(params)
+    tab = table(params, layers)
+    unknown = set(values) - set(tab.names)
     if unknown:
-        raise ValueError(f"unknown layers {sorted(unknown)}; params have {sorted(params)}")
-    out = {}
-    for layer, sub in params.items():
+        raise ValueError(f"unknown layers {sorted(unknown)}; the model has {tab.names}")
+    owners = tab.owners()
+
+    def value(path, _):
+        layer = owners.get(_path(path))
         if layer not in values and default is None:
-            raise ValueError(f"no value for layer {layer!r} and no default")
-        value = values.get(layer, default)
-        out[layer] = jax.tree.map(lambda _, v=value: v, sub)
-    return out
+            raise ValueError(f"no value for parameter {'/'.join(_path(path))} (layer "
+                             f"{layer}) and no default")
+        return values.get(layer, default)
+
+    return jax.tree_util.tree_map_with_path(value, params)
 
 
-def kernel_only(params: PyTree, values: Mapping[str, Any], default: Any = None) -> PyTree:
-    """Like `per_layer`, but only the conv kernel of a listed layer gets its value.
+def kernel_only(params: PyTree, layers: Layers, values: Mapping[str, Any],
+                default: Any = None) -> PyTree:
+    """Like `per_layer`, but only the kernel of a listed layer gets its value.
 
     Other leaves get `default` (``None`` means "no multiplier" for `wdjax.decay`).
     """
-    out = {}
-    for layer, sub in params.items():
-        out[layer] = {
-            mod: {leaf: (values[layer] if mod == "conv" and leaf == "kernel" and layer in values
-                         else default) for leaf in leaves}
-            for mod, leaves in sub.items()
-        }
-    return out
+    kernels = {layer.kernel: layer.name for layer in table(params, layers)}
+    return jax.tree_util.tree_map_with_path(
+        lambda p, _: values.get(kernels.get(_path(p)), default), params)
 
 
-def kind_labels(params: PyTree, l1_layers: set[str] | list[str] = ()) -> PyTree:
+def kind_labels(params: PyTree, layers: Layers, l1_layers: Sequence[str] = ()) -> PyTree:
     """``'l1'`` for every parameter of the layers in `l1_layers`, ``'l2'`` elsewhere."""
-    return per_layer(params, {layer: "l1" for layer in l1_layers}, default="l2")
+    return per_layer(params, layers, {name: "l1" for name in l1_layers}, default="l2")
 
 
-def early_layers(conf: Conf) -> list[str]:
-    """Weight layers before the last conv block (the original's L1 group for ``SGDL1``).
-
-    The last conv block is what follows the second-to-last pool; for the default VGG that
-    leaves conv1_1 .. conv4_2 here, and conv5_*, fc6, logit outside.
-    """
-    pools = [i for i, (name, _) in enumerate(conf) if layer_kind(name) == "pool"]
-    if len(pools) < 2:
-        return []
-    cut = pools[-2]
-    return [name for name in weight_layers(conf[:cut])]
+def early_layers(params: PyTree, layers: Layers) -> list[str]:
+    """The early layers (the original's L1 group for ``SGDL1``): `LayerTable.early`."""
+    return [layer.name for layer in table(params, layers).early()]
 
 
-def last_layers(conf: Conf, k: int) -> list[str]:
-    """The last `k` weight layers (``k=1``: logit; ``k=2``: fc6 and logit)."""
-    return weight_layers(conf)[-k:] if k > 0 else []
+def last_layers(params: PyTree, layers: Layers, k: int) -> list[str]:
+    """The last `k` layers in call order (``k=1``: logit; ``k=2``: fc6 and logit)."""
+    return [layer.name for layer in table(params, layers).last(k)]
 
 
 def sample_variance(x: Any) -> float:
@@ -87,31 +98,32 @@ def sample_variance(x: Any) -> float:
     return float(np.var(np.asarray(x, dtype=np.float64), ddof=1))
 
 
-def variance_inverse_factors(params: PyTree, conf: Conf, dup_mult: float) -> dict[str, float]:
-    """Per-layer ``s / Var(kernel)``: the variance-inverse coefficient per unit of base decay.
+def variance_inverse_factors(params: PyTree, layers: Layers,
+                             dup_mult: float) -> dict[str, float]:
+    """Per layer ``dup_mult ** -depth / Var(kernel)``: the coefficient per unit of base decay.
 
-    Walking `conf` in order, ``s`` starts at 1 and is divided by `dup_mult` at every pool
-    (REFERENCE section 6); ``Var`` is the N-1 sample variance of the layer's kernel in
-    `params`, which must be the parameters *at initialisation*.
+    ``Var`` is the N-1 sample variance of the layer's kernel in `params`, which must be the
+    parameters *at initialisation*; the depth counts the halvings of the spatial size before
+    the layer, so for the VGG this divides by `dup_mult` at every pool (REFERENCE s. 6).
     """
     if not dup_mult > 0:
         raise ValueError(f"dup_mult must be > 0, got {dup_mult}")
-    s, factors = 1.0, {}
-    for name, _ in conf:
-        kind = layer_kind(name)
-        if kind == "pool":
-            s /= dup_mult
-        elif kind in ("conv", "fc", "logit"):
-            factors[name] = s / sample_variance(params[name]["conv"]["kernel"])
-    return factors
+    tab = table(params, layers)
+    out = {}
+    for layer in tab:
+        kernel = params
+        for key in layer.kernel:
+            kernel = kernel[key]
+        out[layer.name] = float(dup_mult) ** -layer.depth / sample_variance(kernel)
+    return out
 
 
-def variance_inverse_coefficients(
-    params: PyTree, conf: Conf, base_decay: float, dup_mult: float
-) -> PyTree:
+def variance_inverse_coefficients(params: PyTree, layers: Layers, base_decay: float,
+                                  dup_mult: float) -> PyTree:
     """Coefficient tree ``base_decay * s / Var(kernel)``, shared by all of a layer's leaves."""
-    factors = variance_inverse_factors(params, conf, dup_mult)
-    return per_layer(params, {k: base_decay * v for k, v in factors.items()})
+    factors = variance_inverse_factors(params, layers, dup_mult)
+    return per_layer(params, layers, {k: base_decay * v for k, v in factors.items()},
+                     default=base_decay)
 
 
 def unit_cells(units: int, grid: int) -> np.ndarray:
@@ -132,20 +144,13 @@ def topographic_distance(in_units: int, out_units: int, grid: int = 3) -> np.nda
 
 
 def topographic_multiplier(kernel_shape: tuple[int, ...], base: Any, grid: int = 3) -> Any:
-    """Element-wise decay multiplier ``base ** distance`` for an HWIO kernel.
+    """Element-wise decay multiplier ``base ** distance`` for an HWIO or IO kernel.
 
     For grid 3 this is ``mults[distance]`` with ``mults = [1, b, b**2]`` (REFERENCE
-    section 8). The result has shape ``(1, 1, C_in, C_out)``: it is the same at every
-    spatial position, so it broadcasts against the kernel instead of being stored
-    kh*kw times. `base` may be a traced value (one compiled program serves a sweep).
+    section 8). The result has shape ``(1, ..., 1, C_in, C_out)`` with the kernel's rank:
+    it is the same at every spatial position, so it broadcasts against the kernel instead
+    of being stored kh*kw times. `base` may be a traced value.
     """
-    *_, cin, cout = kernel_shape
+    *lead, cin, cout = kernel_shape
     distance = topographic_distance(cin, cout, grid).astype(np.float32)
-    return base ** distance[None, None]
-
-
-def tree_from_fn(params: PyTree, fn: Callable[[str, tuple, Any], Any]) -> PyTree:
-    """Build a tree by calling ``fn(layer, path, leaf)`` on every leaf (an escape hatch)."""
-    return jax.tree_util.tree_map_with_path(
-        lambda path, leaf: fn(path[0].key, tuple(p.key for p in path[1:]), leaf), params
-    )
+    return base ** distance.reshape((1,) * len(lead) + distance.shape)

@@ -1,0 +1,97 @@
+"""`Config`: everything that defines a run, as one frozen record.
+
+The scheme hyperparameters are not written out here: `with_hparam_fields` adds one field per
+row of `wdjax.hparams.TABLE`, with its default, so the table is the only place they live.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from wdjax import hparams, records
+
+MODELS = ("vgg", "resnet18")
+
+
+def with_hparam_fields(cls: type) -> type:
+    """Class decorator (under ``@dataclass``): one annotated field per hyperparameter row."""
+    for h in hparams.TABLE:
+        cls.__annotations__[h.name] = "float | None" if h.default is None else "float"
+        setattr(cls, h.name, h.default)
+    return cls
+
+
+@dataclasses.dataclass(frozen=True)
+@with_hparam_fields
+class Config:
+    """One run. Defaults are the original command line's (REFERENCE section 5)."""
+
+    name: str = "run"
+    optimizer: str = "SGD"
+    separate_decay: bool = False
+    model: str = "vgg"
+    base: int = 32
+    batch_size: int = 128
+    stages: int = 10
+    epochs_per_stage: int = 20
+    data: str | None = None  # None: $WDJAX_DATA, else tfds:cifar10
+    train_subset: int | None = None
+    test_subset: int | None = None
+    seed: int = 0
+    log_every: int = 50
+    eval_batch_size: int = 1000
+    conv_impl: str | None = None
+    histograms: bool = False
+
+    @property
+    def epochs(self) -> int:
+        return self.stages * self.epochs_per_stage
+
+    @property
+    def base_lr(self) -> float:
+        from wdjax import schemes
+
+        return schemes.get(self.optimizer).default_lr if self.lr is None else self.lr
+
+    def hparams(self) -> dict[str, float]:
+        """The traced hyperparameters (those a vmapped group may vary)."""
+        return {k: getattr(self, k) for k in hparams.TRACED}
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Config:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in fields})
+
+    def validate(self) -> Config:
+        """ValueError (one line) naming the first bad field and what is allowed."""
+        from wdjax import schemes
+
+        records.check_name(self.name)
+        scheme = schemes.get(self.optimizer)
+        hparams.validate(**{h: getattr(self, h) for h in hparams.NAMES})
+        if self.model not in MODELS:
+            raise ValueError(f"model must be one of {', '.join(MODELS)}, got {self.model!r}")
+        for key in ("base", "batch_size", "stages", "epochs_per_stage", "log_every",
+                    "eval_batch_size"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{key} must be a positive integer, got {value!r}")
+        for key in ("train_subset", "test_subset"):
+            value = getattr(self, key)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"{key} must be a positive integer or unset, got {value!r}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
+        if self.separate_decay and scheme.base != "adam":
+            raise ValueError(f"separate_decay applies to Adam-based schemes only, not "
+                             f"{self.optimizer!r}")
+        return self
+
+    def shared_key(self) -> tuple:
+        """What runs trained together must share (all but name and traced hyperparameters)."""
+        skip = {"name", *hparams.TRACED}
+        return tuple((k, v) for k, v in self.to_dict().items() if k not in skip)

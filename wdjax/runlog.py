@@ -1,0 +1,244 @@
+"""The host-side record of a run: its directory, resume replay, per-epoch rows and summary.
+
+Everything here runs on the host between compiled steps (see `wdjax.steps`) and writes
+through `wdjax.records` (atomic files, JSON lines), so a run killed at any point leaves
+records the same command completes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import platform
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import flax
+import jax
+import numpy as np
+import optax
+
+from wdjax import analysis, checkpoint, records, schemes
+from wdjax.config import Config
+from wdjax.layers import LayerTable
+
+PyTree = Any
+
+
+def environment() -> dict[str, str]:
+    """Versions and device, stored in every run record so numbers can be traced."""
+    from wdjax import __version__
+
+    dev = jax.devices()[0]
+    return dict(wdjax=__version__, jax=jax.__version__, flax=flax.__version__,
+                optax=optax.__version__, python=platform.python_version(),
+                backend=jax.default_backend(), device_kind=dev.device_kind,
+                device_count=str(jax.device_count()), host=platform.node())
+
+
+def _at(tree: PyTree, path: tuple[str, ...]) -> Any:
+    for key in path:
+        tree = tree[key]
+    return tree
+
+
+def layer_records(config: Config, params0: PyTree, layers: LayerTable,
+                  factors: Mapping[str, float]) -> dict[str, dict]:
+    """Per layer at the start: kernel decay coefficient, kind, factor, the table's facts."""
+    spec = schemes.decay_spec(config.optimizer, params=params0, layers=layers,
+                              factors=factors, **config.hparams())
+    return {layer.name: dict(
+        factor=factors.get(layer.name, 1.0),
+        coefficient=float(_at(spec.coefficients, layer.kernel)),
+        kind=_at(spec.kinds, layer.kernel),
+        topographic=_at(spec.multipliers, layer.kernel) is not None,
+        depth=layer.depth, fan_in=layer.fan_in, normalized=layer.normalized)
+        for layer in layers}
+
+
+@dataclasses.dataclass
+class RunLog:
+    """Host-side bookkeeping of one run in a (possibly vmapped) group."""
+
+    config: Config
+    dir: Path
+    table: dict
+    best: int = -1
+    best_epoch: int = 0
+    diverged: dict | None = None
+    last: dict | None = None
+
+
+def same_config(run_dir: Path, config: Config) -> bool:
+    """Whether `run_dir` holds a run recorded with exactly `config`."""
+    try:
+        old = records.read_json(run_dir / "config.json")["config"]
+    except (OSError, ValueError, KeyError):
+        return False
+    return old == records.jsonable(config.to_dict())
+
+
+def prepare_run_dir(out: Path, config: Config, force: bool) -> Path:
+    """The run's directory: new, or resumable with the same config; else RunError.
+
+    A finished run (summary.json present) or a different config is refused unless `force`,
+    which moves the old directory aside to ``<name>.replaced-<time>`` instead of deleting it.
+    """
+    run_dir = out / config.name
+    state = records.run_state(run_dir)
+    if state == "new":
+        return run_dir
+    same = same_config(run_dir, config)
+    if not force:
+        if state == "finished":
+            raise records.RunError(f"run {config.name!r} already has results in {run_dir}; "
+                                   "use --force-name to replace it")
+        if not same:
+            raise records.RunError(f"run {config.name!r} exists in {run_dir} with a different "
+                                   "config; use --force-name to replace it or another --name")
+        return run_dir
+    if state == "finished" or not same:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        run_dir.rename(run_dir.with_name(f"{config.name}.replaced-{stamp}"))
+    return run_dir
+
+
+def _replay(log: RunLog, epoch: int, step: int, writer: bool) -> None:
+    """Drop records written after the restored checkpoint (by a killed process)."""
+    rows = [row for row in records.read_jsonl(log.dir / "metrics.jsonl") if row["epoch"] <= epoch]
+    steps = [row for row in records.read_jsonl(log.dir / "steps.jsonl") if row["step"] <= step]
+    if writer:
+        records.rewrite_jsonl(log.dir / "metrics.jsonl", rows)
+        records.rewrite_jsonl(log.dir / "steps.jsonl", steps)
+    log.last = rows[-1] if rows else None
+
+
+def resume(states: list, logs: list[RunLog], ckpts: list[checkpoint.Manager],
+           writer: bool = True) -> int:
+    """Restore every run of the group from its newest common checkpoint; return the epoch."""
+    latest = [c.latest_epoch() for c in ckpts]
+    if any(e is None for e in latest):
+        for log, c in zip(logs, ckpts, strict=True):  # a fresh start: old partials are stale
+            if writer:
+                c.reset()
+                for f in ("metrics.jsonl", "steps.jsonl"):
+                    (log.dir / f).unlink(missing_ok=True)
+        return 0
+    epoch = min(latest)
+    restored_all = [c.restore(epoch, s) for c, s in zip(ckpts, states, strict=True)]
+    fallback = min(extra["epoch"] for _, extra in restored_all)
+    if fallback < epoch:  # a damaged newest checkpoint: the whole group steps back
+        epoch = fallback
+        restored_all = [c.restore(epoch, s) for c, s in zip(ckpts, states, strict=True)]
+    for r, log in enumerate(logs):
+        restored, extra = restored_all[r]
+        states[r] = restored
+        log.best, log.best_epoch = extra["best"], extra["best_epoch"]
+        log.diverged = extra.get("diverged")
+        _replay(log, epoch, int(restored.step), writer)
+    return epoch
+
+
+def log_steps(logs: list[RunLog], fetched: list[dict], step: int, epoch: int, lr: float,
+              stacked: bool, writer: bool) -> None:
+    """One steps.jsonl line per run per window; detect divergence (first non-finite step)."""
+    for r, log in enumerate(logs):
+        if log.diverged:
+            continue
+        pick = (lambda x, r=r: x[r]) if stacked else (lambda x: x)
+        losses = np.array([pick(m["loss"]) for m in fetched], np.float64)
+        sq_u = np.array([pick(m["sq_update"]).sum() for m in fetched])
+        sq_p = np.array([pick(m["sq_param"]).sum() for m in fetched])
+        if writer:
+            records.append_jsonl(log.dir / "steps.jsonl", dict(
+                step=step, epoch=epoch + 1, lr=lr, loss=float(losses.mean()),
+                update_norm=float(np.sqrt(sq_u[-1])), param_norm=float(np.sqrt(sq_p[-1]))))
+        bad = ~np.isfinite(losses)
+        if bad.any():
+            first = step - len(fetched) + int(np.argmax(bad)) + 1
+            log.diverged = dict(step=first, epoch=epoch + 1, loss=str(losses[bad][0]))
+
+
+def postfix(epoch: int, rows: list[dict], seen: int) -> dict:
+    """Progress-bar fields: epoch, mean loss and training accuracy so far (first run)."""
+    loss = np.mean([np.asarray(m["loss"]).reshape(-1)[0] for m in rows])
+    acc = sum(np.asarray(m["correct"]).reshape(-1)[0] for m in rows) / max(seen, 1)
+    return dict(epoch=epoch + 1, loss=f"{loss:.3f}", acc=f"{acc:.1%}")
+
+
+def kernel_index(params: PyTree, layers: LayerTable) -> dict[str, int]:
+    """Each layer's kernel position in the leaf order of `params` (that of `sq_norms`)."""
+    paths = [tuple(str(getattr(k, "key", k)) for k in path)
+             for path, _ in jax.tree_util.tree_leaves_with_path(params)]
+    return {layer.name: paths.index(layer.kernel) for layer in layers}
+
+
+def _angular(log: RunLog, rows: list[dict], kernel_ix: Mapping[str, int], lr: float) -> dict:
+    """Per layer: mean ||dW||/||W|| over the epoch, and the equilibrium prediction."""
+    c, scheme = log.config, schemes.get(log.config.optimizer)
+    plain_sgd = scheme.base == "sgd" and scheme.normalize == "none"
+    angular = {}
+    for layer, info in log.table.items():
+        i = kernel_ix[layer]
+        ratios = [math.sqrt(m["sq_update"][i] / m["sq_param"][i]) for m in rows
+                  if m["sq_param"][i] > 0]
+        predicted = None
+        if plain_sgd and info["kind"] == "l2" and info["normalized"]:
+            predicted = analysis.equilibrium_angular_update(lr, info["coefficient"], c.momentum)
+        angular[layer] = dict(measured=float(np.mean(ratios)) if ratios else 0.0,
+                              predicted=predicted)
+    return angular
+
+
+def epoch_row(log: RunLog, epoch: int, lr: float, rows: list[dict], test: tuple[int, float],
+              sizes: tuple[int, int], mon: dict, params: PyTree, layers: LayerTable,
+              seconds: float) -> dict:
+    """The metrics.jsonl row of one run for one epoch (REFERENCE section 9)."""
+    (test_correct, test_loss), (n_train, n_test) = test, sizes
+    train_correct = int(sum(int(m["correct"]) for m in rows))
+    losses = np.array([float(m["loss"]) for m in rows])
+    if test_correct > log.best and not log.diverged:
+        log.best, log.best_epoch = test_correct, epoch + 1
+    dead = {str(t): analysis.model_utilization(params, layers, t)
+            for t in analysis.DEAD_THRESHOLDS}
+    kernel_ix = kernel_index(params, layers)
+    return dict(
+        epoch=epoch + 1, lr=lr, seconds=round(seconds, 3),
+        train_loss=float(losses.mean()) if len(losses) else float("nan"),
+        train_correct=train_correct, train_total=n_train, train_accuracy=train_correct / n_train,
+        test_correct=test_correct, test_total=n_test, test_accuracy=test_correct / n_test,
+        test_loss=test_loss / n_test, best_test_correct=log.best, best_epoch=log.best_epoch,
+        diverged=log.diverged, dead_units=dead, angular_update=_angular(log, rows, kernel_ix, lr),
+        tensors={name: {k: float(v) for k, v in d.items()} for name, d in mon.items()},
+    )
+
+
+def epoch_line(label: str, epoch: int, epochs: int, lr: float, logs: list[RunLog]) -> str:
+    parts = []
+    for log in logs:
+        row = log.last or {}
+        if log.diverged:
+            parts.append(f"{log.config.name}: diverged at step {log.diverged['step']}")
+        elif row.get("epoch") == epoch + 1:
+            parts.append(f"{log.config.name}: loss {row['train_loss']:.3f} "
+                         f"train {row['train_accuracy']:.2%} test {row['test_accuracy']:.2%} "
+                         f"(best {log.best / row['test_total']:.2%} @{log.best_epoch})")
+    return f"epoch {epoch + 1}/{epochs} lr {lr:g} | " + " | ".join(parts)
+
+
+def summary(log: RunLog, n_train: int, n_test: int, epochs: int) -> dict:
+    row = log.last or {}
+    return dict(
+        name=log.config.name, optimizer=log.config.optimizer,
+        hparams=log.config.hparams(), epochs_done=row.get("epoch", 0), epochs=epochs,
+        final_test_accuracy=row.get("test_accuracy"), final_test_correct=row.get("test_correct"),
+        final_train_correct=row.get("train_correct"), train_total=n_train, test_total=n_test,
+        best_test_correct=log.best if log.best >= 0 else None,
+        best_test_accuracy=log.best / n_test if log.best >= 0 else None,
+        best_epoch=log.best_epoch, diverged=log.diverged,
+        dead_units=row.get("dead_units"),
+        notebook_line=(f"- {log.config.name}: {row.get('test_accuracy', float('nan')):.4f} "
+                       f"({row.get('train_correct')})") if row else None,
+    )

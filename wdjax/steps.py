@@ -1,0 +1,213 @@
+"""The compiled pieces of a run: state, schedule, train / eval / monitor steps, programs.
+
+`programs` builds, once per group of runs that share everything but their traced
+hyperparameters, the model, its layer table, the initial variables and the jitted steps.
+Several runs are stacked on a leading axis and the steps are ``jax.vmap``-ed over it,
+sharing each data batch and augmentation key.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from wdjax import analysis, batches, labels, parallel, schemes
+from wdjax.config import Config
+from wdjax.layers import LayerTable
+from wdjax.models import VGG, init_variables, vgg_conf
+from wdjax.resnet import ResNet18
+
+PyTree = Any
+
+
+def lr_schedule(lr: float, steps_per_epoch: int, epochs_per_stage: int) -> optax.Schedule:
+    """``lr * 0.5 ** stage``: halved after every `epochs_per_stage` epochs (REFERENCE s. 3)."""
+    stage_steps = steps_per_epoch * epochs_per_stage
+    return lambda count: lr * 0.5 ** (count // stage_steps)
+
+
+class TrainState(struct.PyTreeNode):
+    step: jax.Array
+    params: PyTree
+    batch_stats: PyTree
+    opt_state: PyTree
+
+
+def make_model(cfg: Config, num_classes: int, in_channels: int) -> nn.Module:
+    """The run's model: the notebook VGG at width ``base``, or ResNet-18 at width ``2*base``."""
+    if cfg.model == "resnet18":
+        return ResNet18(num_classes, width=2 * cfg.base)
+    return VGG(vgg_conf(cfg.base, num_classes, in_channels), conv_impl=cfg.conv_impl)
+
+
+def model_layers(model: nn.Module, variables: PyTree, image_shape: Sequence[int]) -> LayerTable:
+    """The model's layer table (from the VGG's layer list, or traced for any other model)."""
+    if isinstance(model, VGG):
+        return labels.table(variables["params"], model.conf)
+    return labels.trace_layers(model, variables, jnp.zeros((1, *image_shape)), train=False)
+
+
+def _cross_entropy(logits: jax.Array, y: jax.Array, mask: jax.Array) -> jax.Array:
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y) * mask
+
+
+def train_step(state: TrainState, x: jax.Array, y: jax.Array, mask: jax.Array,
+               key: jax.Array, *, model: nn.Module,
+               tx: optax.GradientTransformation) -> tuple[TrainState, dict]:
+    """One optimiser step on the (augmented, normalised) batch `x`; padded rows have mask 0."""
+    count = mask.sum()
+
+    def loss_fn(params):
+        logits, new_vars = model.apply(
+            {"params": params, "batch_stats": state.batch_stats}, x, train=True, mask=mask,
+            mutable=["batch_stats"], rngs={"dropout": key},
+        )
+        return _cross_entropy(logits, y, mask).sum() / count, (logits, new_vars["batch_stats"])
+
+    (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = dict(
+        loss=loss,
+        correct=((logits.argmax(-1) == y) * mask).sum(),
+        sq_param=analysis.sq_norms(state.params),
+        sq_update=analysis.sq_norms(updates),
+    )
+    return TrainState(state.step + 1, params, batch_stats, opt_state), metrics
+
+
+def eval_step(params: PyTree, batch_stats: PyTree, x: jax.Array, y: jax.Array,
+              mask: jax.Array, *, model: nn.Module) -> tuple[jax.Array, jax.Array]:
+    """Correct count and summed loss on the normalised batch `x`, in evaluation mode."""
+    logits = model.apply({"params": params, "batch_stats": batch_stats}, x, train=False)
+    return ((logits.argmax(-1) == y) * mask).sum(), _cross_entropy(logits, y, mask).sum()
+
+
+def monitor_step(state: TrainState, x: jax.Array, y: jax.Array, mask: jax.Array, *,
+                 model: nn.Module, tx: optax.GradientTransformation,
+                 spec_fn: Callable) -> dict:
+    """Per-tensor monitors on one batch, without changing the state (REFERENCE section 9)."""
+
+    def loss_fn(params):
+        logits, _ = model.apply({"params": params, "batch_stats": state.batch_stats}, x,
+                                train=True, mask=mask, mutable=["batch_stats"])
+        return _cross_entropy(logits, y, mask).sum() / mask.sum()
+
+    grads = jax.grad(loss_fn)(state.params)
+    updates, _ = tx.update(grads, state.opt_state, state.params)
+    return analysis.tensor_monitors(state.params, grads, updates, state.opt_state,
+                                    spec_fn(state.opt_state))
+
+
+def stack(trees: Sequence[PyTree]) -> PyTree:
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def unstack(tree: PyTree, k: int) -> list[PyTree]:
+    return [jax.tree.map(lambda x, i=i: x[i], tree) for i in range(k)]
+
+
+class Programs(NamedTuple):
+    """The model and the compiled steps shared by every run with the same `shared_key`."""
+
+    model: nn.Module
+    layers: LayerTable
+    params0: PyTree
+    batch_stats0: PyTree
+    schedule: optax.Schedule
+    factors: dict[str, float]
+    step: Callable
+    eval: Callable
+    monitor: Callable
+    unstack: Callable
+    mesh: parallel.Mesh
+
+
+def _vmapped(f: Callable, k_runs: int, n_run_args: int, n_shared: int) -> Callable:
+    """`f` over stacked runs (the first `n_run_args` arguments) sharing the rest."""
+    axes = (0,) * n_run_args + (None,) * n_shared
+    return jax.vmap(f, in_axes=axes) if k_runs > 1 else f
+
+
+def _compiled(model, tx, spec_fn, k_runs: int, mesh: parallel.Mesh) -> dict[str, Callable]:
+    rep, split = parallel.replicated(mesh), parallel.batch_sharding(mesh)
+    runs = parallel.run_sharding(mesh, k_runs > 1)
+
+    def batch(images, labels_, idx, mask, i):
+        """Row i of the epoch's index matrix, gathered on device and split over `data`."""
+        x = jax.lax.with_sharding_constraint(images[idx[i]], split)
+        return x, labels_[idx[i]], jax.lax.with_sharding_constraint(mask[i], split)
+
+    def step(state, images, labels_, idx, mask, epoch, i, key):
+        x, y, m = batch(images, labels_, idx, mask, i)
+        # The flip depends on the seed, epoch and step only: resumed runs, vmapped runs and
+        # sequential runs all see the same batches.
+        key = jax.random.fold_in(jax.random.fold_in(key, epoch), i)
+        x = batches.augment(jax.random.fold_in(key, 0), x)
+        one = functools.partial(train_step, model=model, tx=tx)
+        return _vmapped(one, k_runs, 1, 4)(state, x, y, m, jax.random.fold_in(key, 1))
+
+    def evaluate(params, batch_stats, images, labels_, idx, mask, i):
+        x, y, m = batch(images, labels_, idx, mask, i)
+        one = functools.partial(eval_step, model=model)
+        return _vmapped(one, k_runs, 2, 3)(params, batch_stats, batches.normalize(x), y, m)
+
+    def monitor(state, images, labels_, idx, mask, i):
+        x, y, m = batch(images, labels_, idx, mask, i)
+        one = functools.partial(monitor_step, model=model, tx=tx, spec_fn=spec_fn)
+        return _vmapped(one, k_runs, 1, 3)(state, batches.normalize(x), y, m)
+
+    return dict(step=jax.jit(step, out_shardings=(runs, rep), donate_argnums=0),
+                eval=jax.jit(evaluate, out_shardings=rep),
+                monitor=jax.jit(monitor, out_shardings=rep),
+                unstack=jax.jit(lambda s: unstack(s, k_runs), out_shardings=rep))
+
+
+@functools.lru_cache(maxsize=4)
+def _programs(shared: tuple, k_runs: int, image_shape: tuple, num_classes: int,
+              n_train: int, mesh: parallel.Mesh) -> Programs:
+    cfg = Config(**dict(shared))
+    steps_per_epoch = math.ceil(n_train / cfg.batch_size)
+    schedule = lr_schedule(cfg.base_lr, steps_per_epoch, cfg.epochs_per_stage)
+    model = make_model(cfg, num_classes, image_shape[-1])
+    variables = init_variables(model, jax.random.PRNGKey(cfg.seed), image_shape)
+    params0 = variables["params"]
+    layers = model_layers(model, variables, image_shape)
+    # The coefficients are measured on these initial params, re-created from the seed on
+    # resume, so a resumed run uses exactly the numbers it started with.
+    tx = schemes.build(cfg.optimizer, params=params0, layers=layers, lr=schedule,
+                       separate_decay=cfg.separate_decay)
+    factors = schemes.layer_factors(cfg.optimizer, params0, layers)
+
+    def spec_fn(opt_state):
+        return schemes.spec_from_state(cfg.optimizer, opt_state, params0, layers, factors)
+
+    return Programs(model, layers, params0, variables["batch_stats"], schedule, factors,
+                    mesh=mesh, **_compiled(model, tx, spec_fn, k_runs, mesh))
+
+
+def programs(cfg: Config, k_runs: int, image_shape: Sequence[int], num_classes: int,
+             n_train: int, mesh: parallel.Mesh) -> Programs:
+    """Compiled steps for `cfg`'s group, reused by later runs that share them (sweeps)."""
+    return _programs(cfg.shared_key(), k_runs, tuple(image_shape), num_classes, n_train, mesh)
+
+
+def optimizers(configs: Sequence[Config], prog: Programs) -> list[optax.GradientTransformation]:
+    """Each run's optimiser: the group's compiled update, with its own hyperparameters."""
+    return [schemes.build(c.optimizer, params=prog.params0, layers=prog.layers,
+                          lr=prog.schedule, separate_decay=c.separate_decay, **c.hparams())
+            for c in configs]
+
+
+def initial_states(configs: Sequence[Config], prog: Programs) -> list[TrainState]:
+    return [TrainState(jnp.zeros([], jnp.int32), prog.params0, prog.batch_stats0,
+                       tx.init(prog.params0)) for tx in optimizers(configs, prog)]
