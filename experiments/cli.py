@@ -76,13 +76,25 @@ def integer(name: str, *, low: int = 1) -> Callable[[str], int]:
     return parse
 
 
+def add_hparam_flags(p: argparse.ArgumentParser, defaults: Any = None) -> None:
+    """One flag per row of `wdjax.hparams.TABLE` (its short form, range check and help)."""
+    from wdjax import hparams
+
+    for h in hparams.TABLE:
+        names = [h.flag] + ([h.short] if h.short else [])
+        default = getattr(defaults, h.name) if defaults is not None else h.default
+        p.add_argument(*names, dest=h.name, default=default, help=h.help,
+                       type=number(h.flag, low=h.low, low_open=h.low_open, high=h.high,
+                                   high_open=h.high_open))
+
+
 def check_images(dataset: Any) -> None:
-    """DataError unless the images have the size the VGG is built for."""
+    """DataError unless the images have the size the models are built for."""
     from wdjax.data import DataError
 
     h, w = dataset.train_images.shape[1:3]
     if (h, w) != IMAGE_SIZE:
-        raise DataError(f"images in {dataset.source} are {w}x{h}; the VGG needs "
+        raise DataError(f"images in {dataset.source} are {w}x{h}; the models need "
                         f"{IMAGE_SIZE[1]}x{IMAGE_SIZE[0]} RGB images (the CIFAR size)")
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from wdjax import records
-from wdjax.train import Config
+from wdjax.config import Config
 
 CLUSTERS = ("slurm", "local")  # local: submitit's LocalExecutor (same jobs, local processes)
 JOBS_SUBDIR = "_jobs"  # not a valid run name, so never a run's directory

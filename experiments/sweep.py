@@ -16,7 +16,7 @@ from pathlib import Path
 
 from experiments import cli, registry, report, scales
 from wdjax import data, records
-from wdjax.train import Config
+from wdjax.config import MODELS, Config
 
 
 def parser() -> cli.Parser:
@@ -35,6 +35,8 @@ def parser() -> cli.Parser:
     a("--data", default=None, help=f"tfds:NAME or folder:PATH (default ${data.ENV_DATA}, "
       f"else {data.DEFAULT_SOURCE})")
     a("--seed", type=cli.integer("--seed", low=0), default=0)
+    a("--model", choices=MODELS, default=None,
+      help="train every run on this model instead of the family's (default: vgg)")
     a("--baseline", default=None, metavar="RUN",
       help="the run the others are tested against (default: the run the notebook based the "
            "family on, else the best mean); may belong to another family")
@@ -53,14 +55,44 @@ def list_families() -> str:
 
 
 def configs_for(family: registry.Family, runs: Sequence[registry.Run], scale: str,
-                data_spec: str | None, seed: int) -> list[Config]:
+                data_spec: str | None, seed: int, model: str | None = None) -> list[Config]:
+    """One validated Config per run: protocol < the run's settings < the command line's."""
     protocol = scales.SCALES[scale]
-    out = []
-    for run in runs:
-        hp = dict(run.hparams)
-        out.append(Config(name=run.name, optimizer=run.optimizer, data=data_spec, seed=seed,
-                          **hp, **protocol).validate())
-    return out
+    override = {"model": model} if model else {}
+    return [Config(name=run.name, optimizer=run.optimizer, data=data_spec, seed=seed,
+                   **run.hparams, **{**protocol, **run.settings, **override}).validate()
+            for run in runs]
+
+
+def train_family(configs: list[Config], family_dir: Path, args, parallel: str) -> int:
+    """Train the runs not finished yet (under the family lock); return how many trained."""
+    from wdjax.train import prepare_run_dir, same_config, train
+
+    def finished(c: Config) -> bool:
+        run_dir = family_dir / c.name
+        return records.run_state(run_dir) == "finished" and same_config(run_dir, c)
+
+    def load() -> data.Dataset:
+        dataset = data.load(configs[0].data, train_subset=configs[0].train_subset,
+                            test_subset=configs[0].test_subset)
+        cli.check_images(dataset)
+        return dataset
+
+    if not args.force_name:
+        for c in configs:  # refuse conflicting runs before anything is written
+            if not finished(c):
+                prepare_run_dir(family_dir, c, force=False)
+    # Bad images are found before the lock; a finished run removed meanwhile loads it late.
+    dataset = None if all(finished(c) for c in configs) else load()
+    with records.lock(family_dir):
+        todo = [c for c in configs if not finished(c)]
+        if len(configs) > len(todo):
+            print(f"{len(configs) - len(todo)} finished run(s) skipped")
+        groups = [todo] if parallel == "vmap" else [[c] for c in todo]
+        for group in filter(None, groups):
+            train(group, family_dir, dataset=dataset or load(), force=args.force_name,
+                  progress=not args.no_progress, devices=args.devices)
+    return len(todo)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -77,7 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     report.check_baseline(args.baseline)
     scale, why = scales.choose(args.scale)
     parallel = args.parallel or scales.default_parallel()
-    configs = configs_for(family, runs, scale, data.resolve_source(args.data), args.seed)
+    configs = configs_for(family, runs, scale, data.resolve_source(args.data), args.seed,
+                          args.model)
     out = Path(args.out or f"results/{scale}")
     family_dir = out / family.name
     print(f"sweep {family.name}: {len(runs)} runs at {scale} scale ({why}), {parallel}; "
@@ -92,40 +125,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     report.check_baseline(args.baseline, runs, family_dir)
     data.check_source(configs[0].data)  # resolved in configs_for
     records.check_writable(out)
-    from wdjax.train import prepare_run_dir, same_config, train
-
-    def finished(c: Config) -> bool:
-        run_dir = family_dir / c.name
-        return records.run_state(run_dir) == "finished" and same_config(run_dir, c)
-
-    def load() -> data.Dataset:
-        return data.load(configs[0].data, train_subset=configs[0].train_subset,
-                         test_subset=configs[0].test_subset)
-
-    if not args.force_name:
-        for c in configs:  # refuse conflicting runs before anything is written
-            if not finished(c):
-                prepare_run_dir(family_dir, c, force=False)
-    dataset = None
-    if not all(finished(c) for c in configs):  # bad images are found before the lock
-        dataset = load()
-        cli.check_images(dataset)
+    t0 = time.time()
+    trained = train_family(configs, family_dir, args, parallel)
     with records.lock(family_dir):
-        todo = [c for c in configs if not finished(c)]
-        skipped = len(configs) - len(todo)
-        if skipped:
-            print(f"{skipped} finished run(s) skipped")
-        t0 = time.time()
-        if todo:
-            if dataset is None:  # a finished run was removed meanwhile
-                dataset = load()
-            groups = [todo] if parallel == "vmap" else [[c] for c in todo]
-            for group in groups:
-                train(group, family_dir, dataset=dataset, force=args.force_name,
-                      progress=not args.no_progress, devices=args.devices)
         rows = report.write_results(family, runs, family_dir, scale, args.baseline)
     print("\n" + "\n".join([*report.notebook_lines(rows), report.verdict(rows)]))
-    print(f"\n{family.name}: {len(todo)} run(s) trained in {time.time() - t0:.0f} s; "
+    print(f"\n{family.name}: {trained} run(s) trained in {time.time() - t0:.0f} s; "
           f"table, CSV and pictures in {family_dir}")
     return 0
 

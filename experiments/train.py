@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from experiments import cli
 from wdjax import data, records, schemes
-from wdjax.train import Config
+from wdjax.config import MODELS, Config
 
 
 def parser() -> cli.Parser:
@@ -20,19 +20,12 @@ def parser() -> cli.Parser:
     a("-n", "--name", required=True, help="run name (a directory under --out)")
     a("-o", "--optimizer", default=d.optimizer,
       help=f"named scheme, one of: {', '.join(schemes.names())}")
-    a("-lr", "--learning-rate", "--lr", dest="lr", default=None,
-      type=cli.number("--lr", low_open=True), help="base learning rate (default 0.1; Adam 0.001)")
-    a("--momentum", type=cli.number("--momentum", high=1.0), default=d.momentum)
-    a("-wd", "--weight-decay", dest="weight_decay", type=cli.number("--weight-decay"),
-      default=d.weight_decay, help="L2 coefficient / variance-inverse base decay")
-    a("-L1", "--L1-decay", dest="L1_decay", type=cli.number("--L1-decay"), default=d.L1_decay)
-    a("--last1-mult", type=cli.number("--last1-mult"), default=d.last1_mult)
-    a("--last2-mult", type=cli.number("--last2-mult"), default=d.last2_mult)
-    a("--topo-base", type=cli.number("--topo-base", low_open=True), default=d.topo_base)
-    a("--norm-ema", type=cli.number("--norm-ema", high=1.0), default=d.norm_ema)
+    cli.add_hparam_flags(p, d)
     a("--separate-decay", action="store_true", help="Adam: decoupled (AdamW-style) decay")
+    a("--model", choices=MODELS, default=d.model,
+      help="vgg: the notebook's VGG; resnet18: a CIFAR ResNet-18 (width 2 * --base)")
     a("-nb", "--num-base", "--base", dest="base", type=cli.integer("--base"), default=d.base,
-      help="model width (channels of conv1)")
+      help="model width (channels of the first convolution)")
     a("-b", "--batch-size", type=cli.integer("--batch-size"), default=d.batch_size)
     a("--stages", type=cli.integer("--stages"), default=d.stages,
       help="learning-rate stages (lr halves after each)")
