@@ -1,5 +1,5 @@
 """What every benchmark shares: the environment record, data placed as the trainer places it,
-and the library's own compiled programs (`wdjax.train.programs`) wrapped as benches.
+and the library's own compiled programs (`wdjax.steps.programs`) wrapped as benches.
 
 Nothing here re-implements a training step or loop: the benches call the programs that
 `wdjax.train.train` calls.
@@ -24,30 +24,14 @@ IMAGE_SHAPE = (32, 32, 3)
 NUM_CLASSES = 10
 
 
-def enable_compilation_cache() -> str | None:
-    """The persistent XLA cache of the CLIs, also for sub-second compiles (model init).
-
-    ``wdjax.models.init_variables`` runs op by op; each op's compile is short but there
-    are hundreds, about 9 s per model width and process on 2 cores unless cached.
-    """
-    import jax
-
-    where = os.environ.get("WDJAX_XLA_CACHE", os.path.expanduser("~/.cache/wdjax/xla"))
-    if where == "off":
-        return None
-    jax.config.update("jax_compilation_cache_dir", where)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-    return where
-
-
 def machine() -> dict[str, Any]:
     """Date, machine, device and versions: what a reader needs to trust the numbers."""
     import jax
     import jaxlib
 
-    from wdjax import ops, train
+    from wdjax import ops, runlog
 
-    env = dict(train.environment())
+    env = dict(runlog.environment())
     env.update(
         date=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         platform=platform.platform(), machine=platform.machine(),
@@ -126,17 +110,17 @@ def make_setup(dataset: Any) -> Setup:
 def config(base: int, optimizer: str = "SGD", name: str = "bench",
            conv_impl: str | None = None) -> Any:
     """One trainer config for every section, so compiled programs are shared between them."""
-    from wdjax import train
+    from wdjax.config import Config
 
     # A long stage keeps the benchmark run from finishing (and the lr constant).
-    return train.Config(name=name, optimizer=optimizer, base=base, batch_size=BATCH,
+    return Config(name=name, optimizer=optimizer, base=base, batch_size=BATCH,
                         stages=1, epochs_per_stage=1000, seed=0, conv_impl=conv_impl)
 
 
 def programs(setup: Setup, cfg: Any, k_runs: int = 1) -> Any:
     """The trainer's compiled programs for `cfg`, on the mesh `wdjax.train.train` would use."""
     from wdjax import parallel
-    from wdjax.train import programs as library_programs
+    from wdjax.steps import programs as library_programs
 
     mesh = setup.mesh if k_runs == 1 else parallel.make_mesh(k_runs)
     return library_programs(cfg, k_runs, setup.dataset.train_images.shape[1:],
@@ -147,8 +131,9 @@ def scheme_tx(prog: Any, cfg: Any, **hparams: float) -> Any:
     """`cfg`'s optimizer exactly as `wdjax.train.train` builds it for a run."""
     from wdjax import schemes
 
-    return schemes.build(cfg.optimizer, params=prog.params0, conf=prog.conf, lr=prog.schedule,
-                         separate_decay=cfg.separate_decay, **{**cfg.hparams(), **hparams})
+    return schemes.build(cfg.optimizer, params=prog.params0, layers=prog.layers,
+                         lr=prog.schedule, separate_decay=cfg.separate_decay,
+                         **{**cfg.hparams(), **hparams})
 
 
 def initial_states(prog: Any, cfg: Any, hparams: Sequence[dict[str, float]],
@@ -157,7 +142,7 @@ def initial_states(prog: Any, cfg: Any, hparams: Sequence[dict[str, float]],
     import jax
     import jax.numpy as jnp
 
-    from wdjax.train import TrainState
+    from wdjax.steps import TrainState
 
     out = []
     for hp in hparams:
@@ -206,7 +191,7 @@ def train_step_bench(name: str, prog: Any, tx: Any, state: Any, setup: Setup) ->
     import jax
 
     from wdjax import batches
-    from wdjax.train import train_step
+    from wdjax.steps import train_step
 
     step = jax.jit(functools.partial(train_step, model=prog.model, tx=tx), donate_argnums=0)
     x = batches.augment(jax.random.PRNGKey(1), setup.images[setup.idx[0]])

@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harness import enable_compilation_cache, machine, make_dataset
+from benchmarks.harness import machine, make_dataset
 
 
 def _epoch_seconds(run_dir: Path) -> list[float]:
@@ -122,7 +122,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error(f"--epochs must be >= 1, got {args.epochs}")
     if not set(parallel) <= {"vmap", "sequential"}:
         p.error(f"--parallel: allowed vmap, sequential; got {args.parallel!r}")
-    enable_compilation_cache()
+    from wdjax import runtime
+
+    runtime.enable_compilation_cache(min_compile_secs=0)
     res = measure(args.epochs, args.tiny, parallel)
     print(table(res))
     Path(args.json).write_text(json.dumps(res, indent=1) + "\n")

@@ -4,7 +4,7 @@ Four claims (`benchmarks.claims`), each a ratio of throughputs timed in interlea
 rounds, so that load from other processes on a shared machine hits both sides of a ratio
 alike: the trainer's step vs the identical PyTorch model; each decay scheme vs plain Optax;
 vmapped vs sequential runs; a `wdjax.train.train` epoch vs its bare steps. Every bench
-calls the library's own compiled programs (`wdjax.train.programs`, `wdjax.train.train_step`,
+calls the library's own compiled programs (`wdjax.steps.programs`, `wdjax.steps.train_step`,
 `wdjax.train.train`). The PyTorch peer is, per round, the fastest of NCHW / channels_last at
 1 thread and at ``--torch-threads`` (default: every core); the CPU time per step of both
 sides (one-thread torch) gives a load-robust ratio of the work done.
@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import claims, profile
-from benchmarks.harness import enable_compilation_cache, machine, make_dataset, make_setup
+from benchmarks.harness import machine, make_dataset, make_setup
 from benchmarks.report import Row, conv_plan_lines, header, table
 from benchmarks.timing import BATCH
 
@@ -76,12 +76,12 @@ def profile_section(scope: claims.Scope, with_torch: bool) -> list[dict[str, Any
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from wdjax import ops
+    from wdjax import ops, runtime
 
     args = parse(argv)
     # Before any JAX computation: it must precede the creation of XLA's worker threads.
     tuned = ops.tune_cpu_allocator()
-    cache = enable_compilation_cache()
+    cache = runtime.enable_compilation_cache(min_compile_secs=0)
     t_start = time.perf_counter()
     scope = claims.Scope.make(args.quick)
     env = machine()

@@ -2,7 +2,7 @@
 
 Why: the issue "Fast on every machine" asks for JAX steps at least as fast as PyTorch's on the
 same model, batch and optimizer. The JAX side is the trainer's own compiled step
-(`wdjax.train.programs`, scheme SGD: coupled weight decay 5e-4), which also gathers and flips
+(`wdjax.steps.programs`, scheme SGD: coupled weight decay 5e-4), which also gathers and flips
 its batch on device and returns its metrics; the torch side runs one SGD step (lr 0.1,
 momentum 0, weight decay 5e-4 on every parameter, as ``torch.optim.SGD(weight_decay=...)``
 does). Both: a batch of 128 32x32x3 images, mean softmax cross-entropy, BatchNorm in
@@ -49,7 +49,7 @@ def _data(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 def bench_jax(base: int, impl: str, setup: Any) -> Bench:
-    """The trainer's compiled step (`wdjax.train.programs`, scheme SGD) with conv `impl`."""
+    """The trainer's compiled step (`wdjax.steps.programs`, scheme SGD) with conv `impl`."""
     from benchmarks.harness import config, initial_states, place, programs, step_bench
 
     cfg = config(base, conv_impl=impl)

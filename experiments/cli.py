@@ -94,7 +94,7 @@ def check_images(dataset: Any) -> None:
 
     h, w = dataset.train_images.shape[1:3]
     if (h, w) != IMAGE_SIZE:
-        raise DataError(f"images in {dataset.source} are {w}x{h}; the models need "
+        raise DataError(f"images in {dataset.source} are {w}x{h}; each model needs "
                         f"{IMAGE_SIZE[1]}x{IMAGE_SIZE[0]} RGB images (the CIFAR size)")
 
 
@@ -134,30 +134,14 @@ def start_devices(args: argparse.Namespace) -> None:
         parallel.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
 
 
-def enable_compilation_cache() -> None:
-    """Keep compiled XLA programs on disk, so a rerun or the next sweep skips compiling.
-
-    ``$WDJAX_XLA_CACHE`` chooses the directory (default ``~/.cache/wdjax/xla``; ``off``
-    disables it).
-    """
-    import os
-
-    import jax
-
-    where = os.environ.get("WDJAX_XLA_CACHE", os.path.expanduser("~/.cache/wdjax/xla"))
-    if where != "off":
-        jax.config.update("jax_compilation_cache_dir", where)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-
-
 def run_main(main: Callable[[Sequence[str] | None], int],
              argv: Sequence[str] | None = None) -> NoReturn:
     """Run `main`, turning expected user errors into one line on stderr and exit 2."""
+    from wdjax import ops, runtime
     from wdjax.data import DataError
     from wdjax.records import RunError
 
-    enable_compilation_cache()
-    from wdjax import ops
+    runtime.enable_compilation_cache()
 
     ops.tune_cpu_allocator()  # before any JAX computation; a no-op off glibc
     handlers = {}

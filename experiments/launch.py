@@ -107,9 +107,9 @@ class GroupTask:
             import jax
 
             jax.distributed.initialize()  # coordinator, process ids: from SLURM's variables
-        from experiments import cli
+        from wdjax import runtime
 
-        cli.enable_compilation_cache()  # tasks of one array share compiled programs
+        runtime.enable_compilation_cache()  # tasks of one array share compiled programs
         family = Path(family_dir)
         todo = [c for c in group if self.force or not is_finished(c, family)]
         if todo:

@@ -28,7 +28,7 @@ from wdjax import decay, hparams, labels
 from wdjax.layers import LayerTable
 
 PyTree = Any
-_CHOICES = dict(base=("sgd", "adam"), coefficients=("uniform", "variance_inverse"),
+_CHOICES = dict(base=("sgd", "adam"), coefficients=("uniform", "variance_inverse", "fan_in"),
                 l1_group=("none", "early", "all"), normalize=("none", "current", "ema"))
 
 
@@ -38,7 +38,8 @@ class Scheme:
 
     name: str
     base: str = "sgd"  # "sgd": REFERENCE section 4; "adam": Adam (0.9, 0.999, 1e-8)
-    coefficients: str = "uniform"  # or "variance_inverse": wd * dup ** -depth / Var(W0)
+    coefficients: str = "uniform"  # "variance_inverse": wd * dup ** -depth / Var(W0);
+    #                                "fan_in": wd * fan_in / FAN_IN_REFERENCE
     dup: float = 2.0  # variance_inverse: the divisor per halving of the map
     l1_group: str = "none"  # "early" / "all": those layers get L1 with L1_decay
     last1: bool = False  # the last layer's coefficient times last1_mult
@@ -85,6 +86,8 @@ SCHEMES: tuple[Scheme, ...] = (
            description="last1_mult scheme + layer-wise updates ||p|| / EMA ||d||"),
     Scheme("LSSGD_var_dup2_last1_mult_nwm", **_VAR2, last1=True, normalize="ema",
            weight_norm=False, description="same without the ||p|| factor"),
+    Scheme("SGD_fanin", coefficients="fan_in",
+           description="per layer weight_decay * fan_in / 1152 (conv2_1's fan-in)"),
     Scheme("Adam", base="adam", default_lr=1e-3,
            description="Adam + L2 in the gradient (decoupled with separate_decay)"),
 )
@@ -127,17 +130,33 @@ def layer_table(params: PyTree, layers: LayerTable | None = None,
                      "model, variables, sample_input) or conf= (the VGG's layer list)")
 
 
+FAN_IN_REFERENCE = 1152
+"""The fan-in at which a ``fan_in`` scheme's factor is 1 (the VGG's conv2_1: 3 * 3 * 128)."""
+
+
+def _fan_in_factors(params: PyTree, tab: LayerTable, scheme: Scheme) -> dict[str, float]:
+    return {layer.name: layer.fan_in / FAN_IN_REFERENCE for layer in tab}
+
+
+# How each coefficient rule turns the initial params and layer table into per-layer factors.
+COEFFICIENT_RULES: Mapping[str, Callable[[PyTree, LayerTable, Scheme], dict[str, float]]] = {
+    "uniform": lambda params, tab, scheme: {name: 1.0 for name in tab.names},
+    "variance_inverse": lambda params, tab, scheme: labels.variance_inverse_factors(
+        params, tab, scheme.dup),
+    "fan_in": _fan_in_factors,
+}
+
+
 def layer_factors(scheme: str | Scheme, params: PyTree, layers: LayerTable | None = None,
                   conf: Sequence | None = None) -> dict[str, float]:
     """Per-layer decay coefficient per unit of `weight_decay`, fixed at initialisation.
 
-    Variance-inverse schemes: ``dup ** -depth / Var(initial kernel)`` (REFERENCE section 6);
-    otherwise 1. `params` must be the *initial* parameters.
+    The scheme's coefficient rule (`COEFFICIENT_RULES`): ``uniform`` 1; ``variance_inverse``
+    ``dup ** -depth / Var(initial kernel)`` (REFERENCE section 6); ``fan_in``
+    ``fan_in / FAN_IN_REFERENCE``. `params` must be the *initial* parameters.
     """
     scheme, tab = get(scheme), layer_table(params, layers, conf)
-    if scheme.coefficients == "uniform":
-        return {name: 1.0 for name in tab.names}
-    return labels.variance_inverse_factors(params, tab, scheme.dup)
+    return COEFFICIENT_RULES[scheme.coefficients](params, tab, scheme)
 
 
 def _coefficients(scheme: Scheme, tab: LayerTable, factors: Mapping[str, float],
