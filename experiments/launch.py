@@ -83,7 +83,7 @@ def is_finished(config: Config, family_dir: Path) -> bool:
     """Whether `config`'s run has results recorded with exactly this config."""
     from wdjax.train import same_config
 
-    run_dir = family_dir / config.name
+    run_dir = family_dir / config.run_path
     return records.run_state(run_dir) == "finished" and same_config(run_dir, config)
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from experiments import cli, registry, report, scales
 from wdjax import data, records
-from wdjax.config import MODELS, Config
+from wdjax.config import MODELS, Config, with_seeds
 
 
 def parser() -> cli.Parser:
@@ -35,6 +35,10 @@ def parser() -> cli.Parser:
     a("--data", default=None, help=f"tfds:NAME or folder:PATH (default ${data.ENV_DATA}, "
       f"else {data.DEFAULT_SOURCE})")
     a("--seed", type=cli.integer("--seed", low=0), default=0)
+    a("--seeds", type=cli.integer("--seeds"), default=1,
+      help="seeds per run (seed, seed+1, ...; records in RUN/seed<s>/): the table gives "
+           "mean, interval and a t-test against the baseline; adding seeds later reuses the "
+           "finished ones")
     a("--model", choices=MODELS, default=None,
       help="train every run on this model instead of the family's (default: vgg)")
     a("--baseline", default=None, metavar="RUN",
@@ -55,22 +59,30 @@ def list_families() -> str:
 
 
 def configs_for(family: registry.Family, runs: Sequence[registry.Run], scale: str,
-                data_spec: str | None, seed: int, model: str | None = None) -> list[Config]:
-    """One validated Config per run: protocol < the run's settings < the command line's."""
+                data_spec: str | None, seed: int, model: str | None = None,
+                seeds: int = 1) -> list[Config]:
+    """Validated Configs, one per run and seed: protocol < run settings < command line."""
     protocol = scales.SCALES[scale]
     override = {"model": model} if model else {}
-    return [Config(name=run.name, optimizer=run.optimizer, data=data_spec, seed=seed,
-                   **run.hparams, **{**protocol, **run.settings, **override}).validate()
-            for run in runs]
+    return with_seeds([Config(name=run.name, optimizer=run.optimizer, data=data_spec,
+                              seed=seed, **run.hparams,
+                              **{**protocol, **run.settings, **override}).validate()
+                       for run in runs], seeds)
 
 
 def train_family(configs: list[Config], family_dir: Path, args, parallel: str) -> int:
     """Train the runs not finished yet (under the family lock); return how many trained."""
+    from wdjax.runlog import move_into_seed_dir
     from wdjax.train import prepare_run_dir, same_config, train
 
     def finished(c: Config) -> bool:
-        run_dir = family_dir / c.name
+        run_dir = family_dir / c.run_path
         return records.run_state(run_dir) == "finished" and same_config(run_dir, c)
+
+    if any(c.seed_dir for c in configs):  # a run trained with one seed becomes one of many
+        with records.lock(family_dir):
+            for name in dict.fromkeys(c.name for c in configs):
+                move_into_seed_dir(family_dir / name)
 
     def load() -> data.Dataset:
         dataset = data.load(configs[0].data, train_subset=configs[0].train_subset,
@@ -110,10 +122,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     scale, why = scales.choose(args.scale)
     parallel = args.parallel or scales.default_parallel()
     configs = configs_for(family, runs, scale, data.resolve_source(args.data), args.seed,
-                          args.model)
+                          args.model, args.seeds)
     out = Path(args.out or f"results/{scale}")
     family_dir = out / family.name
-    print(f"sweep {family.name}: {len(runs)} runs at {scale} scale ({why}), {parallel}; "
+    seeds = f" x {args.seeds} seeds" if args.seeds > 1 else ""
+    print(f"sweep {family.name}: {len(runs)} runs{seeds} at {scale} scale ({why}), {parallel}; "
           f"results in {family_dir}")
     if args.dry_run:
         print("protocol: " + json.dumps(scales.SCALES[scale]))

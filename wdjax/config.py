@@ -7,6 +7,8 @@ row of `wdjax.hparams.TABLE`, with its default, so the table is the only place t
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from wdjax import hparams, records
@@ -39,6 +41,7 @@ class Config:
     train_subset: int | None = None
     test_subset: int | None = None
     seed: int = 0
+    seed_dir: bool = False  # records in <name>/seed<seed>/ (one of several seeds of a run)
     log_every: int = 50
     eval_batch_size: int = 1000
     conv_impl: str | None = None
@@ -91,7 +94,27 @@ class Config:
                              f"{self.optimizer!r}")
         return self
 
+    @property
+    def run_path(self) -> Path:
+        """The run's record directory, relative to the output directory."""
+        return Path(self.name, f"seed{self.seed}") if self.seed_dir else Path(self.name)
+
     def shared_key(self) -> tuple:
-        """What runs trained together must share (all but name and traced hyperparameters)."""
-        skip = {"name", *hparams.TRACED}
+        """What runs trained together must share (all but name, seed and traced
+        hyperparameters)."""
+        skip = {"name", "seed", *hparams.TRACED}
         return tuple((k, v) for k, v in self.to_dict().items() if k not in skip)
+
+
+def with_seeds(configs: Sequence[Config], seeds: int) -> list[Config]:
+    """Each config as `seeds` runs with seeds ``seed, seed + 1, ...`` (run-major order).
+
+    One seed keeps the config as it is (records in ``<name>/``); several put each seed's
+    records in ``<name>/seed<s>/``.
+    """
+    if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
+        raise ValueError(f"seeds must be a positive integer, got {seeds!r}")
+    if seeds == 1:
+        return list(configs)
+    return [dataclasses.replace(c, seed=c.seed + k, seed_dir=True)
+            for c in configs for k in range(seeds)]

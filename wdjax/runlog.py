@@ -86,7 +86,7 @@ def prepare_run_dir(out: Path, config: Config, force: bool) -> Path:
     A finished run (summary.json present) or a different config is refused unless `force`,
     which moves the old directory aside to ``<name>.replaced-<time>`` instead of deleting it.
     """
-    run_dir = out / config.name
+    run_dir = out / config.run_path
     state = records.run_state(run_dir)
     if state == "new":
         return run_dir
@@ -101,8 +101,27 @@ def prepare_run_dir(out: Path, config: Config, force: bool) -> Path:
         return run_dir
     if state == "finished" or not same:
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        run_dir.rename(run_dir.with_name(f"{config.name}.replaced-{stamp}"))
+        run_dir.rename(run_dir.with_name(f"{run_dir.name}.replaced-{stamp}"))
     return run_dir
+
+
+def move_into_seed_dir(run_dir: Path) -> Path | None:
+    """Turn a one-seed run (records at the top of `run_dir`) into ``run_dir/seed<s>/``.
+
+    Adding seeds to a run trained with one keeps that seed's records (finished or resumable)
+    instead of training it again. Returns the new directory, or None if nothing moved.
+    """
+    if not (run_dir / "config.json").is_file():
+        return None
+    record = records.read_json(run_dir / "config.json")
+    record["config"]["seed_dir"] = True
+    target = run_dir / f"seed{record['config']['seed']}"
+    hidden = run_dir.with_name(f".{run_dir.name}.to-seed-dir")
+    run_dir.rename(hidden)  # the records move as one directory, never file by file
+    run_dir.mkdir()
+    hidden.rename(target)
+    records.write_json(target / "config.json", record)
+    return target
 
 
 def _replay(log: RunLog, epoch: int, step: int, writer: bool) -> None:

@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
+import numpy as np
 import optax
 
 from wdjax import decay, hparams, labels
@@ -254,18 +255,31 @@ def build(scheme: str | Scheme, *, params: PyTree, layers: LayerTable | None = N
     shapes = jax.tree.map(lambda p: jax.ShapeDtypeStruct(p.shape, p.dtype), params)
     decoupled = scheme.decoupled or separate_decay
 
-    def factory(**values):
-        spec = decay_spec(scheme, params=shapes, layers=tab, factors=factors, **values)
+    def factory(layer_factors, **values):
+        spec = decay_spec(scheme, params=shapes, layers=tab,
+                          factors=dict(zip(tab.names, layer_factors, strict=True)), **values)
         return _chain(scheme, spec, values, decoupled)
 
-    # inject_hyperparams reads the factory's signature to find the hyperparameters.
+    # inject_hyperparams reads the factory's signature to find the hyperparameters. The
+    # factors live in the state too: runs from different seeds (different initial weights,
+    # so different variance-inverse factors) then share one compiled update under vmap, and
+    # a restored checkpoint brings back the factors its run started with.
     factory.__signature__ = inspect.Signature([
-        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY) for name in ("lr", *hp)])
-    return optax.inject_hyperparams(factory)(lr=lr, **hp)
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY)
+        for name in ("lr", *hp, "layer_factors")])
+    return optax.inject_hyperparams(factory)(
+        lr=lr, **hp, layer_factors=np.array([factors[n] for n in tab.names], np.float64))
+
+
+def state_factors(opt_state: Any, layers: LayerTable) -> dict[str, Any]:
+    """The per-layer factors a built scheme's state carries (fixed at initialisation)."""
+    return dict(zip(layers.names, opt_state.hyperparams["layer_factors"], strict=True))
 
 
 def spec_from_state(scheme: str | Scheme, opt_state: Any, params: PyTree,
-                    layers: LayerTable, factors: Mapping[str, float]) -> DecaySpec:
-    """The `DecaySpec` a built scheme is applying right now (for monitors)."""
+                    layers: LayerTable) -> DecaySpec:
+    """The `DecaySpec` a built scheme is applying right now (hyperparameters and factors
+    read from its state; for monitors)."""
     hp = {k: v for k, v in opt_state.hyperparams.items() if k in hparams.TRACED}
-    return decay_spec(scheme, params=params, layers=layers, factors=factors, **hp)
+    return decay_spec(scheme, params=params, layers=layers,
+                      factors=state_factors(opt_state, layers), **hp)
