@@ -26,8 +26,8 @@ def parser() -> cli.Parser:
     a("--list", action="store_true", help="list the families and exit")
     a("--dry-run", action="store_true", help="print every run's config and exit")
     a("--scale", choices=tuple(scales.SCALES), default=None,
-      help="full: the notebook's protocol; quick: a CPU preview (default: full on GPU/TPU, "
-           "quick on CPU)")
+      help="full: the notebook's protocol; quick: a CPU preview; medium: 4x quick per run, "
+           "3 seeds (default: full on GPU/TPU, quick on CPU)")
     a("--runs", default=None, help="comma-separated subset of the family's runs")
     a("--parallel", choices=("vmap", "sequential"), default=None,
       help="train the runs together (vmap) or one after another (default: per backend)")
@@ -35,10 +35,10 @@ def parser() -> cli.Parser:
     a("--data", default=None, help=f"tfds:NAME or folder:PATH (default ${data.ENV_DATA}, "
       f"else {data.DEFAULT_SOURCE})")
     a("--seed", type=cli.integer("--seed", low=0), default=0)
-    a("--seeds", type=cli.integer("--seeds"), default=1,
-      help="seeds per run (seed, seed+1, ...; records in RUN/seed<s>/): the table gives "
-           "mean, interval and a t-test against the baseline; adding seeds later reuses the "
-           "finished ones")
+    a("--seeds", type=cli.integer("--seeds"), default=None,
+      help="seeds per run, seed, seed+1, ... in RUN/seed<s>/ (default: the scale's, 1 but "
+           "medium's 3): the table gives mean, interval and a t-test against the baseline; "
+           "adding seeds later reuses the finished ones")
     a("--model", choices=MODELS, default=None,
       help="train every run on this model instead of the family's (default: vgg)")
     a("--baseline", default=None, metavar="RUN",
@@ -120,6 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs = registry.select_runs(family, names)
     report.check_baseline(args.baseline)
     scale, why = scales.choose(args.scale)
+    args.seeds = args.seeds or scales.SEEDS.get(scale, 1)
     parallel = args.parallel or scales.default_parallel()
     configs = configs_for(family, runs, scale, data.resolve_source(args.data), args.seed,
                           args.model, args.seeds)
