@@ -86,9 +86,7 @@ class Config:
                 raise ValueError(f"{key} must be a positive integer or unset, got {value!r}")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
-        if self.separate_decay and scheme.base != "adam":
-            raise ValueError(f"separate_decay applies to Adam-based schemes only, not "
-                             f"{self.optimizer!r}")
+        schemes.resolve(scheme, self.separate_decay)
         return self
 
     def shared_key(self) -> tuple:

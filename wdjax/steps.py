@@ -180,7 +180,8 @@ def _programs(shared: tuple, k_runs: int, image_shape: tuple, num_classes: int,
     schedule = lr_schedule(cfg.base_lr, steps_per_epoch, cfg.epochs_per_stage)
     model = make_model(cfg, num_classes, image_shape[-1])
     variables = init_variables(model, jax.random.PRNGKey(cfg.seed), image_shape)
-    params0 = variables["params"]
+    # A rotational scheme starts from centred kernels (ROTATIONAL.md 2.1): its row says so.
+    params0 = schemes.initial_params(cfg.optimizer, variables["params"])
     layers = model_layers(model, variables, image_shape)
     # The coefficients are measured on these initial params, re-created from the seed on
     # resume, so a resumed run uses exactly the numbers it started with.
