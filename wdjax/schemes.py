@@ -1,8 +1,10 @@
-"""The named optimisers as a table of `Scheme` rows, built into Optax chains for any model.
+"""The named optimisers (`Scheme` rows of `wdjax.scheme_table`) built into Optax chains.
 
 A `Scheme` says, as data, what decay goes where (coefficient rule, L1 group, last-layer
-multipliers, topographic layers) around which base update (SGD as REFERENCE section 4, or
-Adam), with or without layer-wise normalisation. Its rules are stated on a layer table
+multipliers, topographic layers), in which form (coupled, decoupled, independent,
+corrected, cautious, proximal, toward the initial weights), around which base update (SGD
+as REFERENCE section 4, or Adam with per-element / unit / tensor second moments), with or
+without normalisation, a norm constraint or the rotational update. Its rules are stated on a layer table
 (`wdjax.layers`), never on parameter names, so every scheme applies to any model:
 
     layers = labels.trace_layers(model, variables, sample_batch, train=False)
