@@ -4,8 +4,9 @@ A `Scheme` says, as data, what decay goes where (coefficient rule, L1 group, las
 multipliers, topographic layers), in which form (coupled, decoupled, independent,
 corrected, cautious, proximal, toward the initial weights), around which base update (SGD
 as REFERENCE section 4, or Adam with per-element / unit / tensor second moments), with or
-without normalisation, a norm constraint or the rotational update. Its rules are stated on a layer table
-(`wdjax.layers`), never on parameter names, so every scheme applies to any model:
+without normalisation, a norm constraint or the rotational update. Its rules are stated on
+a layer table (`wdjax.layers`), never on parameter names, so every scheme applies to any
+model:
 
     layers = labels.trace_layers(model, variables, sample_batch, train=False)
     tx = schemes.build("SGD_var_dup2_last1_mult", params=params, layers=layers, lr=0.1)
