@@ -63,7 +63,7 @@ def _check_unique_run_names() -> None:
             if run.name in seen:
                 raise ValueError(f"run {run.name!r} in both {seen[run.name]!r} and {fam.name!r}")
             seen[run.name] = fam.name
-            if any(not math.isfinite(v) for v in run.hparams.values()):
+            if any(v is not None and not math.isfinite(v) for v in run.hparams.values()):
                 raise ValueError(f"run {run.name!r} has a non-finite hyperparameter")
     for fam in FAMILIES.values():
         if fam.baseline is not None and fam.baseline not in seen:

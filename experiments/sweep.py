@@ -37,6 +37,7 @@ def parser() -> cli.Parser:
     a("--seed", type=cli.integer("--seed", low=0), default=0)
     a("--model", choices=MODELS, default=None,
       help="train every run on this model instead of the family's (default: vgg)")
+    cli.add_decay_override_flags(p)
     a("--baseline", default=None, metavar="RUN",
       help="the run the others are tested against (default: the run the notebook based the "
            "family on, else the best mean); may belong to another family")
@@ -55,12 +56,17 @@ def list_families() -> str:
 
 
 def configs_for(family: registry.Family, runs: Sequence[registry.Run], scale: str,
-                data_spec: str | None, seed: int, model: str | None = None) -> list[Config]:
-    """One validated Config per run: protocol < the run's settings < the command line's."""
+                data_spec: str | None, seed: int, model: str | None = None,
+                decay: dict | None = None) -> list[Config]:
+    """One validated Config per run: protocol < the run's settings < the command line's.
+
+    `decay` (`cli.decay_override`) replaces every run's weight_decay or tau_epochs.
+    """
     protocol = scales.SCALES[scale]
     override = {"model": model} if model else {}
     return [Config(name=run.name, optimizer=run.optimizer, data=data_spec, seed=seed,
-                   **run.hparams, **{**protocol, **run.settings, **override}).validate()
+                   **{**run.hparams, **(decay or {}), **protocol, **run.settings,
+                      **override}).validate()
             for run in runs]
 
 
@@ -110,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     scale, why = scales.choose(args.scale)
     parallel = args.parallel or scales.default_parallel()
     configs = configs_for(family, runs, scale, data.resolve_source(args.data), args.seed,
-                          args.model)
+                          args.model, cli.decay_override(args))
     out = Path(args.out or f"results/{scale}")
     family_dir = out / family.name
     print(f"sweep {family.name}: {len(runs)} runs at {scale} scale ({why}), {parallel}; "
@@ -119,6 +125,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("protocol: " + json.dumps(scales.SCALES[scale]))
         for c in configs:
             print(json.dumps(c.to_dict()))
+        if any(c.tau_epochs is not None for c in configs):
+            print("tau_epochs runs: weight_decay = 1 / (tau_epochs * lr * steps_per_epoch), "
+                  "set when the data is loaded")
         print("\n".join(report.dry_run_lines(family, runs, scale, args.baseline)))
         return 0
 

@@ -58,6 +58,19 @@ class Config:
         """The traced hyperparameters (those a vmapped group may vary)."""
         return {k: getattr(self, k) for k in hparams.TRACED}
 
+    def with_timescale(self, steps_per_epoch: int) -> Config:
+        """The config with `weight_decay` set from `tau_epochs` (when given), both kept.
+
+        ``weight_decay = 1 / (tau_epochs * lr * steps_per_epoch)`` (`decay.timescale`), with
+        ``lr`` the base rate (the schedule's peak).
+        """
+        if self.tau_epochs is None:
+            return self
+        from wdjax import decay
+
+        wd = decay.weight_decay_from_tau(self.tau_epochs, self.base_lr, steps_per_epoch)
+        return dataclasses.replace(self, weight_decay=float(wd))
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -91,5 +104,5 @@ class Config:
 
     def shared_key(self) -> tuple:
         """What runs trained together must share (all but name and traced hyperparameters)."""
-        skip = {"name", *hparams.TRACED}
+        skip = {"name", *hparams.TRACED, *hparams.SETS_TRACED}
         return tuple((k, v) for k, v in self.to_dict().items() if k not in skip)

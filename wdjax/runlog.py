@@ -20,7 +20,7 @@ import jax
 import numpy as np
 import optax
 
-from wdjax import analysis, checkpoint, records, schemes
+from wdjax import analysis, checkpoint, hparams, records, schemes
 from wdjax.config import Config
 from wdjax.layers import LayerTable
 
@@ -77,7 +77,14 @@ def same_config(run_dir: Path, config: Config) -> bool:
         old = records.read_json(run_dir / "config.json")["config"]
     except (OSError, ValueError, KeyError):
         return False
-    return old == records.jsonable(config.to_dict())
+    new = records.jsonable(config.to_dict())
+    for h in hparams.TABLE:
+        # A row given in another unit (tau_epochs) fixes the row it sets (weight_decay)
+        # from fields compared here; the record holds the converted number.
+        if h.sets and new.get(h.name) is not None:
+            old.pop(h.sets, None)
+            new.pop(h.sets, None)
+    return old == new
 
 
 def prepare_run_dir(out: Path, config: Config, force: bool) -> Path:
