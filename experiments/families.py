@@ -96,6 +96,7 @@ class Family:
     description: str
     runs: tuple[Run, ...]
     baseline: str | None = None
+    lines_by: str | None = None  # a run setting (e.g. "base"): one accuracy line per value
 
     @property
     def log_scale(self) -> bool:
@@ -143,6 +144,7 @@ def make_family(
     fixed: Mapping[str, Any] | None = None,
     per_run: Mapping[str, Mapping[str, Any]] | None = None,
     baseline: str | None = None,
+    lines_by: str | None = None,
 ) -> Family:
     """Build a family from its table: defaults < family-fixed values < per-run values.
 
@@ -170,4 +172,7 @@ def make_family(
             varies=varies, position=position, settings=types.MappingProxyType(settings)))
     if per_run:
         raise ValueError(f"family {name!r}: overrides for unknown runs {sorted(per_run)}")
-    return Family(name, optimizer, varies, description, tuple(runs), baseline)
+    if lines_by is not None and lines_by not in CONFIG_FIELDS:
+        raise ValueError(f"family {name!r}: lines_by must be a run setting, one of "
+                         f"{', '.join(sorted(CONFIG_FIELDS))}, got {lines_by!r}")
+    return Family(name, optimizer, varies, description, tuple(runs), baseline, lines_by)

@@ -28,6 +28,7 @@ import math
 import types
 from collections.abc import Mapping, Sequence
 
+from experiments.beyond_families import BEYOND_FAMILIES
 from experiments.families import (
     HPARAM_DEFAULTS,
     LOG_SCALE_MIN_RATIO,
@@ -52,8 +53,8 @@ __all__ = [
 ]
 
 FAMILIES: Mapping[str, Family] = types.MappingProxyType(
-    {fam.name: fam for fam in NOTEBOOK_FAMILIES})
-"""All families by name: the notebook's in REFERENCE section 10 order."""
+    {fam.name: fam for fam in (*NOTEBOOK_FAMILIES, *BEYOND_FAMILIES)})
+"""All families by name: the notebook's in REFERENCE section 10 order, then the new ones."""
 
 
 def _check_unique_run_names() -> None:

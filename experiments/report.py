@@ -139,13 +139,14 @@ def summary_rows(family: registry.Family, runs: Sequence[registry.Run], family_d
     for e, test in zip(entries, tests, strict=True):
         g = e.group
         dead = [sum(d.values()) for d in g.dead_units() if d]
+        dead_1e5 = [sum(d.values()) for d in g.dead_units("1e-05") if d]
         rows.append(dict(
             run=e.run.name, family=FAMILY_OF_RUN[e.run.name].name, value=e.label,
             optimizer=e.run.optimizer, **test, seeds_unfinished=len(g.unfinished),
             train_correct=_single_or_mean(g.values("final_train_correct")),
             train_total=_single_or_mean(g.values("train_total")),
             best_epoch=_single_or_mean(g.values("best_epoch")),
-            dead_1e9=_single_or_mean(dead),
+            dead_1e9=_single_or_mean(dead), dead_1e5=_single_or_mean(dead_1e5),
             diverged=any(g.values("diverged")),
             diverged_seeds=sum(bool(d) for d in g.values("diverged")), finished=g.n > 0,
             **_notebook_fields(e.run, g, scale)))
@@ -229,9 +230,10 @@ def _notebook_table(family: registry.Family, rows: list[dict], scale: str) -> li
     out = ["## Training and the notebook", "",
            "The notebook's number is compared with our mean test accuracy at the epoch the "
            "notebook took it (\"compared at epoch\"; \"unknown\": no difference)." + where, "",
-           f"| run | {family.varies} | n | train correct | best epoch | dead (1e-9) | diverged "
-           "| notebook | compared at epoch | ours at that epoch | difference | note |",
-           "|---" * 12 + "|"]
+           f"| run | {family.varies} | n | train correct | best epoch | dead (1e-9) "
+           "| dead (1e-5) | diverged | notebook | compared at epoch | ours at that epoch "
+           "| difference | note |",
+           "|---" * 13 + "|"]
     for r in rows:
         diverged = "" if not r["diverged"] else "yes" if r["n"] == 1 else \
             f"{r['diverged_seeds']}/{r['n']}"
@@ -240,7 +242,8 @@ def _notebook_table(family: registry.Family, rows: list[dict], scale: str) -> li
         out.append(
             f"| {r['run']} | {r['value']} | {_fmt(r['n'])} | "
             f"{_ratio(r['train_correct'], r['train_total'])} | "
-            f"{_fmt(r['best_epoch'], '.1f')} | {_fmt(r['dead_1e9'], '.1f')} | {diverged} | "
+            f"{_fmt(r['best_epoch'], '.1f')} | {_fmt(r['dead_1e9'], '.1f')} | "
+            f"{_fmt(r['dead_1e5'], '.1f')} | {diverged} | "
             f"{_fmt(r['notebook_accuracy'])} | {epoch} | "
             f"{_fmt(r['accuracy_at_epoch'])} | {_fmt(r['difference'], '+.4f')} | "
             f"{r['notebook_note'] or ''} |")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib.ticker
 import numpy as np
@@ -127,6 +128,31 @@ def dead_units_figure(family: registry.Family, done: Sequence[registry.Run],
     return fig
 
 
+def lines_figure(family: registry.Family, done: Sequence[registry.Run],
+                 groups: dict[str, seed_records.SeedGroup]):
+    """Final test accuracy against the varied value, one line per value of the family's
+    ``lines_by`` setting (txp: accuracy vs tau_epochs, one line per width)."""
+    fig, ax = plots.subplots(figsize=(7, 4.2))
+    by_line: dict[Any, list[registry.Run]] = {}
+    for r in done:
+        by_line.setdefault(r.settings.get(family.lines_by), []).append(r)
+    for key, members in sorted(by_line.items(), key=lambda kv: (kv[0] is None, kv[0])):
+        members = sorted(members, key=lambda r: r.value)
+        rows = seed_records.compare([groups[r.name] for r in members], None)
+        plots.interval_errorbar(
+            ax, [r.value for r in members], [row["test_accuracy"] for row in rows],
+            [row["test_accuracy_low"] for row in rows],
+            [row["test_accuracy_high"] for row in rows], "o-", f"{family.lines_by} {key}")
+    if family.log_scale:
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set(xlabel=family.varies, ylabel="final test accuracy",
+           title=f"{family.name}: one line per {family.lines_by} (mean, 95% interval)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return fig
+
+
 def sweep_pictures(family: registry.Family, runs: Sequence[registry.Run],
                    family_dir: str | os.PathLike, same_protocol: bool = False,
                    reference: seed_records.SeedGroup | None = None) -> list[Path]:
@@ -141,10 +167,14 @@ def sweep_pictures(family: registry.Family, runs: Sequence[registry.Run],
     done = [r for r in runs if groups[r.name].n]
     if not done:
         return []
-    return [
+    saved = [
         plots.save(accuracy_figure(family, done, groups, runs, same_protocol, reference),
                    family_dir / f"accuracy_vs_{family.varies}.png"),
         plots.save(curves_figure(family, done, groups), family_dir / "curves.png"),
         plots.save(dead_units_figure(family, done, groups),
                    family_dir / "dead_units_and_coefficients.png"),
     ]
+    if family.lines_by is not None:
+        saved.append(plots.save(lines_figure(family, done, groups), family_dir /
+                                f"accuracy_vs_{family.varies}_by_{family.lines_by}.png"))
+    return saved

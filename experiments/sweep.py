@@ -9,6 +9,7 @@ command skips finished runs and resumes an unfinished one from its checkpoint.
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -70,6 +71,15 @@ def configs_for(family: registry.Family, runs: Sequence[registry.Run], scale: st
             for run in runs]
 
 
+def vmap_groups(configs: list[Config]) -> list[list[Config]]:
+    """The runs that can train together (same `Config.shared_key`), in family order: one
+    group per width of txp, say."""
+    groups: dict[tuple, list[Config]] = {}
+    for c in configs:
+        groups.setdefault(c.shared_key(), []).append(c)
+    return list(groups.values())
+
+
 def train_family(configs: list[Config], family_dir: Path, args, parallel: str) -> int:
     """Train the runs not finished yet (under the family lock); return how many trained."""
     from wdjax.train import prepare_run_dir, same_config, train
@@ -94,11 +104,18 @@ def train_family(configs: list[Config], family_dir: Path, args, parallel: str) -
         todo = [c for c in configs if not finished(c)]
         if len(configs) > len(todo):
             print(f"{len(configs) - len(todo)} finished run(s) skipped")
-        groups = [todo] if parallel == "vmap" else [[c] for c in todo]
+        groups = vmap_groups(todo) if parallel == "vmap" else [[c] for c in todo]
         for group in filter(None, groups):
             train(group, family_dir, dataset=dataset or load(), force=args.force_name,
                   progress=not args.no_progress, devices=args.devices)
     return len(todo)
+
+
+def _shown(c: Config) -> Config:
+    """For --dry-run: a tau_epochs run's weight decay where the epoch's size is known."""
+    if c.tau_epochs is None or c.train_subset is None:
+        return c
+    return c.with_timescale(math.ceil(c.train_subset / c.batch_size))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -124,10 +141,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.dry_run:
         print("protocol: " + json.dumps(scales.SCALES[scale]))
         for c in configs:
-            print(json.dumps(c.to_dict()))
+            print(json.dumps(_shown(c).to_dict()))
         if any(c.tau_epochs is not None for c in configs):
             print("tau_epochs runs: weight_decay = 1 / (tau_epochs * lr * steps_per_epoch), "
-                  "set when the data is loaded")
+                  "shown from train_subset; set when the data is loaded")
         print("\n".join(report.dry_run_lines(family, runs, scale, args.baseline)))
         return 0
 

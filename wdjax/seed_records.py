@@ -60,10 +60,11 @@ class SeedGroup:
             out.append(float(match[-1]))
         return out or None
 
-    def dead_units(self) -> list[dict[str, int]]:
-        """Per finished seed: dead input units per layer at the 1e-9 threshold."""
+    def dead_units(self, threshold: str = DEAD_THRESHOLD) -> list[dict[str, int]]:
+        """Per finished seed: dead input units per layer at `threshold` (default 1e-9;
+        the trainer records ``"1e-20"``, ``"1e-09"`` and ``"1e-05"``); {} where unrecorded."""
         return [{layer: int(dead) for layer, (dead, _) in
-                 ((s.get("dead_units") or {}).get(DEAD_THRESHOLD) or {}).items()}
+                 ((s.get("dead_units") or {}).get(threshold) or {}).items()}
                 for s in self.summaries]
 
 
