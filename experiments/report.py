@@ -147,10 +147,21 @@ def summary_rows(family: registry.Family, runs: Sequence[registry.Run], family_d
             train_total=_single_or_mean(g.values("train_total")),
             best_epoch=_single_or_mean(g.values("best_epoch")),
             dead_1e9=_single_or_mean(dead), dead_1e5=_single_or_mean(dead_1e5),
+            topographic_grouping=grouping_text(g),
             diverged=any(g.values("diverged")),
             diverged_seeds=sum(bool(d) for d in g.values("diverged")), finished=g.n > 0,
             **_notebook_fields(e.run, g, scale)))
     return rows, why
+
+
+def grouping_text(group: seed_records.SeedGroup) -> str | None:
+    """``fc6 rho -0.41 p 0.010; ...``: per layer the mean over seeds of Spearman's rho
+    between cell distance and mean |W|, and of its permutation p-value (None: unrecorded)."""
+    parts = [f"{layer} rho {np.mean([e['spearman'] for e in entries]):+.2f} "
+             f"p {np.mean([e['p_value'] for e in entries]):.3f}"
+             + (f" (n={len(entries)})" if len(entries) > 1 else "")
+             for layer, entries in group.topographic_grouping().items()]
+    return "; ".join(parts) or None
 
 
 def _fmt(x, spec=".4f") -> str:
@@ -257,8 +268,15 @@ def markdown(family: registry.Family, rows: list[dict], scale: str, protocol: di
             f"optimizer {family.optimizer}, varies {family.varies}; scale {scale} "
             f"({', '.join(f'{k}={v}' for k, v in protocol.items())})", "",
             *notebook_lines(rows), "", verdict(rows), ""]
+    grouping = [f"| {r['run']} | {r['topographic_grouping']} |" for r in rows
+                if r["topographic_grouping"]]
+    if grouping:  # topographic schemes: is |W| lower between distant grid cells?
+        grouping = ["", "## Topographic grouping", "",
+                    "Spearman's rho between grid-cell distance and mean |W| of the final "
+                    "kernels (negative: grouping), permutation p-value (100 permutations).",
+                    "", "| run | grouping |", "|---|---|", *grouping]
     return "\n".join([*head, *_stats_table(family, rows, why), "",
-                      *_notebook_table(family, rows, scale)]) + "\n"
+                      *_notebook_table(family, rows, scale), *grouping]) + "\n"
 
 
 def csv_text(rows: list[dict]) -> str:

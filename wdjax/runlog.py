@@ -235,6 +235,26 @@ def epoch_line(label: str, epoch: int, epochs: int, lr: float, logs: list[RunLog
     return f"epoch {epoch + 1}/{epochs} lr {lr:g} | " + " | ".join(parts)
 
 
+def topographic_grouping(config: Config, params: PyTree,
+                         layers: LayerTable) -> dict[str, dict] | None:
+    """For a run of a topographic scheme, `analysis.topographic_grouping` of the final
+    kernels of every layer some topographic row of the scheme table multiplies (positions
+    from the end; VGG: conv5_2 and fc6), so the unmultiplied one is the control.
+
+    ``{layer: {spearman, p_value, cell_map}}`` (the map's empty cells as None); None for
+    other schemes.
+    """
+    if not schemes.get(config.optimizer).topographic:
+        return None
+    positions = sorted({i for s in schemes.SCHEMES for i in s.topographic})
+    out = {}
+    for layer in layers.from_end(positions):
+        g = analysis.topographic_grouping(np.asarray(_at(params, layer.kernel)))
+        cells = [[None if np.isnan(v) else float(v) for v in row] for row in g.cell_map]
+        out[layer.name] = dict(spearman=g.spearman, p_value=g.p_value, cell_map=cells)
+    return out
+
+
 def summary(log: RunLog, n_train: int, n_test: int, epochs: int) -> dict:
     row = log.last or {}
     return dict(

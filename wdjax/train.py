@@ -199,6 +199,10 @@ def finish(group: Group, finished: bool, plots: bool) -> list[dict]:
     for r, log in enumerate(group.logs):
         summary = runlog.summary(log, *group.sizes, group.cfg.epochs)
         if finished and group.writer:
+            grouping = runlog.topographic_grouping(log.config, final_states[r].params,
+                                                   group.prog.layers)
+            if grouping is not None:
+                summary["topographic_grouping"] = grouping
             if log.config.histograms:
                 summary["histograms"] = _histograms(group, final_states[r], log.dir)
             if plots:
