@@ -204,3 +204,23 @@ def test_separate_decay_only_on_coupled_adam():
     with pytest.raises(ValueError, match="separate_decay"):
         schemes.resolve("AdamC", separate_decay=True)
     assert schemes.resolve("AdamU", separate_decay=True).decay_form == "decoupled"
+
+
+def test_adamw_row_is_torch_adamw(params):
+    """The AdamW row's torch semantics: ``torch.optim.AdamW(lr, weight_decay=wd)``."""
+    torch = pytest.importorskip("torch", reason="torch is the AdamW peer")
+    lr, wd = 1e-3, 0.05
+    tx = schemes.build("AdamW", params=params, conf=CONF, lr=lr, weight_decay=wd)
+    got, _ = run(tx, params, STEPS)
+    start = flat(params)
+    tensors = {k: torch.tensor(v, requires_grad=True) for k, v in start.items()}
+    opt = torch.optim.AdamW(list(tensors.values()), lr=lr, betas=(0.9, 0.999), eps=1e-8,
+                            weight_decay=wd)
+    rng = np.random.default_rng(0)  # the same gradients as `run`
+    for _ in range(STEPS):
+        grads = flat(jax.tree.map(lambda x: rng.normal(0, 0.5, x.shape).astype(np.float32),
+                                  params))
+        for k, t in tensors.items():
+            t.grad = torch.from_numpy(grads[k])
+        opt.step()
+    assert_close(got, {k: t.detach().numpy() for k, t in tensors.items()})
