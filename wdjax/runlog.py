@@ -185,7 +185,10 @@ def kernel_index(params: PyTree, layers: LayerTable) -> dict[str, int]:
 def _angular(log: RunLog, rows: list[dict], kernel_ix: Mapping[str, int], lr: float) -> dict:
     """Per layer: mean ||dW||/||W|| over the epoch, and the equilibrium prediction."""
     c, scheme = log.config, schemes.get(log.config.optimizer)
-    plain_sgd = scheme.base == "sgd" and scheme.normalize == "none"
+    # The prediction is for coupled SGD (a rotational row enforces it; a projection or
+    # another decay form changes it).
+    plain_sgd = (scheme.base, scheme.normalize, scheme.decay_form, scheme.norm_constraint) == (
+        "sgd", "none", "coupled", "none")
     angular = {}
     for layer, info in log.table.items():
         i = kernel_ix[layer]
