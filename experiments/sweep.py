@@ -9,6 +9,7 @@ command skips finished runs and resumes an unfinished one from its checkpoint.
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -41,6 +42,7 @@ def parser() -> cli.Parser:
            "adding seeds later reuses the finished ones")
     a("--model", choices=MODELS, default=None,
       help="train every run on this model instead of the family's (default: vgg)")
+    cli.add_decay_override_flags(p)
     a("--baseline", default=None, metavar="RUN",
       help="the run the others are tested against (default: the run the notebook based the "
            "family on, else the best mean); may belong to another family")
@@ -60,14 +62,26 @@ def list_families() -> str:
 
 def configs_for(family: registry.Family, runs: Sequence[registry.Run], scale: str,
                 data_spec: str | None, seed: int, model: str | None = None,
-                seeds: int = 1) -> list[Config]:
-    """Validated Configs, one per run and seed: protocol < run settings < command line."""
+                decay: dict | None = None, seeds: int = 1) -> list[Config]:
+    """Validated Configs, one per run and seed: protocol < run settings < command line.
+
+    `decay` (`cli.decay_override`) replaces every run's weight_decay or tau_epochs.
+    """
     protocol = scales.SCALES[scale]
     override = {"model": model} if model else {}
     return with_seeds([Config(name=run.name, optimizer=run.optimizer, data=data_spec,
-                              seed=seed, **run.hparams,
-                              **{**protocol, **run.settings, **override}).validate()
+                              seed=seed, **{**run.hparams, **(decay or {}), **protocol,
+                                            **run.settings, **override}).validate()
                        for run in runs], seeds)
+
+
+def vmap_groups(configs: list[Config]) -> list[list[Config]]:
+    """The runs that can train together (same `Config.shared_key`), in family order: one
+    group per width of txp, say."""
+    groups: dict[tuple, list[Config]] = {}
+    for c in configs:
+        groups.setdefault(c.shared_key(), []).append(c)
+    return list(groups.values())
 
 
 def train_family(configs: list[Config], family_dir: Path, args, parallel: str) -> int:
@@ -100,11 +114,18 @@ def train_family(configs: list[Config], family_dir: Path, args, parallel: str) -
         todo = [c for c in configs if not finished(c)]
         if len(configs) > len(todo):
             print(f"{len(configs) - len(todo)} finished run(s) skipped")
-        groups = [todo] if parallel == "vmap" else [[c] for c in todo]
+        groups = vmap_groups(todo) if parallel == "vmap" else [[c] for c in todo]
         for group in filter(None, groups):
             train(group, family_dir, dataset=dataset or load(), force=args.force_name,
                   progress=not args.no_progress, devices=args.devices)
     return len(todo)
+
+
+def _shown(c: Config) -> Config:
+    """For --dry-run: a tau_epochs run's weight decay where the epoch's size is known."""
+    if c.tau_epochs is None or c.train_subset is None:
+        return c
+    return c.with_timescale(math.ceil(c.train_subset / c.batch_size))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -123,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.seeds = args.seeds or scales.SEEDS.get(scale, 1)
     parallel = args.parallel or scales.default_parallel()
     configs = configs_for(family, runs, scale, data.resolve_source(args.data), args.seed,
-                          args.model, args.seeds)
+                          args.model, cli.decay_override(args), args.seeds)
     out = Path(args.out or f"results/{scale}")
     family_dir = out / family.name
     seeds = f" x {args.seeds} seeds" if args.seeds > 1 else ""
@@ -132,7 +153,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.dry_run:
         print("protocol: " + json.dumps(scales.SCALES[scale]))
         for c in configs:
-            print(json.dumps(c.to_dict()))
+            print(json.dumps(_shown(c).to_dict()))
+        if any(c.tau_epochs is not None for c in configs):
+            print("tau_epochs runs: weight_decay = 1 / (tau_epochs * lr * steps_per_epoch), "
+                  "shown from train_subset; set when the data is loaded")
         print("\n".join(report.dry_run_lines(family, runs, scale, args.baseline)))
         return 0
 

@@ -61,6 +61,19 @@ class Config:
         """The traced hyperparameters (those a vmapped group may vary)."""
         return {k: getattr(self, k) for k in hparams.TRACED}
 
+    def with_timescale(self, steps_per_epoch: int) -> Config:
+        """The config with `weight_decay` set from `tau_epochs` (when given), both kept.
+
+        ``weight_decay = 1 / (tau_epochs * lr * steps_per_epoch)`` (`decay.timescale`), with
+        ``lr`` the base rate (the schedule's peak).
+        """
+        if self.tau_epochs is None:
+            return self
+        from wdjax import decay
+
+        wd = decay.weight_decay_from_tau(self.tau_epochs, self.base_lr, steps_per_epoch)
+        return dataclasses.replace(self, weight_decay=float(wd))
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -89,9 +102,7 @@ class Config:
                 raise ValueError(f"{key} must be a positive integer or unset, got {value!r}")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
-        if self.separate_decay and scheme.base != "adam":
-            raise ValueError(f"separate_decay applies to Adam-based schemes only, not "
-                             f"{self.optimizer!r}")
+        schemes.resolve(scheme, self.separate_decay)
         return self
 
     @property
@@ -102,7 +113,7 @@ class Config:
     def shared_key(self) -> tuple:
         """What runs trained together must share (all but name, seed and traced
         hyperparameters)."""
-        skip = {"name", "seed", *hparams.TRACED}
+        skip = {"name", "seed", *hparams.TRACED, *hparams.SETS_TRACED}
         return tuple((k, v) for k, v in self.to_dict().items() if k not in skip)
 
 

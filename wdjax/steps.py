@@ -195,7 +195,7 @@ def _programs(shared: tuple, k_runs: int, image_shape: tuple, num_classes: int,
     # A template for shapes and the layer table; each run's own initial weights (from its
     # seed) and the factors measured on them enter through its state (`initial_states`).
     variables = init_variables(model, jax.random.PRNGKey(0), image_shape)
-    params0 = variables["params"]
+    params0 = schemes.initial_params(cfg.optimizer, variables["params"])
     layers = model_layers(model, variables, image_shape)
     tx = schemes.build(cfg.optimizer, params=params0, layers=layers, lr=schedule,
                        separate_decay=cfg.separate_decay)
@@ -233,7 +233,9 @@ def starts(configs: Sequence[Config], prog: Programs) -> list[Start]:
         if c.seed not in by_seed:
             by_seed[c.seed] = init_variables(prog.model, jax.random.PRNGKey(c.seed),
                                              prog.image_shape)
-        v = by_seed[c.seed]
+        # A rotational scheme starts from centred kernels (ROTATIONAL.md 2.1): its row says so.
+        v = dict(by_seed[c.seed], params=schemes.initial_params(c.optimizer,
+                                                                by_seed[c.seed]["params"]))
         out.append(Start(v, schemes.layer_factors(c.optimizer, v["params"], prog.layers)))
     return out
 

@@ -216,6 +216,10 @@ def finish(group: Group, finished: bool, plots: bool) -> list[dict]:
     for r, log in enumerate(group.logs):
         summary = runlog.summary(log, *group.sizes, group.cfg.epochs)
         if finished and group.writer:
+            grouping = runlog.topographic_grouping(log.config, final_states[r].params,
+                                                   group.prog.layers)
+            if grouping is not None:
+                summary["topographic_grouping"] = grouping
             if log.config.histograms:
                 summary["histograms"] = _histograms(group, final_states[r], log.dir)
             if plots:
@@ -253,6 +257,9 @@ def train(configs: Config | Sequence[Config], out: str | os.PathLike = "runs", *
     run_dirs = [prepare_run_dir(out, c, force) for c in configs]
     if dataset is None:
         dataset = data.load(cfg.data, train_subset=cfg.train_subset, test_subset=cfg.test_subset)
+    # A timescale (tau_epochs) becomes the weight decay here, where the epoch's size is known.
+    steps_per_epoch = math.ceil(len(dataset.train_labels) / cfg.batch_size)
+    configs = [c.with_timescale(steps_per_epoch) for c in configs]
     group, start_epoch = start(configs, run_dirs, dataset, mesh)
     end = cfg.epochs if stop_after_epochs is None else min(cfg.epochs,
                                                            start_epoch + stop_after_epochs)
