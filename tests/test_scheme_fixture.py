@@ -1,7 +1,10 @@
 """The named schemes give bit-identical updates to those recorded before the scheme table.
 
 `tests/fixtures/scheme_steps.json` was written by `tests/fixtures/make_scheme_steps.py`
-from the name-parsing implementation; the table-driven one must reproduce every bit.
+from the name-parsing implementation; the table-driven one must reproduce every bit. The
+normalised (LSSGD) updates reduce ``||d||`` over a tensor, whose float sum XLA:CPU orders by
+the CPU's vector width, so for them the file holds the old code's hashes from each CPU kind
+it was run on (both recorded at commit 77e8989); the update must equal one of them.
 """
 
 import json
@@ -30,4 +33,4 @@ def test_schemes_bit_identical_to_recorded_updates():
     got = make_scheme_steps.scheme_steps(build, params)
     assert got.keys() == want.keys()
     for case in want:
-        assert got[case] == want[case], case
+        assert got[case] in want[case], case
