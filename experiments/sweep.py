@@ -4,6 +4,10 @@ Each run of the family trains under ``<out>/<family>/<run>/``; at the end a tabl
 notebook's own line format, with statistics over seeds (`experiments.report`), is printed
 and saved (``summary.md``, ``summary.csv``) with pictures beside it. Re-running the same
 command skips finished runs and resumes an unfinished one from its checkpoint.
+
+``--launcher slurm`` trains the runs as one SLURM job array instead (`experiments.launch`),
+into the same tree; ``--collect`` only builds the table from what is on disk.
+``--tensorboard`` (or ``WDJAX_TENSORBOARD=1``) adds TensorBoard events (`wdjax.tensorboard`).
 """
 
 from __future__ import annotations
@@ -14,8 +18,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from experiments import cli, registry, report, scales
+from experiments import cli, launch, registry, report, scales
 from wdjax import data, records
+from wdjax import tensorboard as tb
 from wdjax.config import MODELS, Config
 
 
@@ -26,11 +31,12 @@ def parser() -> cli.Parser:
     a("--list", action="store_true", help="list the families and exit")
     a("--dry-run", action="store_true", help="print every run's config and exit")
     a("--scale", choices=tuple(scales.SCALES), default=None,
-      help="full: the notebook's protocol; quick: a CPU preview (default: full on GPU/TPU, "
-           "quick on CPU)")
+      help="full: the notebook's protocol; quick: a CPU preview (default: full on GPU/TPU "
+           "and with --launcher slurm, quick on CPU)")
     a("--runs", default=None, help="comma-separated subset of the family's runs")
     a("--parallel", choices=("vmap", "sequential"), default=None,
-      help="train the runs together (vmap) or one after another (default: per backend)")
+      help="train the runs together (vmap) or one after another (default: per backend; "
+           "with a launcher, one run per task)")
     a("--out", default=None, help="output directory (default results/<scale>)")
     a("--data", default=None, help=f"tfds:NAME or folder:PATH (default ${data.ENV_DATA}, "
       f"else {data.DEFAULT_SOURCE})")
@@ -42,6 +48,12 @@ def parser() -> cli.Parser:
            "family on, else the best mean); may belong to another family")
     a("--force-name", action="store_true", help="replace existing runs with other configs")
     a("--no-progress", action="store_true")
+    a("--tensorboard", action="store_true", default=None,
+      help=f"write TensorBoard events per run and the family's HParams table (or "
+           f"${tb.ENV_TENSORBOARD}=1)")
+    a("--collect", action="store_true",
+      help="train nothing: build the table from the runs on disk (after --no-wait)")
+    launch.add_args(p)
     cli.add_device_args(p)
     return p
 
@@ -91,8 +103,49 @@ def train_family(configs: list[Config], family_dir: Path, args, parallel: str) -
         groups = [todo] if parallel == "vmap" else [[c] for c in todo]
         for group in filter(None, groups):
             train(group, family_dir, dataset=dataset or load(), force=args.force_name,
-                  progress=not args.no_progress, devices=args.devices)
+                  progress=not args.no_progress, devices=args.devices,
+                  tensorboard=tb.enabled(args.tensorboard))
     return len(todo)
+
+
+def protocol(args) -> tuple[str, str, str]:
+    """(scale, why, parallel). A job array's tasks run on the cluster's accelerators, not on
+    the submitting host: full scale, one run per task, unless asked otherwise."""
+    if args.launcher == "slurm" and args.scale is None:
+        scale, why = "full", "slurm: on the cluster's accelerators"
+    else:
+        scale, why = scales.choose(args.scale)
+    default = "sequential" if args.launcher != "local" else scales.default_parallel()
+    return scale, why, args.parallel or default
+
+
+def collect_command(family: registry.Family, scale: str, out: Path, argv_runs: str | None,
+                    baseline: str | None) -> str:
+    """The command that builds this sweep's table later (``--collect``)."""
+    words = ["python -m experiments.sweep", f"--name {family.name}", f"--scale {scale}",
+             f"--out {out}"] + ([f"--runs {argv_runs}"] if argv_runs else []) + (
+        [f"--baseline {baseline}"] if baseline else [])
+    return " ".join(words + ["--collect"])
+
+
+def write_table(family: registry.Family, runs: Sequence[registry.Run],
+                configs: Sequence[Config], family_dir: Path, scale: str, args) -> None:
+    """The table, CSV and pictures (and the HParams table with TensorBoard on); printed."""
+    with records.lock(family_dir):
+        rows = report.write_results(family, runs, family_dir, scale, args.baseline)
+    if tb.enabled(args.tensorboard):
+        tb.write_family_hparams(family_dir, [c.name for c in configs])
+    print("\n" + "\n".join([*report.notebook_lines(rows), report.verdict(rows)]))
+
+
+def run(configs: list[Config], family_dir: Path, args, parallel: str, collect: str) -> bool:
+    """Train what is unfinished here or as a job array; whether to build the table now."""
+    if args.launcher == "local":
+        trained = train_family(configs, family_dir, args, parallel)
+        print(f"{trained} run(s) trained")
+        return True
+    return launch.run_sweep(configs, family_dir, args, parallel,
+                            tensorboard=tb.enabled(args.tensorboard), collect_command=collect)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -107,12 +160,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     names = [n.strip() for n in args.runs.split(",")] if args.runs else None
     runs = registry.select_runs(family, names)
     report.check_baseline(args.baseline)
-    scale, why = scales.choose(args.scale)
-    parallel = args.parallel or scales.default_parallel()
+    scale, why, parallel = protocol(args)
     configs = configs_for(family, runs, scale, data.resolve_source(args.data), args.seed,
                           args.model)
     out = Path(args.out or f"results/{scale}")
     family_dir = out / family.name
+    launch.resources(args)  # slurm-only flags without slurm are refused here
+    if args.collect:
+        if not family_dir.is_dir():
+            raise records.RunError(f"nothing to collect: {family_dir} does not exist")
+        write_table(family, runs, configs, family_dir, scale, args)
+        print(f"\n{family.name}: table, CSV and pictures in {family_dir}")
+        return 0
     print(f"sweep {family.name}: {len(runs)} runs at {scale} scale ({why}), {parallel}; "
           f"results in {family_dir}")
     if args.dry_run:
@@ -125,13 +184,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     report.check_baseline(args.baseline, runs, family_dir)
     data.check_source(configs[0].data)  # resolved in configs_for
     records.check_writable(out)
+    if tb.enabled(args.tensorboard):
+        tb.require()
     t0 = time.time()
-    trained = train_family(configs, family_dir, args, parallel)
-    with records.lock(family_dir):
-        rows = report.write_results(family, runs, family_dir, scale, args.baseline)
-    print("\n" + "\n".join([*report.notebook_lines(rows), report.verdict(rows)]))
-    print(f"\n{family.name}: {trained} run(s) trained in {time.time() - t0:.0f} s; "
-          f"table, CSV and pictures in {family_dir}")
+    if run(configs, family_dir, args, parallel,
+           collect_command(family, scale, out, args.runs, args.baseline)):
+        write_table(family, runs, configs, family_dir, scale, args)
+        print(f"\n{family.name}: done in {time.time() - t0:.0f} s; table, CSV and pictures "
+              f"in {family_dir}")
     return 0
 
 

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from experiments import cli
 from wdjax import data, records, schemes
+from wdjax import tensorboard as tb
 from wdjax.config import MODELS, Config
 
 
@@ -45,6 +46,8 @@ def parser() -> cli.Parser:
       help="replace a finished run or one with a different config (the old one is kept "
            "aside as NAME.replaced-TIME)")
     a("--no-progress", action="store_true", help="no progress bar")
+    a("--tensorboard", action="store_true", default=None,
+      help=f"write TensorBoard events into NAME/tensorboard/ (or ${tb.ENV_TENSORBOARD}=1)")
     cli.add_device_args(p)
     return p
 
@@ -54,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cli.start_devices(args)
     opts = vars(args)
     out, force, quiet = opts.pop("out"), opts.pop("force_name"), opts.pop("no_progress")
-    devices = opts.pop("devices")
+    devices, events = opts.pop("devices"), tb.enabled(opts.pop("tensorboard"))
     for k in ("distributed", "coordinator", "num_processes", "process_id"):
         opts.pop(k)
     opts["data"] = data.resolve_source(opts["data"])
@@ -62,6 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Everything that can be checked is checked before anything is created.
     data.check_source(config.data)
     out_dir = records.check_writable(out)
+    if events:
+        tb.require()
     from wdjax.train import prepare_run_dir, train
 
     if not force:
@@ -71,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         test_subset=config.test_subset)
     cli.check_images(dataset)
     summary = train(config, out_dir, dataset=dataset, force=force, progress=not quiet,
-                    devices=devices)[0]
+                    devices=devices, tensorboard=events)[0]
     if summary.get("diverged"):
         print(f"{config.name}: diverged at step {summary['diverged']['step']}")
     else:

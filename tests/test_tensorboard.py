@@ -7,6 +7,7 @@ import sys
 import types
 
 import pytest
+from conftest import read_tensorboard_scalars
 
 from wdjax import records
 from wdjax import tensorboard as tb
@@ -37,10 +38,7 @@ def make_row(epoch: int, scale: float = 1.0) -> dict:
 
 
 def read_scalars(logdir) -> dict[str, list[tuple[int, float]]]:
-    acc = event_accumulator.EventAccumulator(str(logdir), size_guidance={"scalars": 0})
-    acc.Reload()
-    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)]
-            for tag in acc.Tags()["scalars"]}
+    return read_tensorboard_scalars(logdir)
 
 
 def hparams_content(logdir) -> dict[str, bytes]:
