@@ -25,6 +25,12 @@ CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
                  "ship", "truck")
 
 
+# Without TensorFlow, tensorflow_datasets has no builders (nor testing.mock_data) at all.
+needs_tensorflow = pytest.mark.skipif(
+    not tfds_source.tensorflow_available(),
+    reason="TensorFlow absent: pip install -e '.[dev]' (or 'wdjax[tfds]') to run the TFDS path")
+
+
 def one_line_error(func, *args, match: str, **kwargs) -> str:
     with pytest.raises(DataError, match=match) as info:
         func(*args, **kwargs)
@@ -51,9 +57,8 @@ def prepared_cifar10_metadata(tmp_path):
     return tmp_path / "tfds"
 
 
+@needs_tensorflow
 def test_cifar10_under_mock_data_through_load(prepared_cifar10_metadata, monkeypatch):
-    pytest.importorskip("tensorflow", reason="TensorFlow absent: pip install -e '.[dev]' "
-                                              "(or 'wdjax[tfds]') to run the TFDS path")
     import tensorflow_datasets as tfds
 
     # Prepared data is never checked against the network: with no resolver it still loads.
@@ -76,6 +81,7 @@ def test_cifar10_under_mock_data_through_load(prepared_cifar10_metadata, monkeyp
     assert small.train_images.shape == (10, 32, 32, 3) and small.test_labels.shape == (5,)
 
 
+@needs_tensorflow
 def test_offline_download_fails_within_10_s_in_one_line(tmp_path, monkeypatch):
     import tensorflow_datasets as tfds
 
@@ -106,6 +112,7 @@ def test_without_tensorflow_fails_fast_with_one_line(tmp_path, monkeypatch):
     one_line_error(data.load, None, match="cannot load tfds:cifar10")
 
 
+@needs_tensorflow
 def test_unknown_dataset_is_one_short_line(monkeypatch):
     monkeypatch.setattr(tfds_source, "tensorflow_available", lambda: True)
     message = one_line_error(data.check_source, "tfds:no_such_dataset_xyz",
@@ -143,8 +150,9 @@ def _use_fake_builder(monkeypatch, builder):
     fake_tf.config = types.SimpleNamespace(set_visible_devices=lambda devices, kind: None)
     monkeypatch.setitem(sys.modules, "tensorflow", fake_tf)
     monkeypatch.setattr(tfds_source, "tensorflow_available", lambda: True)
-    monkeypatch.setattr(tfds, "builder", lambda name: builder)
-    monkeypatch.setattr(tfds, "as_numpy", lambda stream: stream)
+    # raising=False: without TensorFlow, tfds has neither (these tests need no TensorFlow).
+    monkeypatch.setattr(tfds, "builder", lambda name: builder, raising=False)
+    monkeypatch.setattr(tfds, "as_numpy", lambda stream: stream, raising=False)
 
 
 def test_streamed_batches_are_concatenated_and_converted(monkeypatch):
