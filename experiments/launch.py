@@ -250,6 +250,10 @@ def add_args(p: argparse.ArgumentParser) -> None:
 def resources(args: argparse.Namespace) -> Resources:
     """The task resources the flags ask for; UsageError for slurm flags without slurm."""
     given = {k: getattr(args, k) for k in _RESOURCE_FLAGS if getattr(args, k) is not None}
+    if LAUNCHERS[args.launcher] is not None and (args.distributed or args.coordinator):
+        # The submitting host must not join a JAX cluster; the tasks join theirs.
+        raise cli.UsageError("--distributed and --coordinator apply to --launcher local; "
+                             "with --launcher slurm, --nodes N joins each task's hosts")
     if LAUNCHERS[args.launcher] is None:
         flags = [f"--{k.replace('_', '-')}" for k in given] + ["--no-wait"] * args.no_wait
         if flags:

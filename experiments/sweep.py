@@ -150,6 +150,7 @@ def run(configs: list[Config], family_dir: Path, args, parallel: str, collect: s
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    launch.resources(args)  # flags that need (or exclude) a launcher: refused first
     cli.start_devices(args)
     if args.list:
         print(list_families())
@@ -165,7 +166,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                           args.model)
     out = Path(args.out or f"results/{scale}")
     family_dir = out / family.name
-    launch.resources(args)  # slurm-only flags without slurm are refused here
     if args.collect:
         if not family_dir.is_dir():
             raise records.RunError(f"nothing to collect: {family_dir} does not exist")

@@ -246,9 +246,15 @@ def test_vmap_puts_the_runs_that_can_share_a_step_in_one_task(env):
     assert len(launch.groups_for(configs, "sequential")) == 2
 
 
-@pytest.mark.parametrize("flags", [["--partition", "gpu"], ["--nodes", "2"], ["--no-wait"]])
-def test_slurm_flags_need_the_slurm_launcher(env, tmp_path, flags):
-    with pytest.raises(sweep.cli.UsageError, match=f"{flags[0]} applies to --launcher slurm"):
+@pytest.mark.parametrize(("flags", "needle"), [
+    (["--partition", "gpu"], "--partition applies to --launcher slurm only"),
+    (["--nodes", "2"], "--nodes applies to --launcher slurm only"),
+    (["--no-wait"], "--no-wait applies to --launcher slurm only"),
+    (["--launcher", "slurm", "--distributed"], "--distributed and --coordinator apply to "
+                                               "--launcher local; with --launcher slurm"),
+])
+def test_launcher_flags_are_checked_first(env, tmp_path, flags, needle):
+    with pytest.raises(sweep.cli.UsageError, match=needle):
         sweep.main(sweep_argv(env, tmp_path, *flags))
     assert not tmp_path.joinpath("dxp").exists()
 
