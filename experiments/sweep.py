@@ -13,6 +13,7 @@ into the same tree; ``--collect`` only builds the table from what is on disk.
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -122,10 +123,10 @@ def protocol(args) -> tuple[str, str, str]:
 def collect_command(family: registry.Family, scale: str, out: Path, argv_runs: str | None,
                     baseline: str | None) -> str:
     """The command that builds this sweep's table later (``--collect``)."""
-    words = ["python -m experiments.sweep", f"--name {family.name}", f"--scale {scale}",
-             f"--out {out}"] + ([f"--runs {argv_runs}"] if argv_runs else []) + (
-        [f"--baseline {baseline}"] if baseline else [])
-    return " ".join(words + ["--collect"])
+    words = ["--name", family.name, "--scale", scale, "--out", str(out)]
+    words += ["--runs", argv_runs] if argv_runs else []
+    words += ["--baseline", baseline] if baseline else []
+    return " ".join(["python -m experiments.sweep", *map(shlex.quote, words), "--collect"])
 
 
 def write_table(family: registry.Family, runs: Sequence[registry.Run],
@@ -151,6 +152,8 @@ def run(configs: list[Config], family_dir: Path, args, parallel: str, collect: s
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     launch.resources(args)  # flags that need (or exclude) a launcher: refused first
+    if tb.enabled(args.tensorboard):
+        tb.require()
     cli.start_devices(args)
     if args.list:
         print(list_families())
@@ -184,8 +187,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     report.check_baseline(args.baseline, runs, family_dir)
     data.check_source(configs[0].data)  # resolved in configs_for
     records.check_writable(out)
-    if tb.enabled(args.tensorboard):
-        tb.require()
     t0 = time.time()
     if run(configs, family_dir, args, parallel,
            collect_command(family, scale, out, args.runs, args.baseline)):
