@@ -216,7 +216,11 @@ def _last_exception_line(error: BaseException) -> str:
     """The task's own exception from submitit's error (which wraps the remote traceback)."""
     lines = [ln.strip() for ln in str(error).splitlines()]
     raised = [ln for ln in lines if _EXCEPTION_LINE.match(ln)]
-    return raised[-1] if raised else f"{type(error).__name__}: {lines[0] if lines else ''}"
+    if raised:
+        return raised[-1]
+    # A task killed outright (SIGKILL, a lost node) raised nothing: say so, with its state.
+    silent = [ln for ln in lines if ln.startswith("has not produced any output")]
+    return f"{type(error).__name__}: {(silent or lines or [''])[0]}"
 
 
 # ---- experiments.sweep --launcher ---------------------------------------------------------
