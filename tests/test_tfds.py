@@ -112,6 +112,33 @@ def test_without_tensorflow_fails_fast_with_one_line(tmp_path, monkeypatch):
     one_line_error(data.load, None, match="cannot load tfds:cifar10")
 
 
+_NO_RESOLVER_SITE = """import socket
+def _no_resolver(*args, **kwargs):
+    raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+socket.getaddrinfo = _no_resolver
+"""
+
+
+@needs_tensorflow
+def test_offline_sweep_command_fails_within_10_s_in_one_line(tmp_path):
+    """What a new user types on a machine whose resolver fails: one line on stderr, soon."""
+    import os
+
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(_NO_RESOLVER_SITE)
+    env = {k: v for k, v in os.environ.items() if k != data.ENV_DATA}
+    env.update(TFDS_DATA_DIR=str(tmp_path / "tfds"), PYTHONPATH=os.pathsep.join(
+        filter(None, [str(tmp_path / "site"), env.get("PYTHONPATH")])))
+    start = time.perf_counter()
+    r = subprocess.run([sys.executable, "-m", "experiments.sweep", "--name", "dxp", "--out",
+                        str(tmp_path / "out")], capture_output=True, text=True, timeout=60,
+                       env=env)
+    assert time.perf_counter() - start <= 10  # the issue's bound; TFDS retries 3.5 min
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "cannot resolve www.cs.toronto.edu" in r.stderr
+    assert not (tmp_path / "out").exists()
+
+
 @needs_tensorflow
 def test_unknown_dataset_is_one_short_line(monkeypatch):
     monkeypatch.setattr(tfds_source, "tensorflow_available", lambda: True)
