@@ -123,7 +123,7 @@ def programs(setup: Setup, cfg: Any, k_runs: int = 1) -> Any:
     from wdjax.steps import programs as library_programs
 
     mesh = setup.mesh if k_runs == 1 else parallel.make_mesh(k_runs)
-    return library_programs(cfg, k_runs, setup.dataset.train_images.shape[1:],
+    return library_programs([cfg] * k_runs, setup.dataset.train_images.shape[1:],
                             setup.dataset.num_classes, setup.n_train, mesh)
 
 

@@ -80,12 +80,40 @@ def add_hparam_flags(p: argparse.ArgumentParser, defaults: Any = None) -> None:
     """One flag per row of `wdjax.hparams.TABLE` (its short form, range check and help)."""
     from wdjax import hparams
 
+    # A row given in another unit (``sets``) and the row it sets are mutually exclusive.
+    groups = {h.sets: p.add_mutually_exclusive_group() for h in hparams.TABLE if h.sets}
     for h in hparams.TABLE:
         names = [h.flag] + ([h.short] if h.short else [])
         default = getattr(defaults, h.name) if defaults is not None else h.default
-        p.add_argument(*names, dest=h.name, default=default, help=h.help,
-                       type=number(h.flag, low=h.low, low_open=h.low_open, high=h.high,
-                                   high_open=h.high_open))
+        target = groups.get(h.sets or h.name, p)
+        target.add_argument(*names, dest=h.name, default=default, help=h.help,
+                            type=number(h.flag, low=h.low, low_open=h.low_open, high=h.high,
+                                        high_open=h.high_open))
+
+
+def add_decay_override_flags(p: argparse.ArgumentParser) -> None:
+    """--weight-decay or --tau-epochs (exclusive; default None: each run's own value)."""
+    from wdjax import hparams
+
+    group = p.add_mutually_exclusive_group()
+    for h in hparams.TABLE:
+        if h.sets or any(other.sets == h.name for other in hparams.TABLE):
+            group.add_argument(h.flag, dest=h.name, default=None,
+                               help=f"every run: {h.help} (default: the run's own)",
+                               type=number(h.flag, low=h.low, low_open=h.low_open,
+                                           high=h.high, high_open=h.high_open))
+
+
+def decay_override(args: argparse.Namespace) -> dict[str, Any]:
+    """The run fields the override flags set: the given row, its counterpart cleared."""
+    from wdjax import hparams
+
+    for h in hparams.TABLE:
+        if h.sets and getattr(args, h.name, None) is not None:
+            return {h.name: getattr(args, h.name)}
+        if h.sets and getattr(args, h.sets, None) is not None:
+            return {h.sets: getattr(args, h.sets), h.name: None}
+    return {}
 
 
 def check_images(dataset: Any) -> None:

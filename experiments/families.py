@@ -20,7 +20,7 @@ from wdjax.config import Config
 NOTEBOOK_LR = 0.1
 """The original script's learning rate; the notebook never relied on a scheme default."""
 
-HPARAM_DEFAULTS: Mapping[str, float] = types.MappingProxyType(
+HPARAM_DEFAULTS: Mapping[str, float | None] = types.MappingProxyType(
     {**hparams.defaults(), "lr": NOTEBOOK_LR})
 """The original command line's defaults (REFERENCE section 5), from the hyperparameter table."""
 
@@ -62,7 +62,7 @@ class Run:
 
     name: str
     optimizer: str
-    hparams: Mapping[str, float] = dataclasses.field(hash=False)
+    hparams: Mapping[str, float | None] = dataclasses.field(hash=False)  # None: unset
     reported: Reported
     varies: str
     position: int = 1
@@ -96,6 +96,7 @@ class Family:
     description: str
     runs: tuple[Run, ...]
     baseline: str | None = None
+    lines_by: str | None = None  # a run setting (e.g. "base"): one accuracy line per value
 
     @property
     def log_scale(self) -> bool:
@@ -143,6 +144,7 @@ def make_family(
     fixed: Mapping[str, Any] | None = None,
     per_run: Mapping[str, Mapping[str, Any]] | None = None,
     baseline: str | None = None,
+    lines_by: str | None = None,
 ) -> Family:
     """Build a family from its table: defaults < family-fixed values < per-run values.
 
@@ -164,9 +166,13 @@ def make_family(
         settings = {k: v for k, v in values.items() if k not in HPARAM_DEFAULTS}
         runs.append(Run(
             name=run_name, optimizer=run_optimizer,
-            hparams=types.MappingProxyType({k: float(v) for k, v in hp.items()}),
+            hparams=types.MappingProxyType({k: None if v is None else float(v)
+                                            for k, v in hp.items()}),
             reported=Reported(acc, train, best, *(stop or (None, NOTEBOOK_EPOCHS))),
             varies=varies, position=position, settings=types.MappingProxyType(settings)))
     if per_run:
         raise ValueError(f"family {name!r}: overrides for unknown runs {sorted(per_run)}")
-    return Family(name, optimizer, varies, description, tuple(runs), baseline)
+    if lines_by is not None and lines_by not in CONFIG_FIELDS:
+        raise ValueError(f"family {name!r}: lines_by must be a run setting, one of "
+                         f"{', '.join(sorted(CONFIG_FIELDS))}, got {lines_by!r}")
+    return Family(name, optimizer, varies, description, tuple(runs), baseline, lines_by)

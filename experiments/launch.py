@@ -89,7 +89,7 @@ def is_finished(config: Config, family_dir: Path) -> bool:
     """Whether `config`'s run has results recorded with exactly this config."""
     from wdjax.train import same_config
 
-    run_dir = family_dir / config.name
+    run_dir = family_dir / config.run_path
     return records.run_state(run_dir) == "finished" and same_config(run_dir, config)
 
 
@@ -120,7 +120,7 @@ class GroupTask:
         todo = [c for c in group if self.force or not is_finished(c, family)]
         if todo:
             self.train(todo, family)
-        return [c.name for c in todo]
+        return [str(c.run_path) for c in todo]
 
     def train(self, todo: list[Config], family_dir: Path) -> None:
         """One `wdjax.train.train` call on the group (its dataset loaded in this task)."""
@@ -196,9 +196,10 @@ def wait(jobs: Sequence[Any], configs: Sequence[Config], family_dir: str | Path,
     while True:
         all_done = all(job.done() for job in jobs)  # before looking, so nothing is missed
         for c in configs:
-            if c.name not in seen and is_finished(c, family_dir):
-                seen.add(c.name)
-                echo(f"finished {c.name} ({len(seen)}/{len(configs)})")
+            path = str(c.run_path)  # <name>, or <name>/seed<s> for one of several seeds
+            if path not in seen and is_finished(c, family_dir):
+                seen.add(path)
+                echo(f"finished {path} ({len(seen)}/{len(configs)})")
         if all_done:
             break
         time.sleep(POLL_S if poll_s is None else poll_s)
@@ -209,7 +210,7 @@ def wait(jobs: Sequence[Any], configs: Sequence[Config], family_dir: str | Path,
             f"{len(failed)} of {len(jobs)} task(s) failed (job {job.job_id}: "
             f"{_last_exception_line(error)}); logs in {family_dir / JOBS_SUBDIR}; submit the "
             "sweep again to resume them")
-    return [c.name for c in configs if c.name not in seen]
+    return [str(c.run_path) for c in configs if str(c.run_path) not in seen]
 
 
 def _last_exception_line(error: BaseException) -> str:
@@ -265,29 +266,18 @@ def resources(args: argparse.Namespace) -> Resources:
     return Resources(**given).validate()
 
 
-def groups_for(configs: Sequence[Config], parallel: str) -> list[list[Config]]:
-    """The configs of each array task: one run each (sequential), or (vmap) the runs that
-    share everything but name and traced hyperparameters, trained together."""
-    if parallel != "vmap":
-        return [[c] for c in configs]
-    groups: dict[tuple, list[Config]] = {}
-    for c in configs:
-        groups.setdefault(c.shared_key(), []).append(c)
-    return list(groups.values())
-
-
-def run_sweep(configs: Sequence[Config], family_dir: Path, args: argparse.Namespace,
-              parallel: str, *, tensorboard: bool, collect_command: str) -> bool:
-    """Submit the sweep's unfinished runs as one job array and wait for them (unless
-    --no-wait). Returns whether the runs' tasks have ended, so the table can be built."""
+def run_sweep(groups: Sequence[Sequence[Config]], family_dir: Path, args: argparse.Namespace,
+              *, tensorboard: bool, collect_command: str) -> bool:
+    """Submit the sweep's groups with an unfinished run as one job array (a task each) and
+    wait for them (unless --no-wait). Returns whether the tasks have ended, so the table
+    can be built."""
     res = resources(args)
     options: dict[str, Any] = {"tensorboard": tensorboard}
     if args.devices is not None:
         options["devices"] = args.devices
     task = GroupTask(distributed=res.nodes > 1, force=args.force_name, train_options=options)
-    todo = [c for c in configs if args.force_name or not is_finished(c, family_dir)]
-    jobs = submit(groups_for(configs, parallel), family_dir, res,
-                  cluster=LAUNCHERS[args.launcher], task=task)
+    todo = [c for g in groups for c in g if args.force_name or not is_finished(c, family_dir)]
+    jobs = submit(groups, family_dir, res, cluster=LAUNCHERS[args.launcher], task=task)
     if not jobs:
         return True
     if args.no_wait:

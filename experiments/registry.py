@@ -28,6 +28,7 @@ import math
 import types
 from collections.abc import Mapping, Sequence
 
+from experiments.beyond_families import BEYOND_FAMILIES
 from experiments.families import (
     HPARAM_DEFAULTS,
     LOG_SCALE_MIN_RATIO,
@@ -52,8 +53,8 @@ __all__ = [
 ]
 
 FAMILIES: Mapping[str, Family] = types.MappingProxyType(
-    {fam.name: fam for fam in NOTEBOOK_FAMILIES})
-"""All families by name: the notebook's in REFERENCE section 10 order."""
+    {fam.name: fam for fam in (*NOTEBOOK_FAMILIES, *BEYOND_FAMILIES)})
+"""All families by name: the notebook's in REFERENCE section 10 order, then the new ones."""
 
 
 def _check_unique_run_names() -> None:
@@ -63,7 +64,7 @@ def _check_unique_run_names() -> None:
             if run.name in seen:
                 raise ValueError(f"run {run.name!r} in both {seen[run.name]!r} and {fam.name!r}")
             seen[run.name] = fam.name
-            if any(not math.isfinite(v) for v in run.hparams.values()):
+            if any(v is not None and not math.isfinite(v) for v in run.hparams.values()):
                 raise ValueError(f"run {run.name!r} has a non-finite hyperparameter")
     for fam in FAMILIES.values():
         if fam.baseline is not None and fam.baseline not in seen:

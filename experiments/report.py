@@ -139,17 +139,29 @@ def summary_rows(family: registry.Family, runs: Sequence[registry.Run], family_d
     for e, test in zip(entries, tests, strict=True):
         g = e.group
         dead = [sum(d.values()) for d in g.dead_units() if d]
+        dead_1e5 = [sum(d.values()) for d in g.dead_units("1e-05") if d]
         rows.append(dict(
             run=e.run.name, family=FAMILY_OF_RUN[e.run.name].name, value=e.label,
             optimizer=e.run.optimizer, **test, seeds_unfinished=len(g.unfinished),
             train_correct=_single_or_mean(g.values("final_train_correct")),
             train_total=_single_or_mean(g.values("train_total")),
             best_epoch=_single_or_mean(g.values("best_epoch")),
-            dead_1e9=_single_or_mean(dead),
+            dead_1e9=_single_or_mean(dead), dead_1e5=_single_or_mean(dead_1e5),
+            topographic_grouping=grouping_text(g),
             diverged=any(g.values("diverged")),
             diverged_seeds=sum(bool(d) for d in g.values("diverged")), finished=g.n > 0,
             **_notebook_fields(e.run, g, scale)))
     return rows, why
+
+
+def grouping_text(group: seed_records.SeedGroup) -> str | None:
+    """``fc6 rho -0.41 p 0.010; ...``: per layer the mean over seeds of Spearman's rho
+    between cell distance and mean |W|, and of its permutation p-value (None: unrecorded)."""
+    parts = [f"{layer} rho {np.mean([e['spearman'] for e in entries]):+.2f} "
+             f"p {np.mean([e['p_value'] for e in entries]):.3f}"
+             + (f" (n={len(entries)})" if len(entries) > 1 else "")
+             for layer, entries in group.topographic_grouping().items()]
+    return "; ".join(parts) or None
 
 
 def _fmt(x, spec=".4f") -> str:
@@ -229,9 +241,10 @@ def _notebook_table(family: registry.Family, rows: list[dict], scale: str) -> li
     out = ["## Training and the notebook", "",
            "The notebook's number is compared with our mean test accuracy at the epoch the "
            "notebook took it (\"compared at epoch\"; \"unknown\": no difference)." + where, "",
-           f"| run | {family.varies} | n | train correct | best epoch | dead (1e-9) | diverged "
-           "| notebook | compared at epoch | ours at that epoch | difference | note |",
-           "|---" * 12 + "|"]
+           f"| run | {family.varies} | n | train correct | best epoch | dead (1e-9) "
+           "| dead (1e-5) | diverged | notebook | compared at epoch | ours at that epoch "
+           "| difference | note |",
+           "|---" * 13 + "|"]
     for r in rows:
         diverged = "" if not r["diverged"] else "yes" if r["n"] == 1 else \
             f"{r['diverged_seeds']}/{r['n']}"
@@ -240,7 +253,8 @@ def _notebook_table(family: registry.Family, rows: list[dict], scale: str) -> li
         out.append(
             f"| {r['run']} | {r['value']} | {_fmt(r['n'])} | "
             f"{_ratio(r['train_correct'], r['train_total'])} | "
-            f"{_fmt(r['best_epoch'], '.1f')} | {_fmt(r['dead_1e9'], '.1f')} | {diverged} | "
+            f"{_fmt(r['best_epoch'], '.1f')} | {_fmt(r['dead_1e9'], '.1f')} | "
+            f"{_fmt(r['dead_1e5'], '.1f')} | {diverged} | "
             f"{_fmt(r['notebook_accuracy'])} | {epoch} | "
             f"{_fmt(r['accuracy_at_epoch'])} | {_fmt(r['difference'], '+.4f')} | "
             f"{r['notebook_note'] or ''} |")
@@ -254,8 +268,15 @@ def markdown(family: registry.Family, rows: list[dict], scale: str, protocol: di
             f"optimizer {family.optimizer}, varies {family.varies}; scale {scale} "
             f"({', '.join(f'{k}={v}' for k, v in protocol.items())})", "",
             *notebook_lines(rows), "", verdict(rows), ""]
+    grouping = [f"| {r['run']} | {r['topographic_grouping']} |" for r in rows
+                if r["topographic_grouping"]]
+    if grouping:  # topographic schemes: is |W| lower between distant grid cells?
+        grouping = ["", "## Topographic grouping", "",
+                    "Spearman's rho between grid-cell distance and mean |W| of the final "
+                    "kernels (negative: grouping), permutation p-value (100 permutations).",
+                    "", "| run | grouping |", "|---|---|", *grouping]
     return "\n".join([*head, *_stats_table(family, rows, why), "",
-                      *_notebook_table(family, rows, scale)]) + "\n"
+                      *_notebook_table(family, rows, scale), *grouping]) + "\n"
 
 
 def csv_text(rows: list[dict]) -> str:

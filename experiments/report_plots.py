@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib.ticker
 import numpy as np
@@ -127,6 +128,63 @@ def dead_units_figure(family: registry.Family, done: Sequence[registry.Run],
     return fig
 
 
+def lines_figure(family: registry.Family, done: Sequence[registry.Run],
+                 groups: dict[str, seed_records.SeedGroup]):
+    """Final test accuracy against the varied value, one line per value of the family's
+    ``lines_by`` setting (txp: accuracy vs tau_epochs, one line per width)."""
+    fig, ax = plots.subplots(figsize=(7, 4.2))
+    by_line: dict[Any, list[registry.Run]] = {}
+    for r in done:
+        by_line.setdefault(r.settings.get(family.lines_by), []).append(r)
+    for key, members in sorted(by_line.items(), key=lambda kv: (kv[0] is None, kv[0])):
+        members = sorted(members, key=lambda r: r.value)
+        rows = seed_records.compare([groups[r.name] for r in members], None)
+        plots.interval_errorbar(
+            ax, [r.value for r in members], [row["test_accuracy"] for row in rows],
+            [row["test_accuracy_low"] for row in rows],
+            [row["test_accuracy_high"] for row in rows], "o-", f"{family.lines_by} {key}")
+    if family.log_scale:
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set(xlabel=family.varies, ylabel="final test accuracy",
+           title=f"{family.name}: one line per {family.lines_by} (mean, 95% interval)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return fig
+
+
+def grouping_figure(family: registry.Family, done: Sequence[registry.Run],
+                    groups: dict[str, seed_records.SeedGroup]):
+    """Per run (rows) and layer (columns) the cell-by-cell mean |W| map of the final kernel
+    (mean over seeds), titled with rho and p (`analysis.topographic_grouping`); None when
+    no run recorded one."""
+    recorded = {r.name: groups[r.name].topographic_grouping() for r in done}
+    runs = [r for r in done if recorded[r.name]]
+    if not runs:
+        return None
+    layers = sorted({k for r in runs for k in recorded[r.name]})
+    fig, axes = plots.subplots(len(runs), len(layers), squeeze=False,
+                               figsize=(3.6 * len(layers), 3.0 * len(runs)))
+    fig.set_layout_engine("constrained")
+    for row, r in zip(axes, runs, strict=True):
+        for ax, layer in zip(row, layers, strict=True):
+            entries = recorded[r.name].get(layer, [])
+            if not entries:
+                plots.say_instead(ax, "not recorded")
+                continue
+            maps = np.array([[[np.nan if v is None else v for v in line]
+                              for line in e["cell_map"]] for e in entries], float)
+            seen = (~np.isnan(maps)).sum(0)  # cells without units stay empty (NaN)
+            mean = np.where(seen > 0, np.nansum(maps, 0) / np.maximum(seen, 1), np.nan)
+            image = ax.imshow(mean, cmap="viridis")
+            fig.colorbar(image, ax=ax, fraction=0.046)
+            rho = np.mean([e["spearman"] for e in entries])
+            p = np.mean([e["p_value"] for e in entries])
+            ax.set(title=f"{r.name} {layer}: rho {rho:+.2f}, p {p:.3f}", xlabel="input cell",
+                   ylabel="output cell")
+    return fig
+
+
 def sweep_pictures(family: registry.Family, runs: Sequence[registry.Run],
                    family_dir: str | os.PathLike, same_protocol: bool = False,
                    reference: seed_records.SeedGroup | None = None) -> list[Path]:
@@ -141,10 +199,17 @@ def sweep_pictures(family: registry.Family, runs: Sequence[registry.Run],
     done = [r for r in runs if groups[r.name].n]
     if not done:
         return []
-    return [
+    saved = [
         plots.save(accuracy_figure(family, done, groups, runs, same_protocol, reference),
                    family_dir / f"accuracy_vs_{family.varies}.png"),
         plots.save(curves_figure(family, done, groups), family_dir / "curves.png"),
         plots.save(dead_units_figure(family, done, groups),
                    family_dir / "dead_units_and_coefficients.png"),
     ]
+    grouping = grouping_figure(family, done, groups)
+    if grouping is not None:
+        saved.append(plots.save(grouping, family_dir / "topographic_grouping.png"))
+    if family.lines_by is not None:
+        saved.append(plots.save(lines_figure(family, done, groups), family_dir /
+                                f"accuracy_vs_{family.varies}_by_{family.lines_by}.png"))
+    return saved

@@ -13,6 +13,7 @@ into the same tree; ``--collect`` only builds the table from what is on disk.
 from __future__ import annotations
 
 import json
+import math
 import shlex
 import sys
 import time
@@ -22,7 +23,7 @@ from pathlib import Path
 from experiments import cli, launch, registry, report, scales
 from wdjax import data, records
 from wdjax import tensorboard as tb
-from wdjax.config import MODELS, Config
+from wdjax.config import MODELS, Config, with_seeds
 
 
 def parser() -> cli.Parser:
@@ -32,8 +33,8 @@ def parser() -> cli.Parser:
     a("--list", action="store_true", help="list the families and exit")
     a("--dry-run", action="store_true", help="print every run's config and exit")
     a("--scale", choices=tuple(scales.SCALES), default=None,
-      help="full: the notebook's protocol; quick: a CPU preview (default: full on GPU/TPU "
-           "and with --launcher slurm, quick on CPU)")
+      help="full: the notebook's protocol; quick: a CPU preview; medium: 4x quick per run, "
+           "3 seeds (default: full on GPU/TPU and with --launcher slurm, quick on CPU)")
     a("--runs", default=None, help="comma-separated subset of the family's runs")
     a("--parallel", choices=("vmap", "sequential"), default=None,
       help="train the runs together (vmap) or one after another (default: per backend; "
@@ -42,8 +43,13 @@ def parser() -> cli.Parser:
     a("--data", default=None, help=f"tfds:NAME or folder:PATH (default ${data.ENV_DATA}, "
       f"else {data.DEFAULT_SOURCE})")
     a("--seed", type=cli.integer("--seed", low=0), default=0)
+    a("--seeds", type=cli.integer("--seeds"), default=None,
+      help="seeds per run, seed, seed+1, ... in RUN/seed<s>/ (default: the scale's, 1 but "
+           "medium's 3): the table gives mean, interval and a t-test against the baseline; "
+           "adding seeds later reuses the finished ones")
     a("--model", choices=MODELS, default=None,
       help="train every run on this model instead of the family's (default: vgg)")
+    cli.add_decay_override_flags(p)
     a("--baseline", default=None, metavar="RUN",
       help="the run the others are tested against (default: the run the notebook based the "
            "family on, else the best mean); may belong to another family")
@@ -68,13 +74,33 @@ def list_families() -> str:
 
 
 def configs_for(family: registry.Family, runs: Sequence[registry.Run], scale: str,
-                data_spec: str | None, seed: int, model: str | None = None) -> list[Config]:
-    """One validated Config per run: protocol < the run's settings < the command line's."""
+                data_spec: str | None, seed: int, model: str | None = None,
+                decay: dict | None = None, seeds: int = 1) -> list[Config]:
+    """Validated Configs, one per run and seed: protocol < run settings < command line.
+
+    `decay` (`cli.decay_override`) replaces every run's weight_decay or tau_epochs.
+    """
     protocol = scales.SCALES[scale]
     override = {"model": model} if model else {}
-    return [Config(name=run.name, optimizer=run.optimizer, data=data_spec, seed=seed,
-                   **run.hparams, **{**protocol, **run.settings, **override}).validate()
-            for run in runs]
+    return with_seeds([Config(name=run.name, optimizer=run.optimizer, data=data_spec,
+                              seed=seed, **{**run.hparams, **(decay or {}), **protocol,
+                                            **run.settings, **override}).validate()
+                       for run in runs], seeds)
+
+
+def vmap_groups(configs: list[Config]) -> list[list[Config]]:
+    """The runs that can train together (same `Config.shared_key`), in family order: one
+    group per width of txp, say."""
+    groups: dict[tuple, list[Config]] = {}
+    for c in configs:
+        groups.setdefault(c.shared_key(), []).append(c)
+    return list(groups.values())
+
+
+def groups_of(configs: list[Config], parallel: str) -> list[list[Config]]:
+    """What trains in one `train` call (or one array task): each run alone (sequential), or
+    the `vmap_groups`."""
+    return vmap_groups(configs) if parallel == "vmap" else [[c] for c in configs]
 
 
 def train_family(configs: list[Config], family_dir: Path, args, parallel: str) -> int:
@@ -82,7 +108,7 @@ def train_family(configs: list[Config], family_dir: Path, args, parallel: str) -
     from wdjax.train import prepare_run_dir, same_config, train
 
     def finished(c: Config) -> bool:
-        run_dir = family_dir / c.name
+        run_dir = family_dir / c.run_path
         return records.run_state(run_dir) == "finished" and same_config(run_dir, c)
 
     def load() -> data.Dataset:
@@ -101,12 +127,18 @@ def train_family(configs: list[Config], family_dir: Path, args, parallel: str) -
         todo = [c for c in configs if not finished(c)]
         if len(configs) > len(todo):
             print(f"{len(configs) - len(todo)} finished run(s) skipped")
-        groups = [todo] if parallel == "vmap" else [[c] for c in todo]
-        for group in filter(None, groups):
+        for group in filter(None, groups_of(todo, parallel)):
             train(group, family_dir, dataset=dataset or load(), force=args.force_name,
                   progress=not args.no_progress, devices=args.devices,
                   tensorboard=tb.enabled(args.tensorboard))
     return len(todo)
+
+
+def _shown(c: Config) -> Config:
+    """For --dry-run: a tau_epochs run's weight decay where the epoch's size is known."""
+    if c.tau_epochs is None or c.train_subset is None:
+        return c
+    return c.with_timescale(math.ceil(c.train_subset / c.batch_size))
 
 
 def protocol(args) -> tuple[str, str, str]:
@@ -120,12 +152,12 @@ def protocol(args) -> tuple[str, str, str]:
     return scale, why, args.parallel or default
 
 
-def collect_command(family: registry.Family, scale: str, out: Path, argv_runs: str | None,
-                    baseline: str | None) -> str:
+def collect_command(family: registry.Family, scale: str, out: Path, args) -> str:
     """The command that builds this sweep's table later (``--collect``)."""
     words = ["--name", family.name, "--scale", scale, "--out", str(out)]
-    words += ["--runs", argv_runs] if argv_runs else []
-    words += ["--baseline", baseline] if baseline else []
+    words += ["--runs", args.runs] if args.runs else []
+    words += ["--seeds", str(args.seeds)] if args.seeds != scales.SEEDS.get(scale, 1) else []
+    words += ["--baseline", args.baseline] if args.baseline else []
     return " ".join(["python -m experiments.sweep", *map(shlex.quote, words), "--collect"])
 
 
@@ -135,17 +167,23 @@ def write_table(family: registry.Family, runs: Sequence[registry.Run],
     with records.lock(family_dir):
         rows = report.write_results(family, runs, family_dir, scale, args.baseline)
     if tb.enabled(args.tensorboard):
-        tb.write_family_hparams(family_dir, [c.name for c in configs])
+        tb.write_family_hparams(family_dir, [str(c.run_path) for c in configs])
     print("\n" + "\n".join([*report.notebook_lines(rows), report.verdict(rows)]))
 
 
 def run(configs: list[Config], family_dir: Path, args, parallel: str, collect: str) -> bool:
     """Train what is unfinished here or as a job array; whether to build the table now."""
+    from wdjax.runlog import move_into_seed_dir
+
+    if any(c.seed_dir for c in configs):  # a run trained with one seed becomes one of many
+        with records.lock(family_dir):
+            for name in dict.fromkeys(c.name for c in configs):
+                move_into_seed_dir(family_dir / name)
     if args.launcher == "local":
         trained = train_family(configs, family_dir, args, parallel)
         print(f"{trained} run(s) trained")
         return True
-    return launch.run_sweep(configs, family_dir, args, parallel,
+    return launch.run_sweep(groups_of(configs, parallel), family_dir, args,
                             tensorboard=tb.enabled(args.tensorboard), collect_command=collect)
 
 
@@ -165,8 +203,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs = registry.select_runs(family, names)
     report.check_baseline(args.baseline)
     scale, why, parallel = protocol(args)
+    args.seeds = args.seeds or scales.SEEDS.get(scale, 1)
     configs = configs_for(family, runs, scale, data.resolve_source(args.data), args.seed,
-                          args.model)
+                          args.model, cli.decay_override(args), args.seeds)
     out = Path(args.out or f"results/{scale}")
     family_dir = out / family.name
     if args.collect:
@@ -175,12 +214,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_table(family, runs, configs, family_dir, scale, args)
         print(f"\n{family.name}: table, CSV and pictures in {family_dir}")
         return 0
-    print(f"sweep {family.name}: {len(runs)} runs at {scale} scale ({why}), {parallel}; "
+    seeds = f" x {args.seeds} seeds" if args.seeds > 1 else ""
+    print(f"sweep {family.name}: {len(runs)} runs{seeds} at {scale} scale ({why}), {parallel}; "
           f"results in {family_dir}")
     if args.dry_run:
         print("protocol: " + json.dumps(scales.SCALES[scale]))
         for c in configs:
-            print(json.dumps(c.to_dict()))
+            print(json.dumps(_shown(c).to_dict()))
+        if any(c.tau_epochs is not None for c in configs):
+            print("tau_epochs runs: weight_decay = 1 / (tau_epochs * lr * steps_per_epoch), "
+                  "shown from train_subset; set when the data is loaded")
         print("\n".join(report.dry_run_lines(family, runs, scale, args.baseline)))
         return 0
 
@@ -189,7 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     records.check_writable(out)
     t0 = time.time()
     if run(configs, family_dir, args, parallel,
-           collect_command(family, scale, out, args.runs, args.baseline)):
+           collect_command(family, scale, out, args)):
         write_table(family, runs, configs, family_dir, scale, args)
         print(f"\n{family.name}: done in {time.time() - t0:.0f} s; table, CSV and pictures "
               f"in {family_dir}")

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from experiments import cli
-from wdjax import data, records, schemes
+from experiments import cli, scales
+from wdjax import data, records, schemes, stats
 from wdjax import tensorboard as tb
-from wdjax.config import MODELS, Config
+from wdjax.config import MODELS, Config, with_seeds
 
 
 def parser() -> cli.Parser:
@@ -36,6 +36,8 @@ def parser() -> cli.Parser:
     a("--train-subset", type=cli.integer("--train-subset"), default=None)
     a("--test-subset", type=cli.integer("--test-subset"), default=None)
     a("--seed", type=cli.integer("--seed", low=0), default=d.seed)
+    a("--seeds", type=cli.integer("--seeds"), default=1,
+      help="train seeds seed, seed+1, ... (records in NAME/seed<s>/) and print mean ± s.e.")
     a("--log-every", type=cli.integer("--log-every"), default=d.log_every,
       help="steps between loss / norm log lines")
     a("--conv-impl", choices=("xla", "im2col", "hybrid"), default=None,
@@ -57,7 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     cli.start_devices(args)
     opts = vars(args)
     out, force, quiet = opts.pop("out"), opts.pop("force_name"), opts.pop("no_progress")
-    devices, events = opts.pop("devices"), tb.enabled(opts.pop("tensorboard"))
+    devices, seeds = opts.pop("devices"), opts.pop("seeds")
+    events = tb.enabled(opts.pop("tensorboard"))
     for k in ("distributed", "coordinator", "num_processes", "process_id"):
         opts.pop(k)
     opts["data"] = data.resolve_source(opts["data"])
@@ -67,24 +70,54 @@ def main(argv: Sequence[str] | None = None) -> int:
     out_dir = records.check_writable(out)
     if events:
         tb.require()
+    from wdjax.runlog import move_into_seed_dir
     from wdjax.train import prepare_run_dir, train
 
+    configs = with_seeds([config], seeds)
+    if seeds > 1:  # a run trained with one seed becomes one of its seeds
+        move_into_seed_dir(out_dir / config.name)
+    todo = [c for c in configs if force or not finished(out_dir, c)]
     if not force:
-        prepare_run_dir(out_dir, config, force=False)  # refuses conflicts, writes nothing
+        for c in todo:  # refuses conflicts, writes nothing
+            prepare_run_dir(out_dir, c, force=False)
     # Decoding finds bad images (size, mode, damage) before --force-name moves a run aside.
     dataset = data.load(config.data, train_subset=config.train_subset,
-                        test_subset=config.test_subset)
-    cli.check_images(dataset)
-    summary = train(config, out_dir, dataset=dataset, force=force, progress=not quiet,
-                    devices=devices, tensorboard=events)[0]
-    if summary.get("diverged"):
-        print(f"{config.name}: diverged at step {summary['diverged']['step']}")
-    else:
-        print(f"{config.name}: test {summary['final_test_accuracy']:.4f} "
-              f"(train {summary['final_train_correct']}/{summary['train_total']}), best "
-              f"{summary['best_test_correct']} at epoch {summary['best_epoch']}; "
-              f"records in {out_dir / config.name}")
+                        test_subset=config.test_subset) if todo else None
+    if dataset is not None:
+        cli.check_images(dataset)
+    groups = [todo] if scales.default_parallel() == "vmap" else [[c] for c in todo]
+    for g in filter(None, groups):
+        train(g, out_dir, dataset=dataset, force=force, progress=not quiet, devices=devices,
+              tensorboard=events)
+    summaries = [records.read_json(out_dir / c.run_path / "summary.json") for c in configs]
+    for c, summary in zip(configs, summaries, strict=True):
+        print(result_line(c, summary, out_dir))
+    finals = [s["final_test_accuracy"] for s in summaries if not s.get("diverged")]
+    if len(finals) > 1:
+        final = stats.summarize(finals)
+        print(f"{config.name}: test {final.mean:.4f} ± {final.sem:.4f} (n={final.n}, ± the "
+              f"standard error; 95% interval {final.low:.4f}..{final.high:.4f})")
     return 0
+
+
+def finished(out_dir, c: Config) -> bool:
+    """A seed of a multi-seed run already finished with this config (it is reused)."""
+    from wdjax.train import same_config
+
+    run_dir = out_dir / c.run_path
+    return (c.seed_dir and records.run_state(run_dir) == "finished"
+            and same_config(run_dir, c))
+
+
+def result_line(c: Config, summary: dict, out_dir) -> str:
+    """One run's (or seed's) outcome and where its records are."""
+    label = f"{c.name} seed {c.seed}" if c.seed_dir else c.name
+    if summary.get("diverged"):
+        return f"{label}: diverged at step {summary['diverged']['step']}"
+    return (f"{label}: test {summary['final_test_accuracy']:.4f} "
+            f"(train {summary['final_train_correct']}/{summary['train_total']}), best "
+            f"{summary['best_test_correct']} at epoch {summary['best_epoch']}; "
+            f"records in {out_dir / c.run_path}")
 
 
 if __name__ == "__main__":

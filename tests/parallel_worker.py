@@ -38,8 +38,8 @@ def one_step(archive: str) -> dict:
     out = {}
     for devices in (1, jax.device_count()):
         mesh = parallel.make_mesh(1, devices)
-        prog = train.programs(c, 1, ds.train_images.shape[1:], 10, len(ds.train_labels), mesh)
-        tx = schemes.build(c.optimizer, params=prog.params0, conf=prog.conf, lr=prog.schedule,
+        prog = train.programs([c], ds.train_images.shape[1:], 10, len(ds.train_labels), mesh)
+        tx = schemes.build(c.optimizer, params=prog.params0, layers=prog.layers, lr=prog.schedule,
                            **c.hparams())
         state = train.TrainState(jnp.zeros([], jnp.int32), prog.params0, prog.batch_stats0,
                                  tx.init(prog.params0))

@@ -60,3 +60,37 @@ def test_validation_names_the_row_and_its_range():
 
 def test_sweep_help_lists_the_families():
     assert "dxp" in sweep_cli.parser().format_help()
+
+
+def test_tau_epochs_and_weight_decay_are_exclusive_on_both_clis():
+    for parser in (train_cli.parser(), sweep_cli.parser()):
+        with pytest.raises(cli.UsageError, match="not allowed with") as err:
+            parser.parse_args(["--name", "x", "--tau-epochs", "5", "--weight-decay", "1e-3"])
+        assert "\n" not in str(err.value)
+    assert train_cli.parser().parse_args(["-n", "x", "--tau-epochs", "5"]).tau_epochs == 5.0
+    args = sweep_cli.parser().parse_args(["--name", "dxp", "--tau-epochs", "5"])
+    assert cli.decay_override(args) == {"tau_epochs": 5.0}
+    args = sweep_cli.parser().parse_args(["--name", "dxp", "--weight-decay", "1e-3"])
+    assert cli.decay_override(args) == {"weight_decay": 1e-3, "tau_epochs": None}
+
+
+def test_tau_epochs_sets_weight_decay_and_both_are_kept():
+    c = Config(optimizer="SGD", lr=0.05, tau_epochs=8.0).validate()
+    got = c.with_timescale(steps_per_epoch=40)
+    assert got.weight_decay == pytest.approx(1 / (8.0 * 0.05 * 40), rel=1e-12)
+    assert got.to_dict()["tau_epochs"] == 8.0
+    assert Config(weight_decay=1e-3).with_timescale(40).weight_decay == 1e-3
+    # Runs differing only in tau_epochs (hence weight_decay) train together.
+    assert Config(tau_epochs=2.0).shared_key() == Config(tau_epochs=4.0).shared_key()
+    with pytest.raises(ValueError, match=r"tau_epochs must be a finite number in \(0"):
+        Config(tau_epochs=0.0).validate()
+
+
+def test_resumed_tau_run_is_the_same_config(tmp_path):
+    from wdjax import records
+    from wdjax.runlog import same_config
+
+    c = Config(name="t", tau_epochs=8.0)
+    records.write_json(tmp_path / "config.json", dict(config=c.with_timescale(40).to_dict()))
+    assert same_config(tmp_path, c)
+    assert not same_config(tmp_path, Config(name="t", tau_epochs=4.0))

@@ -244,14 +244,6 @@ def test_sweep_slurm_flags_build_the_array_without_submitting(env, tmp_path, mon
     assert submission.function.train_options == {"tensorboard": False}
 
 
-def test_vmap_puts_the_runs_that_can_share_a_step_in_one_task(env):
-    _, _, configs = family_configs(env)
-    wider = Config(**{**configs[0].to_dict(), "name": "wide", "base": 4})
-    groups = launch.groups_for([*configs, wider], "vmap")
-    assert [[c.name for c in g] for g in groups] == [["dxp3", "dxp4"], ["wide"]]
-    assert len(launch.groups_for(configs, "sequential")) == 2
-
-
 @pytest.mark.parametrize(("flags", "needle"), [
     (["--partition", "gpu"], "--partition applies to --launcher slurm only"),
     (["--nodes", "2"], "--nodes applies to --launcher slurm only"),

@@ -41,6 +41,8 @@ def test_readme_add_a_scheme_row_is_the_table_row():
     assert ns["row"] == schemes.get("SGD_fanin")
     assert '"SGD_fanin": (lambda k, depth: np.prod(k.shape[:-1]) / 1152' in (
         README.parent / "tests" / "test_layers.py").read_text()
+    assert '"SGD_fanin": dict(rule="fan_in")' in (
+        README.parent / "tests" / "test_schemes.py").read_text()
 
 
 def test_readme_hyperparameter_table_is_the_table():

@@ -173,9 +173,10 @@ def test_train_cli_turns_events_on_by_flag_or_environment(tmp_path, monkeypatch,
         monkeypatch.setenv(tb.ENV_TENSORBOARD, env)
     seen = {}
 
-    def fake_train(config, out, **kwargs):  # the CLI's call, without training
+    def fake_train(configs, out, **kwargs):  # the CLI's call, without training
         seen.update(kwargs)
-        return [dict(diverged={"step": 1})]
+        for c in configs:
+            records.write_json(out / c.run_path / "summary.json", dict(diverged={"step": 1}))
 
     monkeypatch.setattr(trainer, "train", fake_train)
     argv = ["--name", "r", "--data", f"folder:{tmp_path / 'img'}", "--out",

@@ -7,6 +7,8 @@ row of `wdjax.hparams.TABLE`, with its default, so the table is the only place t
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from wdjax import hparams, records
@@ -39,6 +41,7 @@ class Config:
     train_subset: int | None = None
     test_subset: int | None = None
     seed: int = 0
+    seed_dir: bool = False  # records in <name>/seed<seed>/ (one of several seeds of a run)
     log_every: int = 50
     eval_batch_size: int = 1000
     conv_impl: str | None = None
@@ -57,6 +60,19 @@ class Config:
     def hparams(self) -> dict[str, float]:
         """The traced hyperparameters (those a vmapped group may vary)."""
         return {k: getattr(self, k) for k in hparams.TRACED}
+
+    def with_timescale(self, steps_per_epoch: int) -> Config:
+        """The config with `weight_decay` set from `tau_epochs` (when given), both kept.
+
+        ``weight_decay = 1 / (tau_epochs * lr * steps_per_epoch)`` (`decay.timescale`), with
+        ``lr`` the base rate (the schedule's peak).
+        """
+        if self.tau_epochs is None:
+            return self
+        from wdjax import decay
+
+        wd = decay.weight_decay_from_tau(self.tau_epochs, self.base_lr, steps_per_epoch)
+        return dataclasses.replace(self, weight_decay=float(wd))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -86,12 +102,30 @@ class Config:
                 raise ValueError(f"{key} must be a positive integer or unset, got {value!r}")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
-        if self.separate_decay and scheme.base != "adam":
-            raise ValueError(f"separate_decay applies to Adam-based schemes only, not "
-                             f"{self.optimizer!r}")
+        schemes.resolve(scheme, self.separate_decay)
         return self
 
+    @property
+    def run_path(self) -> Path:
+        """The run's record directory, relative to the output directory."""
+        return Path(self.name, f"seed{self.seed}") if self.seed_dir else Path(self.name)
+
     def shared_key(self) -> tuple:
-        """What runs trained together must share (all but name and traced hyperparameters)."""
-        skip = {"name", *hparams.TRACED}
+        """What runs trained together must share (all but name, seed and traced
+        hyperparameters)."""
+        skip = {"name", "seed", *hparams.TRACED, *hparams.SETS_TRACED}
         return tuple((k, v) for k, v in self.to_dict().items() if k not in skip)
+
+
+def with_seeds(configs: Sequence[Config], seeds: int) -> list[Config]:
+    """Each config as `seeds` runs with seeds ``seed, seed + 1, ...`` (run-major order).
+
+    One seed keeps the config as it is (records in ``<name>/``); several put each seed's
+    records in ``<name>/seed<s>/``.
+    """
+    if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
+        raise ValueError(f"seeds must be a positive integer, got {seeds!r}")
+    if seeds == 1:
+        return list(configs)
+    return [dataclasses.replace(c, seed=c.seed + k, seed_dir=True)
+            for c in configs for k in range(seeds)]

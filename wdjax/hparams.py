@@ -30,6 +30,7 @@ class HParam:
     high_open: bool = True
     short: str | None = None  # the original script's short flag, e.g. ``-wd``
     traced: bool = True  # lives in the optimiser state; may differ within a vmapped group
+    sets: str | None = None  # another unit for that row: given instead of it, converted
 
     @property
     def flag(self) -> str:
@@ -71,11 +72,16 @@ TABLE: tuple[HParam, ...] = (
            low_open=True),
     HParam("norm_ema", 0.98, "EMA rate of the update norm in layer-wise normalisation "
            "(0: the current norm)", high=1.0),
+    HParam("tau_epochs", None, "weight-decay timescale in epochs, instead of weight_decay: "
+           "weight_decay = 1 / (tau_epochs * lr * steps_per_epoch), lr the base rate "
+           "(Wang & Aitchison 2025)", low_open=True, traced=False, sets="weight_decay"),
 )
 
 BY_NAME: Mapping[str, HParam] = {h.name: h for h in TABLE}
 NAMES: tuple[str, ...] = tuple(BY_NAME)
 TRACED: tuple[str, ...] = tuple(h.name for h in TABLE if h.traced)
+# Rows that only set a traced row (in another unit): runs differing in them train together.
+SETS_TRACED: tuple[str, ...] = tuple(h.name for h in TABLE if h.sets in TRACED)
 
 
 def defaults() -> dict[str, float | None]:
@@ -96,6 +102,7 @@ def markdown() -> str:
     rows = ["| hyperparameter | flag | default | range | what |", "|---|---|---|---|---|"]
     for h in TABLE:
         flags = f"`{h.flag}`" + (f" (`{h.short}`)" if h.short else "")
-        default = "scheme's" if h.default is None else f"{h.default:g}"
+        default = ("unset" if h.sets else "scheme's") if h.default is None else (
+            f"{h.default:g}")
         rows.append(f"| `{h.name}` | {flags} | {default} | {h.interval()} | {h.help} |")
     return "\n".join(rows) + "\n"

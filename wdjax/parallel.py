@@ -71,6 +71,12 @@ def rows_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P(None, "data"))
 
 
+def index_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
+    """Batch index matrices: (steps, batch) split over `data`; a leading run axis is kept
+    whole (each run's order is read by its own vmapped step)."""
+    return NamedSharding(mesh, P(*(None,) * (ndim - 1), "data"))
+
+
 def put(array: np.ndarray, sharding: NamedSharding) -> jax.Array:
     """A global array from a host array every process holds in full (multi-host safe)."""
     array = np.asarray(array)

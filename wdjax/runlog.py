@@ -20,7 +20,7 @@ import jax
 import numpy as np
 import optax
 
-from wdjax import analysis, checkpoint, records, schemes
+from wdjax import analysis, checkpoint, hparams, records, schemes
 from wdjax.config import Config
 from wdjax.layers import LayerTable
 
@@ -77,7 +77,14 @@ def same_config(run_dir: Path, config: Config) -> bool:
         old = records.read_json(run_dir / "config.json")["config"]
     except (OSError, ValueError, KeyError):
         return False
-    return old == records.jsonable(config.to_dict())
+    new = records.jsonable(config.to_dict())
+    for h in hparams.TABLE:
+        # A row given in another unit (tau_epochs) fixes the row it sets (weight_decay)
+        # from fields compared here; the record holds the converted number.
+        if h.sets and new.get(h.name) is not None:
+            old.pop(h.sets, None)
+            new.pop(h.sets, None)
+    return old == new
 
 
 def prepare_run_dir(out: Path, config: Config, force: bool) -> Path:
@@ -86,7 +93,7 @@ def prepare_run_dir(out: Path, config: Config, force: bool) -> Path:
     A finished run (summary.json present) or a different config is refused unless `force`,
     which moves the old directory aside to ``<name>.replaced-<time>`` instead of deleting it.
     """
-    run_dir = out / config.name
+    run_dir = out / config.run_path
     state = records.run_state(run_dir)
     if state == "new":
         return run_dir
@@ -101,8 +108,27 @@ def prepare_run_dir(out: Path, config: Config, force: bool) -> Path:
         return run_dir
     if state == "finished" or not same:
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        run_dir.rename(run_dir.with_name(f"{config.name}.replaced-{stamp}"))
+        run_dir.rename(run_dir.with_name(f"{run_dir.name}.replaced-{stamp}"))
     return run_dir
+
+
+def move_into_seed_dir(run_dir: Path) -> Path | None:
+    """Turn a one-seed run (records at the top of `run_dir`) into ``run_dir/seed<s>/``.
+
+    Adding seeds to a run trained with one keeps that seed's records (finished or resumable)
+    instead of training it again. Returns the new directory, or None if nothing moved.
+    """
+    if not (run_dir / "config.json").is_file():
+        return None
+    record = records.read_json(run_dir / "config.json")
+    record["config"]["seed_dir"] = True
+    target = run_dir / f"seed{record['config']['seed']}"
+    hidden = run_dir.with_name(f".{run_dir.name}.to-seed-dir")
+    run_dir.rename(hidden)  # the records move as one directory, never file by file
+    run_dir.mkdir()
+    hidden.rename(target)
+    records.write_json(target / "config.json", record)
+    return target
 
 
 def _replay(log: RunLog, epoch: int, step: int, writer: bool) -> None:
@@ -178,7 +204,10 @@ def kernel_index(params: PyTree, layers: LayerTable) -> dict[str, int]:
 def _angular(log: RunLog, rows: list[dict], kernel_ix: Mapping[str, int], lr: float) -> dict:
     """Per layer: mean ||dW||/||W|| over the epoch, and the equilibrium prediction."""
     c, scheme = log.config, schemes.get(log.config.optimizer)
-    plain_sgd = scheme.base == "sgd" and scheme.normalize == "none"
+    # The prediction is for coupled SGD (a rotational row enforces it; a projection or
+    # another decay form changes it).
+    plain_sgd = (scheme.base, scheme.normalize, scheme.decay_form, scheme.norm_constraint) == (
+        "sgd", "none", "coupled", "none")
     angular = {}
     for layer, info in log.table.items():
         i = kernel_ix[layer]
@@ -226,6 +255,26 @@ def epoch_line(label: str, epoch: int, epochs: int, lr: float, logs: list[RunLog
                          f"train {row['train_accuracy']:.2%} test {row['test_accuracy']:.2%} "
                          f"(best {log.best / row['test_total']:.2%} @{log.best_epoch})")
     return f"epoch {epoch + 1}/{epochs} lr {lr:g} | " + " | ".join(parts)
+
+
+def topographic_grouping(config: Config, params: PyTree,
+                         layers: LayerTable) -> dict[str, dict] | None:
+    """For a run of a topographic scheme, `analysis.topographic_grouping` of the final
+    kernels of every layer some topographic row of the scheme table multiplies (positions
+    from the end; VGG: conv5_2 and fc6), so the unmultiplied one is the control.
+
+    ``{layer: {spearman, p_value, cell_map}}`` (the map's empty cells as None); None for
+    other schemes.
+    """
+    if not schemes.get(config.optimizer).topographic:
+        return None
+    positions = sorted({i for s in schemes.SCHEMES for i in s.topographic})
+    out = {}
+    for layer in layers.from_end(positions):
+        g = analysis.topographic_grouping(np.asarray(_at(params, layer.kernel)))
+        cells = [[None if np.isnan(v) else float(v) for v in row] for row in g.cell_map]
+        out[layer.name] = dict(spearman=g.spearman, p_value=g.p_value, cell_map=cells)
+    return out
 
 
 def summary(log: RunLog, n_train: int, n_test: int, epochs: int) -> dict:

@@ -1,9 +1,12 @@
-"""The named optimisers as a table of `Scheme` rows, built into Optax chains for any model.
+"""The named optimisers (`Scheme` rows of `wdjax.scheme_table`) built into Optax chains.
 
 A `Scheme` says, as data, what decay goes where (coefficient rule, L1 group, last-layer
-multipliers, topographic layers) around which base update (SGD as REFERENCE section 4, or
-Adam), with or without layer-wise normalisation. Its rules are stated on a layer table
-(`wdjax.layers`), never on parameter names, so every scheme applies to any model:
+multipliers, topographic layers), in which form (coupled, decoupled, independent,
+corrected, cautious, proximal, toward the initial weights), around which base update (SGD
+as REFERENCE section 4, or Adam with per-element / unit / tensor second moments), with or
+without normalisation, a norm constraint or the rotational update. Its rules are stated on
+a layer table (`wdjax.layers`), never on parameter names, so every scheme applies to any
+model:
 
     layers = labels.trace_layers(model, variables, sample_batch, train=False)
     tx = schemes.build("SGD_var_dup2_last1_mult", params=params, layers=layers, lr=0.1)
@@ -22,93 +25,16 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
+import numpy as np
 import optax
 
 from wdjax import decay, hparams, labels
 from wdjax.layers import LayerTable
+from wdjax.scheme_table import ALIASES, DECAY_FORMS, SCHEMES, Scheme, get, names
 
 PyTree = Any
-_CHOICES = dict(base=("sgd", "adam"), coefficients=("uniform", "variance_inverse", "fan_in"),
-                l1_group=("none", "early", "all"), normalize=("none", "current", "ema"))
-
-
-@dataclasses.dataclass(frozen=True)
-class Scheme:
-    """One named optimiser as data (the fields are the whole of its behaviour)."""
-
-    name: str
-    base: str = "sgd"  # "sgd": REFERENCE section 4; "adam": Adam (0.9, 0.999, 1e-8)
-    coefficients: str = "uniform"  # "variance_inverse": wd * dup ** -depth / Var(W0);
-    #                                "fan_in": wd * fan_in / FAN_IN_REFERENCE
-    dup: float = 2.0  # variance_inverse: the divisor per halving of the map
-    l1_group: str = "none"  # "early" / "all": those layers get L1 with L1_decay
-    last1: bool = False  # the last layer's coefficient times last1_mult
-    last2: bool = False  # the last two layers' coefficients times last2_mult
-    topographic: tuple[int, ...] = ()  # layers (from the end, -1 last) with M = b ** dist
-    normalize: str = "none"  # "current" / "ema": layer-wise normalised updates (norm_ema)
-    weight_norm: bool = True  # normalize: times ||p||
-    decoupled: bool = False  # adam: decay after the Adam step (AdamW), not in the gradient
-    default_lr: float = 0.1
-    description: str = ""
-
-    def __post_init__(self) -> None:
-        for field, allowed in _CHOICES.items():
-            if getattr(self, field) not in allowed:
-                raise ValueError(f"scheme {self.name!r}: {field} must be one of "
-                                 f"{', '.join(allowed)}, got {getattr(self, field)!r}")
-        if any(not isinstance(i, int) or i >= 0 for i in self.topographic):
-            raise ValueError(f"scheme {self.name!r}: topographic positions count from the "
-                             f"end (-1 = last layer), got {self.topographic}")
-
-
-_VAR2 = dict(coefficients="variance_inverse", dup=2.0)
-SCHEMES: tuple[Scheme, ...] = (
-    Scheme("SGD", description="L2 weight_decay everywhere"),
-    Scheme("SGDL1", l1_group="early",
-           description="L1 L1_decay on the early layers, L2 weight_decay on the rest"),
-    Scheme("SGDL1A", l1_group="all", description="L1 L1_decay everywhere"),
-    Scheme("SGD_var_dup4", coefficients="variance_inverse", dup=4.0,
-           description="per layer weight_decay * 4 ** -depth / Var(W0)"),
-    Scheme("SGD_var_dup2", **_VAR2, description="per layer weight_decay * 2 ** -depth / Var(W0)"),
-    Scheme("SGD_var_dup1", coefficients="variance_inverse", dup=1.0,
-           description="per layer weight_decay / Var(W0)"),
-    Scheme("SGD_var_dup2_last2_mult", **_VAR2, last2=True,
-           description="dup2, the last two layers times last2_mult"),
-    Scheme("SGD_var_dup2_last1_mult", **_VAR2, last1=True,
-           description="dup2, the last layer times last1_mult"),
-    Scheme("SGD_topo.a", **_VAR2, last1=True, topographic=(-2,),
-           description="last1_mult scheme + topographic multiplier on the 2nd-to-last layer"),
-    Scheme("SGD_topo.b", **_VAR2, last1=True, topographic=(-3,),
-           description="last1_mult scheme + topographic multiplier on the 3rd-to-last layer"),
-    Scheme("SGD_topo.ab", **_VAR2, last1=True, topographic=(-3, -2),
-           description="last1_mult scheme + topographic multipliers on both"),
-    Scheme("LSSGD_var_dup2_last1_mult", **_VAR2, last1=True, normalize="ema",
-           description="last1_mult scheme + layer-wise updates ||p|| / EMA ||d||"),
-    Scheme("LSSGD_var_dup2_last1_mult_nwm", **_VAR2, last1=True, normalize="ema",
-           weight_norm=False, description="same without the ||p|| factor"),
-    Scheme("SGD_fanin", coefficients="fan_in",
-           description="per layer weight_decay * fan_in / 1152 (conv2_1's fan-in)"),
-    Scheme("Adam", base="adam", default_lr=1e-3,
-           description="Adam + L2 in the gradient (decoupled with separate_decay)"),
-)
-ALIASES: Mapping[str, str] = {"SGD1A": "SGDL1A", "SGD_var_dup": "SGD_var_dup4"}
-_BY_NAME = {s.name: s for s in SCHEMES}
-
-
-def names() -> tuple[str, ...]:
-    """The table's scheme names (aliases: ``SGD1A`` -> ``SGDL1A``, ``SGD_var_dup`` -> dup4)."""
-    return tuple(_BY_NAME)
-
-
-def get(scheme: str | Scheme) -> Scheme:
-    """The `Scheme` for a name or alias (or the scheme itself); ValueError listing choices."""
-    if isinstance(scheme, Scheme):
-        return scheme
-    found = _BY_NAME.get(ALIASES.get(scheme, scheme))
-    if found is None:
-        raise ValueError(f"unknown optimizer {scheme!r}; valid: {', '.join(_BY_NAME)} "
-                         f"(aliases: {', '.join(ALIASES)})")
-    return found
+__all__ = ["ALIASES", "DECAY_FORMS", "SCHEMES", "Scheme", "build", "decay_spec", "get",
+           "initial_params", "layer_factors", "names", "resolve", "spec_from_state"]
 
 
 class DecaySpec(NamedTuple):
@@ -203,25 +129,99 @@ def decay_spec(scheme: str | Scheme, *, params: PyTree, layers: LayerTable | Non
     return DecaySpec(coefficients, kinds, labels.kernel_only(params, tab, mult))
 
 
-def _chain(scheme: Scheme, spec: DecaySpec, hp: Mapping[str, Any],
-           decoupled: bool) -> optax.GradientTransformation:
-    """The update of one scheme: REFERENCE section 4 (SGD) or Adam, around `spec`."""
+def _direction(scheme: Scheme, hp: Mapping[str, Any]) -> optax.GradientTransformation:
+    """The base update's direction: the momentum buffer (SGD) or Adam's, per its blocks."""
+    if scheme.base == "sgd":
+        return optax.trace(decay=hp["momentum"])
+    if scheme.adam_blocks == "element":
+        return optax.scale_by_adam(b1=0.9, b2=0.999, eps=1e-8)
+    return decay.scale_by_adam_blocks(scheme.adam_blocks, b1=0.9, b2=0.999, eps=1e-8)
+
+
+def _decay_steps(scheme: Scheme, spec: DecaySpec, hp: Mapping[str, Any],
+                 lr0: float) -> tuple[list, list, list]:
+    """The decay transforms (before the direction, before the lr, after the lr) of its form.
+
+    ``hp["lr"]`` is the current rate (``inject_hyperparams`` evaluates the schedule);
+    `lr0` the rate at step 0 (independent decay's ``lr_0``, AdamC's ``lr_max``).
+    """
+    coef, kinds, mult = spec
+    l1_mask = jax.tree.map(lambda k: k == "l1", kinds)
+    clip = [decay.clip_sign_crossing(l1_mask)] if any(jax.tree.leaves(l1_mask)) else []
     lr = hp["lr"]
-    if scheme.base == "adam":
-        adam = optax.scale_by_adam(b1=0.9, b2=0.999, eps=1e-8)
-        if decoupled:
-            return optax.chain(adam, decay.add_decay(*spec), optax.scale_by_learning_rate(lr))
-        return optax.chain(decay.add_decay(*spec), adam, optax.scale_by_learning_rate(lr))
-    l1_mask = jax.tree.map(lambda k: k == "l1", spec.kinds)
-    ema = 0.0 if scheme.normalize == "current" else hp["norm_ema"]
-    return optax.chain(
-        decay.add_decay(*spec),
-        optax.trace(decay=hp["momentum"]),
-        *([decay.normalize_updates(ema, weight_norm=scheme.weight_norm)]
-          if scheme.normalize != "none" else []),
-        optax.scale_by_learning_rate(lr),
-        *([decay.clip_sign_crossing(l1_mask)] if any(jax.tree.leaves(l1_mask)) else []),
-    )
+    form = scheme.decay_form
+    if form == "coupled":
+        return [decay.add_decay(*spec)], [], clip
+    if form == "decoupled":
+        return [], [decay.add_decay(*spec)], clip
+    if form == "independent":
+        return [], [], [decay.independent_decay(coef, lr, lr0, kinds, mult)]
+    if form == "corrected":
+        return [], [], [decay.corrected_decay(coef, lr, lr0, kinds, mult)]
+    if form == "cautious":
+        return [], [decay.cautious_decay(coef)], []
+    if form == "toward_init":
+        return [decay.add_decay_toward_init(coef)], [], []
+    # proximal: L2 stays coupled; the L1 group gets the soft threshold lr_t * L1_decay.
+    l2 = jax.tree.map(lambda c, is_l1: 0.0 if is_l1 else c, coef, l1_mask)
+    return ([decay.add_decay(l2, "l2", mult)], [],
+            [decay.proximal_l1(coef, lr, mask=l1_mask)])
+
+
+def _rotational(scheme: Scheme, spec: DecaySpec, hp: Mapping[str, Any],
+                shapes: PyTree) -> optax.GradientTransformation:
+    """ROTATIONAL.md around the scheme's direction; every leaf with ndim >= 2 rotates."""
+    adam = scheme.base == "adam"
+    return decay.rotational(
+        _direction(scheme, hp), learning_rate=hp["lr"], weight_decay=spec.coefficients,
+        momentum=0.0 if adam else hp["momentum"], b1=0.9 if adam else None,
+        per_neuron=scheme.rotational == "neuron", zero_mean=scheme.zero_mean,
+        update_norm_decay=scheme.update_norm_decay, rotational=_rotating(shapes))
+
+
+def _rotating(params: PyTree) -> PyTree:
+    # Static flags (kernels), not the decay's sign: a traced decay is unknown at trace time.
+    return jax.tree.map(lambda p: len(p.shape) >= 2, params)
+
+
+def _chain(scheme: Scheme, spec: DecaySpec, hp: Mapping[str, Any], lr0: float,
+           shapes: PyTree) -> optax.GradientTransformation:
+    """The update of one scheme: its direction (REFERENCE section 4 SGD, or Adam) with the
+    decay of its form, normalisation, the learning rate and any projection around it."""
+    if scheme.rotational != "none":
+        return _rotational(scheme, spec, hp, shapes)
+    before, middle, after = _decay_steps(scheme, spec, hp, lr0)
+    normalize = []
+    if scheme.normalize != "none":
+        ema = 0.0 if scheme.normalize == "current" else hp["norm_ema"]
+        normalize = [decay.normalize_updates(ema, weight_norm=scheme.weight_norm,
+                                             per_unit=scheme.normalize_per_unit)]
+    constrain = ([decay.constrain_norms(None, per_unit=scheme.norm_constraint == "unit")]
+                 if scheme.norm_constraint != "none" else [])
+    return optax.chain(*before, _direction(scheme, hp), *normalize, *middle,
+                       optax.scale_by_learning_rate(hp["lr"]), *after, *constrain)
+
+
+def resolve(scheme: str | Scheme, separate_decay: bool = False) -> Scheme:
+    """The scheme, with decoupled decay when `separate_decay` (coupled Adam schemes only)."""
+    scheme = get(scheme)
+    if not separate_decay:
+        return scheme
+    if scheme.base != "adam" or scheme.decay_form not in ("coupled", "decoupled"):
+        raise ValueError(f"separate_decay applies to Adam schemes with coupled or decoupled "
+                         f"decay only, not {scheme.name!r} ({scheme.base}, "
+                         f"{scheme.decay_form})")
+    return dataclasses.replace(scheme, decay_form="decoupled")
+
+
+def initial_params(scheme: str | Scheme, params: PyTree) -> PyTree:
+    """The parameters a run of `scheme` starts from: `params`, with every kernel (ndim >= 2)
+    centred per unit when the scheme says so (`Scheme.centers_init`: rotational with
+    ``zero_mean``, ROTATIONAL.md 2.1). Build the scheme on the result."""
+    scheme = get(scheme)
+    if not scheme.centers_init:
+        return params
+    return decay.center_units(params, _rotating(params), scheme.rotational == "neuron")
 
 
 def build(scheme: str | Scheme, *, params: PyTree, layers: LayerTable | None = None,
@@ -231,10 +231,12 @@ def build(scheme: str | Scheme, *, params: PyTree, layers: LayerTable | None = N
 
     Args:
       scheme: a name of `names()` (or an alias), or a `Scheme`.
-      params: the *initial* parameters: variance-inverse coefficients are measured on them
-        once, here, and stay fixed (pass the same initial params again when resuming).
+      params: the *initial* parameters (`initial_params` of the model's): variance-inverse
+        coefficients are measured on them once, here, and stay fixed (pass the same initial
+        params again when resuming).
       layers: the model's `LayerTable` (`labels.trace_layers`); or `conf`, the VGG's list.
-      lr: a float or an Optax schedule; ``None``: the scheme's default.
+      lr: a float or an Optax schedule; ``None``: the scheme's default. Its value at step 0
+        is ``lr_0`` of the independent and corrected decay forms.
       separate_decay: Adam schemes: decoupled (AdamW-style) decay.
       **hyperparams: the traced rows of `wdjax.hparams.TABLE` (defaults from the table);
         stored in the optimiser state, so they may differ per run under ``jax.vmap``.
@@ -242,7 +244,7 @@ def build(scheme: str | Scheme, *, params: PyTree, layers: LayerTable | None = N
     Returns:
       An ``optax.GradientTransformation`` whose ``update`` needs ``params``.
     """
-    scheme, tab = get(scheme), layer_table(params, layers, conf)
+    scheme, tab = resolve(scheme, separate_decay), layer_table(params, layers, conf)
     lr = scheme.default_lr if lr is None else lr
     unknown = set(hyperparams) - set(hparams.TRACED)
     if unknown:
@@ -250,22 +252,35 @@ def build(scheme: str | Scheme, *, params: PyTree, layers: LayerTable | None = N
                          f"{', '.join(hparams.TRACED)}")
     hp = {h: hparams.BY_NAME[h].default for h in hparams.TRACED} | hyperparams
     hparams.validate(lr=lr, **hp)
+    lr0 = float(lr(0)) if callable(lr) else lr
     factors = layer_factors(scheme, params, tab)
     shapes = jax.tree.map(lambda p: jax.ShapeDtypeStruct(p.shape, p.dtype), params)
-    decoupled = scheme.decoupled or separate_decay
 
-    def factory(**values):
-        spec = decay_spec(scheme, params=shapes, layers=tab, factors=factors, **values)
-        return _chain(scheme, spec, values, decoupled)
+    def factory(layer_factors, **values):
+        spec = decay_spec(scheme, params=shapes, layers=tab,
+                          factors=dict(zip(tab.names, layer_factors, strict=True)), **values)
+        return _chain(scheme, spec, values, lr0, shapes)
 
-    # inject_hyperparams reads the factory's signature to find the hyperparameters.
+    # inject_hyperparams reads the factory's signature to find the hyperparameters. The
+    # factors live in the state too: runs from different seeds (different initial weights,
+    # so different variance-inverse factors) then share one compiled update under vmap, and
+    # a restored checkpoint brings back the factors its run started with.
     factory.__signature__ = inspect.Signature([
-        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY) for name in ("lr", *hp)])
-    return optax.inject_hyperparams(factory)(lr=lr, **hp)
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY)
+        for name in ("lr", *hp, "layer_factors")])
+    return optax.inject_hyperparams(factory)(
+        lr=lr, **hp, layer_factors=np.array([factors[n] for n in tab.names], np.float64))
+
+
+def state_factors(opt_state: Any, layers: LayerTable) -> dict[str, Any]:
+    """The per-layer factors a built scheme's state carries (fixed at initialisation)."""
+    return dict(zip(layers.names, opt_state.hyperparams["layer_factors"], strict=True))
 
 
 def spec_from_state(scheme: str | Scheme, opt_state: Any, params: PyTree,
-                    layers: LayerTable, factors: Mapping[str, float]) -> DecaySpec:
-    """The `DecaySpec` a built scheme is applying right now (for monitors)."""
+                    layers: LayerTable) -> DecaySpec:
+    """The `DecaySpec` a built scheme is applying right now (hyperparameters and factors
+    read from its state; for monitors)."""
     hp = {k: v for k, v in opt_state.hyperparams.items() if k in hparams.TRACED}
-    return decay_spec(scheme, params=params, layers=layers, factors=factors, **hp)
+    return decay_spec(scheme, params=params, layers=layers,
+                      factors=state_factors(opt_state, layers), **hp)

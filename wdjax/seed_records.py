@@ -60,10 +60,20 @@ class SeedGroup:
             out.append(float(match[-1]))
         return out or None
 
-    def dead_units(self) -> list[dict[str, int]]:
-        """Per finished seed: dead input units per layer at the 1e-9 threshold."""
+    def topographic_grouping(self) -> dict[str, list[dict]]:
+        """Per layer: the finished seeds' recorded `analysis.topographic_grouping` entries
+        (``spearman``, ``p_value``, ``cell_map``); {} for runs of other schemes."""
+        out: dict[str, list[dict]] = {}
+        for s in self.summaries:
+            for layer, entry in (s.get("topographic_grouping") or {}).items():
+                out.setdefault(layer, []).append(entry)
+        return out
+
+    def dead_units(self, threshold: str = DEAD_THRESHOLD) -> list[dict[str, int]]:
+        """Per finished seed: dead input units per layer at `threshold` (default 1e-9;
+        the trainer records ``"1e-20"``, ``"1e-09"`` and ``"1e-05"``); {} where unrecorded."""
         return [{layer: int(dead) for layer, (dead, _) in
-                 ((s.get("dead_units") or {}).get(DEAD_THRESHOLD) or {}).items()}
+                 ((s.get("dead_units") or {}).get(threshold) or {}).items()}
                 for s in self.summaries]
 
 

@@ -121,10 +121,10 @@ class Programs(NamedTuple):
 
     model: nn.Module
     layers: LayerTable
-    params0: PyTree
+    params0: PyTree  # a template (seed 0): shapes, and the layer table's source
     batch_stats0: PyTree
     schedule: optax.Schedule
-    factors: dict[str, float]
+    image_shape: tuple
     step: Callable
     eval: Callable
     monitor: Callable
@@ -138,7 +138,8 @@ def _vmapped(f: Callable, k_runs: int, n_run_args: int, n_shared: int) -> Callab
     return jax.vmap(f, in_axes=axes) if k_runs > 1 else f
 
 
-def _compiled(model, tx, spec_fn, k_runs: int, mesh: parallel.Mesh) -> dict[str, Callable]:
+def _compiled(model, tx, spec_fn, k_runs: int, mesh: parallel.Mesh,
+              per_run_data: bool) -> dict[str, Callable]:
     rep, split = parallel.replicated(mesh), parallel.batch_sharding(mesh)
     runs = parallel.run_sharding(mesh, k_runs > 1)
 
@@ -147,14 +148,22 @@ def _compiled(model, tx, spec_fn, k_runs: int, mesh: parallel.Mesh) -> dict[str,
         x = jax.lax.with_sharding_constraint(images[idx[i]], split)
         return x, labels_[idx[i]], jax.lax.with_sharding_constraint(mask[i], split)
 
-    def step(state, images, labels_, idx, mask, epoch, i, key):
+    def augmented(images, labels_, idx, mask, epoch, i, key):
         x, y, m = batch(images, labels_, idx, mask, i)
         # The flip depends on the seed, epoch and step only: resumed runs, vmapped runs and
         # sequential runs all see the same batches.
         key = jax.random.fold_in(jax.random.fold_in(key, epoch), i)
-        x = batches.augment(jax.random.fold_in(key, 0), x)
-        one = functools.partial(train_step, model=model, tx=tx)
-        return _vmapped(one, k_runs, 1, 4)(state, x, y, m, jax.random.fold_in(key, 1))
+        return batches.augment(jax.random.fold_in(key, 0), x), y, m, jax.random.fold_in(key, 1)
+
+    one_step = functools.partial(train_step, model=model, tx=tx)
+    one_monitor = functools.partial(monitor_step, model=model, tx=tx, spec_fn=spec_fn)
+
+    def step(state, images, labels_, idx, mask, epoch, i, key):
+        if per_run_data:  # each run its own seed: its own batch order and flips
+            return jax.vmap(lambda s, ix, k: one_step(
+                s, *augmented(images, labels_, ix, mask, epoch, i, k)))(state, idx, key)
+        return _vmapped(one_step, k_runs, 1, 4)(
+            state, *augmented(images, labels_, idx, mask, epoch, i, key))
 
     def evaluate(params, batch_stats, images, labels_, idx, mask, i):
         x, y, m = batch(images, labels_, idx, mask, i)
@@ -162,9 +171,13 @@ def _compiled(model, tx, spec_fn, k_runs: int, mesh: parallel.Mesh) -> dict[str,
         return _vmapped(one, k_runs, 2, 3)(params, batch_stats, batches.normalize(x), y, m)
 
     def monitor(state, images, labels_, idx, mask, i):
-        x, y, m = batch(images, labels_, idx, mask, i)
-        one = functools.partial(monitor_step, model=model, tx=tx, spec_fn=spec_fn)
-        return _vmapped(one, k_runs, 1, 3)(state, batches.normalize(x), y, m)
+        def one(s, ix):
+            x, y, m = batch(images, labels_, ix, mask, i)
+            return one_monitor(s, batches.normalize(x), y, m)
+
+        if per_run_data:
+            return jax.vmap(one)(state, idx)
+        return _vmapped(lambda s: one(s, idx), k_runs, 1, 0)(state)
 
     return dict(step=jax.jit(step, out_shardings=(runs, rep), donate_argnums=0),
                 eval=jax.jit(evaluate, out_shardings=rep),
@@ -174,40 +187,68 @@ def _compiled(model, tx, spec_fn, k_runs: int, mesh: parallel.Mesh) -> dict[str,
 
 @functools.lru_cache(maxsize=4)
 def _programs(shared: tuple, k_runs: int, image_shape: tuple, num_classes: int,
-              n_train: int, mesh: parallel.Mesh) -> Programs:
+              n_train: int, mesh: parallel.Mesh, per_run_data: bool) -> Programs:
     cfg = Config(**dict(shared))
     steps_per_epoch = math.ceil(n_train / cfg.batch_size)
     schedule = lr_schedule(cfg.base_lr, steps_per_epoch, cfg.epochs_per_stage)
     model = make_model(cfg, num_classes, image_shape[-1])
-    variables = init_variables(model, jax.random.PRNGKey(cfg.seed), image_shape)
-    params0 = variables["params"]
+    # A template for shapes and the layer table; each run's own initial weights (from its
+    # seed) and the factors measured on them enter through its state (`initial_states`).
+    variables = init_variables(model, jax.random.PRNGKey(0), image_shape)
+    params0 = schemes.initial_params(cfg.optimizer, variables["params"])
     layers = model_layers(model, variables, image_shape)
-    # The coefficients are measured on these initial params, re-created from the seed on
-    # resume, so a resumed run uses exactly the numbers it started with.
     tx = schemes.build(cfg.optimizer, params=params0, layers=layers, lr=schedule,
                        separate_decay=cfg.separate_decay)
-    factors = schemes.layer_factors(cfg.optimizer, params0, layers)
 
     def spec_fn(opt_state):
-        return schemes.spec_from_state(cfg.optimizer, opt_state, params0, layers, factors)
+        return schemes.spec_from_state(cfg.optimizer, opt_state, params0, layers)
 
-    return Programs(model, layers, params0, variables["batch_stats"], schedule, factors,
-                    mesh=mesh, **_compiled(model, tx, spec_fn, k_runs, mesh))
+    return Programs(model, layers, params0, variables["batch_stats"], schedule, image_shape,
+                    mesh=mesh, **_compiled(model, tx, spec_fn, k_runs, mesh, per_run_data))
 
 
-def programs(cfg: Config, k_runs: int, image_shape: Sequence[int], num_classes: int,
+def programs(configs: Sequence[Config], image_shape: Sequence[int], num_classes: int,
              n_train: int, mesh: parallel.Mesh) -> Programs:
-    """Compiled steps for `cfg`'s group, reused by later runs that share them (sweeps)."""
-    return _programs(cfg.shared_key(), k_runs, tuple(image_shape), num_classes, n_train, mesh)
+    """Compiled steps for a group of runs, reused by later groups that share them (sweeps).
+
+    Runs of one seed share each batch and flip; runs of several seeds each draw their own.
+    """
+    per_run_data = len({c.seed for c in configs}) > 1
+    return _programs(configs[0].shared_key(), len(configs), tuple(image_shape), num_classes,
+                     n_train, mesh, per_run_data)
 
 
-def optimizers(configs: Sequence[Config], prog: Programs) -> list[optax.GradientTransformation]:
-    """Each run's optimiser: the group's compiled update, with its own hyperparameters."""
-    return [schemes.build(c.optimizer, params=prog.params0, layers=prog.layers,
-                          lr=prog.schedule, separate_decay=c.separate_decay, **c.hparams())
-            for c in configs]
+class Start(NamedTuple):
+    """A run's starting point: its initial variables and the layer factors measured on them."""
+
+    variables: PyTree
+    factors: dict[str, float]
 
 
-def initial_states(configs: Sequence[Config], prog: Programs) -> list[TrainState]:
-    return [TrainState(jnp.zeros([], jnp.int32), prog.params0, prog.batch_stats0,
-                       tx.init(prog.params0)) for tx in optimizers(configs, prog)]
+def starts(configs: Sequence[Config], prog: Programs) -> list[Start]:
+    """Each run's initial variables (from its seed) and coefficient factors."""
+    by_seed: dict[int, PyTree] = {}
+    out = []
+    for c in configs:
+        if c.seed not in by_seed:
+            by_seed[c.seed] = init_variables(prog.model, jax.random.PRNGKey(c.seed),
+                                             prog.image_shape)
+        # A rotational scheme starts from centred kernels (ROTATIONAL.md 2.1): its row says so.
+        v = dict(by_seed[c.seed], params=schemes.initial_params(c.optimizer,
+                                                                by_seed[c.seed]["params"]))
+        out.append(Start(v, schemes.layer_factors(c.optimizer, v["params"], prog.layers)))
+    return out
+
+
+def initial_states(configs: Sequence[Config], prog: Programs,
+                   run_starts: Sequence[Start]) -> list[TrainState]:
+    """Each run's first state: its own weights, and its optimiser (own hyperparameters and
+    factors) initialised on them; the group's compiled update serves them all."""
+    states = []
+    for c, st in zip(configs, run_starts, strict=True):
+        params = st.variables["params"]
+        tx = schemes.build(c.optimizer, params=params, layers=prog.layers, lr=prog.schedule,
+                           separate_decay=c.separate_decay, **c.hparams())
+        states.append(TrainState(jnp.zeros([], jnp.int32), params,
+                                 st.variables["batch_stats"], tx.init(params)))
+    return states

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from wdjax import analysis, batches, checkpoint, data, hparams, parallel, records, runlog, steps
 from wdjax import tensorboard as tb
-from wdjax.config import Config
+from wdjax.config import Config, with_seeds
 from wdjax.runlog import RunLog, prepare_run_dir, same_config
 from wdjax.steps import Programs, TrainState, lr_schedule, programs
 
@@ -72,8 +72,8 @@ def check_group(configs: Config | Sequence[Config]) -> list[Config]:
     if len({c.shared_key() for c in configs}) != 1:
         raise ValueError("runs trained together must differ only in name and "
                          f"{', '.join(hparams.TRACED)}")
-    if len({c.name for c in configs}) != len(configs):
-        raise ValueError("runs trained together need distinct names")
+    if len({c.run_path for c in configs}) != len(configs):
+        raise ValueError("runs trained together need distinct names (or seeds)")
     return configs
 
 
@@ -87,7 +87,19 @@ def _write_configs(group: Group, dataset: data.Dataset) -> None:
                       test=group.sizes[1]), steps_per_epoch=group.steps_per_epoch))
 
 
-def _device_data(dataset: data.Dataset, cfg: Config, mesh: parallel.Mesh) -> dict:
+def _keys(configs: list[Config]) -> np.ndarray:
+    """The augmentation key: one for a group of one seed, else one per run."""
+    keys = [np.asarray(jax.random.PRNGKey(c.seed)) for c in configs]
+    return np.stack(keys) if per_run_data(configs) else keys[0]
+
+
+def per_run_data(configs: Sequence[Config]) -> bool:
+    """Whether the runs draw their own batches and flips (they have different seeds)."""
+    return len({c.seed for c in configs}) > 1
+
+
+def _device_data(dataset: data.Dataset, configs: list[Config], mesh: parallel.Mesh) -> dict:
+    cfg = configs[0]
     rep, rows = parallel.replicated(mesh), parallel.rows_sharding(mesh)
     n_test = len(dataset.test_labels)
     eval_idx, eval_mask = batches.eval_batches(n_test, min(cfg.eval_batch_size, n_test))
@@ -96,18 +108,20 @@ def _device_data(dataset: data.Dataset, cfg: Config, mesh: parallel.Mesh) -> dic
                 test_x=parallel.put(dataset.test_images, rep),
                 test_y=parallel.put(dataset.test_labels, rep),
                 eval_idx=parallel.put(eval_idx, rows), eval_mask=parallel.put(eval_mask, rows),
-                key=parallel.put(np.asarray(jax.random.PRNGKey(cfg.seed)), rep))
+                key=parallel.put(_keys(configs), rep))
 
 
 def start(configs: list[Config], run_dirs: list[Path], dataset: data.Dataset,
           mesh: parallel.Mesh) -> tuple[Group, int]:
     """Build the group's programs and states, resume from checkpoints; return the epoch."""
-    cfg, n_train = configs[0], len(dataset.train_labels)
-    prog = programs(cfg, len(configs), dataset.train_images.shape[1:], dataset.num_classes,
-                    n_train, mesh)
-    states = steps.initial_states(configs, prog)
-    logs = [RunLog(c, d, runlog.layer_records(c, prog.params0, prog.layers, prog.factors))
-            for c, d in zip(configs, run_dirs, strict=True)]
+    n_train = len(dataset.train_labels)
+    prog = programs(configs, dataset.train_images.shape[1:], dataset.num_classes, n_train,
+                    mesh)
+    run_starts = steps.starts(configs, prog)
+    states = steps.initial_states(configs, prog, run_starts)
+    logs = [RunLog(c, d, runlog.layer_records(c, st.variables["params"], prog.layers,
+                                              st.factors))
+            for c, d, st in zip(configs, run_dirs, run_starts, strict=True)]
     ckpts = [checkpoint.Manager(d / "checkpoints") for d in run_dirs]
     writer = jax.process_index() == 0  # one process writes records; all write checkpoints
     start_epoch = runlog.resume(states, logs, ckpts, writer)
@@ -115,7 +129,7 @@ def start(configs: list[Config], run_dirs: list[Path], dataset: data.Dataset,
     # Host copies placed on the mesh (this also gives the donated step fresh buffers).
     state = parallel.put_tree(jax.device_get(steps.stack(states) if stacked else states[0]),
                               parallel.run_sharding(mesh, stacked))
-    group = Group(configs, prog, state, logs, ckpts, _device_data(dataset, cfg, mesh),
+    group = Group(configs, prog, state, logs, ckpts, _device_data(dataset, configs, mesh),
                   (n_train, len(dataset.test_labels)), writer)
     _write_configs(group, dataset)
     return group, start_epoch
@@ -125,9 +139,12 @@ def train_epoch(group: Group, epoch: int, bar: tqdm) -> tuple[list[dict], dict]:
     """One epoch of steps; returns the per-step metrics and the epoch's batch matrices."""
     cfg, a, mesh = group.cfg, group.arrays, group.prog.mesh
     lr = float(group.prog.schedule(epoch * group.steps_per_epoch))
-    idx, mask = batches.epoch_batches(cfg.seed, epoch, group.sizes[0], cfg.batch_size)
+    orders = [batches.epoch_batches(c.seed, epoch, group.sizes[0], cfg.batch_size)
+              for c in (group.configs if per_run_data(group.configs) else [cfg])]
+    idx, mask = (np.stack([o[0] for o in orders]), orders[0][1]) if len(orders) > 1 else orders[0]
     rows = parallel.rows_sharding(mesh)
-    batch = dict(idx=parallel.put(idx, rows), mask=parallel.put(mask, rows))
+    batch = dict(idx=parallel.put(idx, parallel.index_sharding(mesh, idx.ndim)),
+                 mask=parallel.put(mask, rows))
     window, metrics = [], []
     for i in range(group.steps_per_epoch):
         group.state, m = group.prog.step(group.state, a["train_x"], a["train_y"], batch["idx"],
@@ -216,6 +233,10 @@ def finish(group: Group, finished: bool, plots: bool) -> list[dict]:
     for r, log in enumerate(group.logs):
         summary = runlog.summary(log, *group.sizes, group.cfg.epochs)
         if finished and group.writer:
+            grouping = runlog.topographic_grouping(log.config, final_states[r].params,
+                                                   group.prog.layers)
+            if grouping is not None:
+                summary["topographic_grouping"] = grouping
             if log.config.histograms:
                 summary["histograms"] = _histograms(group, final_states[r], log.dir)
             if plots:
@@ -231,20 +252,24 @@ def finish(group: Group, finished: bool, plots: bool) -> list[dict]:
 def train(configs: Config | Sequence[Config], out: str | os.PathLike = "runs", *,
           dataset: data.Dataset | None = None, force: bool = False, progress: bool = True,
           stop_after_epochs: int | None = None, plots: bool = True,
-          devices: int | None = None, tensorboard: bool | None = None) -> list[dict]:
+          devices: int | None = None, seeds: int = 1,
+          tensorboard: bool | None = None) -> list[dict]:
     """Train one run, or several that differ only in traced hyperparameters, together.
 
     Writes each run's records under ``<out>/<name>/`` and resumes from its latest
     checkpoint when the directory holds an unfinished run with the same config.
     `stop_after_epochs` ends the call early (after that many epochs of this call), leaving
     a resumable run. `devices` limits the mesh to the first N devices (default: all).
+    `seeds` > 1 trains each config with seeds ``seed, seed + 1, ...`` together (each seed
+    its own initial weights, batch order and flips), recording seed s in
+    ``<out>/<name>/seed<s>/``.
     `tensorboard` (default: ``$WDJAX_TENSORBOARD``) also writes each epoch's row as
-    TensorBoard events into ``<out>/<name>/tensorboard/`` (`wdjax.tensorboard`).
+    TensorBoard events into each run directory's ``tensorboard/`` (`wdjax.tensorboard`).
 
     Returns:
       One summary dict per run (also written to ``summary.json``).
     """
-    configs = check_group(configs)
+    configs = check_group(with_seeds(check_group(configs), seeds))
     cfg = configs[0]
     mesh = parallel.make_mesh(len(configs), devices)
     parallel.check_batch(cfg.batch_size, mesh)
@@ -252,6 +277,9 @@ def train(configs: Config | Sequence[Config], out: str | os.PathLike = "runs", *
     run_dirs = [prepare_run_dir(out, c, force) for c in configs]
     if dataset is None:
         dataset = data.load(cfg.data, train_subset=cfg.train_subset, test_subset=cfg.test_subset)
+    # A timescale (tau_epochs) becomes the weight decay here, where the epoch's size is known.
+    steps_per_epoch = math.ceil(len(dataset.train_labels) / cfg.batch_size)
+    configs = [c.with_timescale(steps_per_epoch) for c in configs]
     group, start_epoch = start(configs, run_dirs, dataset, mesh)
     if tb.enabled(tensorboard):
         open_events(group, start_epoch)
