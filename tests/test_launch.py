@@ -244,6 +244,21 @@ def test_sweep_slurm_flags_build_the_array_without_submitting(env, tmp_path, mon
     assert submission.function.train_options == {"tensorboard": False}
 
 
+def test_slurm_vmap_puts_runs_and_seeds_in_one_task(env, tmp_path, monkeypatch, capsys):
+    captured = tmp_path / "sbatch.sh"
+    _fake_slurm(tmp_path / "bin", captured)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    out = tmp_path / "out"
+    assert sweep.main(sweep_argv(env, out, "--launcher", "slurm", "--parallel", "vmap",
+                                 "--seeds", "2", "--no-wait")) == 0
+    assert "1 task(s), 4 run(s)" in capsys.readouterr().out
+    assert "#SBATCH --job-name=wdjax-dxp" in captured.read_text().splitlines()
+    pickle = next((out / "dxp" / launch.JOBS_SUBDIR).rglob("*_submitted.pkl"))
+    group = submitit.helpers.DelayedSubmission.load(pickle).args[0]
+    assert [str(c.run_path) for c in group] == ["dxp3/seed0", "dxp3/seed1", "dxp4/seed0",
+                                                "dxp4/seed1"]
+
+
 @pytest.mark.parametrize(("flags", "needle"), [
     (["--partition", "gpu"], "--partition applies to --launcher slurm only"),
     (["--nodes", "2"], "--nodes applies to --launcher slurm only"),

@@ -176,6 +176,7 @@ def test_train_cli_turns_events_on_by_flag_or_environment(tmp_path, monkeypatch,
     def fake_train(configs, out, **kwargs):  # the CLI's call, without training
         seen.update(kwargs)
         for c in configs:
+            (out / c.run_path).mkdir(parents=True)
             records.write_json(out / c.run_path / "summary.json", dict(diverged={"step": 1}))
 
     monkeypatch.setattr(trainer, "train", fake_train)
