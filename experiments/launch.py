@@ -17,6 +17,7 @@ a bad source fails here and the tasks only read. submitit's own logs and pickles
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import re
 import time
@@ -24,10 +25,15 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from experiments import cli
 from wdjax import records
 from wdjax.config import Config
 
 CLUSTERS = ("slurm", "local")  # local: submitit's LocalExecutor (same jobs, local processes)
+# --launcher of experiments.sweep -> submitit cluster; "local" trains in-process (no submitit).
+# "local-submitit" is for tests: the array's jobs as local processes, no SLURM needed.
+LAUNCHERS = {"local": None, "slurm": "slurm", "local-submitit": "local"}
+POLL_S = 15.0  # seconds between looks at the run directories while waiting
 JOBS_SUBDIR = "_jobs"  # not a valid run name, so never a run's directory
 # "SomeError: message", the last line of a Python traceback.
 _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b.*")
@@ -114,7 +120,7 @@ class GroupTask:
         todo = [c for c in group if self.force or not is_finished(c, family)]
         if todo:
             self.train(todo, family)
-        return [c.name for c in todo]
+        return [str(c.run_path) for c in todo]
 
     def train(self, todo: list[Config], family_dir: Path) -> None:
         """One `wdjax.train.train` call on the group (its dataset loaded in this task)."""
@@ -177,12 +183,12 @@ def _prepare(groups: list[list[Config]], family_dir: Path, data_spec: str | None
         for c in (c for g in groups for c in g if not is_finished(c, family_dir)):
             prepare_run_dir(family_dir, c, force=False)
     first = groups[0][0]
-    data.load(data_spec or first.data, train_subset=first.train_subset,
-              test_subset=first.test_subset)
+    cli.check_images(data.load(data_spec or first.data, train_subset=first.train_subset,
+                               test_subset=first.test_subset))
 
 
 def wait(jobs: Sequence[Any], configs: Sequence[Config], family_dir: str | Path, *,
-         poll_s: float = 15.0, echo: Callable[[str], None] = print) -> list[str]:
+         poll_s: float | None = None, echo: Callable[[str], None] = print) -> list[str]:
     """Block until every job ends, echoing each run as it finishes; return the names of the
     runs still unfinished. A failed task is a one-line RunError naming its log folder."""
     family_dir = Path(family_dir)
@@ -190,12 +196,13 @@ def wait(jobs: Sequence[Any], configs: Sequence[Config], family_dir: str | Path,
     while True:
         all_done = all(job.done() for job in jobs)  # before looking, so nothing is missed
         for c in configs:
-            if c.name not in seen and is_finished(c, family_dir):
-                seen.add(c.name)
-                echo(f"finished {c.name} ({len(seen)}/{len(configs)})")
+            path = str(c.run_path)  # <name>, or <name>/seed<s> for one of several seeds
+            if path not in seen and is_finished(c, family_dir):
+                seen.add(path)
+                echo(f"finished {path} ({len(seen)}/{len(configs)})")
         if all_done:
             break
-        time.sleep(poll_s)
+        time.sleep(POLL_S if poll_s is None else poll_s)
     failed = [(job, error) for job in jobs if (error := job.exception()) is not None]
     if failed:
         job, error = failed[0]
@@ -203,11 +210,83 @@ def wait(jobs: Sequence[Any], configs: Sequence[Config], family_dir: str | Path,
             f"{len(failed)} of {len(jobs)} task(s) failed (job {job.job_id}: "
             f"{_last_exception_line(error)}); logs in {family_dir / JOBS_SUBDIR}; submit the "
             "sweep again to resume them")
-    return [c.name for c in configs if c.name not in seen]
+    return [str(c.run_path) for c in configs if str(c.run_path) not in seen]
 
 
 def _last_exception_line(error: BaseException) -> str:
     """The task's own exception from submitit's error (which wraps the remote traceback)."""
     lines = [ln.strip() for ln in str(error).splitlines()]
     raised = [ln for ln in lines if _EXCEPTION_LINE.match(ln)]
-    return raised[-1] if raised else f"{type(error).__name__}: {lines[0] if lines else ''}"
+    if raised:
+        return raised[-1]
+    # A task killed outright (SIGKILL, a lost node) raised nothing: say so, with its state.
+    silent = [ln for ln in lines if ln.startswith("has not produced any output")]
+    return f"{type(error).__name__}: {(silent or lines or [''])[0]}"
+
+
+# ---- experiments.sweep --launcher ---------------------------------------------------------
+
+_RESOURCE_FLAGS = ("partition", "gpus_per_task", "cpus_per_task", "timeout_min",
+                   "max_parallel", "nodes")
+
+
+def add_args(p: argparse.ArgumentParser) -> None:
+    """--launcher, the per-task resources and --no-wait (defaults: `Resources`)."""
+    a = p.add_argument
+    a("--launcher", choices=tuple(LAUNCHERS), default="local", metavar="{local,slurm}",
+      help="local: train here (default); slurm: one SLURM job array through submitit, one "
+           "task per run (with --parallel vmap: per vmapped group)")
+    a("--partition", default=None, help="slurm: partition (default: the cluster's)")
+    a("--gpus-per-task", type=cli.integer("--gpus-per-task", low=0), default=None,
+      help="slurm: GPUs on each host of a task (default 1)")
+    a("--cpus-per-task", type=cli.integer("--cpus-per-task"), default=None,
+      help="slurm: CPUs per task (default: the cluster's)")
+    a("--timeout-min", type=cli.integer("--timeout-min"), default=None,
+      help="slurm: time limit of a task in minutes (default 1440); a task that reaches it "
+           "is requeued and resumes from its last checkpoint")
+    a("--max-parallel", type=cli.integer("--max-parallel"), default=None,
+      help="slurm: array tasks running at once (default: all)")
+    a("--nodes", type=cli.integer("--nodes"), default=None,
+      help="slurm: hosts per task, joined by jax.distributed (default 1)")
+    a("--no-wait", action="store_true",
+      help="slurm: return once submitted; --collect builds the table later")
+
+
+def resources(args: argparse.Namespace) -> Resources:
+    """The task resources the flags ask for; UsageError for slurm flags without slurm."""
+    given = {k: getattr(args, k) for k in _RESOURCE_FLAGS if getattr(args, k) is not None}
+    if LAUNCHERS[args.launcher] is not None and (args.distributed or args.coordinator):
+        # The submitting host must not join a JAX cluster; the tasks join theirs.
+        raise cli.UsageError("--distributed and --coordinator apply to --launcher local; "
+                             "with --launcher slurm, --nodes N joins each task's hosts")
+    if LAUNCHERS[args.launcher] is None:
+        flags = [f"--{k.replace('_', '-')}" for k in given] + ["--no-wait"] * args.no_wait
+        if flags:
+            raise cli.UsageError(f"{flags[0]} applies to --launcher slurm only")
+    return Resources(**given).validate()
+
+
+def run_sweep(groups: Sequence[Sequence[Config]], family_dir: Path, args: argparse.Namespace,
+              *, tensorboard: bool, collect_command: str) -> bool:
+    """Submit the sweep's groups with an unfinished run as one job array (a task each) and
+    wait for them (unless --no-wait). Returns whether the tasks have ended, so the table
+    can be built."""
+    res = resources(args)
+    options: dict[str, Any] = {"tensorboard": tensorboard}
+    if args.devices is not None:
+        options["devices"] = args.devices
+    task = GroupTask(distributed=res.nodes > 1, force=args.force_name, train_options=options)
+    todo = [c for g in groups for c in g if args.force_name or not is_finished(c, family_dir)]
+    jobs = submit(groups, family_dir, res, cluster=LAUNCHERS[args.launcher], task=task)
+    if not jobs:
+        return True
+    if args.no_wait:
+        print(f"not waiting; once the job has ended, build the table with: {collect_command}")
+        return False
+    print(f"waiting for {len(todo)} run(s); Ctrl-C stops the waiting, not the job "
+          f"(then: {collect_command})")
+    left = wait(jobs, todo, family_dir)
+    if left:
+        print(f"{len(left)} run(s) not finished: {', '.join(left)}; submit the sweep again "
+              "to resume them")
+    return True

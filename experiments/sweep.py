@@ -4,19 +4,25 @@ Each run of the family trains under ``<out>/<family>/<run>/``; at the end a tabl
 notebook's own line format, with statistics over seeds (`experiments.report`), is printed
 and saved (``summary.md``, ``summary.csv``) with pictures beside it. Re-running the same
 command skips finished runs and resumes an unfinished one from its checkpoint.
+
+``--launcher slurm`` trains the runs as one SLURM job array instead (`experiments.launch`),
+into the same tree; ``--collect`` only builds the table from what is on disk.
+``--tensorboard`` (or ``WDJAX_TENSORBOARD=1``) adds TensorBoard events (`wdjax.tensorboard`).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import shlex
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from experiments import cli, registry, report, scales
+from experiments import cli, launch, registry, report, scales
 from wdjax import data, records
+from wdjax import tensorboard as tb
 from wdjax.config import MODELS, Config, with_seeds
 
 
@@ -28,10 +34,11 @@ def parser() -> cli.Parser:
     a("--dry-run", action="store_true", help="print every run's config and exit")
     a("--scale", choices=tuple(scales.SCALES), default=None,
       help="full: the notebook's protocol; quick: a CPU preview; medium: 4x quick per run, "
-           "3 seeds (default: full on GPU/TPU, quick on CPU)")
+           "3 seeds (default: full on GPU/TPU and with --launcher slurm, quick on CPU)")
     a("--runs", default=None, help="comma-separated subset of the family's runs")
     a("--parallel", choices=("vmap", "sequential"), default=None,
-      help="train the runs together (vmap) or one after another (default: per backend)")
+      help="train the runs together (vmap) or one after another (default: per backend; "
+           "with a launcher, one run per task)")
     a("--out", default=None, help="output directory (default results/<scale>)")
     a("--data", default=None, help=f"tfds:NAME or folder:PATH (default ${data.ENV_DATA}, "
       f"else {data.DEFAULT_SOURCE})")
@@ -48,6 +55,12 @@ def parser() -> cli.Parser:
            "family on, else the best mean); may belong to another family")
     a("--force-name", action="store_true", help="replace existing runs with other configs")
     a("--no-progress", action="store_true")
+    a("--tensorboard", action="store_true", default=None,
+      help=f"write TensorBoard events per run and the family's HParams table (or "
+           f"${tb.ENV_TENSORBOARD}=1)")
+    a("--collect", action="store_true",
+      help="train nothing: build the table from the runs on disk (after --no-wait)")
+    launch.add_args(p)
     cli.add_device_args(p)
     return p
 
@@ -84,19 +97,19 @@ def vmap_groups(configs: list[Config]) -> list[list[Config]]:
     return list(groups.values())
 
 
+def groups_of(configs: list[Config], parallel: str) -> list[list[Config]]:
+    """What trains in one `train` call (or one array task): each run alone (sequential), or
+    the `vmap_groups`."""
+    return vmap_groups(configs) if parallel == "vmap" else [[c] for c in configs]
+
+
 def train_family(configs: list[Config], family_dir: Path, args, parallel: str) -> int:
     """Train the runs not finished yet (under the family lock); return how many trained."""
-    from wdjax.runlog import move_into_seed_dir
     from wdjax.train import prepare_run_dir, same_config, train
 
     def finished(c: Config) -> bool:
         run_dir = family_dir / c.run_path
         return records.run_state(run_dir) == "finished" and same_config(run_dir, c)
-
-    if any(c.seed_dir for c in configs):  # a run trained with one seed becomes one of many
-        with records.lock(family_dir):
-            for name in dict.fromkeys(c.name for c in configs):
-                move_into_seed_dir(family_dir / name)
 
     def load() -> data.Dataset:
         dataset = data.load(configs[0].data, train_subset=configs[0].train_subset,
@@ -114,10 +127,10 @@ def train_family(configs: list[Config], family_dir: Path, args, parallel: str) -
         todo = [c for c in configs if not finished(c)]
         if len(configs) > len(todo):
             print(f"{len(configs) - len(todo)} finished run(s) skipped")
-        groups = vmap_groups(todo) if parallel == "vmap" else [[c] for c in todo]
-        for group in filter(None, groups):
+        for group in filter(None, groups_of(todo, parallel)):
             train(group, family_dir, dataset=dataset or load(), force=args.force_name,
-                  progress=not args.no_progress, devices=args.devices)
+                  progress=not args.no_progress, devices=args.devices,
+                  tensorboard=tb.enabled(args.tensorboard))
     return len(todo)
 
 
@@ -128,8 +141,57 @@ def _shown(c: Config) -> Config:
     return c.with_timescale(math.ceil(c.train_subset / c.batch_size))
 
 
+def protocol(args) -> tuple[str, str, str]:
+    """(scale, why, parallel). A job array's tasks run on the cluster's accelerators, not on
+    the submitting host: full scale, one run per task, unless asked otherwise."""
+    if args.launcher == "slurm" and args.scale is None:
+        scale, why = "full", "slurm: on the cluster's accelerators"
+    else:
+        scale, why = scales.choose(args.scale)
+    default = "sequential" if args.launcher != "local" else scales.default_parallel()
+    return scale, why, args.parallel or default
+
+
+def collect_command(family: registry.Family, scale: str, out: Path, args) -> str:
+    """The command that builds this sweep's table later (``--collect``)."""
+    words = ["--name", family.name, "--scale", scale, "--out", str(out)]
+    words += ["--runs", args.runs] if args.runs else []
+    words += ["--seeds", str(args.seeds)] if args.seeds != scales.SEEDS.get(scale, 1) else []
+    words += ["--baseline", args.baseline] if args.baseline else []
+    return " ".join(["python -m experiments.sweep", *map(shlex.quote, words), "--collect"])
+
+
+def write_table(family: registry.Family, runs: Sequence[registry.Run],
+                configs: Sequence[Config], family_dir: Path, scale: str, args) -> None:
+    """The table, CSV and pictures (and the HParams table with TensorBoard on); printed."""
+    with records.lock(family_dir):
+        rows = report.write_results(family, runs, family_dir, scale, args.baseline)
+    if tb.enabled(args.tensorboard):
+        tb.write_family_hparams(family_dir, [str(c.run_path) for c in configs])
+    print("\n" + "\n".join([*report.notebook_lines(rows), report.verdict(rows)]))
+
+
+def run(configs: list[Config], family_dir: Path, args, parallel: str, collect: str) -> bool:
+    """Train what is unfinished here or as a job array; whether to build the table now."""
+    from wdjax.runlog import move_into_seed_dir
+
+    if any(c.seed_dir for c in configs):  # a run trained with one seed becomes one of many
+        with records.lock(family_dir):
+            for name in dict.fromkeys(c.name for c in configs):
+                move_into_seed_dir(family_dir / name)
+    if args.launcher == "local":
+        trained = train_family(configs, family_dir, args, parallel)
+        print(f"{trained} run(s) trained")
+        return True
+    return launch.run_sweep(groups_of(configs, parallel), family_dir, args,
+                            tensorboard=tb.enabled(args.tensorboard), collect_command=collect)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    launch.resources(args)  # flags that need (or exclude) a launcher: refused first
+    if tb.enabled(args.tensorboard):
+        tb.require()
     cli.start_devices(args)
     if args.list:
         print(list_families())
@@ -140,13 +202,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     names = [n.strip() for n in args.runs.split(",")] if args.runs else None
     runs = registry.select_runs(family, names)
     report.check_baseline(args.baseline)
-    scale, why = scales.choose(args.scale)
+    scale, why, parallel = protocol(args)
     args.seeds = args.seeds or scales.SEEDS.get(scale, 1)
-    parallel = args.parallel or scales.default_parallel()
     configs = configs_for(family, runs, scale, data.resolve_source(args.data), args.seed,
                           args.model, cli.decay_override(args), args.seeds)
     out = Path(args.out or f"results/{scale}")
     family_dir = out / family.name
+    if args.collect:
+        if not family_dir.is_dir():
+            raise records.RunError(f"nothing to collect: {family_dir} does not exist")
+        write_table(family, runs, configs, family_dir, scale, args)
+        print(f"\n{family.name}: table, CSV and pictures in {family_dir}")
+        return 0
     seeds = f" x {args.seeds} seeds" if args.seeds > 1 else ""
     print(f"sweep {family.name}: {len(runs)} runs{seeds} at {scale} scale ({why}), {parallel}; "
           f"results in {family_dir}")
@@ -164,12 +231,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     data.check_source(configs[0].data)  # resolved in configs_for
     records.check_writable(out)
     t0 = time.time()
-    trained = train_family(configs, family_dir, args, parallel)
-    with records.lock(family_dir):
-        rows = report.write_results(family, runs, family_dir, scale, args.baseline)
-    print("\n" + "\n".join([*report.notebook_lines(rows), report.verdict(rows)]))
-    print(f"\n{family.name}: {trained} run(s) trained in {time.time() - t0:.0f} s; "
-          f"table, CSV and pictures in {family_dir}")
+    if run(configs, family_dir, args, parallel,
+           collect_command(family, scale, out, args)):
+        write_table(family, runs, configs, family_dir, scale, args)
+        print(f"\n{family.name}: done in {time.time() - t0:.0f} s; table, CSV and pictures "
+              f"in {family_dir}")
     return 0
 
 

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from experiments import cli, scales
 from wdjax import data, records, schemes, stats
+from wdjax import tensorboard as tb
 from wdjax.config import MODELS, Config, with_seeds
 
 
@@ -47,6 +48,8 @@ def parser() -> cli.Parser:
       help="replace a finished run or one with a different config (the old one is kept "
            "aside as NAME.replaced-TIME)")
     a("--no-progress", action="store_true", help="no progress bar")
+    a("--tensorboard", action="store_true", default=None,
+      help=f"write TensorBoard events into NAME/tensorboard/ (or ${tb.ENV_TENSORBOARD}=1)")
     cli.add_device_args(p)
     return p
 
@@ -57,6 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     opts = vars(args)
     out, force, quiet = opts.pop("out"), opts.pop("force_name"), opts.pop("no_progress")
     devices, seeds = opts.pop("devices"), opts.pop("seeds")
+    events = tb.enabled(opts.pop("tensorboard"))
     for k in ("distributed", "coordinator", "num_processes", "process_id"):
         opts.pop(k)
     opts["data"] = data.resolve_source(opts["data"])
@@ -64,6 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Everything that can be checked is checked before anything is created.
     data.check_source(config.data)
     out_dir = records.check_writable(out)
+    if events:
+        tb.require()
     from wdjax.runlog import move_into_seed_dir
     from wdjax.train import prepare_run_dir, train
 
@@ -81,7 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         cli.check_images(dataset)
     groups = [todo] if scales.default_parallel() == "vmap" else [[c] for c in todo]
     for g in filter(None, groups):
-        train(g, out_dir, dataset=dataset, force=force, progress=not quiet, devices=devices)
+        train(g, out_dir, dataset=dataset, force=force, progress=not quiet, devices=devices,
+              tensorboard=events)
     summaries = [records.read_json(out_dir / c.run_path / "summary.json") for c in configs]
     for c, summary in zip(configs, summaries, strict=True):
         print(result_line(c, summary, out_dir))

@@ -4,6 +4,8 @@
 * ``tiny_dataset`` -- (session) a 10-class 8x8 RGB :class:`wdjax.data.Dataset` (PNG, lossless).
 * ``cifar_archive`` -- (session) path of ``shared/data/cifar10-jpeg.tar.gz``; skips if absent.
 * ``cifar_jpeg`` -- (session) the decoded archive (cached under a tmp dir, or ``$WDJAX_CACHE``).
+* ``read_tensorboard_scalars`` -- a function: ``{tag: [(step, value)]}`` of an event folder,
+  read with TensorBoard's own reader (skips the test when tensorboard is absent).
 """
 
 from __future__ import annotations
@@ -113,3 +115,20 @@ def subset(ds: data.Dataset, n_train: int, n_test: int) -> data.Dataset:
 def small_cifar(cifar_jpeg: data.Dataset) -> data.Dataset:
     """300 training and 200 test images of the offline CIFAR-10 (a partial last batch)."""
     return subset(cifar_jpeg, 300, 200)
+
+
+def read_tensorboard_scalars(logdir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar of the event files in `logdir`, by tag, read with TensorBoard's reader."""
+    import sys
+    import types
+
+    # TensorBoard's switch for its own TF stub (its "no_tensorflow" build): reading events
+    # then skips importing TensorFlow, several seconds where TF is installed.
+    sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
+    event_accumulator = pytest.importorskip(
+        "tensorboard.backend.event_processing.event_accumulator",
+        reason="tensorboard absent: pip install -e '.[dev]'")
+    acc = event_accumulator.EventAccumulator(str(logdir), size_guidance={"scalars": 0})
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)]
+            for tag in acc.Tags()["scalars"]}

@@ -7,6 +7,7 @@ import sys
 import types
 
 import pytest
+from conftest import read_tensorboard_scalars
 
 from wdjax import records
 from wdjax import tensorboard as tb
@@ -37,10 +38,7 @@ def make_row(epoch: int, scale: float = 1.0) -> dict:
 
 
 def read_scalars(logdir) -> dict[str, list[tuple[int, float]]]:
-    acc = event_accumulator.EventAccumulator(str(logdir), size_guidance={"scalars": 0})
-    acc.Reload()
-    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)]
-            for tag in acc.Tags()["scalars"]}
+    return read_tensorboard_scalars(logdir)
 
 
 def hparams_content(logdir) -> dict[str, bytes]:
@@ -153,3 +151,43 @@ def test_enabled_by_flag_or_environment(monkeypatch):
     assert tb.enabled() and not tb.enabled(False)
     monkeypatch.setenv(tb.ENV_TENSORBOARD, "0")
     assert not tb.enabled()
+
+
+@pytest.mark.parametrize(("flags", "env", "want"), [
+    (["--tensorboard"], None, True), ([], "1", True), ([], None, False)])
+def test_train_cli_turns_events_on_by_flag_or_environment(tmp_path, monkeypatch, flags, env,
+                                                          want):
+    from conftest import write_image_tree
+
+    from experiments import train as train_cli
+    from wdjax import data
+    from wdjax import train as trainer
+
+    classes = [f"c{i}" for i in range(10)]
+    write_image_tree(tmp_path / "img", {"train": dict.fromkeys(classes, 1),
+                                        "test": dict.fromkeys(classes, 1)}, size=(32, 32))
+    monkeypatch.setenv(data.ENV_CACHE, str(tmp_path / "cache"))
+    if env is None:
+        monkeypatch.delenv(tb.ENV_TENSORBOARD, raising=False)
+    else:
+        monkeypatch.setenv(tb.ENV_TENSORBOARD, env)
+    seen = {}
+
+    def fake_train(configs, out, **kwargs):  # the CLI's call, without training
+        seen.update(kwargs)
+        for c in configs:
+            (out / c.run_path).mkdir(parents=True)
+            records.write_json(out / c.run_path / "summary.json", dict(diverged={"step": 1}))
+
+    monkeypatch.setattr(trainer, "train", fake_train)
+    argv = ["--name", "r", "--data", f"folder:{tmp_path / 'img'}", "--out",
+            str(tmp_path / "runs"), *flags]
+    assert train_cli.main(argv) == 0
+    assert seen["tensorboard"] is want
+
+
+def test_missing_tensorboardx_is_one_line(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorboardX", None)
+    with pytest.raises(ValueError, match=r"^TensorBoard events need tensorboardX: pip install "
+                                         r"'wdjax\[tb\]'$"):
+        tb.require()

@@ -19,6 +19,7 @@ Turned on by ``--tensorboard`` or ``WDJAX_TENSORBOARD=1`` (:func:`enabled`). Vie
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -51,6 +52,12 @@ def enabled(flag: bool | None = None) -> bool:
     if flag is not None:
         return bool(flag)
     return os.environ.get(ENV_TENSORBOARD, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def require() -> None:
+    """ValueError (one line) unless tensorboardX is installed (checked without importing)."""
+    if importlib.util.find_spec("tensorboardX") is None:
+        raise ValueError("TensorBoard events need tensorboardX: pip install 'wdjax[tb]'")
 
 
 def _number(value: Any) -> float | None:

@@ -25,6 +25,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from wdjax import analysis, batches, checkpoint, data, hparams, parallel, records, runlog, steps
+from wdjax import tensorboard as tb
 from wdjax.config import Config, with_seeds
 from wdjax.runlog import RunLog, prepare_run_dir, same_config
 from wdjax.steps import Programs, TrainState, lr_schedule, programs
@@ -45,6 +46,7 @@ class Group:
     arrays: dict[str, jax.Array]
     sizes: tuple[int, int]
     writer: bool
+    events: list[tb.EpochWriter] = dataclasses.field(default_factory=list)
 
     @property
     def cfg(self) -> Config:
@@ -190,6 +192,8 @@ def end_epoch(group: Group, epoch: int, metrics: list[dict], batch: dict, t0: fl
             run_states[r].params, prog.layers, time.time() - t0)
         if group.writer:
             records.append_jsonl(log.dir / "metrics.jsonl", row)
+        if group.events:  # the row as metrics.jsonl holds it (string keys, NaN as "nan")
+            group.events[r].write(records.jsonable(row))
         log.last = row
         group.ckpts[r].save(epoch + 1, run_states[r], dict(
             best=log.best, best_epoch=log.best_epoch, diverged=log.diverged))
@@ -207,10 +211,23 @@ def _histograms(group: Group, state: TrainState, run_dir: Path) -> str:
     return path.name
 
 
+def open_events(group: Group, start_epoch: int) -> None:
+    """One TensorBoard `EpochWriter` per run (written by the writing process only)."""
+    if not group.writer:
+        return
+    for log in group.logs:
+        if start_epoch == 0:  # a fresh run: events of an earlier, unrecorded try are stale
+            for old in (log.dir / tb.SUBDIR).glob("events.out.tfevents.*[0-9]"):
+                old.unlink()
+        group.events.append(tb.EpochWriter(log.dir, resume_epoch=start_epoch))
+
+
 def finish(group: Group, finished: bool, plots: bool) -> list[dict]:
     """Pictures and summary.json (written last: its presence marks a finished run)."""
     for c in group.ckpts:
         c.wait()
+    for events in group.events:
+        events.close()
     summaries = []
     final_states = group.prog.unstack(group.state) if group.stacked else [group.state]
     for r, log in enumerate(group.logs):
@@ -235,7 +252,8 @@ def finish(group: Group, finished: bool, plots: bool) -> list[dict]:
 def train(configs: Config | Sequence[Config], out: str | os.PathLike = "runs", *,
           dataset: data.Dataset | None = None, force: bool = False, progress: bool = True,
           stop_after_epochs: int | None = None, plots: bool = True,
-          devices: int | None = None, seeds: int = 1) -> list[dict]:
+          devices: int | None = None, seeds: int = 1,
+          tensorboard: bool | None = None) -> list[dict]:
     """Train one run, or several that differ only in traced hyperparameters, together.
 
     Writes each run's records under ``<out>/<name>/`` and resumes from its latest
@@ -245,6 +263,8 @@ def train(configs: Config | Sequence[Config], out: str | os.PathLike = "runs", *
     `seeds` > 1 trains each config with seeds ``seed, seed + 1, ...`` together (each seed
     its own initial weights, batch order and flips), recording seed s in
     ``<out>/<name>/seed<s>/``.
+    `tensorboard` (default: ``$WDJAX_TENSORBOARD``) also writes each epoch's row as
+    TensorBoard events into each run directory's ``tensorboard/`` (`wdjax.tensorboard`).
 
     Returns:
       One summary dict per run (also written to ``summary.json``).
@@ -261,6 +281,8 @@ def train(configs: Config | Sequence[Config], out: str | os.PathLike = "runs", *
     steps_per_epoch = math.ceil(len(dataset.train_labels) / cfg.batch_size)
     configs = [c.with_timescale(steps_per_epoch) for c in configs]
     group, start_epoch = start(configs, run_dirs, dataset, mesh)
+    if tb.enabled(tensorboard):
+        open_events(group, start_epoch)
     end = cfg.epochs if stop_after_epochs is None else min(cfg.epochs,
                                                            start_epoch + stop_after_epochs)
     label = cfg.name if not group.stacked else f"{cfg.name}..{configs[-1].name}"

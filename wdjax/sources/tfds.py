@@ -17,12 +17,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.util
+import logging
 import socket
 import threading
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -54,6 +55,24 @@ def _failure(name: str, detail: str) -> DataError:
     return DataError(f"cannot load tfds:{name} ({detail[:300]}); {_NO_TF_NEEDED}")
 
 
+@contextlib.contextmanager
+def _quiet_tfds() -> Iterator[None]:
+    """Hide TFDS's warnings about data directories it looks into (``Variant folder ... has no
+    dataset_info.json`` for a dataset not prepared yet): what matters is said in one line."""
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(max(level, logging.ERROR))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _is_prepared(builder: Any) -> bool:
+    with _quiet_tfds():
+        return bool(builder.is_prepared())
+
+
 def _builder(name: str) -> Any:
     """The TFDS builder of `name` (creating it needs no TensorFlow import and no network)."""
     if not tensorflow_available():
@@ -61,7 +80,8 @@ def _builder(name: str) -> Any:
     import tensorflow_datasets as tfds
 
     try:
-        return tfds.builder(name)
+        with _quiet_tfds():
+            return tfds.builder(name)
     except Exception as e:  # noqa: BLE001 - unknown name, bad version, broken install...
         # The first line only: an unknown name is followed by every dataset TFDS knows.
         first = (str(e).strip().splitlines() or [""])[0]
@@ -147,7 +167,7 @@ def check(name: str) -> None:
     """Validate ``tfds:NAME`` cheaply: TensorFlow present, the name known to TFDS, and the
     dataset prepared or its download hosts reachable."""
     builder = _builder(name)
-    if not builder.is_prepared():
+    if not _is_prepared(builder):
         _check_download(name, builder)
 
 
@@ -191,7 +211,7 @@ def _hide_accelerators_from_tensorflow() -> None:
 def load(name: str) -> Dataset:
     """Prepare ``tfds:NAME`` if needed (after the host check) and read both splits."""
     builder = _builder(name)
-    prepared = builder.is_prepared()
+    prepared = _is_prepared(builder)
     if not prepared:
         _check_download(name, builder)
     try:
