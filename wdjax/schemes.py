@@ -224,9 +224,30 @@ def initial_params(scheme: str | Scheme, params: PyTree) -> PyTree:
     return decay.center_units(params, _rotating(params), scheme.rotational == "neuron")
 
 
+def _equilibrium_monitor(scheme: Scheme, spec: DecaySpec, hp: Mapping[str, Any],
+                         tab: LayerTable) -> optax.GradientTransformation:
+    """`decay.equilibrium_monitor` with a prediction where the scheme's angular update has
+    one (ROTATIONAL.md 1): coupled SGD and decoupled Adam on L2 kernels followed by a
+    normalisation (scale-invariant), and every decayed kernel of a rotational row (which
+    holds it there). Elsewhere the decay given to it is 0: no prediction."""
+    adam, rotating = scheme.base == "adam", scheme.rotational != "none"
+    plain = (scheme.normalize, scheme.norm_constraint) == ("none", "none") and (
+        scheme.decay_form == ("decoupled" if adam else "coupled"))
+    kernels = {layer.kernel for layer in tab if rotating or layer.normalized}
+
+    def decay_of(path, coefficient, kind):
+        key = tuple(str(getattr(k, "key", k)) for k in path)
+        return coefficient if (rotating or plain) and kind == "l2" and key in kernels else 0.0
+
+    weight_decay = jax.tree_util.tree_map_with_path(decay_of, spec.coefficients, spec.kinds)
+    return decay.equilibrium_monitor(hp["lr"], weight_decay, b1=0.9 if adam else None,
+                                     momentum=0.0 if adam else hp["momentum"])
+
+
 def build(scheme: str | Scheme, *, params: PyTree, layers: LayerTable | None = None,
           conf: Sequence | None = None, lr: float | Callable | None = None,
-          separate_decay: bool = False, **hyperparams: Any) -> optax.GradientTransformation:
+          separate_decay: bool = False, monitor: bool = False,
+          **hyperparams: Any) -> optax.GradientTransformation:
     """The optimiser of `scheme` for a model with initial parameters `params`.
 
     Args:
@@ -238,6 +259,8 @@ def build(scheme: str | Scheme, *, params: PyTree, layers: LayerTable | None = N
       lr: a float or an Optax schedule; ``None``: the scheme's default. Its value at step 0
         is ``lr_0`` of the independent and corrected decay forms.
       separate_decay: Adam schemes: decoupled (AdamW-style) decay.
+      monitor: end the chain with `decay.equilibrium_monitor` (updates unchanged; its
+        measurements are read from the state with ``optax.tree.get``).
       **hyperparams: the traced rows of `wdjax.hparams.TABLE` (defaults from the table);
         stored in the optimiser state, so they may differ per run under ``jax.vmap``.
 
@@ -259,7 +282,8 @@ def build(scheme: str | Scheme, *, params: PyTree, layers: LayerTable | None = N
     def factory(layer_factors, **values):
         spec = decay_spec(scheme, params=shapes, layers=tab,
                           factors=dict(zip(tab.names, layer_factors, strict=True)), **values)
-        return _chain(scheme, spec, values, lr0, shapes)
+        tx = _chain(scheme, spec, values, lr0, shapes)
+        return optax.chain(tx, _equilibrium_monitor(scheme, spec, values, tab)) if monitor else tx
 
     # inject_hyperparams reads the factory's signature to find the hyperparameters. The
     # factors live in the state too: runs from different seeds (different initial weights,
