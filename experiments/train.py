@@ -86,10 +86,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if dataset is not None:
         cli.check_images(dataset)
     groups = [todo] if scales.default_parallel() == "vmap" else [[c] for c in todo]
-    for g in filter(None, groups):
-        train(g, out_dir, dataset=dataset, force=force, progress=not quiet, devices=devices,
-              tensorboard=events)
-    summaries = [records.read_json(out_dir / c.run_path / "summary.json") for c in configs]
+    trained = {c.run_path: summary for g in filter(None, groups)
+               for c, summary in zip(g, train(g, out_dir, dataset=dataset, force=force,
+                                              progress=not quiet, devices=devices,
+                                              tensorboard=events), strict=True)}
+    # Seeds finished before (reused) are read back.
+    summaries = [trained.get(c.run_path) or records.read_json(out_dir / c.run_path /
+                                                               "summary.json") for c in configs]
     for c, summary in zip(configs, summaries, strict=True):
         print(result_line(c, summary, out_dir))
     finals = [s["final_test_accuracy"] for s in summaries if not s.get("diverged")]
