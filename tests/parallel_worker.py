@@ -8,7 +8,6 @@ import json
 import sys
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 
@@ -31,7 +30,7 @@ def cfg(name: str, **kw):
 
 def one_step(archive: str) -> dict:
     """Loss and parameters after two steps on all devices vs on one device."""
-    from wdjax import batches, parallel, schemes, train
+    from wdjax import batches, parallel, steps, train
 
     ds = tiny_dataset(archive)
     c = cfg("s")
@@ -39,10 +38,7 @@ def one_step(archive: str) -> dict:
     for devices in (1, jax.device_count()):
         mesh = parallel.make_mesh(1, devices)
         prog = train.programs(c, 1, ds.train_images.shape[1:], 10, len(ds.train_labels), mesh)
-        tx = schemes.build(c.optimizer, params=prog.params0, conf=prog.conf, lr=prog.schedule,
-                           **c.hparams())
-        state = train.TrainState(jnp.zeros([], jnp.int32), prog.params0, prog.batch_stats0,
-                                 tx.init(prog.params0))
+        state = steps.initial_states([c], prog)[0]
         state = parallel.put_tree(jax.device_get(state), parallel.replicated(mesh))
         rows = parallel.rows_sharding(mesh)
         idx, mask = batches.epoch_batches(0, 0, len(ds.train_labels), c.batch_size)

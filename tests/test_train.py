@@ -10,7 +10,8 @@ import numpy as np
 import optax
 import pytest
 
-from wdjax import analysis, batches, records, schemes, train
+from wdjax import analysis, batches, records, schemes, steps, train
+from wdjax.labels import table as layer_table
 from wdjax.models import VGG, init_variables, vgg_conf
 
 TINY = dict(base=4, batch_size=128, stages=3, epochs_per_stage=1, log_every=2,
@@ -46,8 +47,8 @@ def test_padded_partial_batch_equals_the_real_batch():
     pad_x = jnp.concatenate([x[20:32], x[:4] * 50.0])
     pad_y = jnp.concatenate([labels[20:32], labels[:4]])
     mask = jnp.array([1.0] * 12 + [0.0] * 4)
-    a, ma = train.train_step(state, pad_x, pad_y, mask, key, model=model, tx=tx)
-    b, mb = train.train_step(state, x[20:32], labels[20:32], jnp.ones(12), key, model=model,
+    a, ma = steps.train_step(state, pad_x, pad_y, mask, key, model=model, tx=tx)
+    b, mb = steps.train_step(state, x[20:32], labels[20:32], jnp.ones(12), key, model=model,
                              tx=tx)
     assert float(ma["correct"]) == float(mb["correct"])
     assert float(ma["loss"]) == pytest.approx(float(mb["loss"]), rel=1e-5)
@@ -59,7 +60,7 @@ def test_padded_partial_batch_equals_the_real_batch():
 def test_step_metrics_match_direct_computation():
     model, tx, state, images, labels = _step_setup()
     x = batches.normalize(images[:16])
-    new, m = train.train_step(state, x, labels[:16], jnp.ones(16), jax.random.PRNGKey(1),
+    new, m = steps.train_step(state, x, labels[:16], jnp.ones(16), jax.random.PRNGKey(1),
                               model=model, tx=tx)
     upd = jax.tree.map(lambda a, b: np.asarray(a, np.float64) - np.asarray(b, np.float64),
                        new.params, state.params)
@@ -75,12 +76,13 @@ def test_tensor_monitors_match_direct_computation():
     conf = vgg_conf(4)
     factors = schemes.layer_factors("SGD_topo.a", state.params, conf)
     # One real step first, so the momentum buffer is not zero.
-    state, _ = train.train_step(state, batches.normalize(images[:16]), labels[:16],
+    state, _ = steps.train_step(state, batches.normalize(images[:16]), labels[:16],
                                 jnp.ones(16), jax.random.PRNGKey(0), model=model, tx=tx)
     x = batches.normalize(images[16:32])
-    mon = train.monitor_step(
+    mon = steps.monitor_step(
         state, x, labels[16:32], jnp.ones(16), model=model, tx=tx,
-        spec_fn=lambda s: schemes.spec_from_state("SGD_topo.a", s, state.params, conf, factors))
+        spec_fn=lambda s: schemes.spec_from_state("SGD_topo.a", s, state.params,
+                                                 layer_table(state.params, conf), factors))
 
     def loss(p):
         out, _ = model.apply({"params": p, "batch_stats": state.batch_stats}, x, train=True,
@@ -132,9 +134,11 @@ def test_dead_units_on_crafted_params():
     k[0, 0, 4, 0] = 1e-6           # input 4: mean |w| = 1e-6 / 36 ~ 2.8e-8, dead below 1e-5
     params = {"conv1_1": {"conv": {"kernel": k, "bias": np.zeros(4)}},
               "logit": {"conv": {"kernel": np.ones((1, 1, 4, 2)), "bias": np.zeros(2)}}}
-    assert analysis.model_utilization(params, 1e-20) == {"conv1_1": (1, 5), "logit": (0, 4)}
-    assert analysis.model_utilization(params, 1e-9) == {"conv1_1": (2, 5), "logit": (0, 4)}
-    assert analysis.model_utilization(params, 1e-5) == {"conv1_1": (3, 5), "logit": (0, 4)}
+    conf = [("conv1_1", (5, 4)), ("pool1", (None, None)), ("logit", (4, 2))]
+    got = {t: analysis.model_utilization(params, conf, t) for t in (1e-20, 1e-9, 1e-5)}
+    assert got[1e-20] == {"conv1_1": (1, 5), "logit": (0, 4)}
+    assert got[1e-9] == {"conv1_1": (2, 5), "logit": (0, 4)}
+    assert got[1e-5] == {"conv1_1": (3, 5), "logit": (0, 4)}
 
 
 def test_equilibrium_prediction_formula():
