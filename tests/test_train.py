@@ -1,5 +1,6 @@
 """The training system: steps, schedule, monitors, records, divergence, resume, CLI."""
 
+import functools
 import json
 import subprocess
 import sys
@@ -25,12 +26,12 @@ def test_lr_schedule_halves_per_stage():
     assert float(sched(391 * 200 - 1)) == pytest.approx(0.1 / 2**9)
 
 
-def _step_setup(optimizer="SGD_var_dup2"):
+def _step_setup(optimizer="SGD_var_dup2", momentum=0.9):
     conf = vgg_conf(4)
     model = VGG(conf, conv_impl="xla")
     v = init_variables(model, jax.random.PRNGKey(0))
     tx = schemes.build(optimizer, params=v["params"], conf=conf, lr=0.1, weight_decay=1e-3,
-                       momentum=0.9)
+                       momentum=momentum)
     state = train.TrainState(jnp.zeros([], jnp.int32), v["params"], v["batch_stats"],
                              tx.init(v["params"]))
     rng = np.random.default_rng(0)
@@ -71,41 +72,58 @@ def test_step_metrics_match_direct_computation():
     assert np.sqrt(float(m["sq_param"].sum())) == pytest.approx(direct_param, rel=1e-5)
 
 
-def test_tensor_monitors_match_direct_computation():
-    model, tx, state, images, labels = _step_setup("SGD_topo.a")
+def _monitor_setup(momentum):
+    model, tx, state, images, labels = _step_setup("SGD_topo.a", momentum)
     conf = vgg_conf(4)
     factors = schemes.layer_factors("SGD_topo.a", state.params, conf)
+
+    def spec_fn(s):
+        return schemes.spec_from_state("SGD_topo.a", s, state.params,
+                                       layer_table(state.params, conf), factors)
+
+    step = functools.partial(steps.train_step, model=model, tx=tx, spec_fn=spec_fn)
     # One real step first, so the momentum buffer is not zero.
-    state, _ = steps.train_step(state, batches.normalize(images[:16]), labels[:16],
-                                jnp.ones(16), jax.random.PRNGKey(0), model=model, tx=tx)
+    state, first = step(state, batches.normalize(images[:16]), labels[:16], jnp.ones(16),
+                        jax.random.PRNGKey(0))
+    assert all(float(v) == 0 for t in first["tensors"].values() for v in t.values())
     x = batches.normalize(images[16:32])
-    mon = steps.monitor_step(
-        state, x, labels[16:32], jnp.ones(16), model=model, tx=tx,
-        spec_fn=lambda s: schemes.spec_from_state("SGD_topo.a", s, state.params,
-                                                 layer_table(state.params, conf), factors))
+    new, m = step(state, x, labels[16:32], jnp.ones(16), jax.random.PRNGKey(0), True)
+    return model, state, new, m["tensors"], x, labels[16:32], factors
+
+
+def test_tensor_monitors_are_the_last_steps_values():
+    """The epoch-end monitors are those of the step that was applied (REFERENCE s. 9)."""
+    model, state, new, mon, x, y, factors = _monitor_setup(0.9)
 
     def loss(p):
         out, _ = model.apply({"params": p, "batch_stats": state.batch_stats}, x, train=True,
                              mutable=["batch_stats"])
-        return optax.softmax_cross_entropy_with_integer_labels(out, labels[16:32]).mean()
+        return optax.softmax_cross_entropy_with_integer_labels(out, y).mean()
 
-    g = np.asarray(jax.grad(loss)(state.params)["fc6"]["conv"]["kernel"], np.float64)
-    p = np.asarray(state.params["fc6"]["conv"]["kernel"], np.float64)
-    wd = 1e-3 * factors["fc6"]
-    mult = 2.0 ** analysis_distance(p.shape)
-    dec = wd * p * mult
-    buf = np.asarray(state.opt_state.inner_state[1].trace["fc6"]["conv"]["kernel"])
+    def kernel(tree):
+        return np.asarray(tree["fc6"]["conv"]["kernel"], np.float64)
+
+    g, p = kernel(jax.grad(loss)(state.params)), kernel(state.params)
+    dec = 1e-3 * factors["fc6"] * p * 2.0 ** analysis_distance(p.shape)
+    buf = kernel(state.opt_state.inner_state[1].trace)
     m = mon["fc6/conv/kernel"]
     assert float(m["param"]) == pytest.approx(np.linalg.norm(p), rel=1e-5)
     assert float(m["grad"]) == pytest.approx(np.linalg.norm(g), rel=1e-3)
     assert float(m["decay"]) == pytest.approx(np.linalg.norm(dec), rel=1e-5)
     assert float(m["grad_on_decay"]) == pytest.approx((dec * g).sum() / np.linalg.norm(dec),
                                                       rel=1e-3, abs=1e-7)
-    assert float(m["momentum"]) == pytest.approx(np.linalg.norm(buf), rel=1e-5)
-    # update = lr * ||0.9 * buf + g + decay||
-    want = 0.1 * np.linalg.norm(0.9 * buf + g + dec)
-    assert float(m["update"]) == pytest.approx(want, rel=1e-3)
+    # The buffer after the step, 0.9 * buf + g + decay, and the update it applied.
+    assert float(m["momentum"]) == pytest.approx(np.linalg.norm(0.9 * buf + g + dec), rel=1e-3)
+    assert float(m["update"]) == pytest.approx(np.linalg.norm(kernel(new.params) - p), rel=1e-4)
+    assert float(m["update"]) == pytest.approx(0.1 * np.linalg.norm(0.9 * buf + g + dec),
+                                               rel=1e-3)
     assert "fc6/conv/bias" not in mon  # only tensors with 2+ dims
+
+
+def test_momentum_monitor_is_zero_without_momentum():
+    *_, mon, _, _, _ = _monitor_setup(0.0)
+    m = mon["fc6/conv/kernel"]
+    assert float(m["momentum"]) == 0.0 and float(m["update"]) > 0
 
 
 def analysis_distance(shape):
@@ -173,7 +191,10 @@ def test_run_records_refusal_and_resume_equivalence(small_cifar, tmp_path):
         assert (run / f).exists(), f
     row = a[-1]
     assert row["train_total"] == 300 and row["test_total"] == 200
-    assert 0 <= row["train_correct"] <= 300
+    # Counted on the 300 real images only (the padded rows of the last batch are masked):
+    # above half of chance, at most all, and what the summary reports.
+    assert 15 < row["train_correct"] <= 300 and row["train_correct"] == full["final_train_correct"]
+    assert row["train_accuracy"] == row["train_correct"] / 300
     assert set(row["dead_units"]) == {"1e-20", "1e-09", "1e-05"}
     assert row["angular_update"]["conv2_1"]["predicted"] > 0
     assert row["angular_update"]["logit"]["predicted"] is None
@@ -181,7 +202,14 @@ def test_run_records_refusal_and_resume_equivalence(small_cifar, tmp_path):
     assert cfgj["environment"]["jax"] == jax.__version__
     assert cfgj["layers"]["fc6"]["coefficient"] > 0
     steps = records.read_jsonl(run / "steps.jsonl")
-    assert [s["step"] for s in steps] == [2, 3, 5, 6, 8, 9]
+    # Windows of 2 global steps across epochs of 3 steps: (1,2) (3,4) (5,6) (7,8); step 9's
+    # window stays open. Each line's loss is its window's mean, so with epoch means e and
+    # window means w: 3 e1 - 2 w1 = loss3, 3 e2 - 2 w3 = loss4, and (loss3 + loss4) / 2 = w2.
+    assert [s["step"] for s in steps] == [2, 4, 6, 8]
+    e, w = [r["train_loss"] for r in a], [s["loss"] for s in steps]
+    assert ((3 * e[0] - 2 * w[0]) + (3 * e[1] - 2 * w[2])) / 2 == pytest.approx(w[1], rel=1e-6)
+    # The open window survives the resume: the resumed run logs the same lines.
+    assert records.read_jsonl(tmp_path / "b" / "r" / "steps.jsonl") == steps
     # A finished run is not overwritten.
     with pytest.raises(records.RunError, match="already has results"):
         train.train(cfg, tmp_path / "a", dataset=small_cifar, progress=False)

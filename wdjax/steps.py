@@ -1,4 +1,4 @@
-"""The compiled pieces of a run: state, schedule, train / eval / monitor steps, programs.
+"""The compiled pieces of a run: state, schedule, train (with monitors) and eval steps.
 
 `programs` builds, once per group of runs that share everything but their traced
 hyperparameters, the model, its layer table, the initial variables and the jitted steps.
@@ -60,9 +60,17 @@ def _cross_entropy(logits: jax.Array, y: jax.Array, mask: jax.Array) -> jax.Arra
 
 
 def train_step(state: TrainState, x: jax.Array, y: jax.Array, mask: jax.Array,
-               key: jax.Array, *, model: nn.Module,
-               tx: optax.GradientTransformation) -> tuple[TrainState, dict]:
-    """One optimiser step on the (augmented, normalised) batch `x`; padded rows have mask 0."""
+               key: jax.Array, last: bool | jax.Array = False, *, model: nn.Module,
+               tx: optax.GradientTransformation,
+               spec_fn: Callable | None = None) -> tuple[TrainState, dict]:
+    """One optimiser step on the (augmented, normalised) batch `x`; padded rows have mask 0.
+
+    With `spec_fn` (optimiser state -> the scheme's `DecaySpec`), ``metrics["tensors"]``
+    holds this step's per-tensor monitors (REFERENCE section 9, `analysis.tensor_monitors`)
+    when `last` is true (the epoch's last step): the parameters it started from, the
+    gradient on this batch, the decay it added, the update it applied and the momentum
+    buffer after it. On other steps they are zeros, under ``lax.cond``: not computed.
+    """
     count = mask.sum()
 
     def loss_fn(params):
@@ -82,6 +90,13 @@ def train_step(state: TrainState, x: jax.Array, y: jax.Array, mask: jax.Array,
         sq_param=analysis.sq_norms(state.params),
         sq_update=analysis.sq_norms(updates),
     )
+    if spec_fn is not None:
+        def monitors():
+            return analysis.tensor_monitors(state.params, grads, updates, opt_state,
+                                            spec_fn(state.opt_state))
+
+        zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(monitors))
+        metrics["tensors"] = jax.lax.cond(last, monitors, lambda: zeros)
     return TrainState(state.step + 1, params, batch_stats, opt_state), metrics
 
 
@@ -90,22 +105,6 @@ def eval_step(params: PyTree, batch_stats: PyTree, x: jax.Array, y: jax.Array,
     """Correct count and summed loss on the normalised batch `x`, in evaluation mode."""
     logits = model.apply({"params": params, "batch_stats": batch_stats}, x, train=False)
     return ((logits.argmax(-1) == y) * mask).sum(), _cross_entropy(logits, y, mask).sum()
-
-
-def monitor_step(state: TrainState, x: jax.Array, y: jax.Array, mask: jax.Array, *,
-                 model: nn.Module, tx: optax.GradientTransformation,
-                 spec_fn: Callable) -> dict:
-    """Per-tensor monitors on one batch, without changing the state (REFERENCE section 9)."""
-
-    def loss_fn(params):
-        logits, _ = model.apply({"params": params, "batch_stats": state.batch_stats}, x,
-                                train=True, mask=mask, mutable=["batch_stats"])
-        return _cross_entropy(logits, y, mask).sum() / mask.sum()
-
-    grads = jax.grad(loss_fn)(state.params)
-    updates, _ = tx.update(grads, state.opt_state, state.params)
-    return analysis.tensor_monitors(state.params, grads, updates, state.opt_state,
-                                    spec_fn(state.opt_state))
 
 
 def stack(trees: Sequence[PyTree]) -> PyTree:
@@ -127,7 +126,6 @@ class Programs(NamedTuple):
     factors: dict[str, float]
     step: Callable
     eval: Callable
-    monitor: Callable
     unstack: Callable
     mesh: parallel.Mesh
 
@@ -138,7 +136,8 @@ def _vmapped(f: Callable, k_runs: int, n_run_args: int, n_shared: int) -> Callab
     return jax.vmap(f, in_axes=axes) if k_runs > 1 else f
 
 
-def _compiled(model, tx, spec_fn, k_runs: int, mesh: parallel.Mesh) -> dict[str, Callable]:
+def _compiled(model, tx, spec_fn, k_runs: int, steps_per_epoch: int,
+              mesh: parallel.Mesh) -> dict[str, Callable]:
     rep, split = parallel.replicated(mesh), parallel.batch_sharding(mesh)
     runs = parallel.run_sharding(mesh, k_runs > 1)
 
@@ -153,22 +152,17 @@ def _compiled(model, tx, spec_fn, k_runs: int, mesh: parallel.Mesh) -> dict[str,
         # sequential runs all see the same batches.
         key = jax.random.fold_in(jax.random.fold_in(key, epoch), i)
         x = batches.augment(jax.random.fold_in(key, 0), x)
-        one = functools.partial(train_step, model=model, tx=tx)
-        return _vmapped(one, k_runs, 1, 4)(state, x, y, m, jax.random.fold_in(key, 1))
+        one = functools.partial(train_step, model=model, tx=tx, spec_fn=spec_fn)
+        return _vmapped(one, k_runs, 1, 5)(state, x, y, m, jax.random.fold_in(key, 1),
+                                           i == steps_per_epoch - 1)
 
     def evaluate(params, batch_stats, images, labels_, idx, mask, i):
         x, y, m = batch(images, labels_, idx, mask, i)
         one = functools.partial(eval_step, model=model)
         return _vmapped(one, k_runs, 2, 3)(params, batch_stats, batches.normalize(x), y, m)
 
-    def monitor(state, images, labels_, idx, mask, i):
-        x, y, m = batch(images, labels_, idx, mask, i)
-        one = functools.partial(monitor_step, model=model, tx=tx, spec_fn=spec_fn)
-        return _vmapped(one, k_runs, 1, 3)(state, batches.normalize(x), y, m)
-
     return dict(step=jax.jit(step, out_shardings=(runs, rep), donate_argnums=0),
                 eval=jax.jit(evaluate, out_shardings=rep),
-                monitor=jax.jit(monitor, out_shardings=rep),
                 unstack=jax.jit(lambda s: unstack(s, k_runs), out_shardings=rep))
 
 
@@ -192,7 +186,7 @@ def _programs(shared: tuple, k_runs: int, image_shape: tuple, num_classes: int,
         return schemes.spec_from_state(cfg.optimizer, opt_state, params0, layers, factors)
 
     return Programs(model, layers, params0, variables["batch_stats"], schedule, factors,
-                    mesh=mesh, **_compiled(model, tx, spec_fn, k_runs, mesh))
+                    mesh=mesh, **_compiled(model, tx, spec_fn, k_runs, steps_per_epoch, mesh))
 
 
 def programs(cfg: Config, k_runs: int, image_shape: Sequence[int], num_classes: int,

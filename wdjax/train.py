@@ -119,30 +119,38 @@ def start(configs: list[Config], run_dirs: list[Path], dataset: data.Dataset,
     return group, start_epoch
 
 
-def train_epoch(group: Group, epoch: int, bar: tqdm) -> tuple[list[dict], dict]:
-    """One epoch of steps; returns the per-step metrics and the epoch's batch matrices."""
+def train_epoch(group: Group, epoch: int, bar: tqdm) -> tuple[list[dict], dict | None]:
+    """One epoch of steps; returns the per-step metrics and the last step's monitors.
+
+    The monitors are those the epoch's last step computed (`steps.train_step`); ``None``
+    when the epoch stopped early (every run diverged).
+    """
     cfg, a, mesh = group.cfg, group.arrays, group.prog.mesh
     lr = float(group.prog.schedule(epoch * group.steps_per_epoch))
     idx, mask = batches.epoch_batches(cfg.seed, epoch, group.sizes[0], cfg.batch_size)
     rows = parallel.rows_sharding(mesh)
     batch = dict(idx=parallel.put(idx, rows), mask=parallel.put(mask, rows))
-    window, metrics = [], []
+    window, metrics, mon = [], [], None
     for i in range(group.steps_per_epoch):
         group.state, m = group.prog.step(group.state, a["train_x"], a["train_y"], batch["idx"],
                                          batch["mask"], epoch, i, a["key"])
+        tensors = m.pop("tensors")  # left on the device: zeros except on the last step
+        if i == group.steps_per_epoch - 1:
+            mon = tensors
         window.append(m)
-        if len(window) == cfg.log_every or i == group.steps_per_epoch - 1:
+        step = epoch * group.steps_per_epoch + i + 1  # global: log windows span epochs
+        if step % cfg.log_every == 0 or i == group.steps_per_epoch - 1:
             fetched = jax.device_get(window)  # the one host sync per window
             metrics += fetched
-            runlog.log_steps(group.logs, fetched, epoch * group.steps_per_epoch + i + 1, epoch,
-                             lr, group.stacked, group.writer)
+            runlog.log_steps(group.logs, fetched, step, epoch, lr, group.stacked, group.writer,
+                             cfg.log_every)
             bar.update(len(window))
             seen = min((i + 1) * cfg.batch_size, group.sizes[0])
             bar.set_postfix(runlog.postfix(epoch, metrics, seen), refresh=False)
             window = []
             if all(log.diverged for log in group.logs):
                 break
-    return metrics, batch
+    return metrics, mon
 
 
 def evaluate(group: Group) -> tuple[np.ndarray, np.ndarray]:
@@ -156,13 +164,13 @@ def evaluate(group: Group) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(correct).reshape(-1), np.asarray(loss_sum).reshape(-1)
 
 
-def end_epoch(group: Group, epoch: int, metrics: list[dict], batch: dict, t0: float) -> None:
-    """Evaluate, monitor, write each run's epoch row and checkpoint."""
-    a, prog = group.arrays, group.prog
+def end_epoch(group: Group, epoch: int, metrics: list[dict], mon: dict | None,
+              t0: float) -> None:
+    """Evaluate, write each run's epoch row (with the last step's monitors), checkpoint."""
+    prog = group.prog
     lr = float(prog.schedule(epoch * group.steps_per_epoch))
     correct, loss_sum = evaluate(group)
-    mon = jax.device_get(prog.monitor(group.state, a["train_x"], a["train_y"], batch["idx"],
-                                      batch["mask"], group.steps_per_epoch - 1))
+    mon = jax.device_get(mon) if mon is not None else {}
     run_states = prog.unstack(group.state) if group.stacked else [group.state]
     for r, log in enumerate(group.logs):
         if log.diverged and log.diverged.get("epoch", epoch) < epoch:
@@ -175,7 +183,7 @@ def end_epoch(group: Group, epoch: int, metrics: list[dict], batch: dict, t0: fl
             records.append_jsonl(log.dir / "metrics.jsonl", row)
         log.last = row
         group.ckpts[r].save(epoch + 1, run_states[r], dict(
-            best=log.best, best_epoch=log.best_epoch, diverged=log.diverged))
+            best=log.best, best_epoch=log.best_epoch, diverged=log.diverged, window=log.window))
 
 
 def _histograms(group: Group, state: TrainState, run_dir: Path) -> str:
@@ -245,8 +253,8 @@ def train(configs: Config | Sequence[Config], out: str | os.PathLike = "runs", *
         bar.write(parallel.describe(mesh))
     for epoch in range(start_epoch, end):
         t0 = time.time()
-        metrics, batch = train_epoch(group, epoch, bar)
-        end_epoch(group, epoch, metrics, batch, t0)
+        metrics, mon = train_epoch(group, epoch, bar)
+        end_epoch(group, epoch, metrics, mon, t0)
         if group.writer:
             lr = float(group.prog.schedule(epoch * group.steps_per_epoch))
             bar.write(runlog.epoch_line(label, epoch, cfg.epochs, lr, group.logs))
