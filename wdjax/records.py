@@ -5,7 +5,8 @@ A run lives in ``<out>/<name>/`` (one seed), or its seeds each in ``<out>/<name>
 
     config.json     the full config, versions, device and per-layer decay coefficients
     metrics.jsonl   one line per epoch
-    steps.jsonl     one line every `log_every` steps (loss, update norm, param norm)
+    steps.jsonl     one line every `log_every` global steps (`runlog.log_steps` says which
+                    loss and norms)
     summary.json    written last: its presence means the run is finished
     checkpoints/    orbax checkpoints (last two epochs)
     *.png           pictures
