@@ -178,6 +178,19 @@ def test_run_records_refusal_and_resume_equivalence(small_cifar, tmp_path):
     part = train.train(cfg, tmp_path / "b", dataset=small_cifar, progress=False,
                        stop_after_epochs=1)[0]
     assert part["epochs_done"] == 1 and not (tmp_path / "b" / "r" / "summary.json").exists()
+    # Resume reads the variance-inverse factors back from config.json and refuses, in one
+    # line and writing nothing, when those recomputed from the seed differ.
+    record = tmp_path / "b" / "r" / "config.json"
+    good = record.read_text()
+    bad = json.loads(good)
+    bad["layers"]["conv2_1"]["factor"] *= 1.001
+    record.write_text(json.dumps(bad))
+    before = {f.name: f.read_bytes() for f in record.parent.glob("*.json*")}
+    with pytest.raises(records.RunError, match=r"differ from the recorded.*conv2_1") as err:
+        train.train(cfg, tmp_path / "b", dataset=small_cifar, progress=False)
+    assert "\n" not in str(err.value)
+    assert {f.name: f.read_bytes() for f in record.parent.glob("*.json*")} == before
+    record.write_text(good)
     resumed = train.train(cfg, tmp_path / "b", dataset=small_cifar, progress=False)[0]
     assert resumed == full
     a, b = _metrics(tmp_path / "a" / "r"), _metrics(tmp_path / "b" / "r")
@@ -218,6 +231,19 @@ def test_run_records_refusal_and_resume_equivalence(small_cifar, tmp_path):
                     dataset=small_cifar, progress=False, stop_after_epochs=1) and \
             train.train(train.Config(**{**cfg.to_dict(), "weight_decay": 2e-3}),
                         tmp_path / "b2", dataset=small_cifar, progress=False)
+
+
+def test_programs_use_the_recorded_factors():
+    """Within the tolerance the recorded factors are used as read (not recomputed ones)."""
+    from wdjax import parallel
+
+    cfg = train.Config(name="f", optimizer="SGD_var_dup2", **TINY)
+    mesh = parallel.make_mesh(1, 1)
+    measured = steps.programs(cfg, 1, (32, 32, 3), 10, 300, mesh).factors
+    recorded = {k: v * (1 + 1e-9) for k, v in measured.items()}
+    assert steps.programs(cfg, 1, (32, 32, 3), 10, 300, mesh, recorded).factors == recorded
+    with pytest.raises(records.RunError, match="conv1_1"):
+        steps.programs(cfg, 1, (32, 32, 3), 10, 300, mesh, {**recorded, "conv1_1": 1.0})
 
 
 def test_divergence_is_recorded_and_returns(small_cifar, tmp_path):

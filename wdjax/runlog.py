@@ -58,6 +58,20 @@ def layer_records(config: Config, params0: PyTree, layers: LayerTable,
         for layer in layers}
 
 
+def recorded_factors(run_dirs: list[Path],
+                     ckpts: list[checkpoint.Manager]) -> dict[str, float] | None:
+    """The per-layer decay factors in config.json of the first run that will resume.
+
+    Runs trained together share their factors (same model, seed and scheme). ``None``
+    when no run has a checkpoint to resume from (a fresh start measures them).
+    """
+    for run_dir, ckpt in zip(run_dirs, ckpts, strict=True):
+        if ckpt.latest_epoch() is not None and (run_dir / "config.json").exists():
+            table = records.read_json(run_dir / "config.json").get("layers") or {}
+            return {name: float(info["factor"]) for name, info in table.items()}
+    return None
+
+
 @dataclasses.dataclass
 class RunLog:
     """Host-side bookkeeping of one run in a (possibly vmapped) group."""

@@ -226,7 +226,8 @@ def _chain(scheme: Scheme, spec: DecaySpec, hp: Mapping[str, Any],
 
 def build(scheme: str | Scheme, *, params: PyTree, layers: LayerTable | None = None,
           conf: Sequence | None = None, lr: float | Callable | None = None,
-          separate_decay: bool = False, **hyperparams: Any) -> optax.GradientTransformation:
+          separate_decay: bool = False, factors: Mapping[str, float] | None = None,
+          **hyperparams: Any) -> optax.GradientTransformation:
     """The optimiser of `scheme` for a model with initial parameters `params`.
 
     Args:
@@ -236,6 +237,8 @@ def build(scheme: str | Scheme, *, params: PyTree, layers: LayerTable | None = N
       layers: the model's `LayerTable` (`labels.trace_layers`); or `conf`, the VGG's list.
       lr: a float or an Optax schedule; ``None``: the scheme's default.
       separate_decay: Adam schemes: decoupled (AdamW-style) decay.
+      factors: the per-layer factors (`layer_factors`) when already known, e.g. read back
+        from a run's record on resume; by default measured on `params`.
       **hyperparams: the traced rows of `wdjax.hparams.TABLE` (defaults from the table);
         stored in the optimiser state, so they may differ per run under ``jax.vmap``.
 
@@ -250,7 +253,7 @@ def build(scheme: str | Scheme, *, params: PyTree, layers: LayerTable | None = N
                          f"{', '.join(hparams.TRACED)}")
     hp = {h: hparams.BY_NAME[h].default for h in hparams.TRACED} | hyperparams
     hparams.validate(lr=lr, **hp)
-    factors = layer_factors(scheme, params, tab)
+    factors = layer_factors(scheme, params, tab) if factors is None else dict(factors)
     shapes = jax.tree.map(lambda p: jax.ShapeDtypeStruct(p.shape, p.dtype), params)
     decoupled = scheme.decoupled or separate_decay
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import flax.linen as nn
@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from wdjax import analysis, batches, labels, parallel, schemes
+from wdjax import analysis, batches, labels, parallel, records, schemes
 from wdjax.config import Config
 from wdjax.layers import LayerTable
 from wdjax.models import VGG, init_variables, vgg_conf
@@ -168,7 +168,7 @@ def _compiled(model, tx, spec_fn, k_runs: int, steps_per_epoch: int,
 
 @functools.lru_cache(maxsize=4)
 def _programs(shared: tuple, k_runs: int, image_shape: tuple, num_classes: int,
-              n_train: int, mesh: parallel.Mesh) -> Programs:
+              n_train: int, mesh: parallel.Mesh, recorded: tuple | None = None) -> Programs:
     cfg = Config(**dict(shared))
     steps_per_epoch = math.ceil(n_train / cfg.batch_size)
     schedule = lr_schedule(cfg.base_lr, steps_per_epoch, cfg.epochs_per_stage)
@@ -176,11 +176,12 @@ def _programs(shared: tuple, k_runs: int, image_shape: tuple, num_classes: int,
     variables = init_variables(model, jax.random.PRNGKey(cfg.seed), image_shape)
     params0 = variables["params"]
     layers = model_layers(model, variables, image_shape)
-    # The coefficients are measured on these initial params, re-created from the seed on
-    # resume, so a resumed run uses exactly the numbers it started with.
+    # The coefficients are fixed at initialisation: measured on these params, or, when
+    # resuming, those the run recorded (`programs` checks that the two agree).
+    factors = (dict(recorded) if recorded is not None
+               else schemes.layer_factors(cfg.optimizer, params0, layers))
     tx = schemes.build(cfg.optimizer, params=params0, layers=layers, lr=schedule,
-                       separate_decay=cfg.separate_decay)
-    factors = schemes.layer_factors(cfg.optimizer, params0, layers)
+                       separate_decay=cfg.separate_decay, factors=factors)
 
     def spec_fn(opt_state):
         return schemes.spec_from_state(cfg.optimizer, opt_state, params0, layers, factors)
@@ -189,16 +190,43 @@ def _programs(shared: tuple, k_runs: int, image_shape: tuple, num_classes: int,
                     mesh=mesh, **_compiled(model, tx, spec_fn, k_runs, steps_per_epoch, mesh))
 
 
+FACTOR_TOLERANCE = 1e-6
+"""Relative difference between recorded and recomputed factors beyond which resume fails."""
+
+
 def programs(cfg: Config, k_runs: int, image_shape: Sequence[int], num_classes: int,
-             n_train: int, mesh: parallel.Mesh) -> Programs:
-    """Compiled steps for `cfg`'s group, reused by later runs that share them (sweeps)."""
-    return _programs(cfg.shared_key(), k_runs, tuple(image_shape), num_classes, n_train, mesh)
+             n_train: int, mesh: parallel.Mesh,
+             recorded: Mapping[str, float] | None = None) -> Programs:
+    """Compiled steps for `cfg`'s group, reused by later runs that share them (sweeps).
+
+    `recorded`: the per-layer factors a resumed run stored at its start (REFERENCE s. 6
+    fixes them at initialisation). They are used as read; a RunError is raised when the
+    factors recomputed from the seed differ from them by more than `FACTOR_TOLERANCE`
+    (relative), e.g. after a change in JAX's random numbers.
+    """
+    key = (cfg.shared_key(), k_runs, tuple(image_shape), num_classes, n_train, mesh)
+    prog = _programs(*key)
+    if recorded is None or dict(recorded) == prog.factors:
+        return prog
+    measured = prog.factors
+    differ = [name for name in sorted(set(measured) | set(recorded))
+              if not math.isclose(measured.get(name, math.nan), recorded.get(name, math.nan),
+                                  rel_tol=FACTOR_TOLERANCE)]
+    if differ:
+        name = differ[0]
+        raise records.RunError(
+            f"run {cfg.name!r}: decay factors recomputed from seed {cfg.seed} differ from "
+            f"the recorded ones ({len(differ)} layer(s), e.g. {name}: recorded "
+            f"{recorded.get(name)}, now {measured.get(name)}); resume with the JAX version "
+            "that started the run, or delete its checkpoints to start it over")
+    return _programs(*key, tuple(sorted(recorded.items())))
 
 
 def optimizers(configs: Sequence[Config], prog: Programs) -> list[optax.GradientTransformation]:
     """Each run's optimiser: the group's compiled update, with its own hyperparameters."""
     return [schemes.build(c.optimizer, params=prog.params0, layers=prog.layers,
-                          lr=prog.schedule, separate_decay=c.separate_decay, **c.hparams())
+                          lr=prog.schedule, separate_decay=c.separate_decay,
+                          factors=prog.factors, **c.hparams())
             for c in configs]
 
 

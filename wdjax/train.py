@@ -101,12 +101,12 @@ def start(configs: list[Config], run_dirs: list[Path], dataset: data.Dataset,
           mesh: parallel.Mesh) -> tuple[Group, int]:
     """Build the group's programs and states, resume from checkpoints; return the epoch."""
     cfg, n_train = configs[0], len(dataset.train_labels)
+    ckpts = [checkpoint.Manager(d / "checkpoints") for d in run_dirs]
     prog = programs(cfg, len(configs), dataset.train_images.shape[1:], dataset.num_classes,
-                    n_train, mesh)
+                    n_train, mesh, runlog.recorded_factors(run_dirs, ckpts))
     states = steps.initial_states(configs, prog)
     logs = [RunLog(c, d, runlog.layer_records(c, prog.params0, prog.layers, prog.factors))
             for c, d in zip(configs, run_dirs, strict=True)]
-    ckpts = [checkpoint.Manager(d / "checkpoints") for d in run_dirs]
     writer = jax.process_index() == 0  # one process writes records; all write checkpoints
     start_epoch = runlog.resume(states, logs, ckpts, writer)
     stacked = len(configs) > 1
