@@ -117,9 +117,25 @@ def single(archive: str, out: str) -> dict:
     return dict(test=s["final_test_correct"], losses=[r["train_loss"] for r in rows])
 
 
+def eval510(archive: str, out: str) -> dict:
+    """One step on 1 device and on all, with a 510-image test set (not divisible by 4)."""
+    from wdjax import data, records, train
+
+    ds = data.load(f"folder:{archive}", train_subset=64, test_subset=510)
+    c = cfg("e", stages=1, eval_batch_size=510)
+    res = {}
+    for devices in (1, jax.device_count()):
+        train.train(c, f"{out}/d{devices}", dataset=ds, progress=False, plots=False,
+                    devices=devices)
+        row = records.read_jsonl(f"{out}/d{devices}/e/metrics.jsonl")[-1]
+        res[devices] = dict(train_loss=row["train_loss"], test_loss=row["test_loss"],
+                            test_total=row["test_total"])
+    return res
+
+
 if __name__ == "__main__":
     scenario, archive, *rest = sys.argv[1:]
     fn = dict(step=one_step, sweep=sweep, checkpoint=checkpoint, multihost=multihost,
-              single=single)[scenario]
+              single=single, eval510=eval510)[scenario]
     args = [int(x) if x.isdigit() else x for x in rest]
     print("RESULT " + json.dumps(fn(archive, *args)), flush=True)

@@ -39,6 +39,15 @@ def test_data_parallel_step_equals_single_device(cifar_archive):
     assert r["kernel_rel_err"] < 1e-4
 
 
+def test_eval_set_not_divisible_by_devices_is_padded(cifar_archive, tmp_path):
+    """510 test images on 4 devices: padded, masked batches; 1 vs 4 devices after one step."""
+    r = run_worker("eval510", cifar_archive, tmp_path)
+    one, four = r["1"], r["4"]
+    assert one["test_total"] == four["test_total"] == 510
+    assert four["train_loss"] == pytest.approx(one["train_loss"], rel=1e-3)
+    assert four["test_loss"] == pytest.approx(one["test_loss"], rel=1e-3)
+
+
 def test_sharded_vmapped_sweep_equals_unsharded(cifar_archive, tmp_path):
     r = run_worker("sweep", cifar_archive, tmp_path)
     assert "runs=2 x data=2" in r["mesh"]

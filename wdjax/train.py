@@ -88,7 +88,8 @@ def _write_configs(group: Group, dataset: data.Dataset) -> None:
 def _device_data(dataset: data.Dataset, cfg: Config, mesh: parallel.Mesh) -> dict:
     rep, rows = parallel.replicated(mesh), parallel.rows_sharding(mesh)
     n_test = len(dataset.test_labels)
-    eval_idx, eval_mask = batches.eval_batches(n_test, min(cfg.eval_batch_size, n_test))
+    eval_idx, eval_mask = batches.pad_columns(
+        *batches.eval_batches(n_test, min(cfg.eval_batch_size, n_test)), mesh.shape["data"])
     return dict(train_x=parallel.put(dataset.train_images, rep),
                 train_y=parallel.put(dataset.train_labels, rep),
                 test_x=parallel.put(dataset.test_images, rep),
@@ -127,7 +128,9 @@ def train_epoch(group: Group, epoch: int, bar: tqdm) -> tuple[list[dict], dict |
     """
     cfg, a, mesh = group.cfg, group.arrays, group.prog.mesh
     lr = float(group.prog.schedule(epoch * group.steps_per_epoch))
-    idx, mask = batches.epoch_batches(cfg.seed, epoch, group.sizes[0], cfg.batch_size)
+    idx, mask = batches.pad_columns(
+        *batches.epoch_batches(cfg.seed, epoch, group.sizes[0], cfg.batch_size),
+        mesh.shape["data"])
     rows = parallel.rows_sharding(mesh)
     batch = dict(idx=parallel.put(idx, rows), mask=parallel.put(mask, rows))
     window, metrics, mon = [], [], None
@@ -236,7 +239,6 @@ def train(configs: Config | Sequence[Config], out: str | os.PathLike = "runs", *
     configs = check_group(configs)
     cfg = configs[0]
     mesh = parallel.make_mesh(len(configs), devices)
-    parallel.check_batch(cfg.batch_size, mesh)
     out = records.check_writable(out)
     run_dirs = [prepare_run_dir(out, c, force) for c in configs]
     if dataset is None:
