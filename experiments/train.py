@@ -6,6 +6,7 @@ Re-running the same command resumes an unfinished run from its latest checkpoint
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 from experiments import cli
@@ -62,16 +63,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Everything that can be checked is checked before anything is created.
     data.check_source(config.data)
     out_dir = records.check_writable(out)
+    import jax
+
     from wdjax.train import prepare_run_dir, train
 
-    if not force:
-        prepare_run_dir(out_dir, config, force=False)  # refuses conflicts, writes nothing
-    # Decoding finds bad images (size, mode, damage) before --force-name moves a run aside.
-    dataset = data.load(config.data, train_subset=config.train_subset,
-                        test_subset=config.test_subset)
-    cli.check_images(dataset)
-    summary = train(config, out_dir, dataset=dataset, force=force, progress=not quiet,
-                    devices=devices)[0]
+    # One trainer per run name, as one sweep per family; process 0 of a cluster holds it.
+    with (records.lock(out_dir, "training run", f".{config.name}.lock")
+          if jax.process_index() == 0 else contextlib.nullcontext()):
+        if not force:
+            prepare_run_dir(out_dir, config, force=False)  # refuses conflicts, writes nothing
+        # Decoding finds bad images (size, mode, damage) before --force-name moves a run aside.
+        dataset = data.load(config.data, train_subset=config.train_subset,
+                            test_subset=config.test_subset)
+        cli.check_images(dataset)
+        summary = train(config, out_dir, dataset=dataset, force=force, progress=not quiet,
+                        devices=devices)[0]
     if summary.get("diverged"):
         print(f"{config.name}: diverged at step {summary['diverged']['step']}")
     else:
