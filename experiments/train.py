@@ -67,15 +67,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from wdjax.train import prepare_run_dir, train
 
-    # One trainer per run name, as one sweep per family; process 0 of a cluster holds it.
+    if not force:
+        prepare_run_dir(out_dir, config, force=False)  # refuses conflicts, writes nothing
+    # Decoding finds bad images (size, mode, damage) before --force-name moves a run aside.
+    dataset = data.load(config.data, train_subset=config.train_subset,
+                        test_subset=config.test_subset)
+    cli.check_images(dataset)
+    # One trainer per run name, as one sweep per family (process 0 of a cluster holds it);
+    # taken after the checks above, which write nothing, so a refused command touches nothing.
     with (records.lock(out_dir, "training run", f".{config.name}.lock")
           if jax.process_index() == 0 else contextlib.nullcontext()):
-        if not force:
-            prepare_run_dir(out_dir, config, force=False)  # refuses conflicts, writes nothing
-        # Decoding finds bad images (size, mode, damage) before --force-name moves a run aside.
-        dataset = data.load(config.data, train_subset=config.train_subset,
-                            test_subset=config.test_subset)
-        cli.check_images(dataset)
         summary = train(config, out_dir, dataset=dataset, force=force, progress=not quiet,
                         devices=devices)[0]
     if summary.get("diverged"):
