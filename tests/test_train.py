@@ -48,9 +48,9 @@ def test_padded_partial_batch_equals_the_real_batch():
     pad_x = jnp.concatenate([x[20:32], x[:4] * 50.0])
     pad_y = jnp.concatenate([labels[20:32], labels[:4]])
     mask = jnp.array([1.0] * 12 + [0.0] * 4)
-    a, ma = steps.train_step(state, pad_x, pad_y, mask, key, model=model, tx=tx)
-    b, mb = steps.train_step(state, x[20:32], labels[20:32], jnp.ones(12), key, model=model,
-                             tx=tx)
+    step = jax.jit(functools.partial(steps.train_step, model=model, tx=tx))
+    a, ma = step(state, pad_x, pad_y, mask, key)
+    b, mb = step(state, x[20:32], labels[20:32], jnp.ones(12), key)
     assert float(ma["correct"]) == float(mb["correct"])
     assert float(ma["loss"]) == pytest.approx(float(mb["loss"]), rel=1e-5)
     for u, v in zip(jax.tree.leaves((a.params, a.batch_stats)),
@@ -81,7 +81,7 @@ def _monitor_setup(momentum):
         return schemes.spec_from_state("SGD_topo.a", s, state.params,
                                        layer_table(state.params, conf), factors)
 
-    step = functools.partial(steps.train_step, model=model, tx=tx, spec_fn=spec_fn)
+    step = jax.jit(functools.partial(steps.train_step, model=model, tx=tx, spec_fn=spec_fn))
     # One real step first, so the momentum buffer is not zero.
     state, first = step(state, batches.normalize(images[:16]), labels[:16], jnp.ones(16),
                         jax.random.PRNGKey(0))
