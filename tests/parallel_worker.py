@@ -130,7 +130,29 @@ def eval510(archive: str, out: str) -> dict:
         row = records.read_jsonl(f"{out}/d{devices}/e/metrics.jsonl")[-1]
         res[devices] = dict(train_loss=row["train_loss"], test_loss=row["test_loss"],
                             test_total=row["test_total"])
+    res["monitor_err"] = _monitor_error(c, ds, f"{out}/d1/e")
     return res
+
+
+def _monitor_error(c, ds, run_dir: str) -> float:
+    """Largest relative error of the epoch row's ||p|| and update norm of a one-step epoch
+    against the initial params and the checkpointed params after that step."""
+    from wdjax import analysis, checkpoint, parallel, records, steps
+
+    prog = steps.programs(c, 1, ds.train_images.shape[1:], 10, len(ds.train_labels),
+                          parallel.make_mesh(1, 1))
+    after, _ = checkpoint.Manager(f"{run_dir}/checkpoints").restore(
+        1, steps.initial_states([c], prog)[0])
+    tensors = records.read_jsonl(f"{run_dir}/metrics.jsonl")[-1]["tensors"]
+    errs = []
+    for (path, p0), p1 in zip(jax.tree_util.tree_leaves_with_path(prog.params0),
+                              jax.tree.leaves(after.params), strict=True):
+        if p0.ndim >= 2:
+            p0, p1 = np.asarray(p0, np.float64), np.asarray(p1, np.float64)
+            mon = tensors[analysis.leaf_name(path)]
+            errs += [abs(mon["param"] / np.linalg.norm(p0) - 1),
+                     abs(mon["update"] / np.linalg.norm(p1 - p0) - 1)]
+    return max(errs)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,9 @@ def test_eval_set_not_divisible_by_devices_is_padded(cifar_archive, tmp_path):
     assert one["test_total"] == four["test_total"] == 510
     assert four["train_loss"] == pytest.approx(one["train_loss"], rel=1e-3)
     assert four["test_loss"] == pytest.approx(one["test_loss"], rel=1e-3)
+    # The epoch row's monitors are the (only) step's: ||p|| of the initial params and the
+    # norm of the update it applied (checkpoint minus initial params), per kernel.
+    assert r["monitor_err"] < 1e-4
 
 
 def test_sharded_vmapped_sweep_equals_unsharded(cifar_archive, tmp_path):
