@@ -6,6 +6,7 @@ Re-running the same command resumes an unfinished run from its latest checkpoint
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 from experiments import cli, scales
@@ -70,12 +71,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     out_dir = records.check_writable(out)
     if events:
         tb.require()
-    from wdjax.runlog import move_into_seed_dir
-    from wdjax.train import prepare_run_dir, train
+    import jax  # after start_devices, which may set the device count
+
+    from wdjax.train import prepare_run_dir
 
     configs = with_seeds([config], seeds)
-    if seeds > 1:  # a run trained with one seed becomes one of its seeds
-        move_into_seed_dir(out_dir / config.name)
     todo = [c for c in configs if force or not finished(out_dir, c)]
     if not force:
         for c in todo:  # refuses conflicts, writes nothing
@@ -85,14 +85,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                         test_subset=config.test_subset) if todo else None
     if dataset is not None:
         cli.check_images(dataset)
-    groups = [todo] if scales.default_parallel() == "vmap" else [[c] for c in todo]
-    trained = {c.run_path: summary for g in filter(None, groups)
-               for c, summary in zip(g, train(g, out_dir, dataset=dataset, force=force,
-                                              progress=not quiet, devices=devices,
-                                              tensorboard=events), strict=True)}
-    # Seeds finished before (reused) are read back.
-    summaries = [trained.get(c.run_path) or records.read_json(out_dir / c.run_path /
-                                                               "summary.json") for c in configs]
+    # One trainer per run name, as one sweep per family (process 0 of a cluster holds it);
+    # taken after the checks above, which write nothing, so a refused command touches nothing.
+    with (records.lock(out_dir, "training run", f".{config.name}.lock")
+          if jax.process_index() == 0 else contextlib.nullcontext()):
+        summaries = train_seeds(configs, out_dir, dataset, force=force, progress=not quiet,
+                                devices=devices, tensorboard=events)
     for c, summary in zip(configs, summaries, strict=True):
         print(result_line(c, summary, out_dir))
     finals = [s["final_test_accuracy"] for s in summaries if not s.get("diverged")]
@@ -101,6 +99,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{config.name}: test {final.mean:.4f} ± {final.sem:.4f} (n={final.n}, ± the "
               f"standard error; 95% interval {final.low:.4f}..{final.high:.4f})")
     return 0
+
+
+def train_seeds(configs: list[Config], out_dir, dataset, **train_kwargs) -> list[dict]:
+    """Train the seeds not finished yet (together where vmap is the backend's default); return
+    every seed's summary (the finished ones read back)."""
+    from wdjax.runlog import move_into_seed_dir
+    from wdjax.train import train
+
+    if configs[0].seed_dir:  # a run trained with one seed becomes one of its seeds
+        move_into_seed_dir(out_dir / configs[0].name)
+    force = train_kwargs["force"]
+    todo = [c for c in configs if force or not finished(out_dir, c)]
+    groups = [todo] if scales.default_parallel() == "vmap" else [[c] for c in todo]
+    trained = {c.run_path: summary for g in filter(None, groups)
+               for c, summary in zip(g, train(g, out_dir, dataset=dataset, **train_kwargs),
+                                     strict=True)}
+    return [trained.get(c.run_path) or records.read_json(out_dir / c.run_path / "summary.json")
+            for c in configs]
 
 
 def finished(out_dir, c: Config) -> bool:

@@ -8,7 +8,6 @@ import json
 import sys
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 
@@ -31,7 +30,7 @@ def cfg(name: str, **kw):
 
 def one_step(archive: str) -> dict:
     """Loss and parameters after two steps on all devices vs on one device."""
-    from wdjax import batches, parallel, schemes, train
+    from wdjax import batches, parallel, steps, train
 
     ds = tiny_dataset(archive)
     c = cfg("s")
@@ -39,10 +38,7 @@ def one_step(archive: str) -> dict:
     for devices in (1, jax.device_count()):
         mesh = parallel.make_mesh(1, devices)
         prog = train.programs([c], ds.train_images.shape[1:], 10, len(ds.train_labels), mesh)
-        tx = schemes.build(c.optimizer, params=prog.params0, layers=prog.layers, lr=prog.schedule,
-                           **c.hparams())
-        state = train.TrainState(jnp.zeros([], jnp.int32), prog.params0, prog.batch_stats0,
-                                 tx.init(prog.params0))
+        state = steps.initial_states([c], prog, steps.starts([c], prog))[0]
         state = parallel.put_tree(jax.device_get(state), parallel.replicated(mesh))
         rows = parallel.rows_sharding(mesh)
         idx, mask = batches.epoch_batches(0, 0, len(ds.train_labels), c.batch_size)
@@ -121,9 +117,48 @@ def single(archive: str, out: str) -> dict:
     return dict(test=s["final_test_correct"], losses=[r["train_loss"] for r in rows])
 
 
+def eval510(archive: str, out: str) -> dict:
+    """One step on 1 device and on all, with a 510-image test set (not divisible by 4)."""
+    from wdjax import data, records, train
+
+    ds = data.load(f"folder:{archive}", train_subset=64, test_subset=510)
+    c = cfg("e", stages=1, eval_batch_size=510)
+    res = {}
+    for devices in (1, jax.device_count()):
+        train.train(c, f"{out}/d{devices}", dataset=ds, progress=False, plots=False,
+                    devices=devices)
+        row = records.read_jsonl(f"{out}/d{devices}/e/metrics.jsonl")[-1]
+        res[devices] = dict(train_loss=row["train_loss"], test_loss=row["test_loss"],
+                            test_total=row["test_total"])
+    res["monitor_err"] = _monitor_error(c, ds, f"{out}/d1/e")
+    return res
+
+
+def _monitor_error(c, ds, run_dir: str) -> float:
+    """Largest relative error of the epoch row's ||p|| and update norm of a one-step epoch
+    against the initial params and the checkpointed params after that step."""
+    from wdjax import analysis, checkpoint, parallel, records, steps
+
+    prog = steps.programs([c], ds.train_images.shape[1:], 10, len(ds.train_labels),
+                          parallel.make_mesh(1, 1))
+    start = steps.starts([c], prog)
+    after, _ = checkpoint.Manager(f"{run_dir}/checkpoints").restore(
+        1, steps.initial_states([c], prog, start)[0])
+    tensors = records.read_jsonl(f"{run_dir}/metrics.jsonl")[-1]["tensors"]
+    errs = []
+    for (path, p0), p1 in zip(jax.tree_util.tree_leaves_with_path(start[0].variables["params"]),
+                              jax.tree.leaves(after.params), strict=True):
+        if p0.ndim >= 2:
+            p0, p1 = np.asarray(p0, np.float64), np.asarray(p1, np.float64)
+            mon = tensors[analysis.leaf_name(path)]
+            errs += [abs(mon["param"] / np.linalg.norm(p0) - 1),
+                     abs(mon["update"] / np.linalg.norm(p1 - p0) - 1)]
+    return max(errs)
+
+
 if __name__ == "__main__":
     scenario, archive, *rest = sys.argv[1:]
     fn = dict(step=one_step, sweep=sweep, checkpoint=checkpoint, multihost=multihost,
-              single=single)[scenario]
+              single=single, eval510=eval510)[scenario]
     args = [int(x) if x.isdigit() else x for x in rest]
     print("RESULT " + json.dumps(fn(archive, *args)), flush=True)

@@ -349,6 +349,21 @@ def test_sigint_sigterm_stop_with_one_line_and_keep_the_checkpoint(reference, im
     assert _results(run) == {k: reference[k] for k in ("summary", "metrics", "steps")}
 
 
+def test_lock_held_by_live_pid_and_start_time_only(tmp_path):
+    """A lock whose pid lives but started at another time (a reused pid) is taken over."""
+    parent = os.getppid()
+    path = tmp_path / ".r.lock"
+    path.write_text(f"{parent} {records.start_time(parent)}")
+    with (pytest.raises(records.RunError, match=f"r is locked by another run \\(pid {parent}"),
+          records.lock(tmp_path, "run", ".r.lock")):
+        pass
+    assert path.read_text() == f"{parent} {records.start_time(parent)}"  # untouched
+    path.write_text(f"{parent} 1")  # the same pid, another process start: stale
+    with records.lock(tmp_path, "run", ".r.lock"):
+        assert path.read_text().split()[0] == str(os.getpid())
+    assert not path.exists()
+
+
 def test_sweep_sigkill_mid_run_then_same_command(sweep_reference, images, env, tmp_path,
                                                  capsys, monkeypatch):
     out = tmp_path / "out"
@@ -673,6 +688,8 @@ BAD = [
     ("sweep-parallel", "sweep", ["--parallel", "threads"], ["invalid choice", "threads"],
      None, None),
     ("sweep-locked", "sweep", [], ["locked by another sweep", "pid"], None, None),
+    ("run-locked", "train", [], ["out/x is locked by another training run", "pid"], None,
+     None),
     ("sweep-out-under-file", "sweep", ["--out", "{out}/notes.txt/x"], ["not a directory"],
      None, None),
     ("sweep-full", "sweep", [], ["MiB free"], None, ("shutil.disk_usage", _full_disk)),
@@ -713,6 +730,9 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(case, command, extra, 
         _apply_sweep_setup(SWEEP_SETUP, monkeypatch)
     if case == "sweep-locked":  # a live process (our parent) holds the family's lock
         (out_dir / "exp" / ".lock").write_text(str(os.getppid()))
+    if case == "run-locked":  # ... or the run's, as a first trainer of the name writes it
+        parent = os.getppid()
+        (out_dir / ".x.lock").write_text(f"{parent} {records.start_time(parent)}")
     if patch:  # tests run as root, where chmod cannot make a directory unwritable
         target, make = patch
         module = {"os.access": os, "shutil.disk_usage": shutil}[target]

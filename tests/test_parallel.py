@@ -39,6 +39,18 @@ def test_data_parallel_step_equals_single_device(cifar_archive):
     assert r["kernel_rel_err"] < 1e-4
 
 
+def test_eval_set_not_divisible_by_devices_is_padded(cifar_archive, tmp_path):
+    """510 test images on 4 devices: padded, masked batches; 1 vs 4 devices after one step."""
+    r = run_worker("eval510", cifar_archive, tmp_path)
+    one, four = r["1"], r["4"]
+    assert one["test_total"] == four["test_total"] == 510
+    assert four["train_loss"] == pytest.approx(one["train_loss"], rel=1e-3)
+    assert four["test_loss"] == pytest.approx(one["test_loss"], rel=1e-3)
+    # The epoch row's monitors are the (only) step's: ||p|| of the initial params and the
+    # norm of the update it applied (checkpoint minus initial params), per kernel.
+    assert r["monitor_err"] < 1e-4
+
+
 def test_sharded_vmapped_sweep_equals_unsharded(cifar_archive, tmp_path):
     r = run_worker("sweep", cifar_archive, tmp_path)
     assert "runs=2 x data=2" in r["mesh"]
@@ -83,7 +95,8 @@ def test_two_process_multihost_matches_single_process(cifar_archive, tmp_path):
     r0, r1 = (result(o) for o, _ in outs)
     assert r0["processes"] == 2 and r0["devices"] == 4
     assert r0["test"] == r1["test"]  # both processes computed the same global result
-    assert not (tmp_path / "mh" / "mh" / "summary.json").exists() or r0["losses"]
+    # Process 0 wrote the finished run's records: both epochs' rows and the summary.
+    assert (tmp_path / "mh" / "mh" / "summary.json").exists() and len(r0["losses"]) == 2
     single = run_worker("single", cifar_archive, tmp_path / "single", devices=1)
     assert abs(single["test"] - r0["test"]) <= 12
     assert r0["losses"] == pytest.approx(single["losses"], rel=0.03)

@@ -1,7 +1,6 @@
 """The sweep command: --list, --dry-run, a tiny end-to-end sweep, resume, lock, vmap."""
 
 import csv
-import os
 import subprocess
 import sys
 
@@ -147,7 +146,12 @@ def test_seeds_vmapped_equal_sequential_and_added_seeds_reuse_finished(tiny_scal
     assert f"- ixp1: 3 -> {mean:.4f} ± {sem:.4f} (n=2)" in out.splitlines()
 
 
-def test_default_scale_announced_on_cpu():
-    scale, why = scales.choose(None)
-    assert scale == ("quick" if os.environ.get("JAX_PLATFORMS", "cpu") == "cpu" else scale)
-    assert why
+@pytest.mark.parametrize("backend,scale,parallel", [("cpu", "quick", "sequential"),
+                                                     ("gpu", "full", "vmap"),
+                                                     ("tpu", "full", "vmap")])
+def test_default_scale_and_parallel_follow_the_backend(monkeypatch, backend, scale, parallel):
+    monkeypatch.setattr(scales.jax, "default_backend", lambda: backend)
+    got, why = scales.choose(None)
+    assert got == scale and (backend in why or "CPU" in why)
+    assert scales.default_parallel() == parallel
+    assert scales.choose("full") == ("full", "as asked")

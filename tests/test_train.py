@@ -1,5 +1,6 @@
 """The training system: steps, schedule, monitors, records, divergence, resume, CLI."""
 
+import functools
 import json
 import subprocess
 import sys
@@ -10,7 +11,8 @@ import numpy as np
 import optax
 import pytest
 
-from wdjax import analysis, batches, records, schemes, train
+from wdjax import analysis, batches, records, schemes, steps, train
+from wdjax.labels import table as layer_table
 from wdjax.models import VGG, init_variables, vgg_conf
 
 TINY = dict(base=4, batch_size=128, stages=3, epochs_per_stage=1, log_every=2,
@@ -24,12 +26,12 @@ def test_lr_schedule_halves_per_stage():
     assert float(sched(391 * 200 - 1)) == pytest.approx(0.1 / 2**9)
 
 
-def _step_setup(optimizer="SGD_var_dup2"):
+def _step_setup(optimizer="SGD_var_dup2", momentum=0.9):
     conf = vgg_conf(4)
     model = VGG(conf, conv_impl="xla")
     v = init_variables(model, jax.random.PRNGKey(0))
     tx = schemes.build(optimizer, params=v["params"], conf=conf, lr=0.1, weight_decay=1e-3,
-                       momentum=0.9)
+                       momentum=momentum)
     state = train.TrainState(jnp.zeros([], jnp.int32), v["params"], v["batch_stats"],
                              tx.init(v["params"]))
     rng = np.random.default_rng(0)
@@ -46,9 +48,9 @@ def test_padded_partial_batch_equals_the_real_batch():
     pad_x = jnp.concatenate([x[20:32], x[:4] * 50.0])
     pad_y = jnp.concatenate([labels[20:32], labels[:4]])
     mask = jnp.array([1.0] * 12 + [0.0] * 4)
-    a, ma = train.train_step(state, pad_x, pad_y, mask, key, model=model, tx=tx)
-    b, mb = train.train_step(state, x[20:32], labels[20:32], jnp.ones(12), key, model=model,
-                             tx=tx)
+    step = jax.jit(functools.partial(steps.train_step, model=model, tx=tx))
+    a, ma = step(state, pad_x, pad_y, mask, key)
+    b, mb = step(state, x[20:32], labels[20:32], jnp.ones(12), key)
     assert float(ma["correct"]) == float(mb["correct"])
     assert float(ma["loss"]) == pytest.approx(float(mb["loss"]), rel=1e-5)
     for u, v in zip(jax.tree.leaves((a.params, a.batch_stats)),
@@ -59,7 +61,7 @@ def test_padded_partial_batch_equals_the_real_batch():
 def test_step_metrics_match_direct_computation():
     model, tx, state, images, labels = _step_setup()
     x = batches.normalize(images[:16])
-    new, m = train.train_step(state, x, labels[:16], jnp.ones(16), jax.random.PRNGKey(1),
+    new, m = steps.train_step(state, x, labels[:16], jnp.ones(16), jax.random.PRNGKey(1),
                               model=model, tx=tx)
     upd = jax.tree.map(lambda a, b: np.asarray(a, np.float64) - np.asarray(b, np.float64),
                        new.params, state.params)
@@ -70,40 +72,58 @@ def test_step_metrics_match_direct_computation():
     assert np.sqrt(float(m["sq_param"].sum())) == pytest.approx(direct_param, rel=1e-5)
 
 
-def test_tensor_monitors_match_direct_computation():
-    model, tx, state, images, labels = _step_setup("SGD_topo.a")
+def _monitor_setup(momentum):
+    model, tx, state, images, labels = _step_setup("SGD_topo.a", momentum)
     conf = vgg_conf(4)
     factors = schemes.layer_factors("SGD_topo.a", state.params, conf)
+
+    def spec_fn(s):
+        return schemes.spec_from_state("SGD_topo.a", s, state.params,
+                                       layer_table(state.params, conf), factors)
+
+    step = jax.jit(functools.partial(steps.train_step, model=model, tx=tx, spec_fn=spec_fn))
     # One real step first, so the momentum buffer is not zero.
-    state, _ = train.train_step(state, batches.normalize(images[:16]), labels[:16],
-                                jnp.ones(16), jax.random.PRNGKey(0), model=model, tx=tx)
+    state, first = step(state, batches.normalize(images[:16]), labels[:16], jnp.ones(16),
+                        jax.random.PRNGKey(0))
+    assert all(float(v) == 0 for t in first["tensors"].values() for v in t.values())
     x = batches.normalize(images[16:32])
-    mon = train.monitor_step(
-        state, x, labels[16:32], jnp.ones(16), model=model, tx=tx,
-        spec_fn=lambda s: schemes.spec_from_state("SGD_topo.a", s, state.params, conf, factors))
+    new, m = step(state, x, labels[16:32], jnp.ones(16), jax.random.PRNGKey(0), True)
+    return model, state, new, m["tensors"], x, labels[16:32], factors
+
+
+def test_tensor_monitors_are_the_last_steps_values():
+    """The epoch-end monitors are those of the step that was applied (REFERENCE s. 9)."""
+    model, state, new, mon, x, y, factors = _monitor_setup(0.9)
 
     def loss(p):
         out, _ = model.apply({"params": p, "batch_stats": state.batch_stats}, x, train=True,
                              mutable=["batch_stats"])
-        return optax.softmax_cross_entropy_with_integer_labels(out, labels[16:32]).mean()
+        return optax.softmax_cross_entropy_with_integer_labels(out, y).mean()
 
-    g = np.asarray(jax.grad(loss)(state.params)["fc6"]["conv"]["kernel"], np.float64)
-    p = np.asarray(state.params["fc6"]["conv"]["kernel"], np.float64)
-    wd = 1e-3 * factors["fc6"]
-    mult = 2.0 ** analysis_distance(p.shape)
-    dec = wd * p * mult
-    buf = np.asarray(state.opt_state.inner_state[1].trace["fc6"]["conv"]["kernel"])
+    def kernel(tree):
+        return np.asarray(tree["fc6"]["conv"]["kernel"], np.float64)
+
+    g, p = kernel(jax.grad(loss)(state.params)), kernel(state.params)
+    dec = 1e-3 * factors["fc6"] * p * 2.0 ** analysis_distance(p.shape)
+    buf = kernel(state.opt_state.inner_state[1].trace)
     m = mon["fc6/conv/kernel"]
     assert float(m["param"]) == pytest.approx(np.linalg.norm(p), rel=1e-5)
     assert float(m["grad"]) == pytest.approx(np.linalg.norm(g), rel=1e-3)
     assert float(m["decay"]) == pytest.approx(np.linalg.norm(dec), rel=1e-5)
     assert float(m["grad_on_decay"]) == pytest.approx((dec * g).sum() / np.linalg.norm(dec),
                                                       rel=1e-3, abs=1e-7)
-    assert float(m["momentum"]) == pytest.approx(np.linalg.norm(buf), rel=1e-5)
-    # update = lr * ||0.9 * buf + g + decay||
-    want = 0.1 * np.linalg.norm(0.9 * buf + g + dec)
-    assert float(m["update"]) == pytest.approx(want, rel=1e-3)
+    # The buffer after the step, 0.9 * buf + g + decay, and the update it applied.
+    assert float(m["momentum"]) == pytest.approx(np.linalg.norm(0.9 * buf + g + dec), rel=1e-3)
+    assert float(m["update"]) == pytest.approx(np.linalg.norm(kernel(new.params) - p), rel=1e-4)
+    assert float(m["update"]) == pytest.approx(0.1 * np.linalg.norm(0.9 * buf + g + dec),
+                                               rel=1e-3)
     assert "fc6/conv/bias" not in mon  # only tensors with 2+ dims
+
+
+def test_momentum_monitor_is_zero_without_momentum():
+    *_, mon, _, _, _ = _monitor_setup(0.0)
+    m = mon["fc6/conv/kernel"]
+    assert float(m["momentum"]) == 0.0 and float(m["update"]) > 0
 
 
 def analysis_distance(shape):
@@ -132,9 +152,11 @@ def test_dead_units_on_crafted_params():
     k[0, 0, 4, 0] = 1e-6           # input 4: mean |w| = 1e-6 / 36 ~ 2.8e-8, dead below 1e-5
     params = {"conv1_1": {"conv": {"kernel": k, "bias": np.zeros(4)}},
               "logit": {"conv": {"kernel": np.ones((1, 1, 4, 2)), "bias": np.zeros(2)}}}
-    assert analysis.model_utilization(params, 1e-20) == {"conv1_1": (1, 5), "logit": (0, 4)}
-    assert analysis.model_utilization(params, 1e-9) == {"conv1_1": (2, 5), "logit": (0, 4)}
-    assert analysis.model_utilization(params, 1e-5) == {"conv1_1": (3, 5), "logit": (0, 4)}
+    conf = [("conv1_1", (5, 4)), ("pool1", (None, None)), ("logit", (4, 2))]
+    got = {t: analysis.model_utilization(params, conf, t) for t in (1e-20, 1e-9, 1e-5)}
+    assert got[1e-20] == {"conv1_1": (1, 5), "logit": (0, 4)}
+    assert got[1e-9] == {"conv1_1": (2, 5), "logit": (0, 4)}
+    assert got[1e-5] == {"conv1_1": (3, 5), "logit": (0, 4)}
 
 
 def test_equilibrium_prediction_formula():
@@ -156,6 +178,19 @@ def test_run_records_refusal_and_resume_equivalence(small_cifar, tmp_path):
     part = train.train(cfg, tmp_path / "b", dataset=small_cifar, progress=False,
                        stop_after_epochs=1)[0]
     assert part["epochs_done"] == 1 and not (tmp_path / "b" / "r" / "summary.json").exists()
+    # Resume reads the variance-inverse factors back from config.json and refuses, in one
+    # line and writing nothing, when those recomputed from the seed differ.
+    record = tmp_path / "b" / "r" / "config.json"
+    good = record.read_text()
+    bad = json.loads(good)
+    bad["layers"]["conv2_1"]["factor"] *= 1.001
+    record.write_text(json.dumps(bad))
+    before = {f.name: f.read_bytes() for f in record.parent.glob("*.json*")}
+    with pytest.raises(records.RunError, match=r"differ from the recorded.*conv2_1") as err:
+        train.train(cfg, tmp_path / "b", dataset=small_cifar, progress=False)
+    assert "\n" not in str(err.value)
+    assert {f.name: f.read_bytes() for f in record.parent.glob("*.json*")} == before
+    record.write_text(good)
     resumed = train.train(cfg, tmp_path / "b", dataset=small_cifar, progress=False)[0]
     assert resumed == full
     a, b = _metrics(tmp_path / "a" / "r"), _metrics(tmp_path / "b" / "r")
@@ -169,7 +204,10 @@ def test_run_records_refusal_and_resume_equivalence(small_cifar, tmp_path):
         assert (run / f).exists(), f
     row = a[-1]
     assert row["train_total"] == 300 and row["test_total"] == 200
-    assert 0 <= row["train_correct"] <= 300
+    # Counted on the 300 real images only (the padded rows of the last batch are masked):
+    # above half of chance, at most all, and what the summary reports.
+    assert 15 < row["train_correct"] <= 300 and row["train_correct"] == full["final_train_correct"]
+    assert row["train_accuracy"] == row["train_correct"] / 300
     assert set(row["dead_units"]) == {"1e-20", "1e-09", "1e-05"}
     assert row["angular_update"]["conv2_1"]["predicted"] > 0
     assert row["angular_update"]["logit"]["predicted"] is None
@@ -177,7 +215,14 @@ def test_run_records_refusal_and_resume_equivalence(small_cifar, tmp_path):
     assert cfgj["environment"]["jax"] == jax.__version__
     assert cfgj["layers"]["fc6"]["coefficient"] > 0
     steps = records.read_jsonl(run / "steps.jsonl")
-    assert [s["step"] for s in steps] == [2, 3, 5, 6, 8, 9]
+    # Windows of 2 global steps across epochs of 3 steps: (1,2) (3,4) (5,6) (7,8); step 9's
+    # window stays open. Each line's loss is its window's mean, so with epoch means e and
+    # window means w: 3 e1 - 2 w1 = loss3, 3 e2 - 2 w3 = loss4, and (loss3 + loss4) / 2 = w2.
+    assert [s["step"] for s in steps] == [2, 4, 6, 8]
+    e, w = [r["train_loss"] for r in a], [s["loss"] for s in steps]
+    assert ((3 * e[0] - 2 * w[0]) + (3 * e[1] - 2 * w[2])) / 2 == pytest.approx(w[1], rel=1e-6)
+    # The open window survives the resume: the resumed run logs the same lines.
+    assert records.read_jsonl(tmp_path / "b" / "r" / "steps.jsonl") == steps
     # A finished run is not overwritten.
     with pytest.raises(records.RunError, match="already has results"):
         train.train(cfg, tmp_path / "a", dataset=small_cifar, progress=False)
@@ -186,6 +231,24 @@ def test_run_records_refusal_and_resume_equivalence(small_cifar, tmp_path):
                     dataset=small_cifar, progress=False, stop_after_epochs=1) and \
             train.train(train.Config(**{**cfg.to_dict(), "weight_decay": 2e-3}),
                         tmp_path / "b2", dataset=small_cifar, progress=False)
+
+
+def test_resume_uses_the_recorded_factors():
+    """Within the tolerance the recorded factors are used as read (not recomputed ones), and
+    they reach the optimiser state; beyond it, resuming is refused."""
+    from wdjax import parallel
+
+    cfg = train.Config(name="f", optimizer="SGD_var_dup2", **TINY)
+    prog = steps.programs([cfg], (32, 32, 3), 10, 300, parallel.make_mesh(1, 1))
+    measured = steps.starts([cfg], prog)[0].factors
+    recorded = {k: v * (1 + 1e-9) for k, v in measured.items()}
+    start = steps.starts([cfg], prog, [recorded])[0]
+    assert start.factors == recorded
+    state = steps.initial_states([cfg], prog, [start])[0]
+    in_state = schemes.state_factors(state.opt_state, prog.layers)
+    assert {k: float(v) for k, v in in_state.items()} == pytest.approx(recorded, rel=1e-7)
+    with pytest.raises(records.RunError, match="conv1_1"):
+        steps.starts([cfg], prog, [{**recorded, "conv1_1": 1.0}])
 
 
 def test_divergence_is_recorded_and_returns(small_cifar, tmp_path):

@@ -95,7 +95,9 @@ def tensor_monitors(params: PyTree, grads: PyTree, updates: PyTree, opt_state: A
     """Per-tensor monitors of REFERENCE section 9 for tensors with 2+ dims.
 
     ``param``: ||p||; ``grad``: ||g|| (raw loss gradient); ``momentum``: ||momentum buffer||
-    (0 when the scheme keeps none); ``decay``: ||decay|| (what coupled decay adds);
+    in `opt_state` (0 when the scheme keeps none, and 0 when its ``momentum`` hyperparameter
+    is 0: `optax.trace` keeps a buffer equal to the update then, where the original had none);
+    ``decay``: ||decay|| (what coupled decay adds);
     ``grad_on_decay``: <decay, g> / ||decay|| (the projection of g on the decay direction);
     ``update``: ||p_new - p|| (= lr * ||d||, after any L1 clip).
     `spec` is the scheme's `wdjax.schemes.DecaySpec` or ``None`` (no coupled decay).
@@ -105,6 +107,9 @@ def tensor_monitors(params: PyTree, grads: PyTree, updates: PyTree, opt_state: A
               else jax.tree.map(jnp.zeros_like, params))
     if trace is None:
         trace = jax.tree.map(jnp.zeros_like, params)
+    # A run without momentum has no buffer to report (per run: the value may be traced).
+    hyper = getattr(opt_state, "hyperparams", None) or {}
+    has_buffer = jnp.asarray(hyper.get("momentum", 1.0)) != 0
     out = {}
     flat = jax.tree_util.tree_leaves_with_path(params)
     for (path, p), g, u, b, d in zip(flat, jax.tree.leaves(grads), jax.tree.leaves(updates),
@@ -114,7 +119,8 @@ def tensor_monitors(params: PyTree, grads: PyTree, updates: PyTree, opt_state: A
             continue
         dn = jnp.linalg.norm(d)
         out[leaf_name(path)] = dict(
-            param=jnp.linalg.norm(p), grad=jnp.linalg.norm(g), momentum=jnp.linalg.norm(b),
+            param=jnp.linalg.norm(p), grad=jnp.linalg.norm(g),
+            momentum=jnp.where(has_buffer, jnp.linalg.norm(b), 0.0),
             decay=dn, grad_on_decay=jnp.where(dn > 0, jnp.vdot(d, g) / jnp.where(dn > 0, dn, 1),
                                               0.0),
             update=jnp.linalg.norm(u),

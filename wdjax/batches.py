@@ -55,6 +55,19 @@ def eval_batches(n: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
     return _padded_rows(np.arange(n), batch_size)
 
 
+def pad_columns(idx: np.ndarray, mask: np.ndarray,
+                multiple: int) -> tuple[np.ndarray, np.ndarray]:
+    """`idx` and `mask` widened with masked columns (index 0, mask 0) to a multiple of `multiple`.
+
+    A batch split over a mesh's ``data`` axis of `multiple` devices must divide by it; the
+    added rows weigh nothing (the loss, the counts and BatchNorm's statistics are masked).
+    A batch that already divides is returned as it is (so its flips are unchanged).
+    """
+    _check_counts(multiple=multiple)
+    extra = -idx.shape[1] % multiple
+    return np.pad(idx, ((0, 0), (0, extra))), np.pad(mask, ((0, 0), (0, extra)))
+
+
 # --------------------------------------------------------------------------------------------
 # On-device preprocessing (jittable)
 # --------------------------------------------------------------------------------------------

@@ -89,9 +89,3 @@ def put(array: np.ndarray, sharding: NamedSharding) -> jax.Array:
 
 def put_tree(tree: Any, sharding: NamedSharding) -> Any:
     return jax.tree.map(lambda x: put(np.asarray(x), sharding), tree)
-
-
-def check_batch(batch_size: int, mesh: Mesh) -> None:
-    if batch_size % mesh.shape["data"]:
-        raise ValueError(f"batch size {batch_size} must be divisible by the data axis "
-                         f"({mesh.shape['data']} devices); use --devices or another batch size")

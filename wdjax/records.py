@@ -5,7 +5,8 @@ A run lives in ``<out>/<name>/`` (one seed), or its seeds each in ``<out>/<name>
 
     config.json     the full config, versions, device and per-layer decay coefficients
     metrics.jsonl   one line per epoch
-    steps.jsonl     one line every `log_every` steps (loss, update norm, param norm)
+    steps.jsonl     one line every `log_every` global steps (`runlog.log_steps` says which
+                    loss and norms)
     summary.json    written last: its presence means the run is finished
     checkpoints/    orbax checkpoints (last two epochs)
     *.png           pictures
@@ -178,27 +179,52 @@ def seed_dirs(run_dir: str | os.PathLike) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-@contextlib.contextmanager
-def lock(directory: str | os.PathLike, what: str = "sweep") -> Iterator[None]:
-    """Hold an exclusive lock on `directory` (a pid file that a dead process leaves stale).
+def start_time(pid: int) -> str | None:
+    """When process `pid` started (clock ticks after boot, /proc field 22); None if unknown."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
 
-    A second holder gets a one-line RunError. A lock file whose process is gone is taken
-    over, so a killed sweep never blocks the next one.
+
+def _holder(path: Path) -> int:
+    """The pid holding the lock file `path`, or 0 when it is stale or unreadable.
+
+    The file holds ``pid start_time``: a live process with that pid but another start time
+    reused the pid of a dead holder (files with only a pid are judged by the pid alone).
+    """
+    try:
+        pid, *start = path.read_text().split()
+        pid = int(pid)
+    except (OSError, ValueError):
+        return 0
+    if pid == os.getpid() or not _alive(pid):
+        return 0
+    now = start_time(pid)
+    return 0 if start and now is not None and start[0] != now else pid
+
+
+@contextlib.contextmanager
+def lock(directory: str | os.PathLike, what: str = "sweep",
+         name: str = ".lock") -> Iterator[None]:
+    """Hold an exclusive lock on `directory` (or on one entry: file `name` in it).
+
+    A second holder gets a one-line RunError. A lock file whose process is gone, judged by
+    its pid and start time (`_holder`), is taken over, so a killed run or sweep never blocks
+    the next one, even when its pid was reused.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / ".lock"
-    me = str(os.getpid())
+    path = directory / name
+    label = directory if name == ".lock" else directory / name.strip(".").removesuffix(".lock")
+    me = f"{os.getpid()} {start_time(os.getpid()) or ''}".strip()
     for _ in range(2):
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
-            try:
-                pid = int(path.read_text().strip() or 0)
-            except (OSError, ValueError):
-                pid = 0
-            if pid and _alive(pid) and pid != os.getpid():
-                raise RunError(f"{directory} is locked by another {what} (pid {pid}); "
+            pid = _holder(path)
+            if pid:
+                raise RunError(f"{label} is locked by another {what} (pid {pid}); "
                                "wait for it or stop it") from None
             path.unlink(missing_ok=True)  # stale: its process is gone
             continue
@@ -206,7 +232,7 @@ def lock(directory: str | os.PathLike, what: str = "sweep") -> Iterator[None]:
             f.write(me)
         break
     else:
-        raise RunError(f"could not lock {directory}")
+        raise RunError(f"could not lock {label}")
     try:
         yield
     finally:

@@ -58,6 +58,20 @@ def layer_records(config: Config, params0: PyTree, layers: LayerTable,
         for layer in layers}
 
 
+def recorded_factors(run_dirs: list[Path],
+                     ckpts: list[checkpoint.Manager]) -> list[dict[str, float] | None]:
+    """Per run, the per-layer decay factors its config.json recorded at its start; ``None``
+    for a run with no checkpoint to resume from (a fresh start measures them)."""
+    out = []
+    for run_dir, ckpt in zip(run_dirs, ckpts, strict=True):
+        table = None
+        if ckpt.latest_epoch() is not None and (run_dir / "config.json").exists():
+            table = records.read_json(run_dir / "config.json").get("layers")
+        out.append({name: float(info["factor"]) for name, info in table.items()}
+                   if table else None)
+    return out
+
+
 @dataclasses.dataclass
 class RunLog:
     """Host-side bookkeeping of one run in a (possibly vmapped) group."""
@@ -69,6 +83,9 @@ class RunLog:
     best_epoch: int = 0
     diverged: dict | None = None
     last: dict | None = None
+    # The open steps.jsonl window: [loss, sum ||lr*d||^2, sum ||p||^2] per step since the
+    # last line (it spans epochs, so it is checkpointed with the run).
+    window: list = dataclasses.field(default_factory=list)
 
 
 def same_config(run_dir: Path, config: Config) -> bool:
@@ -163,28 +180,43 @@ def resume(states: list, logs: list[RunLog], ckpts: list[checkpoint.Manager],
         states[r] = restored
         log.best, log.best_epoch = extra["best"], extra["best_epoch"]
         log.diverged = extra.get("diverged")
+        log.window = extra.get("window", [])
         _replay(log, epoch, int(restored.step), writer)
     return epoch
 
 
 def log_steps(logs: list[RunLog], fetched: list[dict], step: int, epoch: int, lr: float,
-              stacked: bool, writer: bool) -> None:
-    """One steps.jsonl line per run per window; detect divergence (first non-finite step)."""
+              stacked: bool, writer: bool, log_every: int) -> None:
+    """Add steps up to global `step` to each run's window; detect divergence.
+
+    Windows are `log_every` consecutive *global* steps, across epoch ends (REFERENCE s. 9).
+    When one closes, its steps.jsonl line holds: ``loss``, the mean training loss over the
+    window's steps; ``update_norm``, sqrt(sum over tensors ||p_new - p||^2) = the total
+    update norm sqrt(sum (lr*||d||)^2) of the window's last step; ``param_norm``,
+    sqrt(sum ||p||^2) of the parameters that last step started from. `fetched` never spans
+    a window's end (the trainer fetches at each one). Divergence: the first non-finite loss.
+    """
     for r, log in enumerate(logs):
         if log.diverged:
             continue
         pick = (lambda x, r=r: x[r]) if stacked else (lambda x: x)
         losses = np.array([pick(m["loss"]) for m in fetched], np.float64)
-        sq_u = np.array([pick(m["sq_update"]).sum() for m in fetched])
-        sq_p = np.array([pick(m["sq_param"]).sum() for m in fetched])
-        if writer:
-            records.append_jsonl(log.dir / "steps.jsonl", dict(
-                step=step, epoch=epoch + 1, lr=lr, loss=float(losses.mean()),
-                update_norm=float(np.sqrt(sq_u[-1])), param_norm=float(np.sqrt(sq_p[-1]))))
+        log.window += [[float(loss), float(pick(m["sq_update"]).sum()),
+                        float(pick(m["sq_param"]).sum())]
+                       for loss, m in zip(losses, fetched, strict=True)]
         bad = ~np.isfinite(losses)
         if bad.any():
             first = step - len(fetched) + int(np.argmax(bad)) + 1
             log.diverged = dict(step=first, epoch=epoch + 1, loss=str(losses[bad][0]))
+        if step % log_every == 0 and log.window:
+            loss, sq_u, sq_p = np.array(log.window, np.float64).T
+            if writer:
+                records.append_jsonl(log.dir / "steps.jsonl", dict(
+                    step=step, epoch=epoch + 1, lr=lr, loss=float(loss.mean()),
+                    update_norm=float(np.sqrt(sq_u[-1])), param_norm=float(np.sqrt(sq_p[-1]))))
+            log.window = []
+        if log.diverged:
+            log.window = []
 
 
 def postfix(epoch: int, rows: list[dict], seen: int) -> dict:

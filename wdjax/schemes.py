@@ -247,6 +247,7 @@ def _equilibrium_monitor(scheme: Scheme, spec: DecaySpec, hp: Mapping[str, Any],
 def build(scheme: str | Scheme, *, params: PyTree, layers: LayerTable | None = None,
           conf: Sequence | None = None, lr: float | Callable | None = None,
           separate_decay: bool = False, monitor: bool = False,
+          factors: Mapping[str, float] | None = None,
           **hyperparams: Any) -> optax.GradientTransformation:
     """The optimiser of `scheme` for a model with initial parameters `params`.
 
@@ -261,6 +262,8 @@ def build(scheme: str | Scheme, *, params: PyTree, layers: LayerTable | None = N
       separate_decay: Adam schemes: decoupled (AdamW-style) decay.
       monitor: end the chain with `decay.equilibrium_monitor` (updates unchanged; its
         measurements are read from the state with ``optax.tree.get``).
+      factors: the per-layer factors (`layer_factors`) when already known, e.g. read back
+        from a run's record on resume; by default measured on `params`.
       **hyperparams: the traced rows of `wdjax.hparams.TABLE` (defaults from the table);
         stored in the optimiser state, so they may differ per run under ``jax.vmap``.
 
@@ -276,7 +279,7 @@ def build(scheme: str | Scheme, *, params: PyTree, layers: LayerTable | None = N
     hp = {h: hparams.BY_NAME[h].default for h in hparams.TRACED} | hyperparams
     hparams.validate(lr=lr, **hp)
     lr0 = float(lr(0)) if callable(lr) else lr
-    factors = layer_factors(scheme, params, tab)
+    factors = layer_factors(scheme, params, tab) if factors is None else dict(factors)
     shapes = jax.tree.map(lambda p: jax.ShapeDtypeStruct(p.shape, p.dtype), params)
 
     def factory(layer_factors, **values):

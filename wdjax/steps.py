@@ -1,4 +1,4 @@
-"""The compiled pieces of a run: state, schedule, train / eval / monitor steps, programs.
+"""The compiled pieces of a run: state, schedule, train (with monitors) and eval steps.
 
 `programs` builds, once per group of runs that share everything but their traced
 hyperparameters, the model, its layer table, the initial variables and the jitted steps.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import flax.linen as nn
@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from wdjax import analysis, batches, labels, parallel, schemes
+from wdjax import analysis, batches, labels, parallel, records, schemes
 from wdjax.config import Config
 from wdjax.layers import LayerTable
 from wdjax.models import VGG, init_variables, vgg_conf
@@ -60,9 +60,17 @@ def _cross_entropy(logits: jax.Array, y: jax.Array, mask: jax.Array) -> jax.Arra
 
 
 def train_step(state: TrainState, x: jax.Array, y: jax.Array, mask: jax.Array,
-               key: jax.Array, *, model: nn.Module,
-               tx: optax.GradientTransformation) -> tuple[TrainState, dict]:
-    """One optimiser step on the (augmented, normalised) batch `x`; padded rows have mask 0."""
+               key: jax.Array, last: bool | jax.Array = False, *, model: nn.Module,
+               tx: optax.GradientTransformation,
+               spec_fn: Callable | None = None) -> tuple[TrainState, dict]:
+    """One optimiser step on the (augmented, normalised) batch `x`; padded rows have mask 0.
+
+    With `spec_fn` (optimiser state -> the scheme's `DecaySpec`), ``metrics["tensors"]``
+    holds this step's per-tensor monitors (REFERENCE section 9, `analysis.tensor_monitors`)
+    when `last` is true (the epoch's last step): the parameters it started from, the
+    gradient on this batch, the decay it added, the update it applied and the momentum
+    buffer after it. On other steps they are zeros, under ``lax.cond``: not computed.
+    """
     count = mask.sum()
 
     def loss_fn(params):
@@ -82,6 +90,13 @@ def train_step(state: TrainState, x: jax.Array, y: jax.Array, mask: jax.Array,
         sq_param=analysis.sq_norms(state.params),
         sq_update=analysis.sq_norms(updates),
     )
+    if spec_fn is not None:
+        def monitors():
+            return analysis.tensor_monitors(state.params, grads, updates, opt_state,
+                                            spec_fn(state.opt_state))
+
+        zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(monitors))
+        metrics["tensors"] = jax.lax.cond(last, monitors, lambda: zeros)
     return TrainState(state.step + 1, params, batch_stats, opt_state), metrics
 
 
@@ -90,22 +105,6 @@ def eval_step(params: PyTree, batch_stats: PyTree, x: jax.Array, y: jax.Array,
     """Correct count and summed loss on the normalised batch `x`, in evaluation mode."""
     logits = model.apply({"params": params, "batch_stats": batch_stats}, x, train=False)
     return ((logits.argmax(-1) == y) * mask).sum(), _cross_entropy(logits, y, mask).sum()
-
-
-def monitor_step(state: TrainState, x: jax.Array, y: jax.Array, mask: jax.Array, *,
-                 model: nn.Module, tx: optax.GradientTransformation,
-                 spec_fn: Callable) -> dict:
-    """Per-tensor monitors on one batch, without changing the state (REFERENCE section 9)."""
-
-    def loss_fn(params):
-        logits, _ = model.apply({"params": params, "batch_stats": state.batch_stats}, x,
-                                train=True, mask=mask, mutable=["batch_stats"])
-        return _cross_entropy(logits, y, mask).sum() / mask.sum()
-
-    grads = jax.grad(loss_fn)(state.params)
-    updates, _ = tx.update(grads, state.opt_state, state.params)
-    return analysis.tensor_monitors(state.params, grads, updates, state.opt_state,
-                                    spec_fn(state.opt_state))
 
 
 def stack(trees: Sequence[PyTree]) -> PyTree:
@@ -127,7 +126,6 @@ class Programs(NamedTuple):
     image_shape: tuple
     step: Callable
     eval: Callable
-    monitor: Callable
     unstack: Callable
     mesh: parallel.Mesh
 
@@ -138,7 +136,7 @@ def _vmapped(f: Callable, k_runs: int, n_run_args: int, n_shared: int) -> Callab
     return jax.vmap(f, in_axes=axes) if k_runs > 1 else f
 
 
-def _compiled(model, tx, spec_fn, k_runs: int, mesh: parallel.Mesh,
+def _compiled(model, tx, spec_fn, k_runs: int, steps_per_epoch: int, mesh: parallel.Mesh,
               per_run_data: bool) -> dict[str, Callable]:
     rep, split = parallel.replicated(mesh), parallel.batch_sharding(mesh)
     runs = parallel.run_sharding(mesh, k_runs > 1)
@@ -155,33 +153,23 @@ def _compiled(model, tx, spec_fn, k_runs: int, mesh: parallel.Mesh,
         key = jax.random.fold_in(jax.random.fold_in(key, epoch), i)
         return batches.augment(jax.random.fold_in(key, 0), x), y, m, jax.random.fold_in(key, 1)
 
-    one_step = functools.partial(train_step, model=model, tx=tx)
-    one_monitor = functools.partial(monitor_step, model=model, tx=tx, spec_fn=spec_fn)
+    one_step = functools.partial(train_step, model=model, tx=tx, spec_fn=spec_fn)
 
     def step(state, images, labels_, idx, mask, epoch, i, key):
+        last = i == steps_per_epoch - 1  # the epoch's monitors are this step's values
         if per_run_data:  # each run its own seed: its own batch order and flips
             return jax.vmap(lambda s, ix, k: one_step(
-                s, *augmented(images, labels_, ix, mask, epoch, i, k)))(state, idx, key)
-        return _vmapped(one_step, k_runs, 1, 4)(
-            state, *augmented(images, labels_, idx, mask, epoch, i, key))
+                s, *augmented(images, labels_, ix, mask, epoch, i, k), last))(state, idx, key)
+        return _vmapped(one_step, k_runs, 1, 5)(
+            state, *augmented(images, labels_, idx, mask, epoch, i, key), last)
 
     def evaluate(params, batch_stats, images, labels_, idx, mask, i):
         x, y, m = batch(images, labels_, idx, mask, i)
         one = functools.partial(eval_step, model=model)
         return _vmapped(one, k_runs, 2, 3)(params, batch_stats, batches.normalize(x), y, m)
 
-    def monitor(state, images, labels_, idx, mask, i):
-        def one(s, ix):
-            x, y, m = batch(images, labels_, ix, mask, i)
-            return one_monitor(s, batches.normalize(x), y, m)
-
-        if per_run_data:
-            return jax.vmap(one)(state, idx)
-        return _vmapped(lambda s: one(s, idx), k_runs, 1, 0)(state)
-
     return dict(step=jax.jit(step, out_shardings=(runs, rep), donate_argnums=0),
                 eval=jax.jit(evaluate, out_shardings=rep),
-                monitor=jax.jit(monitor, out_shardings=rep),
                 unstack=jax.jit(lambda s: unstack(s, k_runs), out_shardings=rep))
 
 
@@ -204,7 +192,8 @@ def _programs(shared: tuple, k_runs: int, image_shape: tuple, num_classes: int,
         return schemes.spec_from_state(cfg.optimizer, opt_state, params0, layers)
 
     return Programs(model, layers, params0, variables["batch_stats"], schedule, image_shape,
-                    mesh=mesh, **_compiled(model, tx, spec_fn, k_runs, mesh, per_run_data))
+                    mesh=mesh, **_compiled(model, tx, spec_fn, k_runs, steps_per_epoch, mesh,
+                                           per_run_data))
 
 
 def programs(configs: Sequence[Config], image_shape: Sequence[int], num_classes: int,
@@ -218,6 +207,31 @@ def programs(configs: Sequence[Config], image_shape: Sequence[int], num_classes:
                      n_train, mesh, per_run_data)
 
 
+FACTOR_TOLERANCE = 1e-6
+"""Relative difference between recorded and recomputed factors beyond which resume fails."""
+
+
+def checked_factors(cfg: Config, measured: Mapping[str, float],
+                    recorded: Mapping[str, float] | None) -> dict[str, float]:
+    """The factors a run uses: those it recorded at its start when resuming (REFERENCE s. 6
+    fixes them at initialisation), else the measured ones. RunError when the factors
+    recomputed from the seed differ from the recorded ones by more than `FACTOR_TOLERANCE`
+    (relative), e.g. after a change in JAX's random numbers."""
+    if recorded is None:
+        return dict(measured)
+    differ = [name for name in sorted(set(measured) | set(recorded))
+              if not math.isclose(measured.get(name, math.nan), recorded.get(name, math.nan),
+                                  rel_tol=FACTOR_TOLERANCE)]
+    if differ:
+        name = differ[0]
+        raise records.RunError(
+            f"run {cfg.name!r}: decay factors recomputed from seed {cfg.seed} differ from "
+            f"the recorded ones ({len(differ)} layer(s), e.g. {name}: recorded "
+            f"{recorded.get(name)}, now {measured.get(name)}); resume with the JAX version "
+            "that started the run, or delete its checkpoints to start it over")
+    return dict(recorded)
+
+
 class Start(NamedTuple):
     """A run's starting point: its initial variables and the layer factors measured on them."""
 
@@ -225,8 +239,10 @@ class Start(NamedTuple):
     factors: dict[str, float]
 
 
-def starts(configs: Sequence[Config], prog: Programs) -> list[Start]:
-    """Each run's initial variables (from its seed) and coefficient factors."""
+def starts(configs: Sequence[Config], prog: Programs,
+           recorded: Sequence[Mapping[str, float] | None] | None = None) -> list[Start]:
+    """Each run's initial variables (from its seed) and coefficient factors (`recorded`:
+    per run, the factors its record holds when it resumes; see `checked_factors`)."""
     by_seed: dict[int, PyTree] = {}
     out = []
     for c in configs:
@@ -236,7 +252,9 @@ def starts(configs: Sequence[Config], prog: Programs) -> list[Start]:
         # A rotational scheme starts from centred kernels (ROTATIONAL.md 2.1): its row says so.
         v = dict(by_seed[c.seed], params=schemes.initial_params(c.optimizer,
                                                                 by_seed[c.seed]["params"]))
-        out.append(Start(v, schemes.layer_factors(c.optimizer, v["params"], prog.layers)))
+        measured = schemes.layer_factors(c.optimizer, v["params"], prog.layers)
+        out.append(Start(v, checked_factors(c, measured, recorded[len(out)] if recorded
+                                            else None)))
     return out
 
 
@@ -248,7 +266,7 @@ def initial_states(configs: Sequence[Config], prog: Programs,
     for c, st in zip(configs, run_starts, strict=True):
         params = st.variables["params"]
         tx = schemes.build(c.optimizer, params=params, layers=prog.layers, lr=prog.schedule,
-                           separate_decay=c.separate_decay, **c.hparams())
+                           separate_decay=c.separate_decay, factors=st.factors, **c.hparams())
         states.append(TrainState(jnp.zeros([], jnp.int32), params,
                                  st.variables["batch_stats"], tx.init(params)))
     return states

@@ -102,7 +102,8 @@ def _device_data(dataset: data.Dataset, configs: list[Config], mesh: parallel.Me
     cfg = configs[0]
     rep, rows = parallel.replicated(mesh), parallel.rows_sharding(mesh)
     n_test = len(dataset.test_labels)
-    eval_idx, eval_mask = batches.eval_batches(n_test, min(cfg.eval_batch_size, n_test))
+    eval_idx, eval_mask = batches.pad_columns(
+        *batches.eval_batches(n_test, min(cfg.eval_batch_size, n_test)), mesh.shape["data"])
     return dict(train_x=parallel.put(dataset.train_images, rep),
                 train_y=parallel.put(dataset.train_labels, rep),
                 test_x=parallel.put(dataset.test_images, rep),
@@ -115,14 +116,14 @@ def start(configs: list[Config], run_dirs: list[Path], dataset: data.Dataset,
           mesh: parallel.Mesh) -> tuple[Group, int]:
     """Build the group's programs and states, resume from checkpoints; return the epoch."""
     n_train = len(dataset.train_labels)
+    ckpts = [checkpoint.Manager(d / "checkpoints") for d in run_dirs]
     prog = programs(configs, dataset.train_images.shape[1:], dataset.num_classes, n_train,
                     mesh)
-    run_starts = steps.starts(configs, prog)
+    run_starts = steps.starts(configs, prog, runlog.recorded_factors(run_dirs, ckpts))
     states = steps.initial_states(configs, prog, run_starts)
     logs = [RunLog(c, d, runlog.layer_records(c, st.variables["params"], prog.layers,
                                               st.factors))
             for c, d, st in zip(configs, run_dirs, run_starts, strict=True)]
-    ckpts = [checkpoint.Manager(d / "checkpoints") for d in run_dirs]
     writer = jax.process_index() == 0  # one process writes records; all write checkpoints
     start_epoch = runlog.resume(states, logs, ckpts, writer)
     stacked = len(configs) > 1
@@ -135,33 +136,42 @@ def start(configs: list[Config], run_dirs: list[Path], dataset: data.Dataset,
     return group, start_epoch
 
 
-def train_epoch(group: Group, epoch: int, bar: tqdm) -> tuple[list[dict], dict]:
-    """One epoch of steps; returns the per-step metrics and the epoch's batch matrices."""
+def train_epoch(group: Group, epoch: int, bar: tqdm) -> tuple[list[dict], dict | None]:
+    """One epoch of steps; returns the per-step metrics and the last step's monitors.
+
+    The monitors are those the epoch's last step computed (`steps.train_step`); ``None``
+    when the epoch stopped early (every run diverged).
+    """
     cfg, a, mesh = group.cfg, group.arrays, group.prog.mesh
     lr = float(group.prog.schedule(epoch * group.steps_per_epoch))
-    orders = [batches.epoch_batches(c.seed, epoch, group.sizes[0], cfg.batch_size)
+    orders = [batches.pad_columns(*batches.epoch_batches(c.seed, epoch, group.sizes[0],
+                                                         cfg.batch_size), mesh.shape["data"])
               for c in (group.configs if per_run_data(group.configs) else [cfg])]
     idx, mask = (np.stack([o[0] for o in orders]), orders[0][1]) if len(orders) > 1 else orders[0]
     rows = parallel.rows_sharding(mesh)
     batch = dict(idx=parallel.put(idx, parallel.index_sharding(mesh, idx.ndim)),
                  mask=parallel.put(mask, rows))
-    window, metrics = [], []
+    window, metrics, mon = [], [], None
     for i in range(group.steps_per_epoch):
         group.state, m = group.prog.step(group.state, a["train_x"], a["train_y"], batch["idx"],
                                          batch["mask"], epoch, i, a["key"])
+        tensors = m.pop("tensors")  # left on the device: zeros except on the last step
+        if i == group.steps_per_epoch - 1:
+            mon = tensors
         window.append(m)
-        if len(window) == cfg.log_every or i == group.steps_per_epoch - 1:
+        step = epoch * group.steps_per_epoch + i + 1  # global: log windows span epochs
+        if step % cfg.log_every == 0 or i == group.steps_per_epoch - 1:
             fetched = jax.device_get(window)  # the one host sync per window
             metrics += fetched
-            runlog.log_steps(group.logs, fetched, epoch * group.steps_per_epoch + i + 1, epoch,
-                             lr, group.stacked, group.writer)
+            runlog.log_steps(group.logs, fetched, step, epoch, lr, group.stacked, group.writer,
+                             cfg.log_every)
             bar.update(len(window))
             seen = min((i + 1) * cfg.batch_size, group.sizes[0])
             bar.set_postfix(runlog.postfix(epoch, metrics, seen), refresh=False)
             window = []
             if all(log.diverged for log in group.logs):
                 break
-    return metrics, batch
+    return metrics, mon
 
 
 def evaluate(group: Group) -> tuple[np.ndarray, np.ndarray]:
@@ -175,13 +185,13 @@ def evaluate(group: Group) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(correct).reshape(-1), np.asarray(loss_sum).reshape(-1)
 
 
-def end_epoch(group: Group, epoch: int, metrics: list[dict], batch: dict, t0: float) -> None:
-    """Evaluate, monitor, write each run's epoch row and checkpoint."""
-    a, prog = group.arrays, group.prog
+def end_epoch(group: Group, epoch: int, metrics: list[dict], mon: dict | None,
+              t0: float) -> None:
+    """Evaluate, write each run's epoch row (with the last step's monitors), checkpoint."""
+    prog = group.prog
     lr = float(prog.schedule(epoch * group.steps_per_epoch))
     correct, loss_sum = evaluate(group)
-    mon = jax.device_get(prog.monitor(group.state, a["train_x"], a["train_y"], batch["idx"],
-                                      batch["mask"], group.steps_per_epoch - 1))
+    mon = jax.device_get(mon) if mon is not None else {}
     run_states = prog.unstack(group.state) if group.stacked else [group.state]
     for r, log in enumerate(group.logs):
         if log.diverged and log.diverged.get("epoch", epoch) < epoch:
@@ -196,7 +206,7 @@ def end_epoch(group: Group, epoch: int, metrics: list[dict], batch: dict, t0: fl
             group.events[r].write(records.jsonable(row))
         log.last = row
         group.ckpts[r].save(epoch + 1, run_states[r], dict(
-            best=log.best, best_epoch=log.best_epoch, diverged=log.diverged))
+            best=log.best, best_epoch=log.best_epoch, diverged=log.diverged, window=log.window))
 
 
 def _histograms(group: Group, state: TrainState, run_dir: Path) -> str:
@@ -272,7 +282,6 @@ def train(configs: Config | Sequence[Config], out: str | os.PathLike = "runs", *
     configs = check_group(with_seeds(check_group(configs), seeds))
     cfg = configs[0]
     mesh = parallel.make_mesh(len(configs), devices)
-    parallel.check_batch(cfg.batch_size, mesh)
     out = records.check_writable(out)
     run_dirs = [prepare_run_dir(out, c, force) for c in configs]
     if dataset is None:
@@ -294,8 +303,8 @@ def train(configs: Config | Sequence[Config], out: str | os.PathLike = "runs", *
         bar.write(parallel.describe(mesh))
     for epoch in range(start_epoch, end):
         t0 = time.time()
-        metrics, batch = train_epoch(group, epoch, bar)
-        end_epoch(group, epoch, metrics, batch, t0)
+        metrics, mon = train_epoch(group, epoch, bar)
+        end_epoch(group, epoch, metrics, mon, t0)
         if group.writer:
             lr = float(group.prog.schedule(epoch * group.steps_per_epoch))
             bar.write(runlog.epoch_line(label, epoch, cfg.epochs, lr, group.logs))
