@@ -79,7 +79,7 @@ def _monitor_setup(momentum):
 
     def spec_fn(s):
         return schemes.spec_from_state("SGD_topo.a", s, state.params,
-                                       layer_table(state.params, conf), factors)
+                                       layer_table(state.params, conf))
 
     step = jax.jit(functools.partial(steps.train_step, model=model, tx=tx, spec_fn=spec_fn))
     # One real step first, so the momentum buffer is not zero.
@@ -209,9 +209,17 @@ def test_run_records_refusal_and_resume_equivalence(small_cifar, tmp_path):
     assert 15 < row["train_correct"] <= 300 and row["train_correct"] == full["final_train_correct"]
     assert row["train_accuracy"] == row["train_correct"] / 300
     assert set(row["dead_units"]) == {"1e-20", "1e-09", "1e-05"}
-    assert row["angular_update"]["conv2_1"]["predicted"] > 0
-    assert row["angular_update"]["logit"]["predicted"] is None
     cfgj = records.read_json(run / "config.json")
+    # The equilibrium monitor's values at the epoch's last step: the prediction written out
+    # (REFERENCE 9 / ROTATIONAL.md 1: sqrt(2 lr wd / (1 + m)) at the last step's lr), the
+    # ratio of the EMA to it, none for logit (no BatchNorm after it: not scale-invariant).
+    conv = row["angular_update"]["conv2_1"]
+    lr_last = float(train.lr_schedule(cfg.base_lr, 3, cfg.epochs_per_stage)(3 * 3 - 1))
+    want = np.sqrt(2 * lr_last * cfgj["layers"]["conv2_1"]["coefficient"] / 1.9)
+    assert conv["predicted"] == pytest.approx(want, rel=1e-5)
+    assert conv["ratio"] == pytest.approx(conv["ema"] / want, rel=1e-5) and conv["ratio"] > 0
+    assert row["angular_update"]["logit"]["predicted"] is None
+    assert row["angular_update"]["logit"]["ratio"] is None
     assert cfgj["environment"]["jax"] == jax.__version__
     assert cfgj["layers"]["fc6"]["coefficient"] > 0
     steps = records.read_jsonl(run / "steps.jsonl")

@@ -66,25 +66,34 @@ def accuracy_figure(rows: list[dict], title: str = "") -> Figure:
 
 
 def norms_figure(rows: list[dict], title: str = "") -> Figure:
-    """Per-layer kernel norm, and angular update against its equilibrium prediction."""
+    """Per-layer kernel norm; angular update against its equilibrium prediction; and the
+    equilibrium monitor's ratio (EMA of the angular update over the prediction; 1 at
+    equilibrium)."""
     layers = _layers(rows)
     ep = [r["epoch"] for r in rows]
     cmap = matplotlib.colormaps["viridis"].resampled(max(len(layers), 2))
-    fig, (a1, a2) = subplots(1, 2, figsize=(12, 4.5))
+    fig, (a1, a2, a3) = subplots(1, 3, figsize=(17, 4.5))
     for i, layer in enumerate(layers):
         key = f"{layer}/conv/kernel"
         a1.plot(ep, [r["tensors"].get(key, {}).get("param", np.nan) for r in rows],
                 color=cmap(i), label=layer)
-        meas = [r["angular_update"][layer]["measured"] for r in rows]
-        pred = [r["angular_update"][layer]["predicted"] for r in rows]
-        a2.plot(ep, meas, color=cmap(i), label=layer)
+        angular = [r["angular_update"][layer] for r in rows]
+        a2.plot(ep, [a["measured"] for a in angular], color=cmap(i), label=layer)
+        pred = [a.get("predicted") for a in angular]
         if any(p is not None for p in pred):
             a2.plot(ep, [np.nan if p is None else p for p in pred], color=cmap(i), ls="--",
                     lw=0.8)
+        ratio = [a.get("ratio") for a in angular]
+        if any(q is not None for q in ratio):
+            a3.plot(ep, [np.nan if q is None else q for q in ratio], color=cmap(i),
+                    label=layer)
+    a3.axhline(1.0, color="black", lw=0.8, ls=":")
     a1.set(xlabel="epoch", ylabel="||W||", title=f"{title} kernel norms")
     a2.set(xlabel="epoch", ylabel="||dW|| / ||W|| per step",
-           title="angular update (dashed: sqrt(2 lr wd / (1+m)))")
-    for a in (a1, a2):
+           title="angular update (dashed: equilibrium prediction)")
+    a3.set(xlabel="epoch", ylabel="EMA angular update / prediction",
+           title="distance to rotational equilibrium (1: there)")
+    for a in (a1, a2, a3):
         a.grid(alpha=0.3)
         _log_if_positive(a)
     a1.legend(fontsize=7, ncol=2)

@@ -233,28 +233,49 @@ def kernel_index(params: PyTree, layers: LayerTable) -> dict[str, int]:
     return {layer.name: paths.index(layer.kernel) for layer in layers}
 
 
-def _angular(log: RunLog, rows: list[dict], kernel_ix: Mapping[str, int], lr: float) -> dict:
-    """Per layer: mean ||dW||/||W|| over the epoch, and the equilibrium prediction."""
-    c, scheme = log.config, schemes.get(log.config.optimizer)
-    # The prediction is for coupled SGD (a rotational row enforces it; a projection or
-    # another decay form changes it).
-    plain_sgd = (scheme.base, scheme.normalize, scheme.decay_form, scheme.norm_constraint) == (
-        "sgd", "none", "coupled", "none")
+# The equilibrium monitor's state fields (`decay.EquilibriumMonitorState`), as recorded.
+EQUILIBRIUM_FIELDS = {"angular_update_ema": "ema", "equilibrium_ratio": "ratio",
+                      "equilibrium_norm": "equilibrium_norm",
+                      "equilibrium_step": "arrived_step"}
+
+
+def equilibrium(opt_state: Any, layers: LayerTable) -> dict[str, dict]:
+    """Per layer, the equilibrium monitor's measurements of its kernel (`schemes.build` with
+    ``monitor=True``): the EMA of the angular update, its ratio to the prediction, the
+    predicted equilibrium norm and the first step within 10% (None: no prediction / not yet).
+    """
+    trees = {name: optax.tree.get(opt_state, field) for field, name in EQUILIBRIUM_FIELDS.items()}
+    out = {}
+    for layer in layers:
+        values = {name: float(np.asarray(_at(tree, layer.kernel)))
+                  for name, tree in trees.items()}
+        values = {k: None if not math.isfinite(v) else v for k, v in values.items()}
+        if values["arrived_step"] is not None and values["arrived_step"] < 0:
+            values["arrived_step"] = None
+        if values["arrived_step"] is not None:
+            values["arrived_step"] = int(values["arrived_step"])
+        out[layer.name] = values
+    return out
+
+
+def _angular(rows: list[dict], kernel_ix: Mapping[str, int],
+             monitored: Mapping[str, dict]) -> dict:
+    """Per layer: the mean ||dW||/||W|| over the epoch's steps, the prediction
+    ``sqrt(2 lr wd / (1 + m))`` (Adam: times ``(1 - b1) / (1 + b1)``) where the scheme has
+    one, and the equilibrium monitor's values at the epoch's last step."""
     angular = {}
-    for layer, info in log.table.items():
-        i = kernel_ix[layer]
+    for layer, i in kernel_ix.items():
         ratios = [math.sqrt(m["sq_update"][i] / m["sq_param"][i]) for m in rows
                   if m["sq_param"][i] > 0]
-        predicted = None
-        if plain_sgd and info["kind"] == "l2" and info["normalized"]:
-            predicted = analysis.equilibrium_angular_update(lr, info["coefficient"], c.momentum)
+        mon = monitored[layer]
+        predicted = (mon["ema"] / mon["ratio"]) if mon["ratio"] else None
         angular[layer] = dict(measured=float(np.mean(ratios)) if ratios else 0.0,
-                              predicted=predicted)
+                              predicted=predicted, **mon)
     return angular
 
 
 def epoch_row(log: RunLog, epoch: int, lr: float, rows: list[dict], test: tuple[int, float],
-              sizes: tuple[int, int], mon: dict, params: PyTree, layers: LayerTable,
+              sizes: tuple[int, int], mon: dict, state: Any, layers: LayerTable,
               seconds: float) -> dict:
     """The metrics.jsonl row of one run for one epoch (REFERENCE section 9)."""
     (test_correct, test_loss), (n_train, n_test) = test, sizes
@@ -262,16 +283,18 @@ def epoch_row(log: RunLog, epoch: int, lr: float, rows: list[dict], test: tuple[
     losses = np.array([float(m["loss"]) for m in rows])
     if test_correct > log.best and not log.diverged:
         log.best, log.best_epoch = test_correct, epoch + 1
+    params = state.params
     dead = {str(t): analysis.model_utilization(params, layers, t)
             for t in analysis.DEAD_THRESHOLDS}
     kernel_ix = kernel_index(params, layers)
+    angular = _angular(rows, kernel_ix, equilibrium(state.opt_state, layers))
     return dict(
         epoch=epoch + 1, lr=lr, seconds=round(seconds, 3),
         train_loss=float(losses.mean()) if len(losses) else float("nan"),
         train_correct=train_correct, train_total=n_train, train_accuracy=train_correct / n_train,
         test_correct=test_correct, test_total=n_test, test_accuracy=test_correct / n_test,
         test_loss=test_loss / n_test, best_test_correct=log.best, best_epoch=log.best_epoch,
-        diverged=log.diverged, dead_units=dead, angular_update=_angular(log, rows, kernel_ix, lr),
+        diverged=log.diverged, dead_units=dead, angular_update=angular,
         tensors={name: {k: float(v) for k, v in d.items()} for name, d in mon.items()},
     )
 

@@ -185,8 +185,9 @@ def _programs(shared: tuple, k_runs: int, image_shape: tuple, num_classes: int,
     variables = init_variables(model, jax.random.PRNGKey(0), image_shape)
     params0 = schemes.initial_params(cfg.optimizer, variables["params"])
     layers = model_layers(model, variables, image_shape)
+    # The chain ends with the equilibrium monitor: the trainer records its state per epoch.
     tx = schemes.build(cfg.optimizer, params=params0, layers=layers, lr=schedule,
-                       separate_decay=cfg.separate_decay)
+                       separate_decay=cfg.separate_decay, monitor=True)
 
     def spec_fn(opt_state):
         return schemes.spec_from_state(cfg.optimizer, opt_state, params0, layers)
@@ -266,7 +267,8 @@ def initial_states(configs: Sequence[Config], prog: Programs,
     for c, st in zip(configs, run_starts, strict=True):
         params = st.variables["params"]
         tx = schemes.build(c.optimizer, params=params, layers=prog.layers, lr=prog.schedule,
-                           separate_decay=c.separate_decay, factors=st.factors, **c.hparams())
+                           separate_decay=c.separate_decay, factors=st.factors, monitor=True,
+                           **c.hparams())
         states.append(TrainState(jnp.zeros([], jnp.int32), params,
                                  st.variables["batch_stats"], tx.init(params)))
     return states

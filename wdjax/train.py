@@ -199,7 +199,7 @@ def end_epoch(group: Group, epoch: int, metrics: list[dict], mon: dict | None,
         row = runlog.epoch_row(
             log, epoch, lr, [group.per_run(m, r) for m in metrics],
             (int(correct[r]), float(loss_sum[r])), group.sizes, group.per_run(mon, r),
-            run_states[r].params, prog.layers, time.time() - t0)
+            run_states[r], prog.layers, time.time() - t0)
         if group.writer:
             records.append_jsonl(log.dir / "metrics.jsonl", row)
         if group.events:  # the row as metrics.jsonl holds it (string keys, NaN as "nan")
