@@ -178,6 +178,7 @@ def test_train_cli_turns_events_on_by_flag_or_environment(tmp_path, monkeypatch,
         for c in configs:
             (out / c.run_path).mkdir(parents=True)
             records.write_json(out / c.run_path / "summary.json", dict(diverged={"step": 1}))
+        return [dict(diverged={"step": 1}) for _ in configs]
 
     monkeypatch.setattr(trainer, "train", fake_train)
     argv = ["--name", "r", "--data", f"folder:{tmp_path / 'img'}", "--out",
