@@ -70,14 +70,19 @@ def accuracy_figure(family: registry.Family, done: Sequence[registry.Run],
             nb_ax.legend(loc="lower right", fontsize=7)
     if family.varies == "optimizer":
         ax.set_xticks(xs, [r.label for r in done])
-    elif family.log_scale:
+    _finish_hparam_axes(ax, family, "test accuracy",
+                        f"{family.name}: {family.optimizer} (dots: seeds)")
+    return fig
+
+
+def _finish_hparam_axes(ax, family: registry.Family, ylabel: str, title: str) -> None:
+    """The varied hyperparameter on x (log where the family's values span a wide range)."""
+    if family.log_scale and family.varies != "optimizer":
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    ax.set(xlabel=family.varies, ylabel="test accuracy",
-           title=f"{family.name}: {family.optimizer} (dots: seeds)")
+    ax.set(xlabel=family.varies, ylabel=ylabel, title=title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    return fig
 
 
 def curves_figure(family: registry.Family, done: Sequence[registry.Run],
@@ -143,13 +148,8 @@ def lines_figure(family: registry.Family, done: Sequence[registry.Run],
             ax, [r.value for r in members], [row["test_accuracy"] for row in rows],
             [row["test_accuracy_low"] for row in rows],
             [row["test_accuracy_high"] for row in rows], "o-", f"{family.lines_by} {key}")
-    if family.log_scale:
-        ax.set_xscale("log")
-        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    ax.set(xlabel=family.varies, ylabel="final test accuracy",
-           title=f"{family.name}: one line per {family.lines_by} (mean, 95% interval)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    _finish_hparam_axes(ax, family, "final test accuracy",
+                        f"{family.name}: one line per {family.lines_by} (mean, 95% interval)")
     return fig
 
 
