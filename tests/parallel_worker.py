@@ -156,9 +156,17 @@ def _monitor_error(c, ds, run_dir: str) -> float:
     return max(errs)
 
 
+def four_devices(archive: str, out: str) -> dict:
+    """The 4-device scenarios in one process: one start-up, one data load, and the programs
+    they share compiled once."""
+    return dict(step=one_step(archive), eval510=eval510(archive, f"{out}/eval510"),
+                sweep=sweep(archive, f"{out}/sweep"),
+                checkpoint=checkpoint(archive, f"{out}/checkpoint", "sharded"))
+
+
 if __name__ == "__main__":
     scenario, archive, *rest = sys.argv[1:]
     fn = dict(step=one_step, sweep=sweep, checkpoint=checkpoint, multihost=multihost,
-              single=single, eval510=eval510)[scenario]
+              single=single, eval510=eval510, four_devices=four_devices)[scenario]
     args = [int(x) if x.isdigit() else x for x in rest]
     print("RESULT " + json.dumps(fn(archive, *args)), flush=True)

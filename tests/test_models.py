@@ -68,12 +68,18 @@ def test_other_confs_build():
     assert model.apply(v, x, train=False).shape == (2, 4)
 
 
+def jitted_apply(model):
+    """`model.apply`, compiled once per shape: op by op, each small op compiles alone."""
+    return jax.jit(model.apply, static_argnames=("train", "mutable"))
+
+
 def test_batchnorm_train_updates_running_stats_eval_uses_them():
     conf = vgg_conf(4)
     model = VGG(conf)
+    apply = jitted_apply(model)
     v = init_variables(model, jax.random.PRNGKey(0))
     x = jax.random.normal(jax.random.PRNGKey(1), (16, 32, 32, 3)) * 2 + 1
-    _, new = model.apply(v, x, train=True, mutable=["batch_stats"])
+    _, new = apply(v, x, train=True, mutable=("batch_stats",))
     # conv1_1's BN input is conv(x) + 0 bias: check against the formula with unbiased var.
     k = v["params"]["conv1_1"]["conv"]["kernel"]
     h = jax.lax.conv_general_dilated(x, k, (1, 1), "SAME",
@@ -83,21 +89,22 @@ def test_batchnorm_train_updates_running_stats_eval_uses_them():
     np.testing.assert_allclose(st["mean"], 0.1 * h.mean(0), rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(st["var"], 0.9 + 0.1 * h.var(0, ddof=1), rtol=1e-4)
     # Evaluation: outputs do not depend on the rest of the batch, stats are not touched.
-    full = model.apply(v, x, train=False)
-    single = model.apply(v, x[:1], train=False)
+    full = apply(v, x, train=False)
+    single = apply(v, x[:1], train=False)
     np.testing.assert_allclose(full[:1], single, rtol=1e-5, atol=1e-5)  # logits ~10
-    _, untouched = model.apply(v, x, train=False, mutable=["batch_stats"])
+    _, untouched = apply(v, x, train=False, mutable=("batch_stats",))
     jax.tree.map(np.testing.assert_array_equal, untouched["batch_stats"], v["batch_stats"])
 
 
 def test_mask_makes_a_padded_batch_equal_the_real_one():
     model = VGG(vgg_conf(4))
+    apply = jitted_apply(model)
     v = init_variables(model, jax.random.PRNGKey(0))
     x = jax.random.normal(jax.random.PRNGKey(1), (10, 32, 32, 3))
     pad = jnp.concatenate([x[:7], jnp.zeros((3, 32, 32, 3)) + 5.0])
     mask = jnp.array([1.0] * 7 + [0.0] * 3)
-    real, s_real = model.apply(v, x[:7], train=True, mutable=["batch_stats"])
-    padded, s_pad = model.apply(v, pad, train=True, mask=mask, mutable=["batch_stats"])
+    real, s_real = apply(v, x[:7], train=True, mutable=("batch_stats",))
+    padded, s_pad = apply(v, pad, train=True, mask=mask, mutable=("batch_stats",))
     np.testing.assert_allclose(padded[:7], real, rtol=1e-4, atol=1e-5)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
                  s_pad, s_real)
@@ -111,18 +118,19 @@ def test_batchnorm_makes_the_kernel_scale_invariant(layer):
     notebook's observation): the loss sees the kernel's direction, not its norm.
     """
     model = VGG(vgg_conf(8))
+    apply = jitted_apply(model)
     v = init_variables(model, jax.random.PRNGKey(0))
     x = jax.random.normal(jax.random.PRNGKey(1), (8, 32, 32, 3))
     scaled = jax.tree.map(lambda a: a, v)
     scaled["params"][layer]["conv"] = jax.tree.map(lambda a: a * 7.5,
                                                    v["params"][layer]["conv"])
-    a = model.apply(v, x, train=True, mutable=["batch_stats"])[0]
-    b = model.apply(scaled, x, train=True, mutable=["batch_stats"])[0]
+    a = apply(v, x, train=True, mutable=("batch_stats",))[0]
+    b = apply(scaled, x, train=True, mutable=("batch_stats",))[0]
     np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
     # ... while the logit layer, with no BN after it, is not invariant.
     scaled["params"]["logit"]["conv"] = jax.tree.map(lambda a: a * 7.5,
                                                      v["params"]["logit"]["conv"])
-    c = model.apply(scaled, x, train=True, mutable=["batch_stats"])[0]
+    c = apply(scaled, x, train=True, mutable=("batch_stats",))[0]
     assert np.abs(np.asarray(c) - np.asarray(a)).max() > 1e-2
 
 
@@ -161,8 +169,10 @@ def test_conv_impls_compute_the_same_model(impl):
                                                  x, train=True, mutable=["batch_stats"])
         return jnp.sum(out**2)
 
-    ref_l, ref_g = jax.value_and_grad(loss)(v["params"], "xla")
-    got_l, got_g = jax.value_and_grad(loss)(v["params"], impl)
+    # Jitted: op by op, every small op of the model would compile on its own.
+    value_and_grad = jax.jit(jax.value_and_grad(loss), static_argnums=1)
+    ref_l, ref_g = value_and_grad(v["params"], "xla")
+    got_l, got_g = value_and_grad(v["params"], impl)
     assert float(got_l) == pytest.approx(float(ref_l), rel=1e-4)
     # Summation order differs between formulations: compare each tensor as a whole. Conv
     # biases feeding BN have a true gradient of 0, so their values are float noise (~1e-5).

@@ -30,8 +30,15 @@ def result(stdout: str) -> dict:
     return json.loads(line[len("RESULT "):])
 
 
-def test_data_parallel_step_equals_single_device(cifar_archive):
-    r = run_worker("step", cifar_archive)
+@pytest.fixture(scope="module")
+def four_devices(cifar_archive, tmp_path_factory):
+    """Every 4-device scenario, run once in one worker process (see `four_devices` there)."""
+    out = tmp_path_factory.mktemp("four-devices")
+    return out, run_worker("four_devices", cifar_archive, out, timeout=480)
+
+
+def test_data_parallel_step_equals_single_device(four_devices):
+    r = four_devices[1]["step"]
     assert r["devices"] == 4
     assert r["loss_diff"] < 1e-5
     # Two steps of lr 0.1: the global-batch BN and loss are all-reduced in another order,
@@ -39,9 +46,9 @@ def test_data_parallel_step_equals_single_device(cifar_archive):
     assert r["kernel_rel_err"] < 1e-4
 
 
-def test_eval_set_not_divisible_by_devices_is_padded(cifar_archive, tmp_path):
+def test_eval_set_not_divisible_by_devices_is_padded(four_devices):
     """510 test images on 4 devices: padded, masked batches; 1 vs 4 devices after one step."""
-    r = run_worker("eval510", cifar_archive, tmp_path)
+    r = four_devices[1]["eval510"]
     one, four = r["1"], r["4"]
     assert one["test_total"] == four["test_total"] == 510
     assert four["train_loss"] == pytest.approx(one["train_loss"], rel=1e-3)
@@ -51,8 +58,8 @@ def test_eval_set_not_divisible_by_devices_is_padded(cifar_archive, tmp_path):
     assert r["monitor_err"] < 1e-4
 
 
-def test_sharded_vmapped_sweep_equals_unsharded(cifar_archive, tmp_path):
-    r = run_worker("sweep", cifar_archive, tmp_path)
+def test_sharded_vmapped_sweep_equals_unsharded(four_devices):
+    r = four_devices[1]["sweep"]
     assert "runs=2 x data=2" in r["mesh"]
     # The first steps agree to float rounding. Later the runs drift apart: the vmapped,
     # data-split program sums in another order, and BatchNorm divides by the tiny variance
@@ -64,9 +71,10 @@ def test_sharded_vmapped_sweep_equals_unsharded(cifar_archive, tmp_path):
         assert abs(tr1 - tr4) <= 16 and abs(te1 - te4) <= 12
 
 
-def test_sharded_checkpoint_restores_on_one_device(cifar_archive, tmp_path):
-    assert run_worker("checkpoint", cifar_archive, tmp_path, "sharded")["epochs"] == 1
-    r = run_worker("checkpoint", cifar_archive, tmp_path, "single", devices=1)
+def test_sharded_checkpoint_restores_on_one_device(four_devices, cifar_archive):
+    out, results = four_devices
+    assert results["checkpoint"]["epochs"] == 1
+    r = run_worker("checkpoint", cifar_archive, out / "checkpoint", "single", devices=1)
     assert r["epochs"] == 2
     # Epoch 1 ran on 4 devices, epoch 2 on one: same drift as the sweep test above.
     assert abs(r["resumed"] - r["ref"]) <= 12

@@ -10,15 +10,17 @@ import pytest
 from experiments import registry, scales, sweep
 from wdjax import records
 
+# XLA's own convolution: the tiny model compiles several times faster than with the
+# Winograd plan, which tests/test_winograd.py and tests/test_models.py check on their own.
 TINY = dict(base=4, batch_size=128, stages=2, epochs_per_stage=1, train_subset=200,
-            test_subset=100)
+            test_subset=100, conv_impl="xla")
 
 
 @pytest.fixture
-def tiny_scale(monkeypatch, cifar_archive, tmp_path):
+def tiny_scale(monkeypatch, cifar_archive, cifar_cache_dir, tmp_path):
     monkeypatch.setitem(scales.SCALES, "quick", TINY)
     monkeypatch.setenv("WDJAX_DATA", f"folder:{cifar_archive}")
-    monkeypatch.setenv("WDJAX_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("WDJAX_CACHE", str(cifar_cache_dir))  # decoded once per session
     return tmp_path / "out"
 
 
