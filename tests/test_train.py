@@ -321,12 +321,13 @@ def test_cli_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, nee
     assert not out.exists()
 
 
-def test_cli_runs_and_refuses_to_overwrite(cifar_archive, tmp_path):
+def test_cli_runs_refuses_to_overwrite_and_adds_seeds(cifar_archive, cifar_cache_dir,
+                                                       tmp_path):
     argv = CLI + ["-n", "c1", "-o", "SGD", "-nb", "4", "--stages", "1", "--epochs-per-stage",
                   "1", "--train-subset", "200", "--test-subset", "100", "--data",
                   f"folder:{cifar_archive}", "--out", str(tmp_path), "--no-progress",
                   "--conv-impl", "xla"]
-    env = {**__import__("os").environ, "WDJAX_CACHE": str(tmp_path / "cache")}
+    env = {**__import__("os").environ, "WDJAX_CACHE": str(cifar_cache_dir)}
     r = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stderr
     assert "c1: test" in r.stdout
@@ -335,3 +336,13 @@ def test_cli_runs_and_refuses_to_overwrite(cifar_archive, tmp_path):
     r = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 2 and "already has results" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+    # Two seeds: the finished run becomes seed 0 (kept as it is), seed 1 trains, and the
+    # mean with its standard error is printed.
+    r = subprocess.run(argv + ["--seeds", "2"], capture_output=True, text=True, timeout=300,
+                       env=env)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "c1" / "seed0" / "summary.json").read_text()) == summary
+    finals = [json.loads((tmp_path / "c1" / f"seed{k}" / "summary.json").read_text())
+              ["final_test_accuracy"] for k in (0, 1)]
+    mean, sem = np.mean(finals), np.std(finals, ddof=1) / np.sqrt(2)
+    assert f"c1: test {mean:.4f} ± {sem:.4f} (n=2" in r.stdout
