@@ -59,7 +59,7 @@ def proximal_l1(coefficients: Any, learning_rate: Any,
 
 
 class ConstrainNormsState(NamedTuple):
-    radius: PyTree  # per leaf: the norm(s) it is held to; shape (0,) where unconstrained
+    radius: PyTree  # per leaf: the norm(s) it is held to; a scalar 0 where unconstrained
 
 
 def unit_norms(x: jax.Array, per_unit: bool) -> jax.Array:
@@ -107,8 +107,8 @@ def constrain_norms(radius: Any = None, per_unit: Any = True,
         for p, chosen, unit, r in zip(jax.tree.leaves(params), _chosen(params, mask),
                                       leaves_like(params, per_unit),
                                       leaves_like(params, radius), strict=True):
-            if not chosen:
-                radii.append(jnp.zeros((0,), jnp.result_type(p)))
+            if not chosen:  # a placeholder (checkpoints cannot hold zero-size arrays)
+                radii.append(jnp.zeros((), jnp.result_type(p)))
                 continue
             norms = unit_norms(jnp.asarray(p), unit)
             radii.append(norms if r is None else jnp.broadcast_to(r, norms.shape))
