@@ -148,6 +148,17 @@ def test_seeds_vmapped_equal_sequential_and_added_seeds_reuse_finished(tiny_scal
     assert f"- ixp1: 3 -> {mean:.4f} ± {sem:.4f} (n=2)" in out.splitlines()
 
 
+def test_medium_scale_defaults_to_three_seeds(tmp_path, capsys):
+    assert sweep.main(["--name", "dxp", "--scale", "medium", "--dry-run", "--out",
+                       str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "6 runs x 3 seeds at medium scale" in out
+    assert out.count('"seed_dir": true') == 18 and out.count('"seed": 2,') == 6
+    assert sweep.main(["--name", "dxp", "--scale", "medium", "--seeds", "1", "--dry-run",
+                       "--out", str(tmp_path)]) == 0
+    assert '"seed_dir": true' not in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("backend,scale,parallel", [("cpu", "quick", "sequential"),
                                                      ("gpu", "full", "vmap"),
                                                      ("tpu", "full", "vmap")])
