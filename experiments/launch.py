@@ -87,10 +87,9 @@ def executor_parameters(n_tasks: int, resources: Resources, name: str) -> dict[s
 
 def is_finished(config: Config, family_dir: Path) -> bool:
     """Whether `config`'s run has results recorded with exactly this config."""
-    from wdjax.train import same_config
+    from wdjax.runlog import is_finished as finished
 
-    run_dir = family_dir / config.run_path
-    return records.run_state(run_dir) == "finished" and same_config(run_dir, config)
+    return finished(Path(family_dir), config)
 
 
 class GroupTask:

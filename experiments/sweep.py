@@ -33,8 +33,8 @@ def parser() -> cli.Parser:
     a("--list", action="store_true", help="list the families and exit")
     a("--dry-run", action="store_true", help="print every run's config and exit")
     a("--scale", choices=tuple(scales.SCALES), default=None,
-      help="full: the notebook's protocol; quick: a CPU preview; medium: 4x quick per run, "
-           "3 seeds (default: full on GPU/TPU and with --launcher slurm, quick on CPU)")
+      help="full: the notebook's protocol; quick: a CPU preview; medium: quick with 3 seeds "
+           "(default: full on GPU/TPU and with --launcher slurm, quick on CPU)")
     a("--runs", default=None, help="comma-separated subset of the family's runs")
     a("--parallel", choices=("vmap", "sequential"), default=None,
       help="train the runs together (vmap) or one after another (default: per backend; "
@@ -105,11 +105,11 @@ def groups_of(configs: list[Config], parallel: str) -> list[list[Config]]:
 
 def train_family(configs: list[Config], family_dir: Path, args, parallel: str) -> int:
     """Train the runs not finished yet (under the family lock); return how many trained."""
-    from wdjax.train import prepare_run_dir, same_config, train
+    from wdjax.runlog import is_finished
+    from wdjax.train import prepare_run_dir, train
 
     def finished(c: Config) -> bool:
-        run_dir = family_dir / c.run_path
-        return records.run_state(run_dir) == "finished" and same_config(run_dir, c)
+        return is_finished(family_dir, c)
 
     def load() -> data.Dataset:
         dataset = data.load(configs[0].data, train_subset=configs[0].train_subset,

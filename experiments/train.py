@@ -120,12 +120,11 @@ def train_seeds(configs: list[Config], out_dir, dataset, **train_kwargs) -> list
 
 
 def finished(out_dir, c: Config) -> bool:
-    """A seed of a multi-seed run already finished with this config (it is reused)."""
-    from wdjax.train import same_config
+    """A seed of a multi-seed run already finished with this config (it is reused; a
+    one-seed run is refused instead, unless --force-name)."""
+    from wdjax.runlog import is_finished
 
-    run_dir = out_dir / c.run_path
-    return (c.seed_dir and records.run_state(run_dir) == "finished"
-            and same_config(run_dir, c))
+    return c.seed_dir and is_finished(out_dir, c)
 
 
 def result_line(c: Config, summary: dict, out_dir) -> str:

@@ -160,9 +160,14 @@ def test_dead_units_on_crafted_params():
 
 
 def test_equilibrium_prediction_formula():
-    assert analysis.equilibrium_angular_update(0.1, 5e-4, 0.0) == pytest.approx(0.01)
-    assert analysis.equilibrium_angular_update(0.1, 5e-4, 0.9) == pytest.approx(
-        np.sqrt(1e-4 / 1.9))
+    """The one formula the monitor and the records use (ROTATIONAL.md section 1)."""
+    from wdjax import decay
+
+    assert float(decay.equilibrium_angle(0.1, 5e-4, 0.0)) == pytest.approx(0.01)
+    assert float(decay.equilibrium_angle(0.1, 5e-4, 0.9)) == pytest.approx(np.sqrt(1e-4 / 1.9))
+    assert float(decay.equilibrium_angle(0.1, 5e-4, b1=0.9)) == pytest.approx(
+        np.sqrt(1e-4 * 0.1 / 1.9))
+    assert float(decay.equilibrium_angle(0.1, 0.0)) == 0.0
 
 
 def _metrics(run_dir):

@@ -6,7 +6,6 @@ used on a live training state, on a restored checkpoint or inside a jitted step.
 
 from __future__ import annotations
 
-import math
 from typing import Any, NamedTuple
 
 import jax
@@ -126,19 +125,6 @@ def tensor_monitors(params: PyTree, grads: PyTree, updates: PyTree, opt_state: A
             update=jnp.linalg.norm(u),
         )
     return out
-
-
-def equilibrium_angular_update(lr: float, weight_decay: float, momentum: float = 0.0) -> float:
-    """Expected angular update per step of a scale-invariant weight at rotational equilibrium.
-
-    For SGD with coupled L2 decay ``wd`` and momentum ``m``, a weight whose loss is invariant
-    to its scale (a kernel feeding BatchNorm) settles where decay shrinkage balances gradient
-    growth; there ``||dp|| / ||p|| = sqrt(2 * lr * wd / (1 + m))`` per step (Kosson et al.,
-    "Rotational Equilibrium", 2024). L2 on such layers thus sets an effective learning rate.
-    """
-    if lr <= 0 or weight_decay <= 0:
-        return 0.0
-    return math.sqrt(2 * lr * weight_decay / (1 + momentum))
 
 
 # ------------------------------------------------------------------ topographic grouping

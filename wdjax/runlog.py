@@ -104,6 +104,12 @@ def same_config(run_dir: Path, config: Config) -> bool:
     return old == new
 
 
+def is_finished(out: Path, config: Config) -> bool:
+    """Whether `config`'s run under `out` has results recorded with exactly this config."""
+    run_dir = out / config.run_path
+    return records.run_state(run_dir) == "finished" and same_config(run_dir, config)
+
+
 def prepare_run_dir(out: Path, config: Config, force: bool) -> Path:
     """The run's directory: new, or resumable with the same config; else RunError.
 
@@ -249,11 +255,10 @@ def equilibrium(opt_state: Any, layers: LayerTable) -> dict[str, dict]:
     for layer in layers:
         values = {name: float(np.asarray(_at(tree, layer.kernel)))
                   for name, tree in trees.items()}
-        values = {k: None if not math.isfinite(v) else v for k, v in values.items()}
-        if values["arrived_step"] is not None and values["arrived_step"] < 0:
-            values["arrived_step"] = None
-        if values["arrived_step"] is not None:
-            values["arrived_step"] = int(values["arrived_step"])
+        # NaN: no prediction; a step of -1: not arrived yet.
+        values = {k: v if math.isfinite(v) else None for k, v in values.items()}
+        step = values["arrived_step"]
+        values["arrived_step"] = int(step) if step is not None and step >= 0 else None
         out[layer.name] = values
     return out
 
