@@ -5,7 +5,7 @@
 2. decay costs nothing: the library's `train_step` with each named scheme against the same
    `train_step` with a plain Optax optimizer (``optax.sgd``; ``optax.adam`` for Adam).
 3. vmapped sweeps: K runs in one vmapped trainer step against K single-run steps in turn.
-4. data never waits: an epoch of `wdjax.train.train` (its own ``seconds``, evaluation
+4. data never waits: an epoch of `wdjax.train` (its own ``seconds``, evaluation
    included) against the trainer's bare step repeated for as many batches.
 """
 
@@ -168,7 +168,7 @@ def bench_vmap(scope: Scope, setup: Setup) -> list[Row]:
 
 
 class EpochBench(Bench):
-    """One epoch of `wdjax.train.train` per sample, timed by the trainer itself.
+    """One epoch of `wdjax.train` per sample, timed by the trainer itself.
 
     Each sample resumes the run for one more epoch (``stop_after_epochs=1``) and reads that
     epoch's ``seconds`` from ``metrics.jsonl``: steps, host syncs, evaluation and monitors,
@@ -180,12 +180,13 @@ class EpochBench(Bench):
         self.cfg, self.dataset, self.out = cfg, dataset, out
 
     def _epoch(self) -> float:
-        from wdjax import records, train
+        from wdjax import storage
+        from wdjax.training import train
 
         with contextlib.redirect_stdout(io.StringIO()):  # its per-epoch line
             train.train(self.cfg, self.out, dataset=self.dataset, progress=False, plots=False,
                         stop_after_epochs=1)
-        return float(records.read_jsonl(self.out / self.cfg.name / "metrics.jsonl")[-1]
+        return float(storage.read_jsonl(self.out / self.cfg.name / "metrics.jsonl")[-1]
                      ["seconds"])
 
     def warmup(self, n: int) -> None:
@@ -227,11 +228,11 @@ def bench_epoch(scope: Scope, setup: Setup) -> list[Row]:
 def vgg_conv_plans(base: int) -> list[tuple[str, str, str]]:
     """(layer, shape, plan) of every 3x3 conv of the VGG at `base` under the default impl."""
     from benchmarks.profile import vgg_layers
-    from wdjax import conv_plan, ops
+    from wdjax.cpu import ops, plan
 
     if ops.default_conv_impl() != "hybrid":
         return [("all", "", f"{ops.default_conv_impl()} for every pass")]
     return [(lay.name, f"{lay.h}x{lay.w} {lay.cin}->{lay.cout}",
-             str(conv_plan.conv_plan(lay.x_shape, lay.k_shape)))
+             str(plan.conv_plan(lay.x_shape, lay.k_shape)))
             for lay in vgg_layers(base) if lay.ksize == 3]
 

@@ -1,8 +1,8 @@
 """What every benchmark shares: the environment record, data placed as the trainer places it,
-and the library's own compiled programs (`wdjax.steps.programs`) wrapped as benches.
+and the library's own compiled programs (`steps.programs`) wrapped as benches.
 
 Nothing here re-implements a training step or loop: the benches call the programs that
-`wdjax.train.train` calls.
+`wdjax.train` calls.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ def machine() -> dict[str, Any]:
     import jax
     import jaxlib
 
-    from wdjax import ops, runlog
+    from wdjax.cpu import ops
+    from wdjax.training import runlog
 
     env = dict(runlog.environment())
     env.update(
@@ -93,10 +94,10 @@ def make_dataset(n_train: int, n_test: int) -> Any:
 
 
 def make_setup(dataset: Any) -> Setup:
-    """Place the data as `wdjax.train.train` does (replicated; rows of the epoch split)."""
+    """Place the data as `wdjax.train` does (replicated; rows of the epoch split)."""
     import jax
 
-    from wdjax import batches, parallel
+    from wdjax.training import batches, parallel
 
     mesh = parallel.make_mesh(1)
     rep = parallel.replicated(mesh)
@@ -110,7 +111,7 @@ def make_setup(dataset: Any) -> Setup:
 def config(base: int, optimizer: str = "SGD", name: str = "bench",
            conv_impl: str | None = None) -> Any:
     """One trainer config for every section, so compiled programs are shared between them."""
-    from wdjax.config import Config
+    from wdjax.training.config import Config
 
     # A long stage keeps the benchmark run from finishing (and the lr constant).
     return Config(name=name, optimizer=optimizer, base=base, batch_size=BATCH,
@@ -118,9 +119,9 @@ def config(base: int, optimizer: str = "SGD", name: str = "bench",
 
 
 def programs(setup: Setup, cfg: Any, k_runs: int = 1) -> Any:
-    """The trainer's compiled programs for `cfg`, on the mesh `wdjax.train.train` would use."""
-    from wdjax import parallel
-    from wdjax.steps import programs as library_programs
+    """The trainer's compiled programs for `cfg`, on the mesh `wdjax.train` would use."""
+    from wdjax.training import parallel
+    from wdjax.training.steps import programs as library_programs
 
     mesh = setup.mesh if k_runs == 1 else parallel.make_mesh(k_runs)
     return library_programs([cfg] * k_runs, setup.dataset.train_images.shape[1:],
@@ -128,7 +129,7 @@ def programs(setup: Setup, cfg: Any, k_runs: int = 1) -> Any:
 
 
 def scheme_tx(prog: Any, cfg: Any, **hparams: float) -> Any:
-    """`cfg`'s optimizer exactly as `wdjax.train.train` builds it for a run."""
+    """`cfg`'s optimizer exactly as `wdjax.train` builds it for a run."""
     from wdjax import schemes
 
     return schemes.build(cfg.optimizer, params=prog.params0, layers=prog.layers,
@@ -138,11 +139,11 @@ def scheme_tx(prog: Any, cfg: Any, **hparams: float) -> Any:
 
 def initial_states(prog: Any, cfg: Any, hparams: Sequence[dict[str, float]],
                    tx: Any = None) -> list[Any]:
-    """Host-side initial TrainStates, one per run (as `wdjax.train.train` makes them)."""
+    """Host-side initial TrainStates, one per run (as `wdjax.train` makes them)."""
     import jax
     import jax.numpy as jnp
 
-    from wdjax.steps import TrainState
+    from wdjax.training.steps import TrainState
 
     out = []
     for hp in hparams:
@@ -156,7 +157,7 @@ def place(states: Sequence[Any], mesh: Any) -> Any:
     """One state on the mesh, or several stacked on a leading run axis (a vmapped sweep)."""
     import jax
 
-    from wdjax import parallel
+    from wdjax.training import parallel
 
     stacked = len(states) > 1
     tree = jax.tree.map(lambda *xs: np.stack(xs), *states) if stacked else states[0]
@@ -190,8 +191,8 @@ def train_step_bench(name: str, prog: Any, tx: Any, state: Any, setup: Setup) ->
     augmented batch: two of these differ in their optimizer and nothing else."""
     import jax
 
-    from wdjax import batches
-    from wdjax.steps import train_step
+    from wdjax.training import batches
+    from wdjax.training.steps import train_step
 
     step = jax.jit(functools.partial(train_step, model=prog.model, tx=tx), donate_argnums=0)
     x = batches.augment(jax.random.PRNGKey(1), setup.images[setup.idx[0]])

@@ -7,8 +7,8 @@ padded-row mask), and ReLU + max-pool forward and backward where the VGG pools. 
 side runs the same shapes through the same ATen kernels its training step uses
 (``convolution_backward`` split by output mask, autograd for BatchNorm and pooling).
 
-``--candidates`` instead times every method `wdjax.conv_plan` can choose for each pass of
-each conv layer; these tables are where the rules in `wdjax.conv_plan.RULES` come from.
+``--candidates`` instead times every method `wdjax.cpu.plan` can choose for each pass of
+each conv layer; these tables are where the rules in `wdjax.cpu.plan.RULES` come from.
 
 Usage::
 
@@ -105,7 +105,7 @@ def conv_pass_calls(layer: Layer, plan: Any) -> dict[str, Callable[[], Any]]:
     """Closures running one conv layer's forward, input-gradient and kernel-gradient pass."""
     import jax
 
-    from wdjax import ops
+    from wdjax.cpu import ops
 
     kx, kk, kg = jax.random.split(jax.random.key(0), 3)
     x = jax.random.normal(kx, layer.x_shape)
@@ -124,7 +124,8 @@ def norm_pool_calls(layer: Layer) -> dict[str, Callable[[], Any]]:
     import jax
     import jax.numpy as jnp
 
-    from wdjax import models, ops
+    from wdjax import models
+    from wdjax.cpu import ops
 
     bn = models.BatchNorm()
     shape = (*layer.x_shape[:3], layer.cout)
@@ -151,12 +152,12 @@ def norm_pool_calls(layer: Layer) -> dict[str, Callable[[], Any]]:
 
 def jax_calls(layer: Layer) -> tuple[str, dict[str, Callable[[], Any]]]:
     """The layer's plan (as text) and every pass of it, as the hybrid model runs them."""
-    from wdjax import conv_plan
+    from wdjax.cpu import plan
 
     if layer.ksize == 1:
-        plan = conv_plan.Plan(*[conv_plan.im2col_method()] * 3)  # 1x1: one matmul
+        plan = plan.Plan(*[plan.im2col_method()] * 3)  # 1x1: one matmul
     else:
-        plan = conv_plan.conv_plan(layer.x_shape, layer.k_shape)
+        plan = plan.conv_plan(layer.x_shape, layer.k_shape)
     return str(plan), {**conv_pass_calls(layer, plan), **norm_pool_calls(layer)}
 
 
@@ -264,7 +265,7 @@ def _pass_method(plan: str, op: str) -> str:
 def candidate_methods(layer: Layer) -> list[Any]:
     """Every method worth timing for this layer: XLA, im2col and Winograd, whole batch or
     chunks whose transformed input fits about 4 MiB (chunked F(4x4) never won: left out)."""
-    from wdjax import conv_plan as cp
+    from wdjax.cpu import plan as cp
 
     n, h, w, c = layer.x_shape
     c = max(layer.cin, layer.cout)
@@ -280,7 +281,7 @@ def candidates(layers: Sequence[Layer], rounds: int, sample_s: float) -> list[di
     """Rows ``{layer, pass, method, ms}`` for every candidate method of every pass."""
     import jax
 
-    from wdjax import conv_plan as cp
+    from wdjax.cpu import plan as cp
 
     rows = []
     for layer in layers:
@@ -318,7 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--no-torch", action="store_true")
     p.add_argument("--torch-threads", type=int, default=os.cpu_count() or 1)
     args = p.parse_args(argv)
-    from wdjax import ops
+    from wdjax.cpu import ops
 
     ops.tune_cpu_allocator()
     layers = (vgg_layers(args.base, args.batch) if args.model == "vgg"

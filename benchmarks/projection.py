@@ -3,7 +3,7 @@
 Why: the issue "Fast on every machine" asks, on an accelerator, for the time of one full-size
 epoch, the projected time of the notebook's 200-epoch run, and the vmapped dxp family
 against its runs one after another. Device time is scarce (minutes), so this trains a few
-epochs of each with `wdjax.train.train` and projects from the steady epochs; nothing else.
+epochs of each with `wdjax.train` and projects from the steady epochs; nothing else.
 
 * single: one full-scale run (base 32, batch 128, 50 000 images), `--epochs` epochs;
   projected = first epoch (compilation included) + (total - 1) x median later epoch.
@@ -38,9 +38,9 @@ from benchmarks.harness import machine, make_dataset
 
 
 def _epoch_seconds(run_dir: Path) -> list[float]:
-    from wdjax import records
+    from wdjax import storage
 
-    return [float(r["seconds"]) for r in records.read_jsonl(run_dir / "metrics.jsonl")]
+    return [float(r["seconds"]) for r in storage.read_jsonl(run_dir / "metrics.jsonl")]
 
 
 def _projection(seconds: Sequence[float], total: int) -> float:
@@ -51,7 +51,7 @@ def _projection(seconds: Sequence[float], total: int) -> float:
 
 def measure(epochs: int, tiny: bool, parallel: Sequence[str]) -> dict[str, Any]:
     from experiments import registry, scales, sweep
-    from wdjax import train
+    from wdjax.training import train
 
     protocol = dict(scales.SCALES["full"])
     n_train, n_test = 50000, 10000
@@ -122,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error(f"--epochs must be >= 1, got {args.epochs}")
     if not set(parallel) <= {"vmap", "sequential"}:
         p.error(f"--parallel: allowed vmap, sequential; got {args.parallel!r}")
-    from wdjax import runtime
+    from wdjax.training import runtime
 
     runtime.enable_compilation_cache(min_compile_secs=0)
     res = measure(args.epochs, args.tiny, parallel)

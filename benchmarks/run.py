@@ -3,9 +3,9 @@
 Four claims (`benchmarks.claims`), each a ratio of throughputs timed in interleaved (ABBA)
 rounds, so that load from other processes on a shared machine hits both sides of a ratio
 alike: the trainer's step vs the identical PyTorch model; each decay scheme vs plain Optax;
-vmapped vs sequential runs; a `wdjax.train.train` epoch vs its bare steps. Every bench
-calls the library's own compiled programs (`wdjax.steps.programs`, `wdjax.steps.train_step`,
-`wdjax.train.train`). The PyTorch peer is, per round, the fastest of NCHW / channels_last at
+vmapped vs sequential runs; a `wdjax.train` epoch vs its bare steps. Every bench
+calls the library's own compiled programs (`steps.programs`, `steps.train_step`,
+`wdjax.train`). The PyTorch peer is, per round, the fastest of NCHW / channels_last at
 1 thread and at ``--torch-threads`` (default: every core); the CPU time per step of both
 sides (one-thread torch) gives a load-robust ratio of the work done.
 
@@ -76,7 +76,8 @@ def profile_section(scope: claims.Scope, with_torch: bool) -> list[dict[str, Any
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from wdjax import ops, runtime
+    from wdjax.cpu import ops
+    from wdjax.training import runtime
 
     args = parse(argv)
     # Before any JAX computation: it must precede the creation of XLA's worker threads.

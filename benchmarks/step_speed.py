@@ -2,7 +2,7 @@
 
 Why: the issue "Fast on every machine" asks for JAX steps at least as fast as PyTorch's on the
 same model, batch and optimizer. The JAX side is the trainer's own compiled step
-(`wdjax.steps.programs`, scheme SGD: coupled weight decay 5e-4), which also gathers and flips
+(`steps.programs`, scheme SGD: coupled weight decay 5e-4), which also gathers and flips
 its batch on device and returns its metrics; the torch side runs one SGD step (lr 0.1,
 momentum 0, weight decay 5e-4 on every parameter, as ``torch.optim.SGD(weight_decay=...)``
 does). Both: a batch of 128 32x32x3 images, mean softmax cross-entropy, BatchNorm in
@@ -15,7 +15,7 @@ Usage::
     python -m benchmarks.step_speed --bases 32 --impls im2col --no-torch
 
 Torch runs with ``--torch-threads`` (default 2) threads, JAX with its default threading, in
-the same process (so both see the allocator settings of ``wdjax.ops.tune_cpu_allocator``,
+the same process (so both see the allocator settings of ``wdjax.cpu.ops.tune_cpu_allocator``,
 applied unless ``--no-tune-alloc``). Configurations are timed in interleaved rounds and the
 ratio is taken per round against the best torch layout, so load from other processes on a
 shared machine hits both sides alike. Torch's OpenMP team is the exception: with other
@@ -33,7 +33,8 @@ from typing import Any
 import numpy as np
 
 from benchmarks.timing import BATCH, Bench, interleave, round_ratios
-from wdjax import models, ops
+from wdjax import models
+from wdjax.cpu import ops
 
 LR = 0.1
 WEIGHT_DECAY = 5e-4
@@ -49,7 +50,7 @@ def _data(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 def bench_jax(base: int, impl: str, setup: Any) -> Bench:
-    """The trainer's compiled step (`wdjax.steps.programs`, scheme SGD) with conv `impl`."""
+    """The trainer's compiled step (`steps.programs`, scheme SGD) with conv `impl`."""
     from benchmarks.harness import config, initial_states, place, programs, step_bench
 
     cfg = config(base, conv_impl=impl)

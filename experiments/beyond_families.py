@@ -3,7 +3,7 @@
 Their notebook column is empty (``Reported`` all None): these are new experiments. Each is
 anchored on a notebook run (its ``baseline``), whose settings it reuses:
 
-* ``wxp``: the decay variants (`wdjax.scheme_table`'s later rows) against SGD_var_dup2 at
+* ``wxp``: the decay variants (`wdjax.schemes.table`'s later rows) against SGD_var_dup2 at
   dxp4's settings (weight_decay 1.6e-4, lr 0.1); the Adam-based variants at lr 1e-3 and
   AdamW's usual weight_decay 0.05 (at 1.6e-4 their decoupled decay would be ~0).
 * ``txp``: width transfer of the decay timescale (Wang & Aitchison 2025): SGD at widths
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from experiments.families import Family
 from experiments.families import make_family as _family
-from wdjax import scheme_table
+from wdjax import schemes
 
 _DXP4 = dict(weight_decay=1.6e-4, lr=0.1)
 _IXP2 = dict(weight_decay=1.6e-4, last1_mult=10.0, lr=0.1, norm_ema=0.98)
@@ -44,7 +44,7 @@ _WXP = _family(
     [_new(f"wxp{i}", s) for i, s in enumerate(_WXP_SCHEMES, 1)],
     fixed=_DXP4,
     per_run={f"wxp{i}": _ADAMW for i, s in enumerate(_WXP_SCHEMES, 1)
-             if scheme_table.get(s).base == "adam"},
+             if schemes.get(s).base == "adam"},
     baseline="dxp4",
 )
 

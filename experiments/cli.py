@@ -77,8 +77,8 @@ def integer(name: str, *, low: int = 1) -> Callable[[str], int]:
 
 
 def add_hparam_flags(p: argparse.ArgumentParser, defaults: Any = None) -> None:
-    """One flag per row of `wdjax.hparams.TABLE` (its short form, range check and help)."""
-    from wdjax import hparams
+    """One flag per row of `wdjax.schemes.hparams.TABLE` (its short form, range check and help)."""
+    from wdjax.schemes import hparams
 
     # A row given in another unit (``sets``) and the row it sets are mutually exclusive.
     groups = {h.sets: p.add_mutually_exclusive_group() for h in hparams.TABLE if h.sets}
@@ -93,7 +93,7 @@ def add_hparam_flags(p: argparse.ArgumentParser, defaults: Any = None) -> None:
 
 def add_decay_override_flags(p: argparse.ArgumentParser) -> None:
     """--weight-decay or --tau-epochs (exclusive; default None: each run's own value)."""
-    from wdjax import hparams
+    from wdjax.schemes import hparams
 
     group = p.add_mutually_exclusive_group()
     for h in hparams.TABLE:
@@ -106,7 +106,7 @@ def add_decay_override_flags(p: argparse.ArgumentParser) -> None:
 
 def decay_override(args: argparse.Namespace) -> dict[str, Any]:
     """The run fields the override flags set: the given row, its counterpart cleared."""
-    from wdjax import hparams
+    from wdjax.schemes import hparams
 
     for h in hparams.TABLE:
         if h.sets and getattr(args, h.name, None) is not None:
@@ -143,7 +143,7 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 
 
 def add_device_args(p: argparse.ArgumentParser) -> None:
-    """--devices and the multi-host flags (see `wdjax.parallel`)."""
+    """--devices and the multi-host flags (see `wdjax.training.parallel`)."""
     a = p.add_argument
     a("--devices", type=integer("--devices"), default=None,
       help="use the first N devices (default: all); the mesh is printed at start")
@@ -157,7 +157,7 @@ def add_device_args(p: argparse.ArgumentParser) -> None:
 def start_devices(args: argparse.Namespace) -> None:
     """Join the multi-host job when asked; must run before any other JAX work."""
     if args.distributed or args.coordinator:
-        from wdjax import parallel
+        from wdjax.training import parallel
 
         parallel.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
 
@@ -165,9 +165,10 @@ def start_devices(args: argparse.Namespace) -> None:
 def run_main(main: Callable[[Sequence[str] | None], int],
              argv: Sequence[str] | None = None) -> NoReturn:
     """Run `main`, turning expected user errors into one line on stderr and exit 2."""
-    from wdjax import ops, runtime
+    from wdjax.cpu import ops
     from wdjax.data import DataError
-    from wdjax.records import RunError
+    from wdjax.storage import RunError
+    from wdjax.training import runtime
 
     runtime.enable_compilation_cache()
 
@@ -208,7 +209,7 @@ def _data_option_hint(err: Exception) -> str:
 
 def _finish_checkpoints() -> None:
     """Let checkpoints being written in the background complete before exiting."""
-    ckpt = sys.modules.get("wdjax.checkpoint")
+    ckpt = sys.modules.get("wdjax.training.checkpoint")
     # A second Ctrl-C stops the wait; a failed save must not hide why the command ended.
     with contextlib.suppress(KeyboardInterrupt, Exception):
         if ckpt is not None:

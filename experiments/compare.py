@@ -1,7 +1,7 @@
 """Compare finished runs: ``python -m experiments.compare RUN_DIR RUN_DIR ...``.
 
 Each RUN_DIR is a finished run: one seed's records, or ``seed<k>/`` directories that have
-all finished (`wdjax.records.seed_dirs`); runs may come from different families or sweeps.
+all finished (`wdjax.storage.seed_dirs`); runs may come from different families or sweeps.
 Per run it prints the final and best test accuracy over seeds (mean, standard error, std,
 95% t interval, min, max) and a Welch t-test of the final test accuracy against the
 reference (the first RUN_DIR, or ``--baseline``), Holm-corrected across the comparisons.
@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import NoReturn
 
 from experiments import cli, scales
-from wdjax import records, seed_records, stats
+from wdjax import storage
+from wdjax.analysis import seeds, stats
 
 _PROTOCOL = tuple(scales.SCALES["full"])  # the config fields that make two runs comparable
 
@@ -58,7 +59,7 @@ def table(labels: Sequence[str], rows: Sequence[dict]) -> list[str]:
             for line in [head, *body]]
 
 
-def _protocol_note(labels: Sequence[str], groups: Sequence[seed_records.SeedGroup]) -> str:
+def _protocol_note(labels: Sequence[str], groups: Sequence[seeds.SeedGroup]) -> str:
     """A line naming the protocol fields on which the runs differ ('' when none)."""
     seen: dict[str, set] = {k: set() for k in _PROTOCOL}
     for g in groups:
@@ -80,8 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(set(labels)) != len(labels):
         raise cli.UsageError("a RUN_DIR is given twice: " +
                              ", ".join(sorted({x for x in labels if labels.count(x) > 1})))
-    groups = [seed_records.load_finished(Path(label)) for label in labels]
-    rows = seed_records.compare(groups, 0)
+    groups = [seeds.load_finished(Path(label)) for label in labels]
+    rows = seeds.compare(groups, 0)
     tested = sum(r["p_value"] is not None for r in rows)
     print(f"reference: {labels[0]}; p: Welch's t-test of the final test accuracy "
           f"(two-sided), Holm-corrected over {tested} comparison(s); * = significant at "
@@ -97,7 +98,7 @@ def run(argv: Sequence[str] | None = None) -> NoReturn:
     """`main` with user errors as one line on stderr and exit status 2."""
     try:
         code = main(argv)
-    except (cli.UsageError, records.RunError, ValueError, OSError) as err:
+    except (cli.UsageError, storage.RunError, ValueError, OSError) as err:
         print(f"wdjax: error: {' '.join(str(err).split())}", file=sys.stderr)
         sys.exit(2)
     sys.exit(code)

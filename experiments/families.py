@@ -3,7 +3,7 @@
 `make_family` builds a `Family` from a compact table (defaults < family-fixed values < per-run
 values); `experiments.notebook_families` and `experiments.beyond_families` hold the tables
 and `experiments.registry` the lookup. The hyperparameter defaults come from
-`wdjax.hparams.TABLE`, the original command line's.
+`wdjax.schemes.hparams.TABLE`, the original command line's.
 """
 
 from __future__ import annotations
@@ -14,15 +14,16 @@ import typing
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from wdjax import hparams
-from wdjax.config import Config
+from wdjax.schemes import hparams
+from wdjax.training.config import Config
 
 NOTEBOOK_LR = 0.1
 """The original script's learning rate; the notebook never relied on a scheme default."""
 
 HPARAM_DEFAULTS: Mapping[str, float | None] = types.MappingProxyType(
     {**hparams.defaults(), "lr": NOTEBOOK_LR})
-"""The original command line's defaults (REFERENCE section 5), from the hyperparameter table."""
+"""The original command line's defaults (docs/protocol.md#defaults), from the hyperparameter
+table."""
 
 CONFIG_FIELDS: frozenset[str] = frozenset(
     f.name for f in dataclasses.fields(Config)) - set(hparams.NAMES) - {"name", "optimizer"}
@@ -33,7 +34,8 @@ LOG_SCALE_MIN_RATIO = 8.0
 
 
 NOTEBOOK_EPOCHS = 200
-"""Epochs of the notebook's protocol (REFERENCE section 3: 10 stages of 20 epochs)."""
+"""Epochs of the notebook's protocol: 10 stages of 20 epochs
+(docs/protocol.md#schedule-and-base-optimiser)."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """A sweep as one SLURM job array, through submitit (``pip install 'wdjax[cluster]'``).
 
 Each array task trains one group of configs (one run, or runs vmapped together) with
-`wdjax.train.train` into the same ``<out>/<family>/<run>/`` tree as a local sweep:
+`wdjax.training.train.train` into the same ``<out>/<family>/<run>/`` tree as a local sweep:
 
     jobs = submit(groups, family_dir, Resources(partition="gpu", gpus_per_task=1))
     wait(jobs, configs, family_dir)   # prints progress as runs finish
@@ -13,21 +13,34 @@ the submitting process before anything is queued (a TFDS download, the folder ca
 a bad source fails here and the tasks only read. submitit's own logs and pickles go to
 ``<family>/_jobs/<job id>/``. With ``nodes > 1`` every task spans several hosts: it calls
 ``jax.distributed.initialize()`` (which reads the SLURM environment) before training.
+
+A submission sbatch refuses is one line naming the flag to change, and leaves no files.
+The wait reads the tasks' states from ``squeue`` (submitit asks ``sacct``, which knows
+nothing on a cluster without accounting): a task the queue no longer lists has ended, and
+without its result it failed. A task pending for a reason no wait clears
+(`UNSATISFIABLE`) is cancelled after `PENDING_GRACE_S` and reported in one line.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import io
+import logging
+import os
 import re
+import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from experiments import cli
-from wdjax import records
-from wdjax.config import Config
+from wdjax import storage
+from wdjax.training.config import Config
 
 CLUSTERS = ("slurm", "local")  # local: submitit's LocalExecutor (same jobs, local processes)
 # --launcher of experiments.sweep -> submitit cluster; "local" trains in-process (no submitit).
@@ -35,6 +48,21 @@ CLUSTERS = ("slurm", "local")  # local: submitit's LocalExecutor (same jobs, loc
 LAUNCHERS = {"local": None, "slurm": "slurm", "local-submitit": "local"}
 POLL_S = 15.0  # seconds between looks at the run directories while waiting
 JOBS_SUBDIR = "_jobs"  # not a valid run name, so never a run's directory
+QUEUE_POLL_S = 60.0  # the most seconds between two squeue calls (sooner at first)
+PENDING_GRACE_S = 120.0  # how long a task may pend for a reason that never clears
+# squeue's pending reasons that waiting does not clear (the request exceeds what the
+# partition has, or its nodes are unavailable), and the flags that set the request.
+UNSATISFIABLE = {"PartitionConfig": "--cpus-per-task, --gpus-per-task or --nodes",
+                 "PartitionNodeLimit": "--nodes",
+                 "PartitionTimeLimit": "--timeout-min",
+                 "BadConstraints": "--cpus-per-task or --gpus-per-task",
+                 "ReqNodeNotAvail": "--partition"}
+# Words of an sbatch refusal, and the flag to change.
+_REFUSALS = (("gres", "--gpus-per-task (0 where the partition has no GPUs)"),
+             ("partition", "--partition (sinfo lists them)"),
+             ("time limit", "--timeout-min"),
+             ("node count", "--nodes"),
+             ("", "--cpus-per-task, --gpus-per-task, --nodes, --timeout-min or --partition"))
 # "SomeError: message", the last line of a Python traceback.
 _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b.*")
 
@@ -44,7 +72,7 @@ class Resources:
     """What each array task asks for, and how many run at once."""
 
     partition: str | None = None  # None: the cluster's default partition
-    gpus_per_task: int = 1  # per host
+    gpus_per_task: int | None = None  # per host; None: `default_gpus` (slurm), 0 (local)
     cpus_per_task: int | None = None  # None: the cluster's default
     timeout_min: int = 24 * 60
     max_parallel: int | None = None  # array tasks running at once; None: all
@@ -55,7 +83,7 @@ class Resources:
         for name, low in (("gpus_per_task", 0), ("cpus_per_task", 1), ("timeout_min", 1),
                           ("max_parallel", 1), ("nodes", 1)):
             value = getattr(self, name)
-            optional = name in ("cpus_per_task", "max_parallel")
+            optional = name in ("gpus_per_task", "cpus_per_task", "max_parallel")
             if (value is None and optional) or (
                     isinstance(value, int) and not isinstance(value, bool) and value >= low):
                 continue
@@ -75,9 +103,10 @@ def executor_parameters(n_tasks: int, resources: Resources, name: str) -> dict[s
     params: dict[str, Any] = dict(
         name=name, timeout_min=resources.timeout_min, nodes=resources.nodes,
         tasks_per_node=1,  # one process per host; JAX drives all of the host's GPUs
-        gpus_per_node=resources.gpus_per_task,
         slurm_array_parallelism=min(resources.max_parallel or n_tasks, n_tasks),
     )
+    if resources.gpus_per_task is not None:
+        params["gpus_per_node"] = resources.gpus_per_task
     if resources.cpus_per_task is not None:
         params["cpus_per_task"] = resources.cpus_per_task
     if resources.partition is not None:
@@ -87,7 +116,7 @@ def executor_parameters(n_tasks: int, resources: Resources, name: str) -> dict[s
 
 def is_finished(config: Config, family_dir: Path) -> bool:
     """Whether `config`'s run has results recorded with exactly this config."""
-    from wdjax.runlog import is_finished as finished
+    from wdjax.training.runlog import is_finished as finished
 
     return finished(Path(family_dir), config)
 
@@ -112,7 +141,7 @@ class GroupTask:
             import jax
 
             jax.distributed.initialize()  # coordinator, process ids: from SLURM's variables
-        from wdjax import runtime
+        from wdjax.training import runtime
 
         runtime.enable_compilation_cache()  # tasks of one array share compiled programs
         family = Path(family_dir)
@@ -122,8 +151,8 @@ class GroupTask:
         return [str(c.run_path) for c in todo]
 
     def train(self, todo: list[Config], family_dir: Path) -> None:
-        """One `wdjax.train.train` call on the group (its dataset loaded in this task)."""
-        from wdjax.train import train
+        """One `wdjax.training.train.train` call on the group (its dataset loaded in this task)."""
+        from wdjax.training.train import train
 
         train(todo, family_dir, force=self.force, progress=False, **self.train_options)
 
@@ -153,7 +182,7 @@ def submit(groups: Sequence[Sequence[Config]], family_dir: str | Path, resources
     if cluster not in CLUSTERS:
         raise ValueError(f"unknown cluster {cluster!r}; valid: {', '.join(CLUSTERS)}")
     submitit = _submitit()
-    family_dir = records.check_writable(family_dir)
+    family_dir = storage.check_writable(family_dir)
     groups = [list(g) for g in groups]
     force = bool(task and task.force)
     todo = [g for g in groups if force or not all(is_finished(c, family_dir) for c in g)]
@@ -161,22 +190,70 @@ def submit(groups: Sequence[Sequence[Config]], family_dir: str | Path, resources
         echo(f"all {sum(map(len, groups))} run(s) in {family_dir} are finished")
         return []
     _prepare(todo, family_dir, data_spec, force=force)
+    if cluster == "slurm" and resources.gpus_per_task is None:
+        resources = dataclasses.replace(resources,
+                                        gpus_per_task=default_gpus(resources.partition))
     executor = submitit.AutoExecutor(folder=family_dir / JOBS_SUBDIR / "%j", cluster=cluster)
     executor.update_parameters(**executor_parameters(len(todo), resources,
                                                      f"wdjax-{family_dir.name}"))
     task = task or GroupTask(distributed=resources.nodes > 1)
-    jobs = executor.map_array(task, todo, [str(family_dir)] * len(todo))
+    with _refusal_leaves_nothing(family_dir / JOBS_SUBDIR):
+        jobs = executor.map_array(task, todo, [str(family_dir)] * len(todo))
     array_id = str(jobs[0].job_id).split("_")[0]
     echo(f"submitted job {array_id}: {len(todo)} task(s), {sum(map(len, todo))} run(s); "
          f"logs in {family_dir / JOBS_SUBDIR}")
     return jobs
 
 
+def default_gpus(partition: str | None) -> int:
+    """GPUs per host a task asks for by default: 1 where the partition's nodes have GPUs
+    (a ``gpu`` GRES in sinfo), else 0; 1 when sinfo cannot tell."""
+    try:
+        out = subprocess.run(["sinfo", "--noheader", "--format=%P %G"], capture_output=True,
+                             text=True, timeout=60, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return 1
+    gres = [g for p, _, g in (line.partition(" ") for line in out.splitlines())
+            if (p.rstrip("*") == partition if partition else p.endswith("*"))]  # * : default
+    return int(any("gpu" in g for g in gres))  # none: sbatch names the unknown partition
+
+
+@contextlib.contextmanager
+def _refusal_leaves_nothing(jobs_dir: Path):
+    """A one-line UsageError, and the files written for it removed, when sbatch refuses."""
+    from submitit.core.utils import FailedJobError
+
+    created = None  # the first folder of `jobs_dir` that the submission creates
+    for folder in (jobs_dir, *jobs_dir.parents):
+        if folder.exists():
+            break
+        created = folder
+    before = set(jobs_dir.iterdir()) if created is None else set()
+    echoed = io.StringIO()  # submitit prints sbatch's refusal to stderr too
+    try:
+        with contextlib.redirect_stderr(echoed):
+            yield
+    except FailedJobError as err:
+        echoed = io.StringIO()  # said once, in the error
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        else:
+            for path in set(jobs_dir.iterdir()) - before:
+                (shutil.rmtree if path.is_dir() else os.remove)(path)
+        lines = [ln.strip().removeprefix("sbatch: error: ").rstrip(".")
+                 for ln in str(err).splitlines() if ln.strip()]
+        message = ". ".join(lines) or "no message"
+        flag = next(f for words, f in _REFUSALS if words in message.lower())
+        raise cli.UsageError(f"sbatch refused the array: {message}; change {flag}") from None
+    finally:
+        sys.stderr.write(echoed.getvalue())
+
+
 def _prepare(groups: list[list[Config]], family_dir: Path, data_spec: str | None,
              force: bool) -> None:
     """Refuse conflicting runs and load the data once, before anything is queued."""
     from wdjax import data
-    from wdjax.train import prepare_run_dir
+    from wdjax.training.train import prepare_run_dir
 
     if not force:
         for c in (c for g in groups for c in g if not is_finished(c, family_dir)):
@@ -192,24 +269,96 @@ def wait(jobs: Sequence[Any], configs: Sequence[Config], family_dir: str | Path,
     runs still unfinished. A failed task is a one-line RunError naming its log folder."""
     family_dir = Path(family_dir)
     seen: set[str] = set()
-    while True:
-        all_done = all(job.done() for job in jobs)  # before looking, so nothing is missed
-        for c in configs:
-            path = str(c.run_path)  # <name>, or <name>/seed<s> for one of several seeds
-            if path not in seen and is_finished(c, family_dir):
-                seen.add(path)
-                echo(f"finished {path} ({len(seen)}/{len(configs)})")
-        if all_done:
-            break
-        time.sleep(POLL_S if poll_s is None else poll_s)
-    failed = [(job, error) for job in jobs if (error := job.exception()) is not None]
+    watcher = _watch_with_squeue(jobs)
+    pending: dict[str, float] = {}  # task -> when first seen pending for good
+    once = _Once()  # submitit's watcher repeats its warnings on every poll
+    logging.getLogger("submitit").addFilter(once)
+    try:
+        while True:
+            all_done = all(job.done() for job in jobs)  # before looking: nothing is missed
+            for c in configs:
+                path = str(c.run_path)  # <name>, or <name>/seed<s> for one of several seeds
+                if path not in seen and is_finished(c, family_dir):
+                    seen.add(path)
+                    echo(f"finished {path} ({len(seen)}/{len(configs)})")
+            if all_done:
+                break
+            if watcher is not None:
+                _refuse_unsatisfiable(watcher, jobs, pending)
+            time.sleep(POLL_S if poll_s is None else poll_s)
+        failed = [(job, error) for job in jobs if (error := job.exception()) is not None]
+    finally:
+        logging.getLogger("submitit").removeFilter(once)
     if failed:
         job, error = failed[0]
-        raise records.RunError(
+        raise storage.RunError(
             f"{len(failed)} of {len(jobs)} task(s) failed (job {job.job_id}: "
             f"{_last_exception_line(error)}); logs in {family_dir / JOBS_SUBDIR}; submit the "
             "sweep again to resume them")
     return [str(c.run_path) for c in configs if str(c.run_path) not in seen]
+
+
+class _Once(logging.Filter):
+    """Lets each distinct message through once (the poll's number aside)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = re.sub(r"^Call #\d+ - ", "", record.getMessage())
+        new = text not in self.seen
+        self.seen.add(text)
+        return new
+
+
+def _watch_with_squeue(jobs: Sequence[Any]) -> Any:
+    """Make SLURM `jobs` (and their tasks) read their states from squeue; return the watcher
+    (None for other jobs, or without squeue)."""
+    from submitit.slurm.slurm import SlurmInfoWatcher, SlurmJob
+
+    class SqueueWatcher(SlurmInfoWatcher):
+        """submitit's watcher with squeue for sacct: jobs it no longer lists have ended."""
+
+        def _make_command(self) -> list[str] | None:
+            if not self._registered - self._finished:
+                return None
+            return ["squeue", f"--user={os.getuid()}", "--noheader", "--array",
+                    "--states=all", "--format=%i|%T|%N|%r"]
+
+        def read_info(self, string: bytes | str) -> dict[str, dict[str, str]]:
+            text = string.decode() if isinstance(string, bytes) else string
+            listed = super().read_info("JobID|State|NodeList|Reason\n" + text)
+            gone = dict.fromkeys(self._registered - self._finished, {"State": "NOT_IN_QUEUE"})
+            return {**gone, **listed}
+
+    slurm = [job for job in jobs if isinstance(job, SlurmJob)]
+    if not slurm or shutil.which("squeue") is None:
+        return None
+    watcher = SqueueWatcher(delay_s=QUEUE_POLL_S)
+    for job in slurm:
+        for k in range(job.num_tasks):  # a task of several hosts has one Job per host
+            job.task(k).watcher = watcher
+    return watcher
+
+
+def _refuse_unsatisfiable(watcher: Any, jobs: Sequence[Any], pending: dict[str, float]) -> None:
+    """RunError (and the array cancelled) once a task has pended `PENDING_GRACE_S` for a
+    reason in `UNSATISFIABLE`; `pending` holds when each such task was first seen."""
+    now = time.time()
+    for job in jobs:
+        info = watcher.get_info(job.job_id, mode="cache")
+        reason = info.get("Reason", "")
+        flags = UNSATISFIABLE.get(reason.split(",")[0].strip())
+        if info.get("State") != "PENDING" or flags is None:
+            pending.pop(job.job_id, None)
+        elif now - pending.setdefault(job.job_id, now) >= PENDING_GRACE_S:
+            array = str(job.job_id).split("_")[0]
+            subprocess.run(["scancel", array], capture_output=True, check=False)
+            raise storage.RunError(
+                f"task {job.job_id} pended {now - pending[job.job_id]:.0f} s for {reason}, "
+                f"which waiting does not clear: job {array} is cancelled; change {flags} "
+                "and submit the sweep again")
 
 
 def _last_exception_line(error: BaseException) -> str:
@@ -237,7 +386,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
            "task per run (with --parallel vmap: per vmapped group)")
     a("--partition", default=None, help="slurm: partition (default: the cluster's)")
     a("--gpus-per-task", type=cli.integer("--gpus-per-task", low=0), default=None,
-      help="slurm: GPUs on each host of a task (default 1)")
+      help="slurm: GPUs on each host of a task (default: 1 if the partition's nodes have "
+           "GPUs, as sinfo says, else 0)")
     a("--cpus-per-task", type=cli.integer("--cpus-per-task"), default=None,
       help="slurm: CPUs per task (default: the cluster's)")
     a("--timeout-min", type=cli.integer("--timeout-min"), default=None,

@@ -1,6 +1,6 @@
-"""The sweep families of the research notebook, transcribed (REFERENCE section 10).
+"""The sweep families of the research notebook, transcribed (docs/sweeps.md#notebook-families).
 
-Reported numbers come from ``shared/seed/000_b4e7b088a60f41ee.txt``; the conventions are
+Reported numbers come from the research notebook (see docs/protocol.md); the conventions are
 those of `experiments.families` (``Reported``): accuracies as fractions, counts out of 10 000
 stored as fractions, "aborted at epoch 7" runs carry the accuracy at the abort.
 """
@@ -283,4 +283,4 @@ NOTEBOOK_FAMILIES: tuple[Family, ...] = (
     _EXP, _HXP, _AXP, _BXP, _CXP, _DXP, _FXP, _GXP, _IXP, _JXP, _KXP, _LXP,
     _TOPO, _TOPO_AA, _TOPO_AD, _TOPO_AC,
 )
-"""In REFERENCE section 10 order."""
+"""In the notebook's order (docs/sweeps.md#notebook-families)."""

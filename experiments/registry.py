@@ -1,9 +1,9 @@
 """The sweep families of the research notebook, as plain data.
 
-Each family is one notebook section: a named optimizer (REFERENCE section 5), one varied
-hyperparameter, the values fixed for the whole section, and per run the notebook's reported
-results. Optimizers and hyperparameters follow REFERENCE section 10; reported numbers are
-transcribed from ``shared/seed/000_b4e7b088a60f41ee.txt``.
+Each family is one notebook section: a named optimizer (docs/schemes.md#named-schemes), one
+varied hyperparameter, the values fixed for the whole section, and per run the notebook's
+reported results. Optimizers and hyperparameters follow docs/sweeps.md#notebook-families;
+reported numbers are transcribed from the research notebook (see docs/protocol.md).
 
 Transcription conventions:
 
@@ -54,7 +54,8 @@ __all__ = [
 
 FAMILIES: Mapping[str, Family] = types.MappingProxyType(
     {fam.name: fam for fam in (*NOTEBOOK_FAMILIES, *BEYOND_FAMILIES)})
-"""All families by name: the notebook's in REFERENCE section 10 order, then the new ones."""
+"""All families by name: the notebook's in its order (docs/sweeps.md#notebook-families), then the
+new ones."""
 
 
 def _check_unique_run_names() -> None:

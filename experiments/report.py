@@ -1,10 +1,10 @@
 """A sweep's results: the notebook-style lines, statistics over seeds, table, CSV, pictures.
 
 Each run of a family lives in ``<family_dir>/<run>/`` (one seed, or ``seed<k>/`` per seed;
-`wdjax.records.seed_dirs`). Per run, the final and best test accuracy are summarised over
+`wdjax.storage.seed_dirs`). Per run, the final and best test accuracy are summarised over
 its finished seeds (mean, std, 95% t interval, min, max) and the final test accuracy is
 tested against the family's reference run (Welch's t-test, Holm-corrected across the
-family; `wdjax.seed_records.compare`).
+family; `wdjax.analysis.seeds.compare`).
 
 The reference is ``--baseline RUN`` when given, else the run the notebook based the family
 on (`registry.Family.baseline`, which may belong to another family: its records are read
@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from experiments import registry, scales
-from wdjax import records, seed_records, stats
+from wdjax import storage
+from wdjax.analysis import seeds, stats
 
 FAMILY_OF_RUN: dict[str, registry.Family] = {
     run.name: fam for fam in registry.FAMILIES.values() for run in fam.runs}
@@ -35,7 +36,7 @@ class Entry:
     """One table row's run: the registry run, its records, and whether it is the reference."""
 
     run: registry.Run
-    group: seed_records.SeedGroup
+    group: seeds.SeedGroup
     label: str
     reference: bool = False
 
@@ -68,13 +69,13 @@ def check_baseline(name: str | None, runs: Sequence[registry.Run] = (),
     run = registry.all_runs()[name]
     if family_dir is not None and run not in runs:
         where = run_dir(run, family_dir)
-        if not seed_records.load(where).n:
+        if not seeds.load(where).n:
             raise ValueError(f"--baseline {name} has no finished run in {where}: sweep it "
                              "first, or add it to --runs")
     return run
 
 
-def _protocol_matches(group: seed_records.SeedGroup, scale: str) -> bool:
+def _protocol_matches(group: seeds.SeedGroup, scale: str) -> bool:
     protocol = scales.SCALES[scale]
     return all(all(c.get("config", {}).get(k) == v for k, v in protocol.items())
                for c in group.configs())
@@ -83,14 +84,14 @@ def _protocol_matches(group: seed_records.SeedGroup, scale: str) -> bool:
 def _entries(family: registry.Family, runs: Sequence[registry.Run], family_dir: Path,
              scale: str, baseline: str | None) -> tuple[list[Entry], str]:
     """The rows' runs (a reference from another family first) and why that reference."""
-    entries = [Entry(r, seed_records.load(run_dir(r, family_dir)), r.label) for r in runs]
+    entries = [Entry(r, seeds.load(run_dir(r, family_dir)), r.label) for r in runs]
     wanted = baseline or family.baseline
     why = "--baseline" if baseline else "the notebook's base for this family"
     if wanted is not None:
         ref_run = check_baseline(wanted)
         names = [e.run.name for e in entries]
         group = (entries[names.index(wanted)].group if wanted in names
-                 else seed_records.load(run_dir(ref_run, family_dir)))
+                 else seeds.load(run_dir(ref_run, family_dir)))
         if group.n and _protocol_matches(group, scale):
             if wanted in names:
                 i = names.index(wanted)
@@ -101,7 +102,7 @@ def _entries(family: registry.Family, runs: Sequence[registry.Run], family_dir: 
         lost = f"{wanted} ({why}) has no finished records at {scale} scale in {group.run_dir}"
     else:
         lost = f"the notebook names no base run for {family.name}"
-    best = seed_records.best_mean([e.group for e in entries])
+    best = seeds.best_mean([e.group for e in entries])
     if best is None:
         return entries, f"none ({lost}; no finished run)"
     entries[best] = dataclasses.replace(entries[best], reference=True)
@@ -115,7 +116,7 @@ def _single_or_mean(values: Sequence) -> float | int | None:
     return kept[0] if len(kept) == 1 else float(np.mean(kept))
 
 
-def _notebook_fields(run: registry.Run, group: seed_records.SeedGroup, scale: str) -> dict:
+def _notebook_fields(run: registry.Run, group: seeds.SeedGroup, scale: str) -> dict:
     """The notebook's numbers and ours at the epoch it took them (full scale only)."""
     rep = run.reported
     at = None
@@ -134,7 +135,7 @@ def summary_rows(family: registry.Family, runs: Sequence[registry.Run], family_d
     """One row per run (the reference from another family first) and the reference's why."""
     entries, why = _entries(family, runs, Path(family_dir), scale, baseline)
     ref = next((i for i, e in enumerate(entries) if e.reference), None)
-    tests = seed_records.compare([e.group for e in entries], ref)
+    tests = seeds.compare([e.group for e in entries], ref)
     rows = []
     for e, test in zip(entries, tests, strict=True):
         g = e.group
@@ -154,7 +155,7 @@ def summary_rows(family: registry.Family, runs: Sequence[registry.Run], family_d
     return rows, why
 
 
-def grouping_text(group: seed_records.SeedGroup) -> str | None:
+def grouping_text(group: seeds.SeedGroup) -> str | None:
     """``fc6 rho -0.41 p 0.010; ...``: per layer the mean over seeds of Spearman's rho
     between cell distance and mean |W|, and of its permutation p-value (None: unrecorded)."""
     parts = [f"{layer} rho {np.mean([e['spearman'] for e in entries]):+.2f} "
@@ -295,11 +296,11 @@ def write_results(family: registry.Family, runs: Sequence[registry.Run], family_
 
     family_dir = Path(family_dir)
     rows, why = summary_rows(family, runs, family_dir, scale, baseline)
-    records.atomic_write(family_dir / "summary.md",
+    storage.atomic_write(family_dir / "summary.md",
                          markdown(family, rows, scale, scales.SCALES[scale], why))
-    records.atomic_write(family_dir / "summary.csv", csv_text(rows))
+    storage.atomic_write(family_dir / "summary.csv", csv_text(rows))
     ref = next((r for r in rows if r["reference"]), None)
-    ref_group = (seed_records.load(run_dir(registry.all_runs()[ref["run"]], family_dir))
+    ref_group = (seeds.load(run_dir(registry.all_runs()[ref["run"]], family_dir))
                  if ref else None)
     report_plots.sweep_pictures(family, runs, family_dir, same_protocol=scale == "full",
                                 reference=ref_group)

@@ -1,6 +1,6 @@
 """A sweep's pictures, drawn from its runs' records over seeds (registry-aware).
 
-Figures are plain matplotlib Figures (`wdjax.plots.subplots`); no pyplot state is touched.
+Figures are plain matplotlib Figures (`wdjax.analysis.plots.subplots`); no pyplot state is touched.
 Where a run has several seeds, points are means with 95% t intervals and each seed is a
 faint dot; curves are means with a shaded interval.
 """
@@ -17,7 +17,7 @@ import numpy as np
 from matplotlib.axes import Axes
 
 from experiments import registry
-from wdjax import plots, seed_records
+from wdjax.analysis import plots, seeds
 
 NO_DEAD_UNITS = "no dead units (threshold 1e-9)"
 
@@ -34,12 +34,12 @@ def _notebook_series(ax: Axes, runs: Sequence[registry.Run]) -> None:
         ax.plot(*zip(*sorted(pts), strict=True), style, label=f"notebook ({when}, base 32)")
 
 
-def _reference_line(ax: Axes, reference: seed_records.SeedGroup | None) -> None:
+def _reference_line(ax: Axes, reference: seeds.SeedGroup | None) -> None:
     """The reference run's mean final test accuracy, with its interval shaded."""
     finals = reference.values("final_test_accuracy") if reference is not None else []
     if not finals:
         return
-    (row,) = seed_records.compare([reference], 0)
+    (row,) = seeds.compare([reference], 0)
     ax.axhline(row["test_accuracy"], color="#777777", ls="-.", lw=0.9,
                label=f"reference {reference.run_dir.name} (final)")
     if row["test_accuracy_low"] is not None:
@@ -48,12 +48,12 @@ def _reference_line(ax: Axes, reference: seed_records.SeedGroup | None) -> None:
 
 
 def accuracy_figure(family: registry.Family, done: Sequence[registry.Run],
-                    groups: dict[str, seed_records.SeedGroup], runs: Sequence[registry.Run],
-                    same_protocol: bool, reference: seed_records.SeedGroup | None):
+                    groups: dict[str, seeds.SeedGroup], runs: Sequence[registry.Run],
+                    same_protocol: bool, reference: seeds.SeedGroup | None):
     """Final and best test accuracy against the varied value, notebook numbers beside."""
     fig, ax = plots.subplots(figsize=(7, 4.2))
     xs = [r.value for r in done]
-    rows = seed_records.compare([groups[r.name] for r in done], None)
+    rows = seeds.compare([groups[r.name] for r in done], None)
     for key, fmt, label in (("test_accuracy", "o-", "final"), ("best_test_accuracy", "s--",
                                                                  "best")):
         bars = plots.interval_errorbar(
@@ -86,7 +86,7 @@ def _finish_hparam_axes(ax, family: registry.Family, ylabel: str, title: str) ->
 
 
 def curves_figure(family: registry.Family, done: Sequence[registry.Run],
-                  groups: dict[str, seed_records.SeedGroup]):
+                  groups: dict[str, seeds.SeedGroup]):
     """Test accuracy per epoch: the mean over seeds, the 95% interval shaded."""
     fig, ax = plots.subplots(figsize=(7, 4.2))
     for r in done:
@@ -105,7 +105,7 @@ def curves_figure(family: registry.Family, done: Sequence[registry.Run],
 
 
 def dead_units_figure(family: registry.Family, done: Sequence[registry.Run],
-                      groups: dict[str, seed_records.SeedGroup]):
+                      groups: dict[str, seeds.SeedGroup]):
     """Mean dead input units per layer over seeds, and each run's decay coefficients."""
     configs = {r.name: groups[r.name].configs() for r in done}
     layers = list(configs[done[0].name][0]["layers"])
@@ -134,7 +134,7 @@ def dead_units_figure(family: registry.Family, done: Sequence[registry.Run],
 
 
 def lines_figure(family: registry.Family, done: Sequence[registry.Run],
-                 groups: dict[str, seed_records.SeedGroup]):
+                 groups: dict[str, seeds.SeedGroup]):
     """Final test accuracy against the varied value, one line per value of the family's
     ``lines_by`` setting (txp: accuracy vs tau_epochs, one line per width)."""
     fig, ax = plots.subplots(figsize=(7, 4.2))
@@ -143,7 +143,7 @@ def lines_figure(family: registry.Family, done: Sequence[registry.Run],
         by_line.setdefault(r.settings.get(family.lines_by), []).append(r)
     for key, members in sorted(by_line.items(), key=lambda kv: (kv[0] is None, kv[0])):
         members = sorted(members, key=lambda r: r.value)
-        rows = seed_records.compare([groups[r.name] for r in members], None)
+        rows = seeds.compare([groups[r.name] for r in members], None)
         plots.interval_errorbar(
             ax, [r.value for r in members], [row["test_accuracy"] for row in rows],
             [row["test_accuracy_low"] for row in rows],
@@ -154,7 +154,7 @@ def lines_figure(family: registry.Family, done: Sequence[registry.Run],
 
 
 def grouping_figure(family: registry.Family, done: Sequence[registry.Run],
-                    groups: dict[str, seed_records.SeedGroup]):
+                    groups: dict[str, seeds.SeedGroup]):
     """Per run (rows) and layer (columns) the cell-by-cell mean |W| map of the final kernel
     (mean over seeds), titled with rho and p (`analysis.topographic_grouping`); None when
     no run recorded one."""
@@ -187,7 +187,7 @@ def grouping_figure(family: registry.Family, done: Sequence[registry.Run],
 
 def sweep_pictures(family: registry.Family, runs: Sequence[registry.Run],
                    family_dir: str | os.PathLike, same_protocol: bool = False,
-                   reference: seed_records.SeedGroup | None = None) -> list[Path]:
+                   reference: seeds.SeedGroup | None = None) -> list[Path]:
     """accuracy_vs_<param>.png, curves.png and dead_units_and_coefficients.png for a sweep.
 
     Each run's finished seeds are read from ``family_dir/<run>/``. Unless `same_protocol`
@@ -195,7 +195,7 @@ def sweep_pictures(family: registry.Family, runs: Sequence[registry.Run],
     the same scale. `reference`, when given, is drawn as a horizontal line.
     """
     family_dir = Path(family_dir)
-    groups = {r.name: seed_records.load(family_dir / r.name) for r in runs}
+    groups = {r.name: seeds.load(family_dir / r.name) for r in runs}
     done = [r for r in runs if groups[r.name].n]
     if not done:
         return []

@@ -1,27 +1,97 @@
 """The protocols a sweep can run at, as data.
 
-``full`` is the notebook's (REFERENCE sections 1-3). ``quick`` is a CPU preview of the same
+``full`` is the notebook's (docs/protocol.md). ``quick`` is a CPU smoke run of the same
 family: a narrower model, a class-balanced training subset, fewer and shorter stages with
-the same halving shape, and the full test set. ``medium`` is quick's protocol with three
-seeds by default: what 2 CPU cores afford in about 20 minutes for a family, to tell its
-differences from seed noise (or to show they cannot be).
+the same halving shape. ``medium`` is quick's protocol with three seeds by default.
+
+``preview`` is a *miniature* of ``full`` (`Miniature`): fewer, shorter steps, and each run's
+decay hyperparameters mapped so that the decay does in the short run a fixed fraction of
+what it did in the notebook's (docs/sweeps.md#preview-scale explains the derivation).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any
+
 import jax
+
+TRAIN_IMAGES = 50_000
+"""CIFAR-10's training set: the step counts of a protocol without a subset."""
 
 SCALES: dict[str, dict] = {
     "full": dict(base=32, batch_size=128, stages=10, epochs_per_stage=20,
                  train_subset=None, test_subset=None),
     "quick": dict(base=8, batch_size=128, stages=4, epochs_per_stage=1,
                   train_subset=10000, test_subset=None),
+    # The notebook's 10 halving stages, each 40 steps long (5000 images, one epoch).
+    "preview": dict(base=8, batch_size=128, stages=10, epochs_per_stage=1,
+                    train_subset=5000, test_subset=None),
 }
-# medium: quick's protocol with three seeds per run. Measured on 2 cores, a quick run takes
-# about 57 s (4 epochs of 10 s, plus compilation and evaluation), so the 18 runs of dxp x 3
-# seeds fit the 20-minute budget; a 4x larger protocol would take about 55 minutes.
+# medium: quick's protocol with three seeds per run (a quick run takes about 57 s on 2 cores).
 SCALES["medium"] = dict(SCALES["quick"])
-SEEDS: dict[str, int] = {"medium": 3}  # a scale's default --seeds (others: 1)
+SEEDS: dict[str, int] = {"medium": 3, "preview": 3}  # a scale's default --seeds (others: 1)
+DECAYS = ("weight_decay", "L1_decay")
+"""The hyperparameters a `Miniature` scales as decay coefficients (per-layer multipliers
+such as ``last1_mult`` scale with them through the coefficient they multiply)."""
+
+
+def lr_integral(protocol: Mapping[str, Any]) -> float:
+    """``sum_t lr(t) / lr(0)`` over the protocol's steps: its decay integral per unit lr*wd."""
+    images = protocol["train_subset"] or TRAIN_IMAGES
+    stage_steps = math.ceil(images / protocol["batch_size"]) * protocol["epochs_per_stage"]
+    return stage_steps * sum(0.5 ** k for k in range(protocol["stages"]))
+
+
+@dataclasses.dataclass(frozen=True)
+class Miniature:
+    """A short protocol whose runs keep a fixed fraction of the source's decay integral.
+
+    Weight decay acts on the timescale ``1 / (lr * wd)`` steps; what it does in a run is
+    about ``sum_t lr(t) * wd`` (Wang & Aitchison 2025). With ``R`` the ratio of the source's
+    `lr_integral` to the miniature's, the rule multiplies ``lr * wd`` by ``g = kept * R``:
+
+        lr' = lr * g ** lr_share,    wd' = wd * g ** (1 - lr_share)    (L1_decay as wd)
+
+    so the miniature's decay integral is ``kept`` times the source's. For a BatchNorm-scaled
+    kernel, the equilibrium angular update ``sqrt(2 lr wd / (1 + m))`` grows by ``sqrt(g)``
+    and the equilibrium norm, ``~ (lr / wd) ** (1 / 4)``, changes by
+    ``g ** ((2 lr_share - 1) / 4)``: ``lr_share = 1/2`` keeps the norms (hence the distance
+    to BatchNorm's eps that decides when units die) where the notebook had them
+    (docs/equilibrium.md). ``kept`` and ``lr_share`` are the rule's two constants, fitted
+    on the `CALIBRATION_FAMILIES` only.
+    """
+
+    source: str
+    kept: float
+    lr_share: float
+
+    def gain(self, protocol: Mapping[str, Any]) -> float:
+        """``g = kept * R``: the factor on ``lr * wd`` for runs at `protocol`."""
+        return self.kept * lr_integral(SCALES[self.source]) / lr_integral(protocol)
+
+    def map_hparams(self, hparams: Mapping[str, Any], protocol: Mapping[str, Any],
+                    base_lr: float) -> dict[str, Any]:
+        """The hyperparameters a run uses at `protocol`, from the source's; `base_lr` is the
+        learning rate the run has when ``hparams['lr']`` is None (its scheme's default)."""
+        g = self.gain(protocol)
+        lr = hparams.get("lr")
+        out = dict(hparams, lr=(base_lr if lr is None else lr) * g ** self.lr_share)
+        for key in DECAYS:
+            if hparams.get(key) is not None:
+                out[key] = hparams[key] * g ** (1 - self.lr_share)
+        return out
+
+
+CALIBRATION_FAMILIES = ("dxp", "exp")
+"""The only families the preview's constants were fitted on; every other family is held out
+(named here before the fit)."""
+
+MINIATURES: dict[str, Miniature] = {
+    "preview": Miniature(source="full", kept=0.05, lr_share=0.5),
+}
 
 
 def choose(scale: str | None) -> tuple[str, str]:

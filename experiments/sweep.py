@@ -7,11 +7,13 @@ command skips finished runs and resumes an unfinished one from its checkpoint.
 
 ``--launcher slurm`` trains the runs as one SLURM job array instead (`experiments.launch`),
 into the same tree; ``--collect`` only builds the table from what is on disk.
-``--tensorboard`` (or ``WDJAX_TENSORBOARD=1``) adds TensorBoard events (`wdjax.tensorboard`).
+``--tensorboard`` (or ``WDJAX_TENSORBOARD=1``) adds TensorBoard events
+(`wdjax.training.tensorboard`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shlex
@@ -21,9 +23,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from experiments import cli, launch, registry, report, scales
-from wdjax import data, records
-from wdjax import tensorboard as tb
-from wdjax.config import MODELS, Config, with_seeds
+from wdjax import data, storage
+from wdjax.training import tensorboard as tb
+from wdjax.training.config import MODELS, Config, with_seeds
+
+PROTOCOL_FLAGS = {"--train-subset": "training images per epoch, class-balanced",
+                  "--stages": "learning-rate stages, each half the last",
+                  "--epochs-per-stage": "epochs of each stage"}
+"""Flags that replace a field of the scale's protocol for every run (a tiny test sweep)."""
 
 
 def parser() -> cli.Parser:
@@ -36,6 +43,8 @@ def parser() -> cli.Parser:
       help="full: the notebook's protocol; quick: a CPU preview; medium: quick with 3 seeds "
            "(default: full on GPU/TPU and with --launcher slurm, quick on CPU)")
     a("--runs", default=None, help="comma-separated subset of the family's runs")
+    for flag, what in PROTOCOL_FLAGS.items():
+        a(flag, type=cli.integer(flag), default=None, help=f"{what} (default: the scale's)")
     a("--parallel", choices=("vmap", "sequential"), default=None,
       help="train the runs together (vmap) or one after another (default: per backend; "
            "with a launcher, one run per task)")
@@ -75,17 +84,36 @@ def list_families() -> str:
 
 def configs_for(family: registry.Family, runs: Sequence[registry.Run], scale: str,
                 data_spec: str | None, seed: int, model: str | None = None,
-                decay: dict | None = None, seeds: int = 1) -> list[Config]:
+                decay: dict | None = None, seeds: int = 1,
+                protocol: dict | None = None) -> list[Config]:
     """Validated Configs, one per run and seed: protocol < run settings < command line.
 
-    `decay` (`cli.decay_override`) replaces every run's weight_decay or tau_epochs.
+    `decay` (`cli.decay_override`) replaces every run's weight_decay or tau_epochs, and
+    `protocol` (`protocol_override`) fields of the scale's protocol. At a miniature scale
+    (`scales.MINIATURES`) the hyperparameters are then mapped by its rule (at that
+    protocol), and the ones mapped from are kept in `Config.source_hparams`.
     """
-    protocol = scales.SCALES[scale]
-    override = {"model": model} if model else {}
-    return with_seeds([Config(name=run.name, optimizer=run.optimizer, data=data_spec,
-                              seed=seed, **{**run.hparams, **(decay or {}), **protocol,
-                                            **run.settings, **override}).validate()
-                       for run in runs], seeds)
+    override = {**({"model": model} if model else {}), **(protocol or {})}
+    protocol = {**scales.SCALES[scale], **(protocol or {})}
+    configs = []
+    for run in runs:
+        hp = {**run.hparams, **(decay or {})}
+        c = Config(name=run.name, optimizer=run.optimizer, data=data_spec, seed=seed,
+                   **{**hp, **protocol, **run.settings, **override})
+        configs.append(scaled(c, scale, hp, protocol).validate())
+    return with_seeds(configs, seeds)
+
+
+def scaled(config: Config, scale: str, hparams: dict, protocol: dict | None = None) -> Config:
+    """`config` with its hyperparameters mapped by the scale's miniature rule, if it has one
+    (at `protocol`, default the scale's)."""
+    rule = scales.MINIATURES.get(scale)
+    if rule is None:
+        return config
+    used = rule.map_hparams(hparams, protocol or scales.SCALES[scale], config.base_lr)
+    changed = tuple((k, hparams[k]) for k in sorted(used) if used[k] != hparams.get(k))
+    return dataclasses.replace(config, **{k: used[k] for k, _ in changed},
+                               source_hparams=changed)
 
 
 def vmap_groups(configs: list[Config]) -> list[list[Config]]:
@@ -105,8 +133,8 @@ def groups_of(configs: list[Config], parallel: str) -> list[list[Config]]:
 
 def train_family(configs: list[Config], family_dir: Path, args, parallel: str) -> int:
     """Train the runs not finished yet (under the family lock); return how many trained."""
-    from wdjax.runlog import is_finished
-    from wdjax.train import prepare_run_dir, train
+    from wdjax.training.runlog import is_finished
+    from wdjax.training.train import prepare_run_dir, train
 
     def finished(c: Config) -> bool:
         return is_finished(family_dir, c)
@@ -123,7 +151,7 @@ def train_family(configs: list[Config], family_dir: Path, args, parallel: str) -
                 prepare_run_dir(family_dir, c, force=False)
     # Bad images are found before the lock; a finished run removed meanwhile loads it late.
     dataset = None if all(finished(c) for c in configs) else load()
-    with records.lock(family_dir):
+    with storage.lock(family_dir):
         todo = [c for c in configs if not finished(c)]
         if len(configs) > len(todo):
             print(f"{len(configs) - len(todo)} finished run(s) skipped")
@@ -152,10 +180,18 @@ def protocol(args) -> tuple[str, str, str]:
     return scale, why, args.parallel or default
 
 
+def protocol_override(args) -> dict:
+    """The protocol fields the `PROTOCOL_FLAGS` given replace."""
+    names = (flag.removeprefix("--").replace("-", "_") for flag in PROTOCOL_FLAGS)
+    return {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+
+
 def collect_command(family: registry.Family, scale: str, out: Path, args) -> str:
     """The command that builds this sweep's table later (``--collect``)."""
     words = ["--name", family.name, "--scale", scale, "--out", str(out)]
     words += ["--runs", args.runs] if args.runs else []
+    for field, value in protocol_override(args).items():
+        words += [f"--{field.replace('_', '-')}", str(value)]
     words += ["--seeds", str(args.seeds)] if args.seeds != scales.SEEDS.get(scale, 1) else []
     words += ["--baseline", args.baseline] if args.baseline else []
     return " ".join(["python -m experiments.sweep", *map(shlex.quote, words), "--collect"])
@@ -164,7 +200,7 @@ def collect_command(family: registry.Family, scale: str, out: Path, args) -> str
 def write_table(family: registry.Family, runs: Sequence[registry.Run],
                 configs: Sequence[Config], family_dir: Path, scale: str, args) -> None:
     """The table, CSV and pictures (and the HParams table with TensorBoard on); printed."""
-    with records.lock(family_dir):
+    with storage.lock(family_dir):
         rows = report.write_results(family, runs, family_dir, scale, args.baseline)
     if tb.enabled(args.tensorboard):
         tb.write_family_hparams(family_dir, [str(c.run_path) for c in configs])
@@ -173,10 +209,10 @@ def write_table(family: registry.Family, runs: Sequence[registry.Run],
 
 def run(configs: list[Config], family_dir: Path, args, parallel: str, collect: str) -> bool:
     """Train what is unfinished here or as a job array; whether to build the table now."""
-    from wdjax.runlog import move_into_seed_dir
+    from wdjax.training.runlog import move_into_seed_dir
 
     if any(c.seed_dir for c in configs):  # a run trained with one seed becomes one of many
-        with records.lock(family_dir):
+        with storage.lock(family_dir):
             for name in dict.fromkeys(c.name for c in configs):
                 move_into_seed_dir(family_dir / name)
     if args.launcher == "local":
@@ -205,12 +241,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     scale, why, parallel = protocol(args)
     args.seeds = args.seeds or scales.SEEDS.get(scale, 1)
     configs = configs_for(family, runs, scale, data.resolve_source(args.data), args.seed,
-                          args.model, cli.decay_override(args), args.seeds)
+                          args.model, cli.decay_override(args), args.seeds,
+                          protocol_override(args))
     out = Path(args.out or f"results/{scale}")
     family_dir = out / family.name
     if args.collect:
         if not family_dir.is_dir():
-            raise records.RunError(f"nothing to collect: {family_dir} does not exist")
+            raise storage.RunError(f"nothing to collect: {family_dir} does not exist")
         write_table(family, runs, configs, family_dir, scale, args)
         print(f"\n{family.name}: table, CSV and pictures in {family_dir}")
         return 0
@@ -218,7 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"sweep {family.name}: {len(runs)} runs{seeds} at {scale} scale ({why}), {parallel}; "
           f"results in {family_dir}")
     if args.dry_run:
-        print("protocol: " + json.dumps(scales.SCALES[scale]))
+        print("protocol: " + json.dumps({**scales.SCALES[scale], **protocol_override(args)}))
         for c in configs:
             print(json.dumps(_shown(c).to_dict()))
         if any(c.tau_epochs is not None for c in configs):
@@ -229,7 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     report.check_baseline(args.baseline, runs, family_dir)
     data.check_source(configs[0].data)  # resolved in configs_for
-    records.check_writable(out)
+    storage.check_writable(out)
     t0 = time.time()
     if run(configs, family_dir, args, parallel,
            collect_command(family, scale, out, args)):

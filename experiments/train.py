@@ -10,9 +10,10 @@ import contextlib
 from collections.abc import Sequence
 
 from experiments import cli, scales
-from wdjax import data, records, schemes, stats
-from wdjax import tensorboard as tb
-from wdjax.config import MODELS, Config, with_seeds
+from wdjax import data, schemes, storage
+from wdjax.analysis import stats
+from wdjax.training import tensorboard as tb
+from wdjax.training.config import MODELS, Config, with_seeds
 
 
 def parser() -> cli.Parser:
@@ -68,12 +69,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = Config(**opts).validate()
     # Everything that can be checked is checked before anything is created.
     data.check_source(config.data)
-    out_dir = records.check_writable(out)
+    out_dir = storage.check_writable(out)
     if events:
         tb.require()
     import jax  # after start_devices, which may set the device count
 
-    from wdjax.train import prepare_run_dir
+    from wdjax.training.train import prepare_run_dir
 
     configs = with_seeds([config], seeds)
     todo = [c for c in configs if force or not finished(out_dir, c)]
@@ -87,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cli.check_images(dataset)
     # One trainer per run name, as one sweep per family (process 0 of a cluster holds it);
     # taken after the checks above, which write nothing, so a refused command touches nothing.
-    with (records.lock(out_dir, "training run", f".{config.name}.lock")
+    with (storage.lock(out_dir, "training run", f".{config.name}.lock")
           if jax.process_index() == 0 else contextlib.nullcontext()):
         summaries = train_seeds(configs, out_dir, dataset, force=force, progress=not quiet,
                                 devices=devices, tensorboard=events)
@@ -104,8 +105,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def train_seeds(configs: list[Config], out_dir, dataset, **train_kwargs) -> list[dict]:
     """Train the seeds not finished yet (together where vmap is the backend's default); return
     every seed's summary (the finished ones read back)."""
-    from wdjax.runlog import move_into_seed_dir
-    from wdjax.train import train
+    from wdjax.training.runlog import move_into_seed_dir
+    from wdjax.training.train import train
 
     if configs[0].seed_dir:  # a run trained with one seed becomes one of its seeds
         move_into_seed_dir(out_dir / configs[0].name)
@@ -115,14 +116,14 @@ def train_seeds(configs: list[Config], out_dir, dataset, **train_kwargs) -> list
     trained = {c.run_path: summary for g in filter(None, groups)
                for c, summary in zip(g, train(g, out_dir, dataset=dataset, **train_kwargs),
                                      strict=True)}
-    return [trained.get(c.run_path) or records.read_json(out_dir / c.run_path / "summary.json")
+    return [trained.get(c.run_path) or storage.read_json(out_dir / c.run_path / "summary.json")
             for c in configs]
 
 
 def finished(out_dir, c: Config) -> bool:
     """A seed of a multi-seed run already finished with this config (it is reused; a
     one-seed run is refused instead, unless --force-name)."""
-    from wdjax.runlog import is_finished
+    from wdjax.training.runlog import is_finished
 
     return c.seed_dir and is_finished(out_dir, c)
 

@@ -18,7 +18,7 @@ def tiny_dataset(archive: str):
 
 
 def cfg(name: str, **kw):
-    from wdjax import train
+    from wdjax.training import train
 
     # A small lr keeps float-rounding differences from being amplified chaotically, so
     # runs on different meshes stay comparable after a few steps.
@@ -30,7 +30,7 @@ def cfg(name: str, **kw):
 
 def one_step(archive: str) -> dict:
     """Loss and parameters after two steps on all devices vs on one device."""
-    from wdjax import batches, parallel, steps, train
+    from wdjax.training import batches, parallel, steps, train
 
     ds = tiny_dataset(archive)
     c = cfg("s")
@@ -60,7 +60,8 @@ def one_step(archive: str) -> dict:
 
 def sweep(archive: str, out: str) -> dict:
     """Two vmapped runs on a runs x data mesh vs the same on one device."""
-    from wdjax import records, train
+    from wdjax import storage
+    from wdjax.training import train
 
     ds = tiny_dataset(archive)
     runs = [cfg("a", last1_mult=3.0), cfg("b", last1_mult=30.0, weight_decay=3e-3)]
@@ -69,57 +70,61 @@ def sweep(archive: str, out: str) -> dict:
         s = train.train(runs, f"{out}/d{devices}", dataset=ds, progress=False, plots=False,
                         devices=devices)
         res[devices] = [(x["final_train_correct"], x["final_test_correct"],
-                         records.read_jsonl(f"{out}/d{devices}/{x['name']}/metrics.jsonl")[-1]
+                         storage.read_jsonl(f"{out}/d{devices}/{x['name']}/metrics.jsonl")[-1]
                          ["train_loss"],
-                         records.read_jsonl(f"{out}/d{devices}/{x['name']}/steps.jsonl")[0]
+                         storage.read_jsonl(f"{out}/d{devices}/{x['name']}/steps.jsonl")[0]
                          ["loss"]) for x in s]
-    from wdjax import parallel
+    from wdjax.training import parallel
 
     return dict(results=res, mesh=parallel.describe(parallel.make_mesh(2)))
 
 
 def checkpoint(archive: str, out: str, phase: str) -> dict:
     """phase 'sharded': 1 epoch on all devices; 'single': resume it on 1 device / reference."""
-    from wdjax import records, train
+    from wdjax import storage
+    from wdjax.training import train
 
     ds = tiny_dataset(archive)
     c = cfg("ck")
     if phase == "sharded":
         train.train(c, f"{out}/resumed", dataset=ds, progress=False, plots=False,
                     stop_after_epochs=1)
-        return dict(epochs=len(records.read_jsonl(f"{out}/resumed/ck/metrics.jsonl")))
+        return dict(epochs=len(storage.read_jsonl(f"{out}/resumed/ck/metrics.jsonl")))
     resumed = train.train(c, f"{out}/resumed", dataset=ds, progress=False, plots=False,
                           devices=1)[0]
     ref = train.train(c, f"{out}/ref", dataset=ds, progress=False, plots=False, devices=1)[0]
-    a = records.read_jsonl(f"{out}/resumed/ck/metrics.jsonl")
-    b = records.read_jsonl(f"{out}/ref/ck/metrics.jsonl")
+    a = storage.read_jsonl(f"{out}/resumed/ck/metrics.jsonl")
+    b = storage.read_jsonl(f"{out}/ref/ck/metrics.jsonl")
     return dict(resumed=resumed["final_test_correct"], ref=ref["final_test_correct"],
                 loss=[a[-1]["train_loss"], b[-1]["train_loss"]], epochs=len(a))
 
 
 def multihost(archive: str, out: str, pid: int, port: int) -> dict:
-    from wdjax import parallel, records, train
+    from wdjax import storage
+    from wdjax.training import parallel, train
 
     parallel.initialize_distributed(f"127.0.0.1:{port}", 2, pid)
     ds = tiny_dataset(archive)
     s = train.train(cfg("mh"), out, dataset=ds, progress=False, plots=False)[0]
-    rows = records.read_jsonl(f"{out}/mh/metrics.jsonl") if pid == 0 else []
+    rows = storage.read_jsonl(f"{out}/mh/metrics.jsonl") if pid == 0 else []
     return dict(pid=pid, processes=jax.process_count(), devices=jax.device_count(),
                 test=s["final_test_correct"], losses=[r["train_loss"] for r in rows])
 
 
 def single(archive: str, out: str) -> dict:
-    from wdjax import records, train
+    from wdjax import storage
+    from wdjax.training import train
 
     s = train.train(cfg("mh"), out, dataset=tiny_dataset(archive), progress=False,
                     plots=False, devices=1)[0]
-    rows = records.read_jsonl(f"{out}/mh/metrics.jsonl")
+    rows = storage.read_jsonl(f"{out}/mh/metrics.jsonl")
     return dict(test=s["final_test_correct"], losses=[r["train_loss"] for r in rows])
 
 
 def eval510(archive: str, out: str) -> dict:
     """One step on 1 device and on all, with a 510-image test set (not divisible by 4)."""
-    from wdjax import data, records, train
+    from wdjax import data, storage
+    from wdjax.training import train
 
     ds = data.load(f"folder:{archive}", train_subset=64, test_subset=510)
     c = cfg("e", stages=1, eval_batch_size=510)
@@ -127,7 +132,7 @@ def eval510(archive: str, out: str) -> dict:
     for devices in (1, jax.device_count()):
         train.train(c, f"{out}/d{devices}", dataset=ds, progress=False, plots=False,
                     devices=devices)
-        row = records.read_jsonl(f"{out}/d{devices}/e/metrics.jsonl")[-1]
+        row = storage.read_jsonl(f"{out}/d{devices}/e/metrics.jsonl")[-1]
         res[devices] = dict(train_loss=row["train_loss"], test_loss=row["test_loss"],
                             test_total=row["test_total"])
     res["monitor_err"] = _monitor_error(c, ds, f"{out}/d1/e")
@@ -137,20 +142,22 @@ def eval510(archive: str, out: str) -> dict:
 def _monitor_error(c, ds, run_dir: str) -> float:
     """Largest relative error of the epoch row's ||p|| and update norm of a one-step epoch
     against the initial params and the checkpointed params after that step."""
-    from wdjax import analysis, checkpoint, parallel, records, steps
+    from wdjax import storage
+    from wdjax.analysis import units
+    from wdjax.training import checkpoint, parallel, steps
 
     prog = steps.programs([c], ds.train_images.shape[1:], 10, len(ds.train_labels),
                           parallel.make_mesh(1, 1))
     start = steps.starts([c], prog)
     after, _ = checkpoint.Manager(f"{run_dir}/checkpoints").restore(
         1, steps.initial_states([c], prog, start)[0])
-    tensors = records.read_jsonl(f"{run_dir}/metrics.jsonl")[-1]["tensors"]
+    tensors = storage.read_jsonl(f"{run_dir}/metrics.jsonl")[-1]["tensors"]
     errs = []
     for (path, p0), p1 in zip(jax.tree_util.tree_leaves_with_path(start[0].variables["params"]),
                               jax.tree.leaves(after.params), strict=True):
         if p0.ndim >= 2:
             p0, p1 = np.asarray(p0, np.float64), np.asarray(p1, np.float64)
-            mon = tensors[analysis.leaf_name(path)]
+            mon = tensors[units.leaf_name(path)]
             errs += [abs(mon["param"] / np.linalg.norm(p0) - 1),
                      abs(mon["update"] / np.linalg.norm(p1 - p0) - 1)]
     return max(errs)

@@ -1,6 +1,6 @@
 """Hand-written run records (config.json, metrics.jsonl, summary.json) for report tests.
 
-Only the fields the readers use are written, with `wdjax.records`, as a trainer would.
+Only the fields the readers use are written, with `wdjax.storage`, as a trainer would.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from experiments import scales
-from wdjax import records
+from wdjax import storage
 
 LAYERS = {"conv1_1": 512, "fc6": 1024, "logit": 2048}  # layer -> input units
 
@@ -23,14 +23,14 @@ def write_seed(d: Path, final: float, best: float | None = None, *, scale: str =
     curve = dict(curve or {1: final / 2, 2: final})
     last = max(curve)
     curve[last] = final
-    records.write_json(d / "config.json", dict(
+    storage.write_json(d / "config.json", dict(
         config=dict(name=d.name, **scales.SCALES[scale]),
         layers={k: dict(coefficient=coefficient * (i + 1)) for i, k in enumerate(LAYERS)}))
-    records.rewrite_jsonl(d / "metrics.jsonl", [dict(epoch=e, test_accuracy=curve[e])
+    storage.rewrite_jsonl(d / "metrics.jsonl", [dict(epoch=e, test_accuracy=curve[e])
                                                 for e in sorted(curve)])
     if finished:
         dead = dict(dead or {})
-        records.write_json(d / "summary.json", dict(
+        storage.write_json(d / "summary.json", dict(
             final_test_accuracy=final, best_test_accuracy=max(final, best or final),
             final_train_correct=train_correct, train_total=10000, best_epoch=last,
             diverged=dict(step=3) if diverged else None,
@@ -46,5 +46,5 @@ def write_run(run_dir: Path, finals: Sequence[float], bests: Sequence[float] | N
         write_seed(run_dir, finals[0], bests[0], **kwargs)
         return run_dir
     for k, (final, best) in enumerate(zip(finals, bests, strict=True)):
-        write_seed(records.seed_dir(run_dir, k), final, best, **kwargs)
+        write_seed(storage.seed_dir(run_dir, k), final, best, **kwargs)
     return run_dir

@@ -8,7 +8,8 @@ from synthetic_runs import write_run
 
 from experiments import registry, report, report_plots
 from experiments import sweep as sweep_cli
-from wdjax import records, schemes, seed_records
+from wdjax import schemes, storage
+from wdjax.analysis import seeds
 
 
 def _optimizers(name):
@@ -70,7 +71,7 @@ def test_txp_picture_has_one_line_per_width(tmp_path):
     runs = [r for r in fam.runs if r.value in (1.0, 2.0)]
     for i, run in enumerate(runs):
         write_run(tmp_path / "txp" / run.name, [0.5 + 0.01 * i, 0.52 + 0.01 * i])
-    groups = {r.name: seed_records.load(tmp_path / "txp" / r.name) for r in runs}
+    groups = {r.name: seeds.load(tmp_path / "txp" / r.name) for r in runs}
     fig = report_plots.lines_figure(fam, runs, groups)
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert labels == ["base 8", "base 16", "base 32"]
@@ -82,9 +83,9 @@ def test_rxp_table_reports_dead_units_at_both_thresholds(tmp_path):
     fam = registry.get_family("rxp")
     run = fam.runs[2]
     d = write_run(tmp_path / "rxp" / run.name, [0.6], dead={"fc6": 2})
-    summary = records.read_json(d / "summary.json")
+    summary = storage.read_json(d / "summary.json")
     summary["dead_units"]["1e-05"] = {"fc6": [7, 1024], "logit": [1, 2048]}
-    records.write_json(d / "summary.json", summary)
+    storage.write_json(d / "summary.json", summary)
     rows, _ = report.summary_rows(fam, [run], tmp_path / "rxp", "quick")
     row = next(r for r in rows if r["run"] == run.name)
     assert (row["dead_1e9"], row["dead_1e5"]) == (2, 8)

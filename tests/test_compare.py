@@ -9,7 +9,7 @@ from scipy import stats as sps
 from synthetic_runs import write_run, write_seed
 
 from experiments import compare
-from wdjax import records
+from wdjax import storage
 
 A = [0.4712, 0.4790, 0.4655]
 B = [0.4801, 0.4822, 0.4769, 0.4790]
@@ -71,7 +71,7 @@ def test_baseline_flag_moves_the_reference_first(runs, capsys):
 def test_errors_are_one_line(runs, tmp_path, capsys):
     a = runs[0]
     unfinished = write_run(tmp_path / "u" / "run", A)
-    (records.seed_dir(unfinished, 1) / "summary.json").unlink()
+    (storage.seed_dir(unfinished, 1) / "summary.json").unlink()
     single = write_seed(tmp_path / "s" / "run", 0.5, finished=False)
     (tmp_path / "empty").mkdir()
     cases = [([str(a), str(tmp_path / "nope")], "nope: no such directory"),

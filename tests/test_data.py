@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from wdjax import batches, data
-from wdjax.data import DataError
-from wdjax.sources import folder
+from wdjax import data
+from wdjax.data import DataError, folder
+from wdjax.training import batches
 
 # README of shared/data: sha256 and per-channel statistics of the decoded training set.
 CIFAR_SHA256 = "8902c3345e1b3e1d2f8bfc40e86c716f2276cb8863a23b816fa2a62d059570f0"

@@ -37,10 +37,10 @@ import pytest
 from PIL import Image
 
 import wdjax
-import wdjax.train
+import wdjax.training.train
 from experiments import cli, sweep
 from experiments import train as train_cli
-from wdjax import data, records
+from wdjax import data, storage
 
 REPO = Path(__file__).resolve().parents[1]
 # 3 stages of 1 epoch (the learning rate halves twice), 4 steps an epoch (200 = 3 x 64 + 8:
@@ -79,8 +79,8 @@ def _apply_sweep_setup(setup, mp):
 # Runs the CLI in a fresh process; POINT = ACTION-WHERE[:TARGET] says which writer stops it
 # at its NTH call, and how. ACTION kill: SIGKILL, leaving that write half done; term / int:
 # the write completes, then SIGTERM / SIGINT. WHERE:
-#   line:FILE   records.append_jsonl to FILE (kill: half the line, no newline)
-#   file:GLOB   records.atomic_write to a name matching GLOB (kill: half a temp file)
+#   line:FILE   storage.append_jsonl to FILE (kill: half the line, no newline)
+#   file:GLOB   storage.atomic_write to a name matching GLOB (kill: half a temp file)
 #   checkpoint  checkpoint.Manager.save, once its asynchronous write has started
 DRIVER = textwrap.dedent('''
     import fnmatch, json, os, signal, sys, tempfile, time
@@ -100,9 +100,10 @@ DRIVER = textwrap.dedent('''
         os.kill(os.getpid(), sig)  # SIGTERM / SIGINT: raised by the CLI's handler here
         time.sleep(60)
 
-    from wdjax import checkpoint, records
+    from wdjax.training import checkpoint
+    from wdjax import storage
 
-    append_jsonl, atomic_write, save = (records.append_jsonl, records.atomic_write,
+    append_jsonl, atomic_write, save = (storage.append_jsonl, storage.atomic_write,
                                         checkpoint.Manager.save)
 
     def patched_append(path, obj):
@@ -110,7 +111,7 @@ DRIVER = textwrap.dedent('''
             return append_jsonl(path, obj)
         if action == "kill":
             with open(path, "a") as f:
-                line = records.dumps(obj) + "\\n"
+                line = storage.dumps(obj) + "\\n"
                 f.write(line[: len(line) // 2])
         else:
             append_jsonl(path, obj)
@@ -133,7 +134,7 @@ DRIVER = textwrap.dedent('''
         if where == "checkpoint" and due():
             stop()
 
-    records.append_jsonl, records.atomic_write = patched_append, patched_write
+    storage.append_jsonl, storage.atomic_write = patched_append, patched_write
     checkpoint.Manager.save = patched_save
     from experiments import cli
     if command == "sweep":
@@ -172,24 +173,24 @@ def _train_argv(images, out, name="r"):
 
 def _results(run_dir: Path) -> dict:
     """Everything a run computed: summary, per-epoch rows (without timings), step lines."""
-    metrics = records.read_jsonl(run_dir / "metrics.jsonl")
+    metrics = storage.read_jsonl(run_dir / "metrics.jsonl")
     for row in metrics:
         row.pop("seconds")
-    return dict(summary=records.read_json(run_dir / "summary.json"), metrics=metrics,
-                steps=records.read_jsonl(run_dir / "steps.jsonl"))
+    return dict(summary=storage.read_json(run_dir / "summary.json"), metrics=metrics,
+                steps=storage.read_jsonl(run_dir / "steps.jsonl"))
 
 
 @contextlib.contextmanager
 def _recording_atomic_writes(mp: pytest.MonkeyPatch):
-    """Collect the paths written through records.atomic_write (temp file + rename)."""
+    """Collect the paths written through storage.atomic_write (temp file + rename)."""
     written: set[Path] = set()
-    real = records.atomic_write
+    real = storage.atomic_write
 
     def spy(path, data):
         written.add(Path(path).resolve())
         return real(path, data)
 
-    mp.setattr(records, "atomic_write", spy)
+    mp.setattr(storage, "atomic_write", spy)
     yield written
 
 
@@ -277,7 +278,7 @@ def _sweep_results(fam: Path) -> dict:
 
 # ------------------------------------------------------------------------------ interruption
 def _epochs(run: Path) -> list[int]:
-    return [row["epoch"] for row in records.read_jsonl(run / "metrics.jsonl")]
+    return [row["epoch"] for row in storage.read_jsonl(run / "metrics.jsonl")]
 
 
 def _checkpoints(run: Path) -> list[str]:
@@ -289,7 +290,7 @@ KILL_POINTS = {
     # step 6 of 12 (epoch 2), its steps.jsonl line torn in half
     "mid-epoch-torn-step-line": ("kill-line:steps.jsonl", 6, lambda run: (
         not (run / "steps.jsonl").read_text().endswith("\n")
-        and len(records.read_jsonl(run / "steps.jsonl")) == 5 and _epochs(run) == [1])),
+        and len(storage.read_jsonl(run / "steps.jsonl")) == 5 and _epochs(run) == [1])),
     # epoch 2's metrics line torn; its checkpoint not started. Checkpoint 1 is written
     # asynchronously, so on a busy machine it may still be in orbax's temporary folder.
     "torn-metrics-line": ("kill-line:metrics.jsonl", 2, lambda run: (
@@ -353,13 +354,13 @@ def test_lock_held_by_live_pid_and_start_time_only(tmp_path):
     """A lock whose pid lives but started at another time (a reused pid) is taken over."""
     parent = os.getppid()
     path = tmp_path / ".r.lock"
-    path.write_text(f"{parent} {records.start_time(parent)}")
-    with (pytest.raises(records.RunError, match=f"r is locked by another run \\(pid {parent}"),
-          records.lock(tmp_path, "run", ".r.lock")):
+    path.write_text(f"{parent} {storage.start_time(parent)}")
+    with (pytest.raises(storage.RunError, match=f"r is locked by another run \\(pid {parent}"),
+          storage.lock(tmp_path, "run", ".r.lock")):
         pass
-    assert path.read_text() == f"{parent} {records.start_time(parent)}"  # untouched
+    assert path.read_text() == f"{parent} {storage.start_time(parent)}"  # untouched
     path.write_text(f"{parent} 1")  # the same pid, another process start: stale
-    with records.lock(tmp_path, "run", ".r.lock"):
+    with storage.lock(tmp_path, "run", ".r.lock"):
         assert path.read_text().split()[0] == str(os.getpid())
     assert not path.exists()
 
@@ -403,11 +404,11 @@ def _damage(step_dir: Path, how: str) -> None:
 
 
 def _two_of_three_epochs(argv, capsys, monkeypatch) -> None:
-    real = wdjax.train.train
-    monkeypatch.setattr(wdjax.train, "train",
+    real = wdjax.training.train.train
+    monkeypatch.setattr(wdjax.training.train, "train",
                         lambda *a, **k: real(*a, **{**k, "stop_after_epochs": 2}))
     assert _main(train_cli.main, argv, capsys)[0] == 0
-    monkeypatch.setattr(wdjax.train, "train", real)
+    monkeypatch.setattr(wdjax.training.train, "train", real)
 
 
 @pytest.mark.parametrize("how", ["truncate", "flip"])
@@ -485,7 +486,7 @@ def test_every_results_file_is_written_atomically(reference, sweep_reference):
                  p.parts and p.suffix in (".json", ".csv", ".md", ".png")]
         assert len(files) >= (4 if where == "run" else 11), files
         for f in files:
-            assert f.resolve() in ref["written"], f"{f} not written by records.atomic_write"
+            assert f.resolve() in ref["written"], f"{f} not written by storage.atomic_write"
             assert f.stat().st_mode & 0o777 == mode, f
         assert not [p for p in ref["dir"].rglob(".*") if p.name != ".lock"]  # no temp left
 
@@ -493,9 +494,9 @@ def test_every_results_file_is_written_atomically(reference, sweep_reference):
 def test_torn_and_garbled_jsonl_lines_are_skipped_and_repaired(tmp_path):
     path = tmp_path / "m.jsonl"
     path.write_text('{"epoch": 1}\n{"epoch": 2, "x": [1, 2\n{"epoch": 3}\n{"epo')
-    assert records.read_jsonl(path) == [{"epoch": 1}, {"epoch": 3}]
-    records.append_jsonl(path, {"epoch": 4})
-    assert records.read_jsonl(path) == [{"epoch": 1}, {"epoch": 3}, {"epoch": 4}]
+    assert storage.read_jsonl(path) == [{"epoch": 1}, {"epoch": 3}]
+    storage.append_jsonl(path, {"epoch": 4})
+    assert storage.read_jsonl(path) == [{"epoch": 1}, {"epoch": 3}, {"epoch": 4}]
     assert path.read_text().endswith('{"epoch": 4}\n')
 
 
@@ -518,15 +519,15 @@ def test_diverging_run_is_recorded_and_the_sweep_continues(sweep_reference):
 
 # ------------------------------------------------------------------------------ integrity
 def test_run_record_holds_versions_device_and_full_config(reference, images):
-    rec = records.read_json(reference["dir"] / "config.json")
+    rec = storage.read_json(reference["dir"] / "config.json")
     envr = rec["environment"]
     assert envr["wdjax"] == wdjax.__version__ and envr["jax"] == jax.__version__
     assert envr["device_kind"] == jax.devices()[0].device_kind
-    want = wdjax.train.Config(name="r", optimizer="SGD", lr=0.1, base=4, batch_size=64,
+    want = wdjax.training.train.Config(name="r", optimizer="SGD", lr=0.1, base=4, batch_size=64,
                               stages=3, epochs_per_stage=1, log_every=1, conv_impl="xla",
                               data=f"folder:{images}")
-    assert rec["config"] == records.jsonable(want.to_dict())
-    assert wdjax.train.Config.from_dict(rec["config"]) == want
+    assert rec["config"] == storage.jsonable(want.to_dict())
+    assert wdjax.training.train.Config.from_dict(rec["config"]) == want
     ds = data.load(f"folder:{images}")
     assert rec["data"]["checksum"] == ds.checksum and rec["data"]["source"] == ds.source
 
@@ -705,10 +706,10 @@ def out_dir(tmp_path) -> Path:
     for name, finished in (("old", True), ("part", False)):
         run = out / name
         run.mkdir(parents=True)
-        records.write_json(run / "config.json", {"config": {"name": name, "base": 99}})
-        records.append_jsonl(run / "metrics.jsonl", {"epoch": 1})
+        storage.write_json(run / "config.json", {"config": {"name": name, "base": 99}})
+        storage.append_jsonl(run / "metrics.jsonl", {"epoch": 1})
         if finished:
-            records.write_json(run / "summary.json", {"name": name})
+            storage.write_json(run / "summary.json", {"name": name})
     (out / "notes.txt").write_text("a regular file\n")
     (out / "exp").mkdir()
     return out
@@ -732,7 +733,7 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(case, command, extra, 
         (out_dir / "exp" / ".lock").write_text(str(os.getppid()))
     if case == "run-locked":  # ... or the run's, as a first trainer of the name writes it
         parent = os.getppid()
-        (out_dir / ".x.lock").write_text(f"{parent} {records.start_time(parent)}")
+        (out_dir / ".x.lock").write_text(f"{parent} {storage.start_time(parent)}")
     if patch:  # tests run as root, where chmod cannot make a directory unwritable
         target, make = patch
         module = {"os.access": os, "shutil.disk_usage": shutil}[target]
@@ -741,7 +742,7 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(case, command, extra, 
     def no_training(*a, **k):
         raise AssertionError("training started on bad input")
 
-    monkeypatch.setattr(wdjax.train, "train", no_training)
+    monkeypatch.setattr(wdjax.training.train, "train", no_training)
     before = _snapshot(out_dir)
     code, _, err = _main(main, argv, capsys)
     lines = err.strip().splitlines()

@@ -7,8 +7,8 @@ import pytest
 from experiments import cli, families, registry
 from experiments import sweep as sweep_cli
 from experiments import train as train_cli
-from wdjax import hparams
-from wdjax.config import Config
+from wdjax.schemes import hparams
+from wdjax.training.config import Config
 
 
 def test_config_has_one_field_per_row_with_its_default():
@@ -87,10 +87,10 @@ def test_tau_epochs_sets_weight_decay_and_both_are_kept():
 
 
 def test_resumed_tau_run_is_the_same_config(tmp_path):
-    from wdjax import records
-    from wdjax.runlog import same_config
+    from wdjax import storage
+    from wdjax.training.runlog import same_config
 
     c = Config(name="t", tau_epochs=8.0)
-    records.write_json(tmp_path / "config.json", dict(config=c.with_timescale(40).to_dict()))
+    storage.write_json(tmp_path / "config.json", dict(config=c.with_timescale(40).to_dict()))
     assert same_config(tmp_path, c)
     assert not same_config(tmp_path, Config(name="t", tau_epochs=4.0))

@@ -12,9 +12,9 @@ import pytest
 from conftest import read_tensorboard_scalars
 
 from experiments import launch, registry, report, scales, sweep
-from wdjax import data, records
-from wdjax import tensorboard as tb
-from wdjax.train import Config, train
+from wdjax import data, storage
+from wdjax.training import tensorboard as tb
+from wdjax.training.train import Config, train
 
 submitit = pytest.importorskip("submitit", reason="submitit absent: pip install -e '.[dev]'")
 import cloudpickle  # noqa: E402  (a submitit dependency)
@@ -129,13 +129,13 @@ def test_killed_task_resumes_when_the_sweep_is_submitted_again(env, tmp_path, in
     task = KillOnce("dxp4", tmp_path / "killed")
     jobs = launch.submit([[c] for c in configs], family_dir, launch.Resources(gpus_per_task=0),
                          cluster="local", task=task)
-    with pytest.raises(records.RunError) as info:
+    with pytest.raises(storage.RunError) as info:
         launch.wait(jobs, configs, family_dir)
     message = str(info.value)
     assert "1 of 2 task(s) failed" in message and "\n" not in message
     assert "UncompletedJobError: has not produced any output (state:" in message
-    assert records.run_state(family_dir / "dxp4") == "partial"
-    assert len(records.read_jsonl(family_dir / "dxp4" / "metrics.jsonl")) == 1
+    assert storage.run_state(family_dir / "dxp4") == "partial"
+    assert len(storage.read_jsonl(family_dir / "dxp4" / "metrics.jsonl")) == 1
     assert not (family_dir / "dxp3" / "accuracy.png").exists()  # train_options reach train
     done = (family_dir / "dxp3" / "summary.json").stat().st_mtime_ns
 
@@ -145,7 +145,7 @@ def test_killed_task_resumes_when_the_sweep_is_submitted_again(env, tmp_path, in
     text = capsys.readouterr().out
     assert "1 task(s), 1 run(s)" in text and "finished dxp4 (1/1)" in text  # dxp3 skipped
     assert (family_dir / "dxp3" / "summary.json").stat().st_mtime_ns == done
-    rows = records.read_jsonl(family_dir / "dxp4" / "metrics.jsonl")
+    rows = storage.read_jsonl(family_dir / "dxp4" / "metrics.jsonl")
     assert [r["epoch"] for r in rows] == [1, 2]
     # Resumed from its epoch-1 checkpoint, dxp4 ends where an uninterrupted run does.
     assert (family_dir / "summary.csv").read_text() == in_process[0]
@@ -160,7 +160,7 @@ def test_tensorboard_events_of_the_trainer_equal_its_records(in_process):
     """The trainer writes one event per epoch; read back, they are metrics.jsonl's numbers."""
     family_dir = in_process[1]
     for name in RUNS:
-        rows = records.read_jsonl(family_dir / name / "metrics.jsonl")
+        rows = storage.read_jsonl(family_dir / name / "metrics.jsonl")
         scalars = read_tensorboard_scalars(family_dir / name / "tensorboard")
         want = [tb.epoch_scalars(r) for r in rows]
         assert set(scalars) == set(want[0])

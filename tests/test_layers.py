@@ -14,7 +14,8 @@ import numpy as np
 import optax
 import pytest
 
-from wdjax import labels, schemes
+from wdjax import schemes
+from wdjax.layers import labels
 
 WD, L1, LAST1, TOPO = 3e-4, 2e-5, 7.0, 1.5
 

@@ -149,7 +149,7 @@ def numpy_conv(x, k):
 
 @pytest.mark.parametrize("impl", ["xla", "im2col", "hybrid"])
 def test_conv_impls_compute_the_same_model(impl):
-    from wdjax import ops
+    from wdjax.cpu import ops
 
     # Each formulation against an independent convolution (3x3 and 1x1, odd sizes) ...
     x = np.asarray(jax.random.normal(jax.random.PRNGKey(2), (2, 7, 5, 3)))

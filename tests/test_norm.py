@@ -1,4 +1,4 @@
-"""Training-mode BatchNorm (`wdjax.norm`, `wdjax.models.BatchNorm`) against NumPy.
+"""Training-mode BatchNorm (`wdjax.cpu.batchnorm`, `wdjax.models.vgg.BatchNorm`) against NumPy.
 
 The reference is the textbook two-pass formula in float64, and its gradients are central
 finite differences of that reference, so neither shares code or algebra with the one-pass
@@ -12,7 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from wdjax import models, norm
+from wdjax import models
+from wdjax.cpu import batchnorm
 
 EPS = 1e-5
 
@@ -61,7 +62,7 @@ def test_values_and_gradients_match_numpy(mask) -> None:
     want_grads = np_grads(x, scale, bias, mask, gy)
     args = [jnp.asarray(v, jnp.float32) for v in (x, scale, bias)]
     m = None if mask is None else jnp.asarray(mask)
-    (y, mean, var), vjp = jax.vjp(lambda *a: norm.batch_norm_train(*a, m, EPS), *args)
+    (y, mean, var), vjp = jax.vjp(lambda *a: batchnorm.batch_norm_train(*a, m, EPS), *args)
     got_grads = vjp((jnp.asarray(gy, jnp.float32), jnp.zeros_like(mean), jnp.zeros_like(var)))
     np.testing.assert_allclose(y, want_y, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(mean, want_mean, rtol=1e-5, atol=1e-6)
@@ -88,7 +89,7 @@ def test_gradients_of_the_statistics_match_numpy() -> None:
         lo[i] -= 1e-6
         want[i] = (np_stat_loss(hi) - np_stat_loss(lo)) / 2e-6
     def stat_loss(xv):
-        _, mean, var = norm.batch_norm_train(xv, jnp.asarray(scale, jnp.float32),
+        _, mean, var = batchnorm.batch_norm_train(xv, jnp.asarray(scale, jnp.float32),
                                              jnp.asarray(bias, jnp.float32),
                                              jnp.asarray(mask), EPS)
         return jnp.sum(jnp.asarray(cm, jnp.float32) * mean + jnp.asarray(cv, jnp.float32) * var)
@@ -103,7 +104,7 @@ def test_one_pass_variance_survives_a_large_mean(offset: float) -> None:
     x, scale, bias, _ = _case(3, shape=(64, 4, 4, 8), offset=offset)
     _, want_mean, want_var = np_batch_norm(x, scale, bias, None)
     xf = jnp.asarray(x, jnp.float32)
-    _, mean, var = norm.batch_norm_train(xf, jnp.asarray(scale, jnp.float32),
+    _, mean, var = batchnorm.batch_norm_train(xf, jnp.asarray(scale, jnp.float32),
                                          jnp.asarray(bias, jnp.float32), None, EPS)
     np.testing.assert_allclose(var, want_var, rtol=1e-4)
     np.testing.assert_allclose(mean, want_mean, rtol=1e-6)
@@ -139,7 +140,7 @@ def test_under_vmap_equals_a_loop() -> None:
     mask = jnp.asarray(MASKS[1])
 
     def loss(xv):
-        y, _, _ = norm.batch_norm_train(xv, jnp.asarray(scale, jnp.float32),
+        y, _, _ = batchnorm.batch_norm_train(xv, jnp.asarray(scale, jnp.float32),
                                         jnp.asarray(bias, jnp.float32), mask, EPS)
         return jnp.sum(jnp.sin(y))
 

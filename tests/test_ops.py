@@ -1,4 +1,4 @@
-"""Every conv/pool formulation in `wdjax.ops` must compute XLA's reference function.
+"""Every conv/pool formulation in `wdjax.cpu.ops` must compute XLA's reference function.
 
 Why: formulations are picked per backend for speed only, so a model must train identically
 whichever one runs; forward values and both gradients are checked against
@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from jax import lax
 
-from wdjax import conv_plan as cp
-from wdjax import ops
+from wdjax.cpu import ops
+from wdjax.cpu import plan as cp
 
 CONV_CASES = [
     # (kernel size, spatial size, c_in, c_out): 3 input channels like the first layer, the
@@ -128,7 +128,7 @@ def test_max_pool_grad_under_jit() -> None:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt")
 def test_tune_cpu_allocator_runs() -> None:
     """In a child process, since the setting is process-wide and irreversible."""
-    code = "from wdjax import ops; print(ops.tune_cpu_allocator())"
+    code = "from wdjax.cpu import ops; print(ops.tune_cpu_allocator())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=60)
     assert out.stdout.strip() in ("True", "False")

@@ -12,7 +12,7 @@ from scipy import stats as sps
 from synthetic_runs import write_run
 
 from experiments import registry, report, report_plots, sweep
-from wdjax import seed_records
+from wdjax.analysis import seeds
 
 DXP3 = [0.4712, 0.4790, 0.4655]
 DXP4 = [0.4801, 0.4822, 0.4769]
@@ -184,7 +184,7 @@ def test_pictures_label_notebook_epochs(tmp_path):
     runs = registry.select_runs(fam, ["exp1", "exp2"])
     for run in runs:
         write_run(tmp_path / "exp" / run.name, [0.85, 0.86], scale="full")
-    groups = {r.name: seed_records.load(tmp_path / "exp" / r.name) for r in runs}
+    groups = {r.name: seeds.load(tmp_path / "exp" / r.name) for r in runs}
     fig = report_plots.accuracy_figure(fam, runs, groups, fam.runs, True, None)
     labels = _legend_texts(fig.axes[0])
     assert "notebook (epoch 200, base 32)" in labels
@@ -201,13 +201,13 @@ def test_pictures_are_written_and_say_when_no_unit_died(dxp_sweep):
     assert [p.name for p in paths] == ["accuracy_vs_weight_decay.png", "curves.png",
                                        "dead_units_and_coefficients.png"]
     assert all(p.stat().st_size > 1000 for p in paths)
-    groups = {r.name: seed_records.load(family_dir / r.name) for r in runs}
+    groups = {r.name: seeds.load(family_dir / r.name) for r in runs}
     fig = report_plots.dead_units_figure(fam, runs, groups)
     assert [t.get_text() for t in fig.axes[0].texts] == [report_plots.NO_DEAD_UNITS]
     assert report_plots.NO_DEAD_UNITS == "no dead units (threshold 1e-9)"
     # One dead fc6 unit in every dxp5 seed: bars, no sentence.
     write_run(family_dir / "dxp5", DXP5, dead={"fc6": 1})
-    groups["dxp5"] = seed_records.load(family_dir / "dxp5")
+    groups["dxp5"] = seeds.load(family_dir / "dxp5")
     fig = report_plots.dead_units_figure(fam, runs, groups)
     assert len(fig.axes[0].texts) == 0
     heights = [b.get_height() for b in fig.axes[0].patches]

@@ -324,7 +324,7 @@ def test_vmap_over_hyperparameter_equals_separate_runs(params):
 
 @pytest.mark.parametrize("cin,cout,grid", [(5, 7, 3), (9, 9, 3), (20, 12, 3), (6, 16, 4)])
 def test_topographic_multiplier_entry_by_entry(cin, cout, grid):
-    from wdjax import labels
+    from wdjax.layers import labels
 
     got = np.broadcast_to(labels.topographic_multiplier((3, 3, cin, cout), 2.0, grid),
                           (3, 3, cin, cout))
@@ -334,7 +334,7 @@ def test_topographic_multiplier_entry_by_entry(cin, cout, grid):
 
 def test_topographic_multiplier_small_layer_by_hand():
     """C_in = C_out = 9 on a 3x3 grid: one unit per cell, cells (i mod 3, i // 3)."""
-    from wdjax import labels
+    from wdjax.layers import labels
 
     m = np.asarray(labels.topographic_multiplier((1, 1, 9, 9), 3.0))[0, 0]
     assert m[0, 0] == 1 and m[0, 1] == 3 and m[0, 4] == 3  # dist 0, 1, floor(sqrt 2) = 1

@@ -1,7 +1,7 @@
 """The scheme rows beyond the notebook (decay forms, projections, block Adam, rotational)
 against NumPy implementations written from each form's formula, over 20 steps of a schedule.
 
-The per-row reference table below says, independently of `wdjax.scheme_table`, what each
+The per-row reference table below says, independently of `wdjax.schemes.table`, what each
 row should do; the coefficients come from `test_schemes.ref_groups` (NumPy only).
 """
 
@@ -230,7 +230,7 @@ def test_every_scheme_state_survives_a_checkpoint(params, tmp_path):
     """Each row's optimiser state (as the trainer builds it, with the equilibrium monitor;
     an update keeps the structure init gives) saves and restores through the trainer's
     checkpoints: e.g. no zero-size placeholder arrays, which Orbax refuses."""
-    from wdjax import checkpoint
+    from wdjax.training import checkpoint
 
     states = {name: schemes.build(name, params=params, conf=CONF, monitor=True).init(params)
               for name in schemes.names()}

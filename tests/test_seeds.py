@@ -4,8 +4,8 @@ import jax
 import numpy as np
 import pytest
 
-from wdjax import batches, parallel, steps, train
-from wdjax.config import Config, with_seeds
+from wdjax.training import batches, parallel, steps, train
+from wdjax.training.config import Config, with_seeds
 
 BASE = dict(base=2, batch_size=16, stages=1, epochs_per_stage=1,
             optimizer="SGD_var_dup2_last1_mult")

@@ -1,4 +1,4 @@
-"""wdjax.stats against direct NumPy/SciPy computations, Holm on a hand example, seed dirs."""
+"""wdjax.analysis.stats against NumPy/SciPy computations, Holm on a hand example, seed dirs."""
 
 import math
 
@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from wdjax import records, stats
+from wdjax import storage
+from wdjax.analysis import stats
 
 SAMPLE = [0.4712, 0.4790, 0.4655, 0.4731, 0.4688]
 
@@ -79,14 +80,14 @@ def test_band_matches_summarize_per_column():
 
 
 def test_seed_dirs(tmp_path):
-    assert records.seed_dirs(tmp_path / "missing") == []
+    assert storage.seed_dirs(tmp_path / "missing") == []
     single = tmp_path / "single"
     single.mkdir()
     (single / "metrics.jsonl").write_text("")
-    assert records.seed_dirs(single) == [single]
+    assert storage.seed_dirs(single) == [single]
     group = tmp_path / "group"
     for name in ("seed10", "seed2", "seed0", "seedx", "seed01", "notes"):
         (group / name).mkdir(parents=True)
     (group / "seed3").write_text("a file, not a seed")
-    assert records.seed_dirs(group) == [group / "seed0", group / "seed2", group / "seed10"]
-    assert records.seed_dir(group, 4) == group / "seed4"
+    assert storage.seed_dirs(group) == [group / "seed0", group / "seed2", group / "seed10"]
+    assert storage.seed_dir(group, 4) == group / "seed4"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from experiments import registry, scales, sweep
-from wdjax import records
+from wdjax import storage
 
 # XLA's own convolution: the tiny model compiles several times faster than with the
 # Winograd plan, which tests/test_winograd.py and tests/test_models.py check on their own.
@@ -77,7 +77,7 @@ def test_tiny_sweep_end_to_end_resume_and_lock(tiny_scale, capsys):
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         (fam / ".lock").write_text(str(holder.pid))
-        with pytest.raises(records.RunError, match="locked by another sweep"):
+        with pytest.raises(storage.RunError, match="locked by another sweep"):
             sweep.main(argv)
     finally:
         holder.kill()
@@ -88,7 +88,7 @@ def test_tiny_sweep_end_to_end_resume_and_lock(tiny_scale, capsys):
 
 def test_unfinished_run_resumes(tiny_scale, monkeypatch):
     """A sweep killed mid-run continues from the run's checkpoint on the next call."""
-    from wdjax import train as train_mod
+    from wdjax.training import train as train_mod
 
     real = train_mod.train
     monkeypatch.setattr(train_mod, "train",
@@ -96,11 +96,11 @@ def test_unfinished_run_resumes(tiny_scale, monkeypatch):
     argv = ["--name", "ixp", "--runs", "ixp2", "--out", str(tiny_scale), "--no-progress"]
     sweep.main(argv)
     run = tiny_scale / "ixp" / "ixp2"
-    assert len(records.read_jsonl(run / "metrics.jsonl")) == 1
+    assert len(storage.read_jsonl(run / "metrics.jsonl")) == 1
     assert not (run / "summary.json").exists()
     monkeypatch.setattr(train_mod, "train", real)
     assert sweep.main(argv) == 0
-    rows = records.read_jsonl(run / "metrics.jsonl")
+    rows = storage.read_jsonl(run / "metrics.jsonl")
     assert [r["epoch"] for r in rows] == [1, 2] and (run / "summary.json").exists()
 
 
@@ -122,7 +122,7 @@ def test_seeds_vmapped_equal_sequential_and_added_seeds_reuse_finished(tiny_scal
     out = capsys.readouterr().out
 
     def losses(out, run, seed):
-        rows = records.read_jsonl(out / "ixp" / run / f"seed{seed}" / "metrics.jsonl")
+        rows = storage.read_jsonl(out / "ixp" / run / f"seed{seed}" / "metrics.jsonl")
         return [(r["train_loss"], r["test_loss"]) for r in rows]
 
     # Equal up to float rounding. The first epoch (2 steps) agrees tightly, so each run got
@@ -142,7 +142,7 @@ def test_seeds_vmapped_equal_sequential_and_added_seeds_reuse_finished(tiny_scal
     assert te1 != pytest.approx(te4, rel=1e-2)
     assert losses(vm, "ixp1", 0)[0][0] != pytest.approx(losses(vm, "ixp1", 1)[0][0], rel=1e-3)
     # The table line is the mean over seeds with its standard error, from the seeds' records.
-    finals = [records.read_json(vm / "ixp" / "ixp1" / f"seed{s}" / "summary.json")
+    finals = [storage.read_json(vm / "ixp" / "ixp1" / f"seed{s}" / "summary.json")
               ["final_test_accuracy"] for s in (0, 1)]
     mean, sem = np.mean(finals), np.std(finals, ddof=1) / np.sqrt(2)
     assert f"- ixp1: 3 -> {mean:.4f} ± {sem:.4f} (n=2)" in out.splitlines()

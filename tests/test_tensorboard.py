@@ -9,8 +9,8 @@ import types
 import pytest
 from conftest import read_tensorboard_scalars
 
-from wdjax import records
-from wdjax import tensorboard as tb
+from wdjax import storage
+from wdjax.training import tensorboard as tb
 
 pytest.importorskip("tensorboardX", reason="tensorboardX absent: pip install -e '.[dev]'")
 # TensorBoard's switch for its own TF stub (its "no_tensorflow" build): reading events then
@@ -94,7 +94,7 @@ def test_resumed_run_shows_each_epoch_once(tmp_path):
 
 def test_export_run_rewrites_events_from_metrics_jsonl(tmp_path):
     for e in (1, 2):
-        records.append_jsonl(tmp_path / "metrics.jsonl", make_row(e))
+        storage.append_jsonl(tmp_path / "metrics.jsonl", make_row(e))
     tb.export_run(tmp_path)
     tb.export_run(tmp_path)  # again: replaced, not appended
     files = list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
@@ -119,10 +119,10 @@ def test_family_hparams_for_the_hparams_table(tmp_path):
         run = family / name
         run.mkdir(parents=True)
         config = dict(name=name, optimizer="SGD", weight_decay=1e-4 * (i + 1), seed=0)
-        records.write_json(run / "config.json", dict(config=config))
+        storage.write_json(run / "config.json", dict(config=config))
         with tb.EpochWriter(run) as writer:
             writer.write(make_row(1))
-    records.write_json(family / "dxp1" / "summary.json", {})  # dxp2 is still running
+    storage.write_json(family / "dxp1" / "summary.json", {})  # dxp2 is still running
     assert tb.write_family_hparams(family, names) == [family / "dxp1", family / "dxp2"]
     assert tb.write_family_hparams(family, names)  # idempotent: one session per run
 
@@ -161,7 +161,7 @@ def test_train_cli_turns_events_on_by_flag_or_environment(tmp_path, monkeypatch,
 
     from experiments import train as train_cli
     from wdjax import data
-    from wdjax import train as trainer
+    from wdjax.training import train as trainer
 
     classes = [f"c{i}" for i in range(10)]
     write_image_tree(tmp_path / "img", {"train": dict.fromkeys(classes, 1),
@@ -177,7 +177,7 @@ def test_train_cli_turns_events_on_by_flag_or_environment(tmp_path, monkeypatch,
         seen.update(kwargs)
         for c in configs:
             (out / c.run_path).mkdir(parents=True)
-            records.write_json(out / c.run_path / "summary.json", dict(diverged={"step": 1}))
+            storage.write_json(out / c.run_path / "summary.json", dict(diverged={"step": 1}))
         return [dict(diverged={"step": 1}) for _ in configs]
 
     monkeypatch.setattr(trainer, "train", fake_train)

@@ -1,4 +1,4 @@
-"""TFDS sources (`wdjax.sources.tfds`) through the project's own `wdjax.data.load`.
+"""TFDS sources (`wdjax.data.tfds`) through the project's own `wdjax.data.load`.
 
 * CIFAR-10 under ``tfds.testing.mock_data``: the real reading code, no download;
 * offline: an unresolvable download host gives one line at once (no TFDS retries);
@@ -19,7 +19,7 @@ import pytest
 
 from wdjax import data
 from wdjax.data import DataError
-from wdjax.sources import tfds as tfds_source
+from wdjax.data import tfds as tfds_source
 
 CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
                  "ship", "truck")

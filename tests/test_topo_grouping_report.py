@@ -6,9 +6,12 @@ import numpy as np
 from synthetic_runs import write_run
 
 from experiments import registry, report, report_plots
-from wdjax import labels, records, runlog, seed_records
-from wdjax.config import Config
+from wdjax import storage
+from wdjax.analysis import seeds
+from wdjax.layers import labels
 from wdjax.models import VGG, init_variables, vgg_conf
+from wdjax.training import runlog
+from wdjax.training.config import Config
 
 
 def test_trainer_records_grouping_of_the_topographic_positions_only():
@@ -34,17 +37,17 @@ def test_topo_summary_and_pictures_show_the_grouping(tmp_path):
     runs = registry.select_runs(fam, ["topo.ac1", "topo.ac11"])
     for run, rho in zip(runs, (-0.05, -0.6), strict=True):
         d = write_run(tmp_path / fam.name / run.name, [0.6])
-        summary = records.read_json(d / "summary.json")
+        summary = storage.read_json(d / "summary.json")
         summary["topographic_grouping"] = {"conv5_2": _grouped(0.01, 0.5),
                                            "fc6": _grouped(rho, 0.01)}
-        records.write_json(d / "summary.json", summary)
+        storage.write_json(d / "summary.json", summary)
     rows = report.write_results(fam, runs, tmp_path / fam.name, "quick")
     by_run = {r["run"]: r["topographic_grouping"] for r in rows}
     assert by_run["topo.ac11"] == "conv5_2 rho +0.01 p 0.500; fc6 rho -0.60 p 0.010"
     md = (tmp_path / fam.name / "summary.md").read_text()
     assert "## Topographic grouping" in md and "| topo.ac11 | conv5_2 rho +0.01" in md
     assert (tmp_path / fam.name / "topographic_grouping.png").stat().st_size > 1000
-    groups = {r.name: seed_records.load(tmp_path / fam.name / r.name) for r in runs}
+    groups = {r.name: seeds.load(tmp_path / fam.name / r.name) for r in runs}
     fig = report_plots.grouping_figure(fam, runs, groups)
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert "topo.ac11 fc6: rho -0.60, p 0.010" in titles

@@ -1,10 +1,11 @@
-"""analysis.topographic_grouping: finds built-in grouping, and none in a random kernel."""
+"""units.topographic_grouping: finds built-in grouping, and none in a random kernel."""
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from wdjax import analysis, labels, plots
+from wdjax.analysis import plots, units
+from wdjax.layers import labels
 
 IN, OUT, GRID = 18, 27, 3
 
@@ -22,7 +23,7 @@ def he_kernel(seed=0):
 
 def test_cell_map_is_the_mean_magnitude_per_cell_pair():
     kernel = grouped_kernel()
-    result = analysis.topographic_grouping(kernel, GRID, permutations=5)
+    result = units.topographic_grouping(kernel, GRID, permutations=5)
     cell_in = [x + GRID * y for x, y in labels.unit_cells(IN, GRID)]
     cell_out = [x + GRID * y for x, y in labels.unit_cells(OUT, GRID)]
     magnitude = np.abs(kernel).mean(axis=(0, 1))
@@ -41,29 +42,29 @@ def test_cell_map_is_the_mean_magnitude_per_cell_pair():
 
 
 def test_finds_grouping_in_a_kernel_built_with_it():
-    result = analysis.topographic_grouping(grouped_kernel(), GRID)
+    result = units.topographic_grouping(grouped_kernel(), GRID)
     assert result.spearman < -0.5
     assert result.p_value < 0.01
 
 
 def test_finds_none_in_a_he_initialised_kernel():
-    result = analysis.topographic_grouping(he_kernel(), GRID)
+    result = units.topographic_grouping(he_kernel(), GRID)
     assert result.p_value > 0.05
     # Deterministic for a seed.
-    again = analysis.topographic_grouping(he_kernel(), GRID)
+    again = units.topographic_grouping(he_kernel(), GRID)
     assert again.p_value == result.p_value
 
 
 def test_io_kernels_and_bad_input():
     io = grouped_kernel()[0, 0]
-    assert analysis.topographic_grouping(io, GRID, permutations=20).p_value < 0.1
+    assert units.topographic_grouping(io, GRID, permutations=20).p_value < 0.1
     with pytest.raises(ValueError, match="ndim >= 2"):
-        analysis.topographic_grouping(np.ones(5))
+        units.topographic_grouping(np.ones(5))
 
 
 def test_topographic_maps_png(tmp_path):
-    groupings = {"fc6": analysis.topographic_grouping(grouped_kernel()[0, 0], permutations=3),
-                 "conv5_2": analysis.topographic_grouping(he_kernel(), permutations=3)}
+    groupings = {"fc6": units.topographic_grouping(grouped_kernel()[0, 0], permutations=3),
+                 "conv5_2": units.topographic_grouping(he_kernel(), permutations=3)}
     path = plots.topographic_maps(groupings, tmp_path / "maps.png")
     with Image.open(path) as image:
         assert image.width > image.height > 100

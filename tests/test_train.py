@@ -11,9 +11,11 @@ import numpy as np
 import optax
 import pytest
 
-from wdjax import analysis, batches, records, schemes, steps, train
-from wdjax.labels import table as layer_table
+from wdjax import schemes, storage
+from wdjax.analysis import units
+from wdjax.layers.labels import table as layer_table
 from wdjax.models import VGG, init_variables, vgg_conf
+from wdjax.training import batches, steps, train
 
 TINY = dict(base=4, batch_size=128, stages=3, epochs_per_stage=1, log_every=2,
             conv_impl="xla", eval_batch_size=100)
@@ -153,7 +155,7 @@ def test_dead_units_on_crafted_params():
     params = {"conv1_1": {"conv": {"kernel": k, "bias": np.zeros(4)}},
               "logit": {"conv": {"kernel": np.ones((1, 1, 4, 2)), "bias": np.zeros(2)}}}
     conf = [("conv1_1", (5, 4)), ("pool1", (None, None)), ("logit", (4, 2))]
-    got = {t: analysis.model_utilization(params, conf, t) for t in (1e-20, 1e-9, 1e-5)}
+    got = {t: units.model_utilization(params, conf, t) for t in (1e-20, 1e-9, 1e-5)}
     assert got[1e-20] == {"conv1_1": (1, 5), "logit": (0, 4)}
     assert got[1e-9] == {"conv1_1": (2, 5), "logit": (0, 4)}
     assert got[1e-5] == {"conv1_1": (3, 5), "logit": (0, 4)}
@@ -171,7 +173,7 @@ def test_equilibrium_prediction_formula():
 
 
 def _metrics(run_dir):
-    return records.read_jsonl(run_dir / "metrics.jsonl")
+    return storage.read_jsonl(run_dir / "metrics.jsonl")
 
 
 def test_run_records_refusal_and_resume_equivalence(small_cifar, tmp_path):
@@ -191,7 +193,7 @@ def test_run_records_refusal_and_resume_equivalence(small_cifar, tmp_path):
     bad["layers"]["conv2_1"]["factor"] *= 1.001
     record.write_text(json.dumps(bad))
     before = {f.name: f.read_bytes() for f in record.parent.glob("*.json*")}
-    with pytest.raises(records.RunError, match=r"differ from the recorded.*conv2_1") as err:
+    with pytest.raises(storage.RunError, match=r"differ from the recorded.*conv2_1") as err:
         train.train(cfg, tmp_path / "b", dataset=small_cifar, progress=False)
     assert "\n" not in str(err.value)
     assert {f.name: f.read_bytes() for f in record.parent.glob("*.json*")} == before
@@ -214,7 +216,7 @@ def test_run_records_refusal_and_resume_equivalence(small_cifar, tmp_path):
     assert 15 < row["train_correct"] <= 300 and row["train_correct"] == full["final_train_correct"]
     assert row["train_accuracy"] == row["train_correct"] / 300
     assert set(row["dead_units"]) == {"1e-20", "1e-09", "1e-05"}
-    cfgj = records.read_json(run / "config.json")
+    cfgj = storage.read_json(run / "config.json")
     # The equilibrium monitor's values at the epoch's last step: the prediction written out
     # (REFERENCE 9 / ROTATIONAL.md 1: sqrt(2 lr wd / (1 + m)) at the last step's lr), the
     # ratio of the EMA to it, none for logit (no BatchNorm after it: not scale-invariant).
@@ -227,7 +229,7 @@ def test_run_records_refusal_and_resume_equivalence(small_cifar, tmp_path):
     assert row["angular_update"]["logit"]["ratio"] is None
     assert cfgj["environment"]["jax"] == jax.__version__
     assert cfgj["layers"]["fc6"]["coefficient"] > 0
-    steps = records.read_jsonl(run / "steps.jsonl")
+    steps = storage.read_jsonl(run / "steps.jsonl")
     # Windows of 2 global steps across epochs of 3 steps: (1,2) (3,4) (5,6) (7,8); step 9's
     # window stays open. Each line's loss is its window's mean, so with epoch means e and
     # window means w: 3 e1 - 2 w1 = loss3, 3 e2 - 2 w3 = loss4, and (loss3 + loss4) / 2 = w2.
@@ -235,11 +237,11 @@ def test_run_records_refusal_and_resume_equivalence(small_cifar, tmp_path):
     e, w = [r["train_loss"] for r in a], [s["loss"] for s in steps]
     assert ((3 * e[0] - 2 * w[0]) + (3 * e[1] - 2 * w[2])) / 2 == pytest.approx(w[1], rel=1e-6)
     # The open window survives the resume: the resumed run logs the same lines.
-    assert records.read_jsonl(tmp_path / "b" / "r" / "steps.jsonl") == steps
+    assert storage.read_jsonl(tmp_path / "b" / "r" / "steps.jsonl") == steps
     # A finished run is not overwritten.
-    with pytest.raises(records.RunError, match="already has results"):
+    with pytest.raises(storage.RunError, match="already has results"):
         train.train(cfg, tmp_path / "a", dataset=small_cifar, progress=False)
-    with pytest.raises(records.RunError, match="different config"):
+    with pytest.raises(storage.RunError, match="different config"):
         train.train(train.Config(**{**cfg.to_dict(), "weight_decay": 1e-3}), tmp_path / "b2",
                     dataset=small_cifar, progress=False, stop_after_epochs=1) and \
             train.train(train.Config(**{**cfg.to_dict(), "weight_decay": 2e-3}),
@@ -249,7 +251,7 @@ def test_run_records_refusal_and_resume_equivalence(small_cifar, tmp_path):
 def test_resume_uses_the_recorded_factors():
     """Within the tolerance the recorded factors are used as read (not recomputed ones), and
     they reach the optimiser state; beyond it, resuming is refused."""
-    from wdjax import parallel
+    from wdjax.training import parallel
 
     cfg = train.Config(name="f", optimizer="SGD_var_dup2", **TINY)
     prog = steps.programs([cfg], (32, 32, 3), 10, 300, parallel.make_mesh(1, 1))
@@ -260,7 +262,7 @@ def test_resume_uses_the_recorded_factors():
     state = steps.initial_states([cfg], prog, [start])[0]
     in_state = schemes.state_factors(state.opt_state, prog.layers)
     assert {k: float(v) for k, v in in_state.items()} == pytest.approx(recorded, rel=1e-7)
-    with pytest.raises(records.RunError, match="conv1_1"):
+    with pytest.raises(storage.RunError, match="conv1_1"):
         steps.starts([cfg], prog, [{**recorded, "conv1_1": 1.0}])
 
 

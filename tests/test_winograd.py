@@ -1,4 +1,4 @@
-"""Winograd F(2x2,3x3) and F(4x4,3x3) (`wdjax.winograd`) against direct convolution.
+"""Winograd F(2x2,3x3) and F(4x4,3x3) (`wdjax.cpu.winograd`) against direct convolution.
 
 The transform matrices are checked against the definition of correlation in float64 NumPy;
 the convolution, its input gradient and its kernel gradient against ``lax.conv`` at every
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from jax import lax
 
-from wdjax import conv_plan as cp
-from wdjax import ops, winograd
+from wdjax.cpu import ops, winograd
+from wdjax.cpu import plan as cp
 
 VGG8 = [(32, 3, 8), (32, 8, 8), (16, 8, 16), (16, 16, 16), (8, 16, 32), (8, 32, 32),
         (4, 32, 64), (4, 64, 64), (2, 64, 64)]

@@ -1,7 +1,7 @@
 """Weight-decay transforms as Optax ``GradientTransformation``s.
 
 All the decay math of wdjax lives here. One update of the original experiments
-(REFERENCE section 4) is the chain::
+(docs/schemes.md#one-update-step) is the chain::
 
     optax.chain(
         add_decay(coefficients, kinds, multipliers),   # d = g + wd * (p | sign p) * M
@@ -12,7 +12,7 @@ All the decay math of wdjax lives here. One update of the original experiments
     )
 
 Trees (`coefficients`, `kinds`, `multipliers`, masks) either match the params tree leaf for
-leaf or are a single value used for every leaf (see `wdjax.labels` for building them).
+leaf or are a single value used for every leaf (see `wdjax.layers.labels` for building them).
 Coefficients may be Python floats, arrays, or traced values, so one compiled program can
 serve a whole sweep and ``jax.vmap`` can batch runs over them; any coefficient may also be an
 Optax schedule, read at the transform's own step count.
@@ -22,7 +22,7 @@ Variants (``variants``, ``projections``): `independent_decay` (lr_t / lr_0 scali
 `proximal_l1` (soft threshold) and `constrain_norms` (fixed per-unit or per-tensor norms);
 ``timescale`` converts between ``weight_decay`` and the timescale ``tau_epochs``.
 
-Beyond the original experiments (ROTATIONAL.md): `rotational` wraps a direction transform
+Beyond the original experiments (docs/equilibrium.md): `rotational` wraps a direction transform
 into a complete optimizer that rotates each unit by its equilibrium angle (with
 `center_units` for the initial weights), `equilibrium_monitor` goes at the end of any chain
 to measure angular updates against that equilibrium, and `scale_by_adam_blocks` is Adam

@@ -1,4 +1,4 @@
-"""Layer-wise (or per-unit) normalised updates (REFERENCE section 7)."""
+"""Layer-wise (or per-unit) normalised updates (docs/schemes.md#layer-specific-normalisation)."""
 
 from __future__ import annotations
 

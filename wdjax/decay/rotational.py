@@ -1,4 +1,4 @@
-"""Rotational updates: every unit turns by the equilibrium angle each step (ROTATIONAL.md).
+"""Rotational updates: every unit turns by the equilibrium angle each step (docs/equilibrium.md).
 
 Kosson, Messmer & Jaggi, "Rotational Equilibrium: How Weight Decay Balances Learning Across
 Neural Networks" (ICML 2024, arXiv 2305.17212). A scale-invariant weight trained with weight
@@ -95,7 +95,8 @@ def _nonzero(x: jax.Array) -> jax.Array:
 
 
 def center_units(params: PyTree, rotational: Any, per_neuron: bool = True) -> PyTree:
-    """Remove each unit's mean and rescale it back to its original norm (ROTATIONAL.md 2.1).
+    """Remove each unit's mean and rescale it back to its original norm (step 1 of
+    docs/equilibrium.md#the-rotational-update).
 
     The initial centring of `rotational` with ``zero_mean``; Optax's ``init`` cannot change
     parameters, so call this once on the initial parameters. `rotational` is one bool or a
@@ -123,7 +124,8 @@ class RotationalState(NamedTuple):
 
 def _rotational_step(p, d, stored_norm, ema, angle, first, t, *, per_neuron, zero_mean,
                      beta, eps):
-    """One rotational update of one leaf: ``(u, n, e)`` for ROTATIONAL.md 2.2-2.6."""
+    """One rotational update of one leaf, ``(u, n, e)``: steps 2-6 of
+    docs/equilibrium.md#the-rotational-update."""
 
     def center(x):
         return x - _unit_mean(x, per_neuron) if zero_mean else x

@@ -1,4 +1,5 @@
-"""Coupled and decoupled L2/L1 decay terms and the L1 sign-crossing clip (REFERENCE s. 4)."""
+"""Coupled and decoupled L2/L1 decay terms and the L1 sign-crossing clip
+(docs/schemes.md#one-update-step)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,396 @@
+"""The notebook's findings as data, each with a test that scores a family's records at any
+scale: ``python -m experiments.findings [--scale S] [--seeds N] [--families ...]``.
+
+`FINDINGS` holds one `Finding` per claim of the notebook (F1..F8): the runs it reads, the
+statement, the notebook's numbers as text and a test from run records to a
+`findings_stats.Result`. Scored on the notebook's own numbers (`notebook_records`, from
+`registry` and the rows' `NotebookDead` statements) every finding holds.
+
+Accuracy thresholds are stated in points (hundredths of accuracy) at the notebook's scale
+and scaled to the accuracy range of the scale scored: ``k`` points become
+``k/100 * (best_here - CHANCE) / (best_notebook - CHANCE)``, where ``best_here`` is the
+highest mean final test accuracy among the runs the finding reads in that family at this
+scale, ``best_notebook`` the highest the notebook reports for the same runs, and
+``CHANCE = 0.1`` (ten CIFAR-10 classes); a scale whose best is at chance gets 0. So a gap is
+a fixed fraction of the distance from chance to the family's best, at every scale. "At
+chance" (F6) is at most ``CHANCE`` + 5 such points, "trains" more than ``CHANCE`` + 50.
+
+Dead units are input units whose mean |W| is below a threshold (summary.json
+``dead_units``: per threshold, per layer ``[dead, inputs]``), counted over a set of layers
+(`DeadUnits`) as a fraction of those layers' inputs, so counts compare across widths: the
+notebook's count ``c`` over ``n`` inputs at its width (base 32) stands for the fraction
+``c / n``. F4's "early layers" are the first two blocks (conv1_1 .. conv2_2); "some" dead
+units there is a fraction above 0 at 1e-9. F8's "many" is more than half the notebook's
+fraction for lxp (about 70 of the 512 conv5_1/conv5_2 inputs at 1e-9), its "at most 4" at
+most 4 of all 1731 inputs at 1e-5; the notebook names no lxp run, so each is given its count.
+
+With one seed a test compares values and has no p-value; with several each part is a
+one-sided test and a finding's p-value is the largest of its parts' (`findings_stats`);
+it is reproduced when it holds and that p-value is at most 0.05 (uncorrected across
+findings). A finding is a calibration one when it reads a family in
+``scales.CALIBRATION_FAMILIES``, else held out.
+
+The command sweeps the runs the chosen findings read (`experiments.sweep`, which skips
+finished runs), or with ``--collect`` only reads them (a finding with a missing run is "not
+run"), then prints the table and writes ``findings.md`` and ``findings.png`` in ``--out``
+(`experiments.findings_report`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+
+from experiments import cli, registry, scales
+from experiments import findings_stats as fs
+from wdjax import storage
+from wdjax.analysis import seeds
+from wdjax.models import vgg
+
+CHANCE = 0.1
+NOTEBOOK_BASE: int = scales.SCALES["full"]["base"]  # the notebook's width
+CALIBRATION_FAMILIES: tuple[str, ...] = scales.CALIBRATION_FAMILIES
+RUNS = registry.all_runs()
+FAMILY_OF: dict[str, str] = {r.name: f.name for f in registry.FAMILIES.values() for r in f.runs}
+
+
+def input_units(base: int) -> dict[str, int]:
+    """Input units of each weight layer of the notebook's VGG of width `base`."""
+    conf = vgg.vgg_conf(base)
+    channels, out = conf[0][1][0], {}
+    for name, (width, _) in conf[1:]:
+        if name in vgg.weight_layers(conf):
+            out[name], channels = channels, width
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class DeadUnits:
+    """Dead input units at `threshold` (as summary.json keys it) in `layers` (None: all)."""
+
+    threshold: str
+    layers: tuple[str, ...] | None = None
+
+    def fraction(self, record: Mapping | None) -> float | None:
+        """Dead over inputs, summed over the layers a ``dead_units`` record has; None when
+        it has none of them at this threshold."""
+        per_layer = (record or {}).get(self.threshold) or {}
+        kept = [per_layer[k] for k in (self.layers or per_layer) if k in per_layer]
+        return sum(d for d, _ in kept) / sum(n for _, n in kept) if kept else None
+
+    def inputs(self, base: int) -> int:
+        """The number of inputs of these layers at width `base`."""
+        units = input_units(base)
+        return sum(units[k] for k in self.layers or units)
+
+
+EARLY_1E9 = DeadUnits("1e-09", ("conv1_1", "conv1_2", "conv2_1", "conv2_2"))
+CONV5_1E9 = DeadUnits("1e-09", ("conv5_1", "conv5_2"))
+ALL_1E5 = DeadUnits("1e-05")
+DEAD_QUERIES = (EARLY_1E9, CONV5_1E9, ALL_1E5)
+
+
+@dataclasses.dataclass(frozen=True)
+class NotebookDead:
+    """A dead-unit count the notebook states for `runs` (it has no such table): `count` dead
+    in `query`, at the notebook's width; `note` says how exact the count is."""
+
+    runs: tuple[str, ...]
+    query: DeadUnits
+    count: int
+    note: str
+
+    @property
+    def fraction(self) -> float:
+        return self.count / self.query.inputs(NOTEBOOK_BASE)
+
+    @property
+    def text(self) -> str:
+        where = "+".join(self.query.layers) if self.query.layers else "all layers"
+        return (f"{','.join(self.runs)}: {self.count} of {self.query.inputs(NOTEBOOK_BASE)} "
+                f"inputs of {where} dead at {self.query.threshold} ({self.note})")
+
+
+@dataclasses.dataclass(frozen=True)
+class Sample:
+    """One run's records at one scale: final test accuracy per seed, and per `DeadUnits`
+    query the dead fraction per seed (queries a record lacks are absent)."""
+
+    accuracy: tuple[float, ...]
+    dead: Mapping[DeadUnits, tuple[float, ...]] = dataclasses.field(default_factory=dict)
+
+
+Records = Mapping[str, Sample]  # run name -> its records
+
+
+@dataclasses.dataclass(frozen=True)
+class Finding:
+    """One claim of the notebook: the families and runs it reads, the claim, the notebook's
+    numbers (text) and its test; `notebook_dead` holds the dead-unit counts it relies on."""
+
+    id: str
+    families: tuple[str, ...]
+    runs: tuple[str, ...]
+    statement: str
+    notebook: str
+    test: Callable[[Records], fs.Result]
+    notebook_dead: tuple[NotebookDead, ...] = ()
+
+    @property
+    def calibration(self) -> bool:
+        return any(f in CALIBRATION_FAMILIES for f in self.families)
+
+
+# ------------------------------------------------------------------------------ the tests
+def _acc(rec: Records) -> dict[str, tuple[float, ...]]:
+    return {name: s.accuracy for name, s in rec.items()}
+
+
+def _points(rec: Records, runs: Sequence[str], k: float) -> float:
+    """`k` notebook points at this scale (as a fraction of accuracy; module docstring)."""
+    here = max(fs.mean(rec[r].accuracy) for r in runs)
+    notebook = max(RUNS[r].reported.test_accuracy for r in runs)
+    return k / 100 * max(here - CHANCE, 0.0) / (notebook - CHANCE)
+
+
+def _best(acc: Mapping[str, Sequence[float]], runs: Sequence[str]) -> str:
+    return max(runs, key=lambda r: fs.mean(acc[r]))
+
+
+def _dead(rec: Records, run: str, query: DeadUnits, compare: Callable,
+          c: float) -> fs.Result:
+    """`compare` (`above` or `at_most`) of run's dead fractions and `c`; false unrecorded."""
+    values = rec[run].dead.get(query, ())
+    if not values:
+        return fs.Result(False, None, f"{run}: dead units at {query.threshold} not recorded")
+    return compare(f"{run} dead fraction", values, c)
+
+
+# Every run of the family, in numbering order (the registry's); exp without exp1 (stopped
+# early), exp8 (exp6 again) and exp9 (momentum).
+_AXP, _BXP, _CXP, _DXP, _FXP, _HXP, _LXP = (
+    registry.get_family(f).run_names for f in ("axp", "bxp", "cxp", "dxp", "fxp", "hxp", "lxp"))
+_EXP = ("exp2", "exp3", "exp4", "exp5", "exp6", "exp7")
+_CXP_DEAD = NotebookDead(("cxp9",), EARLY_1E9, 1, "'some': at least 1")
+_LXP_DEAD = NotebookDead(_LXP, CONV5_1E9, 70, "about; no run named")
+_IXP2_DEAD = NotebookDead(("ixp2",), ALL_1E5, 4, "exact")
+
+
+def _values(runs: Sequence[str]) -> list[float]:
+    return [RUNS[r].value for r in runs]
+
+
+def _f1(rec: Records) -> fs.Result:
+    acc = _acc(rec)
+    return fs.combine([fs.rank(acc, _EXP[:5], _values(_EXP[:5]), 0.8),
+                       fs.below(acc, "exp7", "exp6", 0.0)])
+
+
+def _f2(rec: Records) -> fs.Result:
+    acc = _acc(rec)
+    return fs.combine([fs.lowest(acc, "axp2", _AXP),
+                       fs.below(acc, "axp2", "axp1", _points(rec, _AXP, 5))])
+
+
+def _f3(rec: Records) -> fs.Result:
+    acc = _acc(rec)
+    return fs.combine([fs.lowest(acc, "bxp4", _BXP),
+                       fs.below(acc, "bxp4", "bxp1", _points(rec, _BXP, 2))])
+
+
+def _f4(rec: Records) -> fs.Result:
+    acc = _acc(rec)
+    return fs.combine([fs.rank(acc, _CXP[:5], _values(_CXP[:5]), 0.8),
+                       fs.best_among(acc, _CXP[4:7], _CXP),
+                       fs.below(acc, "cxp9", _best(acc, _CXP), _points(rec, _CXP, 10)),
+                       _dead(rec, "cxp9", EARLY_1E9, fs.above, 0.0)])
+
+
+def _f5(rec: Records) -> fs.Result:
+    acc = _acc(rec)
+    top = _best(acc, ("dxp3", "dxp4"))
+    return fs.combine([fs.best_among(acc, ("dxp3", "dxp4"), _DXP),
+                       fs.below(acc, "dxp1", top, _points(rec, _DXP, 2)),
+                       fs.below(acc, "dxp6", top, _points(rec, _DXP, 4))])
+
+
+def _f6(rec: Records) -> fs.Result:
+    acc = _acc(rec)
+    at_chance = CHANCE + _points(rec, _FXP, 5)
+    trained = CHANCE + _points(rec, _FXP, 50)
+    low = min(_FXP[:6], key=lambda r: fs.mean(acc[r]))
+    trains = fs.combine([fs.above(r, acc[r], trained) for r in _FXP[:6]])
+    text = f"lowest of fxp1..fxp6: {fs.shown(low, acc[low])} > {trained:.4f}"
+    return fs.combine([*(fs.at_most(r, acc[r], at_chance) for r in _FXP[6:]),
+                       dataclasses.replace(trains, text=text)])
+
+
+def _f7(rec: Records) -> fs.Result:
+    return fs.within(_acc(rec), _HXP, _points(rec, _HXP, 1))
+
+
+def _f8(rec: Records) -> fs.Result:
+    many, few = _LXP_DEAD.fraction / 2, _IXP2_DEAD.fraction
+    return fs.combine([*(_dead(rec, r, CONV5_1E9, fs.above, many) for r in _LXP),
+                       _dead(rec, "ixp2", ALL_1E5, fs.at_most, few)])
+
+
+def _reported(runs: Sequence[str]) -> str:
+    return ", ".join(f"{r} {RUNS[r].reported.test_accuracy:.4f}" for r in runs)
+
+
+def _span(runs: Sequence[str]) -> str:
+    acc = [RUNS[r].reported.test_accuracy for r in runs]
+    return f"{runs[0]}..{runs[-1]} {min(acc):.4f}-{max(acc):.4f} (mean {fs.mean(acc):.4f})"
+
+
+def _finding(id: str, runs: Sequence[str], statement: str, notebook: str,
+             test: Callable[[Records], fs.Result],
+             dead: tuple[NotebookDead, ...] = ()) -> Finding:
+    families = tuple(dict.fromkeys(FAMILY_OF[r] for r in runs))
+    notes = "; ".join(filter(None, [notebook, *(d.text for d in dead)]))
+    return Finding(id, families, tuple(runs), statement, notes, test, dead)
+
+
+FINDINGS: tuple[Finding, ...] = (
+    _finding("F1", _EXP, "SGD with L2 everywhere: accuracy rises with weight decay from exp2 "
+             "to exp6 (Spearman >= 0.8), and exp7 is below exp6", _reported(_EXP), _f1),
+    _finding("F2", _AXP, "SGDL1: strong L1 hurts; axp2 (1.6e-3) is the family's worst, at "
+             "least 5 points below axp1", _reported(("axp1", "axp2")), _f2),
+    _finding("F3", _BXP, "SGDL1A: accuracy falls with L1; bxp4 (the strongest) is the worst, "
+             "at least 2 points below bxp1", _reported(_BXP), _f3),
+    _finding("F4", _CXP, "dup4: accuracy rises (cxp1..cxp5, Spearman >= 0.8) to a plateau "
+             "holding the best at cxp5-cxp7; cxp9 collapses, at least 10 points below the "
+             "best, with dead units in the early layers",
+             _reported(("cxp1", "cxp5", "cxp6", "cxp7", "cxp9")), _f4, (_CXP_DEAD,)),
+    _finding("F5", _DXP, "dup2: an inverted U; the best is dxp3 or dxp4, dxp1 at least 2 "
+             "points below it and dxp6 at least 4", _reported(("dxp1", "dxp3", "dxp4", "dxp6")),
+             _f5),
+    _finding("F6", _FXP, "dup1: fxp7 and fxp8 end at chance (at most 5 points above it), "
+             "fxp1-fxp6 train (more than 50 points above it)",
+             f"{_span(_FXP[:6])}; {_reported(_FXP[6:])}", _f6),
+    _finding("F7", _HXP, "SGD, weight decay 0.010-0.026: flat, every run within 1 point of "
+             "the family mean", _span(_HXP), _f7),
+    _finding("F8", (*_LXP, "ixp2"), "normalised updates kill units: every lxp run has many "
+             "dead conv5_1/conv5_2 inputs at 1e-9, ixp2 at most 4 per 1731 inputs at 1e-5",
+             "", _f8, (_LXP_DEAD, _IXP2_DEAD)),
+)
+
+
+def notebook_records(findings: Sequence[Finding] = FINDINGS) -> dict[str, Sample]:
+    """The notebook's numbers as one-seed records: reported accuracy (registry) and the
+    rows' dead-unit counts as fractions of the inputs at its width."""
+    dead: dict[str, dict[DeadUnits, tuple[float, ...]]] = {}
+    for d in (d for f in findings for d in f.notebook_dead):
+        for r in d.runs:
+            dead.setdefault(r, {})[d.query] = (d.fraction,)
+    return {r: Sample((RUNS[r].reported.test_accuracy,), dead.get(r, {}))
+            for f in findings for r in f.runs}
+
+
+def load_records(out: str | Path, runs: Iterable[str]) -> dict[str, Sample]:
+    """The finished seeds of each of `runs` in ``out/<family>/<run>/`` (`seeds.load`):
+    summary.json's ``final_test_accuracy`` and ``dead_units``. Runs without a finished seed
+    are left out."""
+    records = {}
+    for r in runs:
+        group = seeds.load(Path(out) / FAMILY_OF[r] / r)
+        acc = tuple(float(v) for v in group.values("final_test_accuracy") if v is not None)
+        if acc:
+            dead = {q: tuple(f for f in map(q.fraction, group.values("dead_units"))
+                             if f is not None) for q in DEAD_QUERIES}
+            records[r] = Sample(acc, {q: v for q, v in dead.items() if v})
+    return records
+
+
+@dataclasses.dataclass(frozen=True)
+class Scored:
+    """A finding scored at one scale: its result, or the runs missing there."""
+
+    finding: Finding
+    result: fs.Result | None
+    missing: tuple[str, ...]
+    seeds: int  # the fewest finished seeds among its runs (0: not run)
+
+
+def score(finding: Finding, records: Records) -> Scored:
+    """`finding`'s test on `records`, or "not run" (result None) when a run is missing."""
+    missing = tuple(r for r in finding.runs if r not in records)
+    if missing:
+        return Scored(finding, None, missing, 0)
+    n = min(len(records[r].accuracy) for r in finding.runs)
+    return Scored(finding, finding.test(records), (), n)
+
+
+def select(families: Sequence[str] | None) -> tuple[Finding, ...]:
+    """The findings that read any of `families` (all for None); a UsageError for a family
+    no finding reads."""
+    known = runs_by_family(FINDINGS)
+    unknown = [n for n in families or () if n not in known]
+    if unknown:
+        raise cli.UsageError(f"no finding reads family {unknown[0]!r}; they read: "
+                             f"{', '.join(known)}")
+    return tuple(row for row in FINDINGS if families is None or set(row.families) & {*families})
+
+
+def runs_by_family(findings: Sequence[Finding]) -> dict[str, list[str]]:
+    """Per family, in the findings' order, the runs they read."""
+    out: dict[str, list[str]] = {}
+    for r in dict.fromkeys(r for f in findings for r in f.runs):
+        out.setdefault(FAMILY_OF[r], []).append(r)
+    return out
+
+
+def parser() -> cli.Parser:
+    p = cli.Parser(prog="python -m experiments.findings",
+                   description="Score the notebook's findings on a sweep's runs at one scale, "
+                               "training the missing runs first (unless --collect).")
+    a = p.add_argument
+    a("--scale", choices=tuple(scales.SCALES), default=None, help="as the sweep's")
+    a("--seeds", type=cli.integer("--seeds"), default=None, help="default: the scale's")
+    a("--families", nargs="+", default=None, metavar="FAMILY",
+      help="score the findings that read these families (default: all)")
+    a("--out", default=None, help="the sweep's output directory (default results/<scale>)")
+    a("--data", default=None, help="passed to the sweep")
+    a("--no-progress", action="store_true")
+    a("--collect", action="store_true",
+      help="train nothing: score the runs on disk (missing ones: not run)")
+    return p
+
+
+def train(findings: Sequence[Finding], scale: str, n_seeds: int, out: Path, args) -> None:
+    """Sweep every run the findings read (`experiments.sweep` skips finished ones)."""
+    from experiments import sweep
+
+    extra = (["--data", args.data] if args.data else []) + (
+        ["--no-progress"] if args.no_progress else [])
+    for family, runs in runs_by_family(findings).items():
+        sweep.main(["--name", family, "--runs", ",".join(runs), "--scale", scale,
+                    "--seeds", str(n_seeds), "--out", str(out), *extra])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from experiments import findings_report
+
+    args = parser().parse_args(argv)
+    scale, why = scales.choose(args.scale)
+    n_seeds = args.seeds or scales.SEEDS.get(scale, 1)
+    chosen = select(args.families)
+    out = Path(args.out or f"results/{scale}")
+    if args.collect:
+        if not out.is_dir():
+            raise storage.RunError(f"nothing to collect: {out} does not exist")
+    else:
+        print(f"findings {', '.join(f.id for f in chosen)} at {scale} scale ({why}), "
+              f"{n_seeds} seed(s); results in {out}")
+        train(chosen, scale, n_seeds, out, args)
+    records = load_records(out, dict.fromkeys(r for f in chosen for r in f.runs))
+    scored = [score(f, records) for f in chosen]
+    print("\n" + findings_report.write(scored, records, scale, out))
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run_main(main, sys.argv[1:])

@@ -1,0 +1,274 @@
+"""Convolution and pooling kernels used by the model, in formulations chosen per backend.
+
+The VGG only needs 'same' 3x3 and 1x1 convolutions and non-overlapping 2x2 max-pools, so
+these are written for exactly that case; anything else falls back to XLA's general ops.
+On CPU each conv layer runs each of its three passes (forward, input gradient, kernel
+gradient) the way `conv_plan` measured fastest, and stays fast under `jax.vmap` over runs.
+`tune_cpu_allocator` removes XLA:CPU's per-step page-fault cost; call it at program start.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import functools
+import sys
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from wdjax.cpu import winograd
+from wdjax.cpu.plan import METHOD_KINDS, Method, Plan, conv_plan, winograd_method
+
+CONV_IMPLS = ("xla", "im2col", "winograd", "hybrid")
+
+
+# glibc mallopt parameter numbers (malloc.h).
+_M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
+
+
+def tune_cpu_allocator() -> bool:
+    """Keep freed memory in glibc's main heap so XLA:CPU steps stop re-faulting their buffers.
+
+    Why: XLA:CPU mallocs each step's activations and temporaries afresh. glibc serves large
+    blocks with new mmaps or from per-thread arenas that it trims on free, so every step
+    page-faults its whole working set back in (~134k faults, ~0.5 GB, per VGG-32 train step
+    measured on a 2-core VM: more time than the convolutions). One arena, no mmap and no
+    trimming make steady-state steps fault-free. Process-wide and irreversible: peak memory
+    stays reserved. Returns False (doing nothing) off glibc.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    ok = mallopt(_M_ARENA_MAX, 1) and mallopt(_M_MMAP_MAX, 0)
+    return bool(ok and mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
+
+
+def default_conv_impl(backend: str | None = None) -> str:
+    """The fastest measured formulation for a backend: hybrid on CPU, XLA's conv elsewhere.
+
+    CPU VGG train step, batch 128 (benchmarks/step_speed.py, 2-core EPYC): hybrid ran at
+    327 / 241 / 83 img/s against winograd / xla at base 32, 1174 / 993 / 932 at base 8, and
+    keeps vmapped sweeps fast; accelerators have native convolutions.
+    """
+    backend = backend or jax.default_backend()
+    return "hybrid" if backend == "cpu" else "xla"
+
+
+def conv2d(x: jax.Array, kernel: jax.Array, impl: str = "xla") -> jax.Array:
+    """Stride-1 'same' convolution of NHWC `x` with an HWIO `kernel` (odd kernel size).
+
+    `impl="xla"` is XLA's convolution. `impl="im2col"` gathers the kh*kw shifted views of
+    the zero-padded input along the channel axis and does one matmul. `impl="winograd"`
+    runs 3x3 kernels by Winograd's F(2x2,3x3) (`wdjax.cpu.winograd`). `impl="hybrid"` (the CPU
+    default) picks a formulation per layer *and per pass* (forward, input gradient, kernel
+    gradient) from measured rules (`wdjax.cpu.plan`). All but xla run 1x1 kernels as a
+    plain matmul.
+    """
+    kh, kw, cin, cout = kernel.shape
+    if impl not in CONV_IMPLS:
+        raise ValueError(f"unknown conv_impl {impl!r}; allowed: {', '.join(CONV_IMPLS)}")
+    if kh % 2 == 0 or kw % 2 == 0:
+        raise ValueError(f"kernel size {kh}x{kw}: only odd sizes ('same' padding is "
+                         "symmetric) are allowed")
+    if kh == kw == 1 and impl != "xla":
+        n, h, w, _ = x.shape
+        return (x.reshape(-1, cin) @ kernel.reshape(cin, cout)).reshape(n, h, w, cout)
+    if impl == "xla":
+        return _xla_conv(x, kernel)
+    if impl == "im2col":
+        return _im2col_conv(x, kernel, x.shape[0])
+    if impl == "winograd" and kh == kw == 3:
+        return planned_conv(x, kernel, Plan(*[winograd_method(2)] * 3))
+    if impl == "winograd":
+        return _im2col_conv(x, kernel, x.shape[0])
+    return planned_conv(x, kernel, conv_plan(x.shape, kernel.shape))
+
+
+def _xla_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    return lax.conv_general_dilated(x, kernel, window_strides=(1, 1), padding="SAME",
+                                    dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def _patches(x: jax.Array, kh: int, kw: int) -> jax.Array:
+    """(N*H*W, kh*kw*C) rows of the zero-padded kh x kw neighbourhoods, ordered (i, j, c)."""
+    n, h, w, c = x.shape
+    ph, pw = kh // 2, kw // 2
+    xp = jnp.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0)))
+    # Order (i, j, c) matches kernel.reshape(kh * kw * cin, cout) for HWIO kernels.
+    cols = [xp[:, i:i + h, j:j + w, :] for i in range(kh) for j in range(kw)]
+    return jnp.concatenate(cols, axis=-1).reshape(n * h * w, kh * kw * c)
+
+
+def _im2col_conv(x: jax.Array, kernel: jax.Array, chunk: int) -> jax.Array:
+    kh, kw, cin, cout = kernel.shape
+    flat = kernel.reshape(kh * kw * cin, cout)
+
+    def conv(xc: jax.Array) -> jax.Array:
+        return (_patches(xc, kh, kw) @ flat).reshape(*xc.shape[:3], cout)
+
+    return winograd.over_chunks(conv, (x,), chunk, reduce=False)
+
+
+def _im2col_kernel_grad(x: jax.Array, g: jax.Array, k_shape: tuple[int, ...],
+                        chunk: int) -> jax.Array:
+    """sum over examples and pixels of patches(x)^T g, accumulated chunk by chunk."""
+    kh, kw, cin, cout = k_shape
+
+    def part(xc: jax.Array, gc: jax.Array) -> jax.Array:
+        return _patches(xc, kh, kw).T @ gc.reshape(-1, cout)
+
+    return winograd.over_chunks(part, (x, g), chunk, reduce=True).reshape(k_shape)
+
+
+def _one_run_at_a_time(f):
+    """`f`, whose vmap runs it once per index of the mapped axis instead of batching it.
+
+    Why: vmapping XLA's conv over runs with per-run kernels makes a grouped convolution,
+    which XLA:CPU runs several times slower than the runs' convolutions one after another.
+    """
+    g = jax.custom_batching.custom_vmap(f)
+
+    @g.def_vmap
+    def rule(axis_size: int, in_batched: list[bool], *args: jax.Array):
+        outs = [g(*(a[i] if b else a for a, b in zip(args, in_batched, strict=True)))
+                for i in range(axis_size)]
+        return jnp.stack(outs), True
+
+    return g
+
+
+_xla_conv_per_run = _one_run_at_a_time(_xla_conv)
+# The kernel gradient is linear in g; `kernel` only supplies the shape.
+_xla_kernel_grad_per_run = _one_run_at_a_time(
+    lambda x, g, kernel: jax.vjp(lambda k: _xla_conv(x, k), kernel)[1](g)[0])
+
+
+def conv_forward(x: jax.Array, kernel: jax.Array, method: Method) -> jax.Array:
+    """The 'same' conv of `x` with `kernel`, computed by `method`."""
+    chunk = method.chunk or x.shape[0]
+    if method.kind == "im2col":
+        return _im2col_conv(x, kernel, chunk)
+    if method.kind == "winograd":
+        return winograd.conv(x, kernel, method.tile, chunk)
+    return _xla_conv_per_run(x, kernel)
+
+
+def conv_input_grad(g: jax.Array, kernel: jax.Array, method: Method) -> jax.Array:
+    """The input gradient of the 'same' conv for output cotangent `g`, by `method`."""
+    # A stride-1 'same' conv's input gradient is the 'same' conv of g with the kernel
+    # flipped in space and transposed in channels.
+    return conv_forward(g, jnp.flip(kernel, (0, 1)).swapaxes(2, 3), method)
+
+
+def conv_kernel_grad(x: jax.Array, g: jax.Array, kernel: jax.Array,
+                     method: Method) -> jax.Array:
+    """The kernel gradient of the 'same' conv of `x` for output cotangent `g`, by `method`.
+
+    `kernel` supplies the shape (and, for XLA's pass, the vmap structure).
+    """
+    chunk = method.chunk or x.shape[0]
+    if method.kind == "im2col":
+        return _im2col_kernel_grad(x, g, kernel.shape, chunk)
+    if method.kind == "winograd":
+        return winograd.kernel_grad(x, g, method.tile, chunk)
+    return _xla_kernel_grad_per_run(x, g, kernel)
+
+
+def check_plan(plan: Plan, x_shape: tuple[int, ...], k_shape: tuple[int, ...]) -> None:
+    """One-line ValueError unless every pass of `plan` can run on these shapes."""
+    n = x_shape[0]
+    for m in plan:
+        if not isinstance(m, Method) or m.kind not in METHOD_KINDS:
+            raise ValueError(f"conv plan {plan!r}: each pass must be a conv_plan.Method of "
+                             f"kind {', '.join(METHOD_KINDS)}")
+        if m.chunk < 0 or (m.chunk and n % m.chunk):
+            raise ValueError(f"conv plan {plan}: chunk sizes must divide the batch of {n}")
+        if m.kind == "winograd" and (tuple(k_shape[:2]) != (3, 3)
+                                     or m.tile not in winograd.TRANSFORMS):
+            raise ValueError(f"conv plan {plan}: winograd needs a 3x3 kernel (got "
+                             f"{k_shape[0]}x{k_shape[1]}) and tile 2 or 4 (got {m.tile})")
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def planned_conv(x: jax.Array, kernel: jax.Array, plan: Plan) -> jax.Array:
+    """The 'same' conv of `conv2d`, each pass run the way `plan` says (see `conv_plan`).
+
+    Under `jax.vmap` (a vmapped sweep), the XLA passes run once per mapped index, so the
+    runs' different kernels never form a grouped conv; the others become batched matmuls.
+    """
+    check_plan(plan, x.shape, kernel.shape)
+    return conv_forward(x, kernel, plan.forward)
+
+
+def _planned_conv_fwd(x: jax.Array, kernel: jax.Array, plan: Plan):
+    return planned_conv(x, kernel, plan), (x, kernel)
+
+
+def _planned_conv_bwd(plan: Plan, res: tuple[jax.Array, jax.Array], g: jax.Array):
+    x, kernel = res
+    return (conv_input_grad(g, kernel, plan.input_grad),
+            conv_kernel_grad(x, g, kernel, plan.kernel_grad))
+
+
+planned_conv.defvjp(_planned_conv_fwd, _planned_conv_bwd)
+
+
+def max_pool(x: jax.Array, window: int, stride: int) -> jax.Array:
+    """Max-pool NHWC `x` with a square window, no padding (PyTorch's MaxPool2d default).
+
+    Non-overlapping windows use a reshape-max whose gradient goes to the first maximum of
+    each window in row-major order, exactly like ``reduce_window``'s (select-and-scatter)
+    gradient and PyTorch's; other windows fall back to ``reduce_window``.
+    """
+    _, h, w, _ = x.shape
+    if window == stride and h % window == 0 and w % window == 0:
+        return _block_max_pool(x, window)
+    return lax.reduce_window(
+        x, -jnp.inf, lax.max, (1, window, window, 1), (1, stride, stride, 1), "VALID"
+    )
+
+
+def _blocks(x: jax.Array, k: int) -> jax.Array:
+    """View NHWC `x` as (N, H/k, k, W/k, k, C) windows."""
+    n, h, w, c = x.shape
+    return x.reshape(n, h // k, k, w // k, k, c)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _block_max_pool(x: jax.Array, k: int) -> jax.Array:
+    return _blocks(x, k).max(axis=(2, 4))
+
+
+def _block_max_pool_fwd(x: jax.Array, k: int) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+    y = _block_max_pool(x, k)
+    return y, (x, y)
+
+
+def _block_max_pool_bwd(k: int, res: tuple[jax.Array, jax.Array], g: jax.Array):
+    # A custom rule because jnp.max's own gradient splits ties evenly and costs an extra
+    # window-sum pass. The gradient goes to the first maximum in row-major order
+    # (reduce_window's choice), found by comparisons alone: a window-min reduction of the
+    # positions measured 2-6x slower than this single elementwise pass.
+    x, y = res
+    xb = _blocks(x, k)
+    zero = jnp.zeros((), g.dtype)
+    seen = None  # some earlier position of the window held the maximum
+    rows = []
+    for i in range(k):
+        row = []
+        for j in range(k):
+            hit = xb[:, :, i, :, j, :] == y
+            row.append(jnp.where(hit if seen is None else hit & ~seen, g, zero))
+            seen = hit if seen is None else seen | hit
+        rows.append(jnp.stack(row, axis=3))
+    return (jnp.stack(rows, axis=2).reshape(x.shape),)
+
+
+_block_max_pool.defvjp(_block_max_pool_fwd, _block_max_pool_bwd)

@@ -1,0 +1,234 @@
+"""TensorFlow Datasets sources, ``tfds:NAME`` (TensorFlow needed: ``pip install 'wdjax[tfds]'``).
+
+Loading goes through the dataset's builder:
+
+1. When the dataset is not prepared in the TFDS data directory (``$TFDS_DATA_DIR``, else
+   ``~/tensorflow_datasets``), the hosts it downloads from are checked first: a name lookup
+   and a TCP connect, :data:`HOST_TIMEOUT_S` at most. An offline machine gets one line within
+   seconds, before TensorFlow is even imported, instead of after TFDS's download retries
+   (about 3.5 minutes for CIFAR-10). A prepared dataset is never checked.
+2. Each split is read as a stream of batches and concatenated on the host. Reading a split
+   as one tensor (``tfds.load(..., batch_size=-1)``) aborts the process in C++ under
+   ``tfds.testing.mock_data``, so the stream is what both the real data and the mock run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import logging
+import socket
+import threading
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import numpy as np
+
+from wdjax.data.common import ARRAY_KEYS, FOLDER_FORM, SPLITS, DataError, Dataset, make_dataset
+
+HOST_TIMEOUT_S = 6.0  # lookup and connect per host; a reachable host answers in milliseconds
+READ_BATCH = 10_000  # examples per streamed batch (30 MB of CIFAR images)
+_NO_TF_NEEDED = f"a {FOLDER_FORM} source needs neither TensorFlow nor a download"
+
+
+def tensorflow_available() -> bool:
+    """Whether TensorFlow can be imported (checked without importing it)."""
+    # find_spec is cheap and never imports TF; tfds without TF would otherwise fail late
+    # (or try to download) before telling the user what is missing.
+    try:
+        return importlib.util.find_spec("tensorflow") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def missing_tensorflow_message(name: str) -> str:
+    """The one line for a ``tfds:`` source on a machine without TensorFlow."""
+    return (f"cannot load tfds:{name} (TensorFlow is not installed: pip install "
+            f"'wdjax[tfds]'); {_NO_TF_NEEDED}")
+
+
+def _failure(name: str, detail: str) -> DataError:
+    return DataError(f"cannot load tfds:{name} ({detail[:300]}); {_NO_TF_NEEDED}")
+
+
+@contextlib.contextmanager
+def _quiet_tfds() -> Iterator[None]:
+    """Hide TFDS's warnings about data directories it looks into (``Variant folder ... has no
+    dataset_info.json`` for a dataset not prepared yet): what matters is said in one line."""
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(max(level, logging.ERROR))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _is_prepared(builder: Any) -> bool:
+    with _quiet_tfds():
+        return bool(builder.is_prepared())
+
+
+def _builder(name: str) -> Any:
+    """The TFDS builder of `name` (creating it needs no TensorFlow import and no network)."""
+    if not tensorflow_available():
+        raise DataError(missing_tensorflow_message(name))
+    import tensorflow_datasets as tfds
+
+    try:
+        with _quiet_tfds():
+            return tfds.builder(name)
+    except Exception as e:  # noqa: BLE001 - unknown name, bad version, broken install...
+        # The first line only: an unknown name is followed by every dataset TFDS knows.
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise _failure(name, f"{type(e).__name__}: {first}") from e
+
+
+# ---- the download-host check -------------------------------------------------------------
+
+
+def download_addresses(urls: Iterable[str]) -> list[tuple[str, int]]:
+    """The (host, port) pairs a download of `urls` connects to first (a proxy if one is set)."""
+    proxies = urllib.request.getproxies()
+    out: list[tuple[str, int]] = []
+    for url in urls:
+        parts = urllib.parse.urlsplit(url)
+        if not parts.hostname:
+            continue
+        proxy = proxies.get(parts.scheme)
+        if proxy and not urllib.request.proxy_bypass(parts.hostname):
+            parts = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        port = parts.port or {"https": 443, "ftp": 21}.get(parts.scheme, 80)
+        if parts.hostname and (parts.hostname, port) not in out:
+            out.append((parts.hostname, port))
+    return out
+
+
+def _resolve(host: str, port: int, timeout: float) -> list[tuple]:
+    """getaddrinfo with a deadline (it has none of its own; a stuck resolver blocks ~20 s)."""
+    result: dict[str, Any] = {}
+
+    def lookup() -> None:
+        try:
+            result["infos"] = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except Exception as e:  # noqa: BLE001 - reported below, whatever the resolver raised
+            result["error"] = e
+
+    worker = threading.Thread(target=lookup, daemon=True, name=f"resolve {host}")
+    worker.start()
+    worker.join(timeout)
+    if "error" in result:
+        raise OSError(f"cannot resolve {host} ({type(result['error']).__name__}: "
+                      f"{result['error']})")
+    if "infos" not in result:
+        raise OSError(f"resolving {host} took over {timeout:g} s")
+    return result["infos"]
+
+
+def check_address(host: str, port: int, timeout: float = HOST_TIMEOUT_S) -> None:
+    """OSError (one line) unless `host` resolves and accepts a TCP connection on `port`,
+    all within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    errors = []
+    for family, kind, proto, _, address in _resolve(host, port, timeout):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            errors.append(f"no answer within {timeout:g} s")
+            break
+        with socket.socket(family, kind, proto) as sock:
+            sock.settimeout(left)
+            try:
+                sock.connect(address)
+                return
+            except OSError as e:
+                errors.append(f"{address[0]}: {type(e).__name__}: {e}")
+    raise OSError(f"cannot connect to {host}:{port} ({'; '.join(errors) or 'no address'})")
+
+
+def _check_download(name: str, builder: Any) -> None:
+    """DataError at once if `builder` would have to download from a host it cannot reach."""
+    try:
+        urls = list(builder.url_infos or ())
+    except Exception:  # noqa: BLE001 - no checksums file: TFDS finds its URLs while preparing
+        urls = []
+    for host, port in download_addresses(urls):
+        try:
+            check_address(host, port)
+        except OSError as e:
+            raise _failure(name, f"not prepared in {builder.data_dir}, and its download "
+                                 f"host is unreachable: {e}") from e
+
+
+def check(name: str) -> None:
+    """Validate ``tfds:NAME`` cheaply: TensorFlow present, the name known to TFDS, and the
+    dataset prepared or its download hosts reachable."""
+    builder = _builder(name)
+    if not _is_prepared(builder):
+        _check_download(name, builder)
+
+
+# ---- loading -----------------------------------------------------------------------------
+
+
+def _read_split(builder: Any, split: str) -> tuple[np.ndarray, np.ndarray]:
+    import tensorflow_datasets as tfds
+
+    stream = builder.as_dataset(split=split, as_supervised=True).batch(READ_BATCH)
+    batches = list(tfds.as_numpy(stream))
+    if not batches:
+        raise ValueError(f"split {split!r} is empty")
+    images = np.ascontiguousarray(np.concatenate([x for x, _ in batches]), dtype=np.uint8)
+    labels = np.ascontiguousarray(np.concatenate([y for _, y in batches]), dtype=np.int32)
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise DataError(f"{split} images have shape {images.shape}; only RGB images "
+                        "(N, H, W, 3) are supported")
+    return images, labels
+
+
+def _class_names(info: Any, num_classes: int) -> tuple[str, ...]:
+    """The label feature's names, or ``"0", "1", ...`` when it has none."""
+    label_key = (info.supervised_keys or (None, "label"))[1]
+    try:
+        names = list(info.features[label_key].names)
+    except Exception:  # noqa: BLE001 - a label feature without names
+        names = []
+    return tuple(str(c) for c in names) or tuple(str(i) for i in range(num_classes))
+
+
+def _hide_accelerators_from_tensorflow() -> None:
+    import tensorflow as tf
+
+    # TF would otherwise reserve (almost) all accelerator memory that JAX needs; this
+    # fails harmlessly if TF was already initialised elsewhere.
+    with contextlib.suppress(Exception):
+        tf.config.set_visible_devices([], "GPU")
+
+
+def load(name: str) -> Dataset:
+    """Prepare ``tfds:NAME`` if needed (after the host check) and read both splits."""
+    builder = _builder(name)
+    prepared = _is_prepared(builder)
+    if not prepared:
+        _check_download(name, builder)
+    try:
+        _hide_accelerators_from_tensorflow()
+        if not prepared:
+            builder.download_and_prepare()
+        arrays: dict[str, np.ndarray] = {}
+        for split in SPLITS:
+            arrays[f"{split}_images"], arrays[f"{split}_labels"] = _read_split(builder, split)
+        num = int(max(arrays["train_labels"].max(), arrays["test_labels"].max())) + 1
+        classes = _class_names(builder.info, num)
+    except DataError as e:
+        raise DataError(f"tfds:{name}: {e}") from e
+    except Exception as e:  # noqa: BLE001 - any failure becomes one user-facing line
+        raise _failure(name, f"{type(e).__name__}: {e}") from e
+    digest = hashlib.sha256()
+    for key in ARRAY_KEYS:
+        digest.update(arrays[key].tobytes())
+    digest.update("\0".join(classes).encode())
+    return make_dataset(arrays, classes, f"tfds:{name}", digest.hexdigest())

@@ -1,0 +1,171 @@
+"""The VGG-like network of the original experiments, built from its declarative layer list.
+
+A conf is a list of ``(name, info)`` pairs; the layer kind comes from the name's prefix
+(docs/protocol.md#model):
+
+* ``('input', (in_channels, None))``
+* ``('convX_Y', (out_channels, dropout_p | None))``: 3x3 conv (padding 1) -> BN -> ReLU
+* ``('fcN', (out_channels, dropout_p | None))``: 1x1 conv -> BN -> ReLU
+* ``('poolN', (window, stride))``: max-pool
+* ``('dropN', (None, p))``: dropout
+* ``('logit', (num_classes, None))``: bare 1x1 conv with bias
+* ``('flatter', (None, None))``: flatten to ``(N, num_classes)``
+
+The params tree has one top-level key per conv/fc/logit layer, holding ``{'conv': {'kernel',
+'bias'}, 'bn': {'scale', 'bias'}}`` (``logit`` has no ``bn``), so label trees are written by
+layer name.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from wdjax.cpu import batchnorm, ops
+
+Conf = Sequence[tuple[str, tuple[Any, Any]]]
+
+LAYER_KINDS = ("input", "conv", "fc", "pool", "drop", "logit", "flatter")
+
+
+def layer_kind(name: str) -> str:
+    """The kind of a conf entry, from its name's prefix."""
+    for kind in ("input", "conv", "fc", "pool", "drop", "logit", "flatter"):
+        if name.startswith(kind):
+            return kind
+    raise ValueError(f"layer name {name!r} has no known kind; allowed prefixes: "
+                     f"{', '.join(LAYER_KINDS)}")
+
+
+def weight_layers(conf: Conf) -> list[str]:
+    """Names of the layers that own a kernel (conv, fc, logit), in order."""
+    return [name for name, _ in conf if layer_kind(name) in ("conv", "fc", "logit")]
+
+
+def vgg_conf(base: int = 32, num_classes: int = 10, in_channels: int = 3) -> list:
+    """The notebook's default VGG13-like layer list, with width `base`."""
+    if base < 1 or num_classes < 1:
+        raise ValueError(f"base and num_classes must be >= 1, got {base}, {num_classes}")
+    conf: list = [("input", (in_channels, None))]
+    for block, mult in enumerate((1, 2, 4, 8, 8), start=1):
+        conf += [(f"conv{block}_1", (mult * base, None)), (f"conv{block}_2", (mult * base, None))]
+        conf.append((f"pool{block}", (2, 2)))
+    conf += [("fc6", (8 * base, None)), ("logit", (num_classes, None)), ("flatter", (None, None))]
+    return conf
+
+
+# Normal(0, 2 / fan_in) with fan_in = kh * kw * C_in: He initialisation, not truncated.
+kernel_init = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
+
+
+class Conv(nn.Module):
+    """Stride-1 'same' convolution with bias; `impl` picks the formulation (see `wdjax.cpu.ops`)."""
+
+    features: int
+    kernel_size: int
+    impl: str
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        k = self.kernel_size
+        kernel = self.param("kernel", kernel_init, (k, k, x.shape[-1], self.features))
+        bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        return ops.conv2d(x, kernel, self.impl) + bias
+
+
+class BatchNorm(nn.Module):
+    """BatchNorm with PyTorch's semantics, aware of padded examples.
+
+    Training normalises with the biased batch variance and updates
+    ``running = 0.9 * running + 0.1 * batch`` with the *unbiased* variance, as
+    ``torch.nn.BatchNorm2d`` does. `mask` (shape (N,), 0/1) drops padded examples from the
+    statistics, so a padded last batch behaves like the real, smaller batch. Training mode
+    runs `wdjax.cpu.batchnorm.batch_norm_train`: one pass for the statistics, one for the output,
+    and a hand-written gradient of two passes.
+    """
+
+    momentum: float = 0.9
+    epsilon: float = 1e-5
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool, mask: jax.Array | None = None) -> jax.Array:
+        c = x.shape[-1]
+        scale = self.param("scale", nn.initializers.ones, (c,))
+        bias = self.param("bias", nn.initializers.zeros, (c,))
+        ra_mean = self.variable("batch_stats", "mean", jnp.zeros, (c,), jnp.float32)
+        ra_var = self.variable("batch_stats", "var", jnp.ones, (c,), jnp.float32)
+        if not train:
+            a = scale * jax.lax.rsqrt(ra_var.value + self.epsilon)
+            return (x - ra_mean.value) * a + bias
+        y, mean, var = batchnorm.batch_norm_train(x, scale, bias, mask, self.epsilon)
+        if not self.is_initializing():
+            count = math.prod(x.shape[:-1]) if mask is None else \
+                mask.sum() * math.prod(x.shape[1:-1])
+            m = self.momentum
+            unbiased = var * count / jnp.maximum(count - 1, 1)
+            ra_mean.value = m * ra_mean.value + (1 - m) * mean
+            ra_var.value = m * ra_var.value + (1 - m) * unbiased
+        return y
+
+
+class ConvLayer(nn.Module):
+    """One conv/fc/logit entry: conv -> [BN -> ReLU] -> [dropout]."""
+
+    features: int
+    kernel_size: int
+    batch_norm: bool
+    dropout: float | None
+    impl: str
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool, mask: jax.Array | None) -> jax.Array:
+        x = Conv(self.features, self.kernel_size, self.impl, name="conv")(x)
+        if self.batch_norm:
+            x = nn.relu(BatchNorm(name="bn")(x, train, mask))
+        if self.dropout:
+            x = nn.Dropout(self.dropout, deterministic=not train)(x)
+        return x
+
+
+class VGG(nn.Module):
+    """The declarative VGG: ``VGG(vgg_conf(32)).apply(vars, x, train=...)`` -> (N, classes).
+
+    `conv_impl` picks the convolution formulation (``None``: the fastest for the backend,
+    see `wdjax.cpu.ops.default_conv_impl`); all formulations compute the same function.
+    """
+
+    conf: Conf
+    conv_impl: str | None = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool, mask: jax.Array | None = None) -> jax.Array:
+        impl = self.conv_impl or ops.default_conv_impl()
+        for name, (a, b) in self.conf:
+            kind = layer_kind(name)
+            if kind == "input":
+                if a is not None and x.shape[-1] != a:
+                    raise ValueError(f"input has {x.shape[-1]} channels, conf expects {a}")
+            elif kind in ("conv", "fc", "logit"):
+                x = ConvLayer(
+                    features=a, kernel_size=3 if kind == "conv" else 1,
+                    batch_norm=kind != "logit", dropout=b, impl=impl, name=name,
+                )(x, train, mask)
+            elif kind == "pool":
+                x = ops.max_pool(x, a, b)
+            elif kind == "drop":
+                x = nn.Dropout(b, deterministic=not train)(x)
+            elif kind == "flatter":
+                x = x.reshape(x.shape[0], -1)
+        return x
+
+
+def init_variables(model: VGG, key: jax.Array, image_shape=(32, 32, 3)) -> dict:
+    """``{'params', 'batch_stats'}`` for `model`, initialised from `key`."""
+    # Jitted: op-by-op initialisation dispatches (and compiles) every op separately.
+    return jax.jit(model.init, static_argnames="train")(
+        key, jnp.zeros((1, *image_shape), jnp.float32), train=False)

@@ -1,0 +1,185 @@
+"""The scheme table: every named optimiser as one `Scheme` row of data.
+
+`wdjax.schemes.chains` builds a row into an Optax chain; this module only says what each row is.
+A row's fields are the whole of its behaviour: the base update, where the decay goes and in
+which form, which coefficient each layer gets, and any projection or rotation around it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+# The decay forms (where the decay term enters the update; ``d`` the direction, ``u`` the
+# final update, ``wd`` a leaf's coefficient, ``lr_0`` the rate at step 0):
+#   coupled      d = g + wd p                      (L2 in the loss; torch SGD / Adam)
+#   decoupled    u = -lr_t (d + wd p)              (AdamW, torch.optim.AdamW; SGDW)
+#   independent  u = -lr_t d - (lr_t / lr_0) wd p  (Loshchilov & Hutter 2019, Alg. 2)
+#   corrected    u = -lr_t d - lr_t^2 / lr_0 wd p  (AdamC, Defazio 2025)
+#   cautious     u = -lr_t (d + wd 1[d p >= 0] p)  (CWD, Chen et al. 2025)
+#   proximal     L1 group: p <- soft_threshold(p + u, lr_t L1_decay); others coupled L2
+#   toward_init  d = g + wd (p - p0)               (L2-SP, Li et al. 2018)
+DECAY_FORMS = ("coupled", "decoupled", "independent", "corrected", "cautious", "proximal",
+               "toward_init")
+_CHOICES = dict(base=("sgd", "adam"), coefficients=("uniform", "variance_inverse", "fan_in"),
+                l1_group=("none", "early", "all"), normalize=("none", "current", "ema"),
+                decay_form=DECAY_FORMS, adam_blocks=("element", "unit", "layer"),
+                norm_constraint=("none", "unit", "tensor"),
+                rotational=("none", "neuron", "tensor"))
+# Forms whose transform takes kinds (L1/L2) and element-wise multipliers.
+_TAKES_MULTIPLIERS = ("coupled", "decoupled", "independent", "corrected", "proximal")
+
+
+@dataclasses.dataclass(frozen=True)
+class Scheme:
+    """One named optimiser as data (the fields are the whole of its behaviour)."""
+
+    name: str
+    base: str = "sgd"  # "sgd": docs/schemes.md#one-update-step; "adam": Adam (0.9, 0.999, 1e-8)
+    coefficients: str = "uniform"  # "variance_inverse": wd * dup ** -depth / Var(W0);
+    #                                "fan_in": wd * fan_in / FAN_IN_REFERENCE
+    dup: float = 2.0  # variance_inverse: the divisor per halving of the map
+    l1_group: str = "none"  # "early" / "all": those layers get L1 with L1_decay
+    last1: bool = False  # the last layer's coefficient times last1_mult
+    last2: bool = False  # the last two layers' coefficients times last2_mult
+    topographic: tuple[int, ...] = ()  # layers (from the end, -1 last) with M = b ** dist
+    normalize: str = "none"  # "current" / "ema": layer-wise normalised updates (norm_ema)
+    weight_norm: bool = True  # normalize: times ||p||
+    normalize_per_unit: bool = False  # normalize: one norm per output unit, not per tensor
+    decay_form: str = "coupled"  # where the decay enters (DECAY_FORMS above)
+    adam_blocks: str = "element"  # adam: one second moment per element / unit / tensor
+    norm_constraint: str = "none"  # "unit" / "tensor": kernels held at their initial norms
+    rotational: str = "none"  # "neuron" / "tensor": rotational update (docs/equilibrium.md)
+    zero_mean: bool = True  # rotational: centre units (and the initial kernels, once)
+    update_norm_decay: float = 0.9  # rotational: beta of the update-norm EMA
+    default_lr: float = 0.1
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        for field, allowed in _CHOICES.items():
+            if getattr(self, field) not in allowed:
+                raise ValueError(f"scheme {self.name!r}: {field} must be one of "
+                                 f"{', '.join(allowed)}, got {getattr(self, field)!r}")
+        if any(not isinstance(i, int) or i >= 0 for i in self.topographic):
+            raise ValueError(f"scheme {self.name!r}: topographic positions count from the "
+                             f"end (-1 = last layer), got {self.topographic}")
+        for problem in self._conflicts():
+            raise ValueError(f"scheme {self.name!r}: {problem}")
+
+    def _conflicts(self) -> list[str]:
+        """The combinations no chain implements, as one-line reasons."""
+        form = self.decay_form
+        out = []
+        if form == "proximal" and self.l1_group == "none":
+            out.append("decay_form 'proximal' needs l1_group early or all")
+        if self.l1_group != "none" and form not in ("coupled", "decoupled", "proximal"):
+            out.append(f"L1 groups need decay_form coupled, decoupled or proximal, "
+                       f"not {form!r}")
+        if self.topographic and form not in _TAKES_MULTIPLIERS:
+            out.append(f"topographic multipliers need decay_form one of "
+                       f"{', '.join(_TAKES_MULTIPLIERS)}, not {form!r}")
+        if self.normalize != "none" and self.base != "sgd":
+            out.append("normalize applies to base sgd only")
+        if self.adam_blocks != "element" and self.base != "adam":
+            out.append("adam_blocks applies to base adam only")
+        if self.rotational != "none":
+            wanted = "coupled" if self.base == "sgd" else "decoupled"
+            if (form, self.normalize, self.norm_constraint, self.adam_blocks, self.l1_group,
+                    self.topographic) != (wanted, "none", "none", "element", "none", ()):
+                out.append(f"rotational schemes take decay_form {wanted!r} (base "
+                           f"{self.base}), L2 without topographic multipliers, and no "
+                           f"normalize, norm_constraint or adam_blocks")
+        return out
+
+    @property
+    def centers_init(self) -> bool:
+        """Whether the initial kernels are centred per unit (`schemes.initial_params`)."""
+        return self.rotational != "none" and self.zero_mean
+
+
+_VAR2 = dict(coefficients="variance_inverse", dup=2.0)
+_ADAM = dict(base="adam", default_lr=1e-3)
+SCHEMES: tuple[Scheme, ...] = (
+    Scheme("SGD", description="L2 weight_decay everywhere"),
+    Scheme("SGDL1", l1_group="early",
+           description="L1 L1_decay on the early layers, L2 weight_decay on the rest"),
+    Scheme("SGDL1A", l1_group="all", description="L1 L1_decay everywhere"),
+    Scheme("SGD_var_dup4", coefficients="variance_inverse", dup=4.0,
+           description="per layer weight_decay * 4 ** -depth / Var(W0)"),
+    Scheme("SGD_var_dup2", **_VAR2, description="per layer weight_decay * 2 ** -depth / Var(W0)"),
+    Scheme("SGD_var_dup1", coefficients="variance_inverse", dup=1.0,
+           description="per layer weight_decay / Var(W0)"),
+    Scheme("SGD_var_dup2_last2_mult", **_VAR2, last2=True,
+           description="dup2, the last two layers times last2_mult"),
+    Scheme("SGD_var_dup2_last1_mult", **_VAR2, last1=True,
+           description="dup2, the last layer times last1_mult"),
+    Scheme("SGD_topo.a", **_VAR2, last1=True, topographic=(-2,),
+           description="last1_mult scheme + topographic multiplier on the 2nd-to-last layer"),
+    Scheme("SGD_topo.b", **_VAR2, last1=True, topographic=(-3,),
+           description="last1_mult scheme + topographic multiplier on the 3rd-to-last layer"),
+    Scheme("SGD_topo.ab", **_VAR2, last1=True, topographic=(-3, -2),
+           description="last1_mult scheme + topographic multipliers on both"),
+    Scheme("LSSGD_var_dup2_last1_mult", **_VAR2, last1=True, normalize="ema",
+           description="last1_mult scheme + layer-wise updates ||p|| / EMA ||d||"),
+    Scheme("LSSGD_var_dup2_last1_mult_nwm", **_VAR2, last1=True, normalize="ema",
+           weight_norm=False, description="same without the ||p|| factor"),
+    Scheme("SGD_fanin", coefficients="fan_in",
+           description="per layer weight_decay * fan_in / 1152 (conv2_1's fan-in)"),
+    Scheme("Adam", **_ADAM,
+           description="Adam + L2 in the gradient (decoupled with separate_decay)"),
+    # Beyond the notebook: the decay forms (wdjax.decay variants) as rows.
+    Scheme("SGDW_indep", decay_form="independent",
+           description="momentum SGD, decay (lr_t / lr_0) * weight_decay * p after the lr"),
+    Scheme("AdamW", **_ADAM, decay_form="decoupled",
+           description="torch.optim.AdamW: u = -lr_t * (adam + weight_decay * p)"),
+    Scheme("AdamC", **_ADAM, decay_form="corrected",
+           description="AdamW with decay lr_t^2 / lr_0 * weight_decay * p"),
+    Scheme("SGD_cautious", decay_form="cautious",
+           description="decay weight_decay * p only where the momentum step shrinks p"),
+    Scheme("AdamW_cautious", **_ADAM, decay_form="cautious",
+           description="AdamW, decay only where the Adam step shrinks p"),
+    Scheme("SGDprox1", l1_group="early", decay_form="proximal",
+           description="SGDL1 with a soft threshold lr_t * L1_decay instead of L1 + clip"),
+    Scheme("SGDprox1A", l1_group="all", decay_form="proximal",
+           description="SGDL1A with a soft threshold lr_t * L1_decay"),
+    Scheme("SGD_sp", decay_form="toward_init",
+           description="L2-SP: weight_decay * (p - p0) in the gradient"),
+    Scheme("SGD_hyperball", norm_constraint="unit",
+           description="SGD, then each kernel unit projected back to its initial norm"),
+    Scheme("RSGD_hyperball", normalize="current", normalize_per_unit=True,
+           norm_constraint="unit",
+           description="per-unit step lr * ||p_unit|| (relative), then projected back to "
+                       "the initial unit norm (Hyperball)"),
+    Scheme("RSGD_var_dup2", **_VAR2, rotational="neuron",
+           description="dup2 coefficients, rotational SGD per output neuron"),
+    Scheme("RSGD_var_dup2_tensor", **_VAR2, rotational="tensor",
+           description="dup2 coefficients, rotational SGD per tensor"),
+    Scheme("RAdam", **_ADAM, decay_form="decoupled", rotational="neuron",
+           description="rotational AdamW per output neuron"),
+    Scheme("AdamU", **_ADAM, adam_blocks="unit",
+           description="Adam with one second moment per output unit, L2 in the gradient"),
+    Scheme("AdamL", **_ADAM, adam_blocks="layer",
+           description="Adam with one second moment per tensor, L2 in the gradient"),
+    Scheme("AdamWU", **_ADAM, adam_blocks="unit", decay_form="decoupled",
+           description="AdamU with decoupled decay"),
+    Scheme("AdamWL", **_ADAM, adam_blocks="layer", decay_form="decoupled",
+           description="AdamL with decoupled decay"),
+)
+ALIASES: Mapping[str, str] = {"SGD1A": "SGDL1A", "SGD_var_dup": "SGD_var_dup4"}
+_BY_NAME = {s.name: s for s in SCHEMES}
+
+
+def names() -> tuple[str, ...]:
+    """The table's scheme names (aliases: ``SGD1A`` -> ``SGDL1A``, ``SGD_var_dup`` -> dup4)."""
+    return tuple(_BY_NAME)
+
+
+def get(scheme: str | Scheme) -> Scheme:
+    """The `Scheme` for a name or alias (or the scheme itself); ValueError listing choices."""
+    if isinstance(scheme, Scheme):
+        return scheme
+    found = _BY_NAME.get(ALIASES.get(scheme, scheme))
+    if found is None:
+        raise ValueError(f"unknown optimizer {scheme!r}; valid: {', '.join(_BY_NAME)} "
+                         f"(aliases: {', '.join(ALIASES)})")
+    return found

@@ -1,0 +1,357 @@
+"""The host-side record of a run: its directory, resume replay, per-epoch rows and summary.
+
+Everything here runs on the host between compiled steps (see `wdjax.training.steps`) and writes
+through `wdjax.storage` (atomic files, JSON lines), so a run killed at any point leaves
+records the same command completes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import platform
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import flax
+import jax
+import numpy as np
+import optax
+
+from wdjax import schemes, storage
+from wdjax.analysis import units
+from wdjax.layers import LayerTable
+from wdjax.schemes import hparams
+from wdjax.training import checkpoint
+from wdjax.training.config import Config
+
+PyTree = Any
+
+
+def environment() -> dict[str, str]:
+    """Versions and device, stored in every run record so numbers can be traced."""
+    from wdjax import __version__
+
+    dev = jax.devices()[0]
+    return dict(wdjax=__version__, jax=jax.__version__, flax=flax.__version__,
+                optax=optax.__version__, python=platform.python_version(),
+                backend=jax.default_backend(), device_kind=dev.device_kind,
+                device_count=str(jax.device_count()), host=platform.node())
+
+
+def _at(tree: PyTree, path: tuple[str, ...]) -> Any:
+    for key in path:
+        tree = tree[key]
+    return tree
+
+
+def layer_records(config: Config, params0: PyTree, layers: LayerTable,
+                  factors: Mapping[str, float]) -> dict[str, dict]:
+    """Per layer at the start: kernel decay coefficient, kind, factor, the table's facts."""
+    spec = schemes.decay_spec(config.optimizer, params=params0, layers=layers,
+                              factors=factors, **config.hparams())
+    return {layer.name: dict(
+        factor=factors.get(layer.name, 1.0),
+        coefficient=float(_at(spec.coefficients, layer.kernel)),
+        kind=_at(spec.kinds, layer.kernel),
+        topographic=_at(spec.multipliers, layer.kernel) is not None,
+        depth=layer.depth, fan_in=layer.fan_in, normalized=layer.normalized)
+        for layer in layers}
+
+
+def recorded_factors(run_dirs: list[Path],
+                     ckpts: list[checkpoint.Manager]) -> list[dict[str, float] | None]:
+    """Per run, the per-layer decay factors its config.json recorded at its start; ``None``
+    for a run with no checkpoint to resume from (a fresh start measures them)."""
+    out = []
+    for run_dir, ckpt in zip(run_dirs, ckpts, strict=True):
+        table = None
+        if ckpt.latest_epoch() is not None and (run_dir / "config.json").exists():
+            table = storage.read_json(run_dir / "config.json").get("layers")
+        out.append({name: float(info["factor"]) for name, info in table.items()}
+                   if table else None)
+    return out
+
+
+@dataclasses.dataclass
+class RunLog:
+    """Host-side bookkeeping of one run in a (possibly vmapped) group."""
+
+    config: Config
+    dir: Path
+    table: dict
+    best: int = -1
+    best_epoch: int = 0
+    diverged: dict | None = None
+    last: dict | None = None
+    # The open steps.jsonl window: [loss, sum ||lr*d||^2, sum ||p||^2] per step since the
+    # last line (it spans epochs, so it is checkpointed with the run).
+    window: list = dataclasses.field(default_factory=list)
+
+
+def same_config(run_dir: Path, config: Config) -> bool:
+    """Whether `run_dir` holds a run recorded with exactly `config`."""
+    try:
+        old = storage.read_json(run_dir / "config.json")["config"]
+    except (OSError, ValueError, KeyError):
+        return False
+    new = storage.jsonable(config.to_dict())
+    for h in hparams.TABLE:
+        # A row given in another unit (tau_epochs) fixes the row it sets (weight_decay)
+        # from fields compared here; the record holds the converted number.
+        if h.sets and new.get(h.name) is not None:
+            old.pop(h.sets, None)
+            new.pop(h.sets, None)
+    return old == new
+
+
+def is_finished(out: Path, config: Config) -> bool:
+    """Whether `config`'s run under `out` has results recorded with exactly this config."""
+    run_dir = out / config.run_path
+    return storage.run_state(run_dir) == "finished" and same_config(run_dir, config)
+
+
+def prepare_run_dir(out: Path, config: Config, force: bool) -> Path:
+    """The run's directory: new, or resumable with the same config; else RunError.
+
+    A finished run (summary.json present) or a different config is refused unless `force`,
+    which moves the old directory aside to ``<name>.replaced-<time>`` instead of deleting it.
+    """
+    run_dir = out / config.run_path
+    state = storage.run_state(run_dir)
+    if state == "new":
+        return run_dir
+    same = same_config(run_dir, config)
+    if not force:
+        if state == "finished":
+            raise storage.RunError(f"run {config.name!r} already has results in {run_dir}; "
+                                   "use --force-name to replace it")
+        if not same:
+            raise storage.RunError(f"run {config.name!r} exists in {run_dir} with a different "
+                                   "config; use --force-name to replace it or another --name")
+        return run_dir
+    if state == "finished" or not same:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        run_dir.rename(run_dir.with_name(f"{run_dir.name}.replaced-{stamp}"))
+    return run_dir
+
+
+def move_into_seed_dir(run_dir: Path) -> Path | None:
+    """Turn a one-seed run (records at the top of `run_dir`) into ``run_dir/seed<s>/``.
+
+    Adding seeds to a run trained with one keeps that seed's records (finished or resumable)
+    instead of training it again. Returns the new directory, or None if nothing moved.
+    """
+    if not (run_dir / "config.json").is_file():
+        return None
+    record = storage.read_json(run_dir / "config.json")
+    record["config"]["seed_dir"] = True
+    target = run_dir / f"seed{record['config']['seed']}"
+    hidden = run_dir.with_name(f".{run_dir.name}.to-seed-dir")
+    run_dir.rename(hidden)  # the records move as one directory, never file by file
+    run_dir.mkdir()
+    hidden.rename(target)
+    storage.write_json(target / "config.json", record)
+    return target
+
+
+def _replay(log: RunLog, epoch: int, step: int, writer: bool) -> None:
+    """Drop records written after the restored checkpoint (by a killed process)."""
+    rows = [row for row in storage.read_jsonl(log.dir / "metrics.jsonl") if row["epoch"] <= epoch]
+    steps = [row for row in storage.read_jsonl(log.dir / "steps.jsonl") if row["step"] <= step]
+    if writer:
+        storage.rewrite_jsonl(log.dir / "metrics.jsonl", rows)
+        storage.rewrite_jsonl(log.dir / "steps.jsonl", steps)
+    log.last = rows[-1] if rows else None
+
+
+def resume(states: list, logs: list[RunLog], ckpts: list[checkpoint.Manager],
+           writer: bool = True) -> int:
+    """Restore every run of the group from its newest common checkpoint; return the epoch."""
+    latest = [c.latest_epoch() for c in ckpts]
+    if any(e is None for e in latest):
+        for log, c in zip(logs, ckpts, strict=True):  # a fresh start: old partials are stale
+            if writer:
+                c.reset()
+                for f in ("metrics.jsonl", "steps.jsonl"):
+                    (log.dir / f).unlink(missing_ok=True)
+        return 0
+    epoch = min(latest)
+    restored_all = [c.restore(epoch, s) for c, s in zip(ckpts, states, strict=True)]
+    fallback = min(extra["epoch"] for _, extra in restored_all)
+    if fallback < epoch:  # a damaged newest checkpoint: the whole group steps back
+        epoch = fallback
+        restored_all = [c.restore(epoch, s) for c, s in zip(ckpts, states, strict=True)]
+    for r, log in enumerate(logs):
+        restored, extra = restored_all[r]
+        states[r] = restored
+        log.best, log.best_epoch = extra["best"], extra["best_epoch"]
+        log.diverged = extra.get("diverged")
+        log.window = extra.get("window", [])
+        _replay(log, epoch, int(restored.step), writer)
+    return epoch
+
+
+def log_steps(logs: list[RunLog], fetched: list[dict], step: int, epoch: int, lr: float,
+              stacked: bool, writer: bool, log_every: int) -> None:
+    """Add steps up to global `step` to each run's window; detect divergence.
+
+    Windows are `log_every` consecutive *global* steps, across epoch ends
+    (docs/protocol.md#what-is-measured).
+    When one closes, its steps.jsonl line holds: ``loss``, the mean training loss over the
+    window's steps; ``update_norm``, sqrt(sum over tensors ||p_new - p||^2) = the total
+    update norm sqrt(sum (lr*||d||)^2) of the window's last step; ``param_norm``,
+    sqrt(sum ||p||^2) of the parameters that last step started from. `fetched` never spans
+    a window's end (the trainer fetches at each one). Divergence: the first non-finite loss.
+    """
+    for r, log in enumerate(logs):
+        if log.diverged:
+            continue
+        pick = (lambda x, r=r: x[r]) if stacked else (lambda x: x)
+        losses = np.array([pick(m["loss"]) for m in fetched], np.float64)
+        log.window += [[float(loss), float(pick(m["sq_update"]).sum()),
+                        float(pick(m["sq_param"]).sum())]
+                       for loss, m in zip(losses, fetched, strict=True)]
+        bad = ~np.isfinite(losses)
+        if bad.any():
+            first = step - len(fetched) + int(np.argmax(bad)) + 1
+            log.diverged = dict(step=first, epoch=epoch + 1, loss=str(losses[bad][0]))
+        if step % log_every == 0 and log.window:
+            loss, sq_u, sq_p = np.array(log.window, np.float64).T
+            if writer:
+                storage.append_jsonl(log.dir / "steps.jsonl", dict(
+                    step=step, epoch=epoch + 1, lr=lr, loss=float(loss.mean()),
+                    update_norm=float(np.sqrt(sq_u[-1])), param_norm=float(np.sqrt(sq_p[-1]))))
+            log.window = []
+        if log.diverged:
+            log.window = []
+
+
+def postfix(epoch: int, rows: list[dict], seen: int) -> dict:
+    """Progress-bar fields: epoch, mean loss and training accuracy so far (first run)."""
+    loss = np.mean([np.asarray(m["loss"]).reshape(-1)[0] for m in rows])
+    acc = sum(np.asarray(m["correct"]).reshape(-1)[0] for m in rows) / max(seen, 1)
+    return dict(epoch=epoch + 1, loss=f"{loss:.3f}", acc=f"{acc:.1%}")
+
+
+def kernel_index(params: PyTree, layers: LayerTable) -> dict[str, int]:
+    """Each layer's kernel position in the leaf order of `params` (that of `sq_norms`)."""
+    paths = [tuple(str(getattr(k, "key", k)) for k in path)
+             for path, _ in jax.tree_util.tree_leaves_with_path(params)]
+    return {layer.name: paths.index(layer.kernel) for layer in layers}
+
+
+# The equilibrium monitor's state fields (`decay.EquilibriumMonitorState`), as recorded.
+EQUILIBRIUM_FIELDS = {"angular_update_ema": "ema", "equilibrium_ratio": "ratio",
+                      "equilibrium_norm": "equilibrium_norm",
+                      "equilibrium_step": "arrived_step"}
+
+
+def equilibrium(opt_state: Any, layers: LayerTable) -> dict[str, dict]:
+    """Per layer, the equilibrium monitor's measurements of its kernel (`schemes.build` with
+    ``monitor=True``): the EMA of the angular update, its ratio to the prediction, the
+    predicted equilibrium norm and the first step within 10% (None: no prediction / not yet).
+    """
+    trees = {name: optax.tree.get(opt_state, field) for field, name in EQUILIBRIUM_FIELDS.items()}
+    out = {}
+    for layer in layers:
+        values = {name: float(np.asarray(_at(tree, layer.kernel)))
+                  for name, tree in trees.items()}
+        # NaN: no prediction; a step of -1: not arrived yet.
+        values = {k: v if math.isfinite(v) else None for k, v in values.items()}
+        step = values["arrived_step"]
+        values["arrived_step"] = int(step) if step is not None and step >= 0 else None
+        out[layer.name] = values
+    return out
+
+
+def _angular(rows: list[dict], kernel_ix: Mapping[str, int],
+             monitored: Mapping[str, dict]) -> dict:
+    """Per layer: the mean ||dW||/||W|| over the epoch's steps, the prediction
+    ``sqrt(2 lr wd / (1 + m))`` (Adam: times ``(1 - b1) / (1 + b1)``) where the scheme has
+    one, and the equilibrium monitor's values at the epoch's last step."""
+    angular = {}
+    for layer, i in kernel_ix.items():
+        ratios = [math.sqrt(m["sq_update"][i] / m["sq_param"][i]) for m in rows
+                  if m["sq_param"][i] > 0]
+        mon = monitored[layer]
+        predicted = (mon["ema"] / mon["ratio"]) if mon["ratio"] else None
+        angular[layer] = dict(measured=float(np.mean(ratios)) if ratios else 0.0,
+                              predicted=predicted, **mon)
+    return angular
+
+
+def epoch_row(log: RunLog, epoch: int, lr: float, rows: list[dict], test: tuple[int, float],
+              sizes: tuple[int, int], mon: dict, state: Any, layers: LayerTable,
+              seconds: float) -> dict:
+    """The metrics.jsonl row of one run for one epoch (docs/protocol.md#what-is-measured)."""
+    (test_correct, test_loss), (n_train, n_test) = test, sizes
+    train_correct = int(sum(int(m["correct"]) for m in rows))
+    losses = np.array([float(m["loss"]) for m in rows])
+    if test_correct > log.best and not log.diverged:
+        log.best, log.best_epoch = test_correct, epoch + 1
+    params = state.params
+    dead = {str(t): units.model_utilization(params, layers, t)
+            for t in units.DEAD_THRESHOLDS}
+    kernel_ix = kernel_index(params, layers)
+    angular = _angular(rows, kernel_ix, equilibrium(state.opt_state, layers))
+    return dict(
+        epoch=epoch + 1, lr=lr, seconds=round(seconds, 3),
+        train_loss=float(losses.mean()) if len(losses) else float("nan"),
+        train_correct=train_correct, train_total=n_train, train_accuracy=train_correct / n_train,
+        test_correct=test_correct, test_total=n_test, test_accuracy=test_correct / n_test,
+        test_loss=test_loss / n_test, best_test_correct=log.best, best_epoch=log.best_epoch,
+        diverged=log.diverged, dead_units=dead, angular_update=angular,
+        tensors={name: {k: float(v) for k, v in d.items()} for name, d in mon.items()},
+    )
+
+
+def epoch_line(label: str, epoch: int, epochs: int, lr: float, logs: list[RunLog]) -> str:
+    parts = []
+    for log in logs:
+        row = log.last or {}
+        if log.diverged:
+            parts.append(f"{log.config.name}: diverged at step {log.diverged['step']}")
+        elif row.get("epoch") == epoch + 1:
+            parts.append(f"{log.config.name}: loss {row['train_loss']:.3f} "
+                         f"train {row['train_accuracy']:.2%} test {row['test_accuracy']:.2%} "
+                         f"(best {log.best / row['test_total']:.2%} @{log.best_epoch})")
+    return f"epoch {epoch + 1}/{epochs} lr {lr:g} | " + " | ".join(parts)
+
+
+def topographic_grouping(config: Config, params: PyTree,
+                         layers: LayerTable) -> dict[str, dict] | None:
+    """For a run of a topographic scheme, `units.topographic_grouping` of the final
+    kernels of every layer some topographic row of the scheme table multiplies (positions
+    from the end; VGG: conv5_2 and fc6), so the unmultiplied one is the control.
+
+    ``{layer: {spearman, p_value, cell_map}}`` (the map's empty cells as None); None for
+    other schemes.
+    """
+    if not schemes.get(config.optimizer).topographic:
+        return None
+    positions = sorted({i for s in schemes.SCHEMES for i in s.topographic})
+    out = {}
+    for layer in layers.from_end(positions):
+        g = units.topographic_grouping(np.asarray(_at(params, layer.kernel)))
+        cells = [[None if np.isnan(v) else float(v) for v in row] for row in g.cell_map]
+        out[layer.name] = dict(spearman=g.spearman, p_value=g.p_value, cell_map=cells)
+    return out
+
+
+def summary(log: RunLog, n_train: int, n_test: int, epochs: int) -> dict:
+    row = log.last or {}
+    return dict(
+        name=log.config.name, optimizer=log.config.optimizer,
+        hparams=log.config.hparams(), epochs_done=row.get("epoch", 0), epochs=epochs,
+        final_test_accuracy=row.get("test_accuracy"), final_test_correct=row.get("test_correct"),
+        final_train_correct=row.get("train_correct"), train_total=n_train, test_total=n_test,
+        best_test_correct=log.best if log.best >= 0 else None,
+        best_test_accuracy=log.best / n_test if log.best >= 0 else None,
+        best_epoch=log.best_epoch, diverged=log.diverged,
+        dead_units=row.get("dead_units"),
+        notebook_line=(f"- {log.config.name}: {row.get('test_accuracy', float('nan')):.4f} "
+                       f"({row.get('train_correct')})") if row else None,
+    )

@@ -1,0 +1,280 @@
+"""The compiled pieces of a run: state, schedule, train (with monitors) and eval steps.
+
+`programs` builds, once per group of runs that share everything but their traced
+hyperparameters, the model, its layer table, the initial variables and the jitted steps.
+Several runs are stacked on a leading axis and the steps are ``jax.vmap``-ed over it,
+sharing each data batch and augmentation key.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from wdjax import schemes, storage
+from wdjax.analysis import units
+from wdjax.layers import LayerTable, labels
+from wdjax.models import VGG, init_variables, vgg_conf
+from wdjax.models.resnet import ResNet18
+from wdjax.training import batches, parallel
+from wdjax.training.config import Config
+
+PyTree = Any
+
+
+def lr_schedule(lr: float, steps_per_epoch: int, epochs_per_stage: int) -> optax.Schedule:
+    """``lr * 0.5 ** stage``: halved after every `epochs_per_stage` epochs
+    (docs/protocol.md#schedule-and-base-optimiser)."""
+    stage_steps = steps_per_epoch * epochs_per_stage
+    return lambda count: lr * 0.5 ** (count // stage_steps)
+
+
+class TrainState(struct.PyTreeNode):
+    step: jax.Array
+    params: PyTree
+    batch_stats: PyTree
+    opt_state: PyTree
+
+
+def make_model(cfg: Config, num_classes: int, in_channels: int) -> nn.Module:
+    """The run's model: the notebook VGG at width ``base``, or ResNet-18 at width ``2*base``."""
+    if cfg.model == "resnet18":
+        return ResNet18(num_classes, width=2 * cfg.base)
+    return VGG(vgg_conf(cfg.base, num_classes, in_channels), conv_impl=cfg.conv_impl)
+
+
+def model_layers(model: nn.Module, variables: PyTree, image_shape: Sequence[int]) -> LayerTable:
+    """The model's layer table (from the VGG's layer list, or traced for any other model)."""
+    if isinstance(model, VGG):
+        return labels.table(variables["params"], model.conf)
+    return labels.trace_layers(model, variables, jnp.zeros((1, *image_shape)), train=False)
+
+
+def _cross_entropy(logits: jax.Array, y: jax.Array, mask: jax.Array) -> jax.Array:
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y) * mask
+
+
+def train_step(state: TrainState, x: jax.Array, y: jax.Array, mask: jax.Array,
+               key: jax.Array, last: bool | jax.Array = False, *, model: nn.Module,
+               tx: optax.GradientTransformation,
+               spec_fn: Callable | None = None) -> tuple[TrainState, dict]:
+    """One optimiser step on the (augmented, normalised) batch `x`; padded rows have mask 0.
+
+    With `spec_fn` (optimiser state -> the scheme's `DecaySpec`), ``metrics["tensors"]``
+    holds this step's per-tensor monitors (docs/protocol.md#what-is-measured,
+    `units.tensor_monitors`)
+    when `last` is true (the epoch's last step): the parameters it started from, the
+    gradient on this batch, the decay it added, the update it applied and the momentum
+    buffer after it. On other steps they are zeros, under ``lax.cond``: not computed.
+    """
+    count = mask.sum()
+
+    def loss_fn(params):
+        logits, new_vars = model.apply(
+            {"params": params, "batch_stats": state.batch_stats}, x, train=True, mask=mask,
+            mutable=["batch_stats"], rngs={"dropout": key},
+        )
+        return _cross_entropy(logits, y, mask).sum() / count, (logits, new_vars["batch_stats"])
+
+    (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = dict(
+        loss=loss,
+        correct=((logits.argmax(-1) == y) * mask).sum(),
+        sq_param=units.sq_norms(state.params),
+        sq_update=units.sq_norms(updates),
+    )
+    if spec_fn is not None:
+        def monitors():
+            return units.tensor_monitors(state.params, grads, updates, opt_state,
+                                            spec_fn(state.opt_state))
+
+        zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(monitors))
+        metrics["tensors"] = jax.lax.cond(last, monitors, lambda: zeros)
+    return TrainState(state.step + 1, params, batch_stats, opt_state), metrics
+
+
+def eval_step(params: PyTree, batch_stats: PyTree, x: jax.Array, y: jax.Array,
+              mask: jax.Array, *, model: nn.Module) -> tuple[jax.Array, jax.Array]:
+    """Correct count and summed loss on the normalised batch `x`, in evaluation mode."""
+    logits = model.apply({"params": params, "batch_stats": batch_stats}, x, train=False)
+    return ((logits.argmax(-1) == y) * mask).sum(), _cross_entropy(logits, y, mask).sum()
+
+
+def stack(trees: Sequence[PyTree]) -> PyTree:
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def unstack(tree: PyTree, k: int) -> list[PyTree]:
+    return [jax.tree.map(lambda x, i=i: x[i], tree) for i in range(k)]
+
+
+class Programs(NamedTuple):
+    """The model and the compiled steps shared by every run with the same `shared_key`."""
+
+    model: nn.Module
+    layers: LayerTable
+    params0: PyTree  # a template (seed 0): shapes, and the layer table's source
+    batch_stats0: PyTree
+    schedule: optax.Schedule
+    image_shape: tuple
+    step: Callable
+    eval: Callable
+    unstack: Callable
+    mesh: parallel.Mesh
+
+
+def _vmapped(f: Callable, k_runs: int, n_run_args: int, n_shared: int) -> Callable:
+    """`f` over stacked runs (the first `n_run_args` arguments) sharing the rest."""
+    axes = (0,) * n_run_args + (None,) * n_shared
+    return jax.vmap(f, in_axes=axes) if k_runs > 1 else f
+
+
+def _compiled(model, tx, spec_fn, k_runs: int, steps_per_epoch: int, mesh: parallel.Mesh,
+              per_run_data: bool) -> dict[str, Callable]:
+    rep, split = parallel.replicated(mesh), parallel.batch_sharding(mesh)
+    runs = parallel.run_sharding(mesh, k_runs > 1)
+
+    def batch(images, labels_, idx, mask, i):
+        """Row i of the epoch's index matrix, gathered on device and split over `data`."""
+        x = jax.lax.with_sharding_constraint(images[idx[i]], split)
+        return x, labels_[idx[i]], jax.lax.with_sharding_constraint(mask[i], split)
+
+    def augmented(images, labels_, idx, mask, epoch, i, key):
+        x, y, m = batch(images, labels_, idx, mask, i)
+        # The flip depends on the seed, epoch and step only: resumed runs, vmapped runs and
+        # sequential runs all see the same batches.
+        key = jax.random.fold_in(jax.random.fold_in(key, epoch), i)
+        return batches.augment(jax.random.fold_in(key, 0), x), y, m, jax.random.fold_in(key, 1)
+
+    one_step = functools.partial(train_step, model=model, tx=tx, spec_fn=spec_fn)
+
+    def step(state, images, labels_, idx, mask, epoch, i, key):
+        last = i == steps_per_epoch - 1  # the epoch's monitors are this step's values
+        if per_run_data:  # each run its own seed: its own batch order and flips
+            return jax.vmap(lambda s, ix, k: one_step(
+                s, *augmented(images, labels_, ix, mask, epoch, i, k), last))(state, idx, key)
+        return _vmapped(one_step, k_runs, 1, 5)(
+            state, *augmented(images, labels_, idx, mask, epoch, i, key), last)
+
+    def evaluate(params, batch_stats, images, labels_, idx, mask, i):
+        x, y, m = batch(images, labels_, idx, mask, i)
+        one = functools.partial(eval_step, model=model)
+        return _vmapped(one, k_runs, 2, 3)(params, batch_stats, batches.normalize(x), y, m)
+
+    return dict(step=jax.jit(step, out_shardings=(runs, rep), donate_argnums=0),
+                eval=jax.jit(evaluate, out_shardings=rep),
+                unstack=jax.jit(lambda s: unstack(s, k_runs), out_shardings=rep))
+
+
+@functools.lru_cache(maxsize=4)
+def _programs(shared: tuple, k_runs: int, image_shape: tuple, num_classes: int,
+              n_train: int, mesh: parallel.Mesh, per_run_data: bool) -> Programs:
+    cfg = Config(**dict(shared))
+    steps_per_epoch = math.ceil(n_train / cfg.batch_size)
+    schedule = lr_schedule(cfg.base_lr, steps_per_epoch, cfg.epochs_per_stage)
+    model = make_model(cfg, num_classes, image_shape[-1])
+    # A template for shapes and the layer table; each run's own initial weights (from its
+    # seed) and the factors measured on them enter through its state (`initial_states`).
+    variables = init_variables(model, jax.random.PRNGKey(0), image_shape)
+    params0 = schemes.initial_params(cfg.optimizer, variables["params"])
+    layers = model_layers(model, variables, image_shape)
+    # The chain ends with the equilibrium monitor: the trainer records its state per epoch.
+    tx = schemes.build(cfg.optimizer, params=params0, layers=layers, lr=schedule,
+                       separate_decay=cfg.separate_decay, monitor=True)
+
+    def spec_fn(opt_state):
+        return schemes.spec_from_state(cfg.optimizer, opt_state, params0, layers)
+
+    return Programs(model, layers, params0, variables["batch_stats"], schedule, image_shape,
+                    mesh=mesh, **_compiled(model, tx, spec_fn, k_runs, steps_per_epoch, mesh,
+                                           per_run_data))
+
+
+def programs(configs: Sequence[Config], image_shape: Sequence[int], num_classes: int,
+             n_train: int, mesh: parallel.Mesh) -> Programs:
+    """Compiled steps for a group of runs, reused by later groups that share them (sweeps).
+
+    Runs of one seed share each batch and flip; runs of several seeds each draw their own.
+    """
+    per_run_data = len({c.seed for c in configs}) > 1
+    return _programs(configs[0].shared_key(), len(configs), tuple(image_shape), num_classes,
+                     n_train, mesh, per_run_data)
+
+
+FACTOR_TOLERANCE = 1e-6
+"""Relative difference between recorded and recomputed factors beyond which resume fails."""
+
+
+def checked_factors(cfg: Config, measured: Mapping[str, float],
+                    recorded: Mapping[str, float] | None) -> dict[str, float]:
+    """The factors a run uses: those it recorded at its start when resuming
+    (docs/schemes.md#variance-inverse-coefficients fixes them at initialisation), else the
+    measured ones. RunError when the factors recomputed from the seed differ from the
+    recorded ones by more than `FACTOR_TOLERANCE` (relative), e.g. after a change in JAX's
+    random numbers."""
+    if recorded is None:
+        return dict(measured)
+    differ = [name for name in sorted(set(measured) | set(recorded))
+              if not math.isclose(measured.get(name, math.nan), recorded.get(name, math.nan),
+                                  rel_tol=FACTOR_TOLERANCE)]
+    if differ:
+        name = differ[0]
+        raise storage.RunError(
+            f"run {cfg.name!r}: decay factors recomputed from seed {cfg.seed} differ from "
+            f"the recorded ones ({len(differ)} layer(s), e.g. {name}: recorded "
+            f"{recorded.get(name)}, now {measured.get(name)}); resume with the JAX version "
+            "that started the run, or delete its checkpoints to start it over")
+    return dict(recorded)
+
+
+class Start(NamedTuple):
+    """A run's starting point: its initial variables and the layer factors measured on them."""
+
+    variables: PyTree
+    factors: dict[str, float]
+
+
+def starts(configs: Sequence[Config], prog: Programs,
+           recorded: Sequence[Mapping[str, float] | None] | None = None) -> list[Start]:
+    """Each run's initial variables (from its seed) and coefficient factors (`recorded`:
+    per run, the factors its record holds when it resumes; see `checked_factors`)."""
+    by_seed: dict[int, PyTree] = {}
+    out = []
+    for c in configs:
+        if c.seed not in by_seed:
+            by_seed[c.seed] = init_variables(prog.model, jax.random.PRNGKey(c.seed),
+                                             prog.image_shape)
+        # A rotational scheme starts from centred kernels (its row says so):
+        # docs/equilibrium.md#the-rotational-update, step 1.
+        v = dict(by_seed[c.seed], params=schemes.initial_params(c.optimizer,
+                                                                by_seed[c.seed]["params"]))
+        measured = schemes.layer_factors(c.optimizer, v["params"], prog.layers)
+        out.append(Start(v, checked_factors(c, measured, recorded[len(out)] if recorded
+                                            else None)))
+    return out
+
+
+def initial_states(configs: Sequence[Config], prog: Programs,
+                   run_starts: Sequence[Start]) -> list[TrainState]:
+    """Each run's first state: its own weights, and its optimiser (own hyperparameters and
+    factors) initialised on them; the group's compiled update serves them all."""
+    states = []
+    for c, st in zip(configs, run_starts, strict=True):
+        params = st.variables["params"]
+        tx = schemes.build(c.optimizer, params=params, layers=prog.layers, lr=prog.schedule,
+                           separate_decay=c.separate_decay, factors=st.factors, monitor=True,
+                           **c.hparams())
+        states.append(TrainState(jnp.zeros([], jnp.int32), params,
+                                 st.variables["batch_stats"], tx.init(params)))
+    return states
