@@ -41,6 +41,7 @@ from typing import Any
 from experiments import cli
 from wdjax import storage
 from wdjax.training.config import Config
+from wdjax.training.runlog import is_finished
 
 CLUSTERS = ("slurm", "local")  # local: submitit's LocalExecutor (same jobs, local processes)
 # --launcher of experiments.sweep -> submitit cluster; "local" trains in-process (no submitit).
@@ -114,13 +115,6 @@ def executor_parameters(n_tasks: int, resources: Resources, name: str) -> dict[s
     return params
 
 
-def is_finished(config: Config, family_dir: Path) -> bool:
-    """Whether `config`'s run has results recorded with exactly this config."""
-    from wdjax.training.runlog import is_finished as finished
-
-    return finished(Path(family_dir), config)
-
-
 class GroupTask:
     """The job of one array task: train its group's unfinished runs into `family_dir`.
 
@@ -145,7 +139,7 @@ class GroupTask:
 
         runtime.enable_compilation_cache()  # tasks of one array share compiled programs
         family = Path(family_dir)
-        todo = [c for c in group if self.force or not is_finished(c, family)]
+        todo = [c for c in group if self.force or not is_finished(family, c)]
         if todo:
             self.train(todo, family)
         return [str(c.run_path) for c in todo]
@@ -185,7 +179,7 @@ def submit(groups: Sequence[Sequence[Config]], family_dir: str | Path, resources
     family_dir = storage.check_writable(family_dir)
     groups = [list(g) for g in groups]
     force = bool(task and task.force)
-    todo = [g for g in groups if force or not all(is_finished(c, family_dir) for c in g)]
+    todo = [g for g in groups if force or not all(is_finished(family_dir, c) for c in g)]
     if not todo:
         echo(f"all {sum(map(len, groups))} run(s) in {family_dir} are finished")
         return []
@@ -256,7 +250,7 @@ def _prepare(groups: list[list[Config]], family_dir: Path, data_spec: str | None
     from wdjax.training.train import prepare_run_dir
 
     if not force:
-        for c in (c for g in groups for c in g if not is_finished(c, family_dir)):
+        for c in (c for g in groups for c in g if not is_finished(family_dir, c)):
             prepare_run_dir(family_dir, c, force=False)
     first = groups[0][0]
     cli.check_images(data.load(data_spec or first.data, train_subset=first.train_subset,
@@ -266,7 +260,8 @@ def _prepare(groups: list[list[Config]], family_dir: Path, data_spec: str | None
 def wait(jobs: Sequence[Any], configs: Sequence[Config], family_dir: str | Path, *,
          poll_s: float | None = None, echo: Callable[[str], None] = print) -> list[str]:
     """Block until every job ends, echoing each run as it finishes; return the names of the
-    runs still unfinished. A failed task is a one-line RunError naming its log folder."""
+    runs still unfinished. A failed task is a one-line RunError naming its log folder, and
+    so is a task that pends for a reason in `UNSATISFIABLE` (its array is cancelled)."""
     family_dir = Path(family_dir)
     seen: set[str] = set()
     watcher = _watch_with_squeue(jobs)
@@ -278,7 +273,7 @@ def wait(jobs: Sequence[Any], configs: Sequence[Config], family_dir: str | Path,
             all_done = all(job.done() for job in jobs)  # before looking: nothing is missed
             for c in configs:
                 path = str(c.run_path)  # <name>, or <name>/seed<s> for one of several seeds
-                if path not in seen and is_finished(c, family_dir):
+                if path not in seen and is_finished(family_dir, c):
                     seen.add(path)
                     echo(f"finished {path} ({len(seen)}/{len(configs)})")
             if all_done:
@@ -425,7 +420,7 @@ def run_sweep(groups: Sequence[Sequence[Config]], family_dir: Path, args: argpar
     if args.devices is not None:
         options["devices"] = args.devices
     task = GroupTask(distributed=res.nodes > 1, force=args.force_name, train_options=options)
-    todo = [c for g in groups for c in g if args.force_name or not is_finished(c, family_dir)]
+    todo = [c for g in groups for c in g if args.force_name or not is_finished(family_dir, c)]
     jobs = submit(groups, family_dir, res, cluster=LAUNCHERS[args.launcher], task=task)
     if not jobs:
         return True

@@ -136,9 +136,6 @@ def train_family(configs: list[Config], family_dir: Path, args, parallel: str) -
     from wdjax.training.runlog import is_finished
     from wdjax.training.train import prepare_run_dir, train
 
-    def finished(c: Config) -> bool:
-        return is_finished(family_dir, c)
-
     def load() -> data.Dataset:
         dataset = data.load(configs[0].data, train_subset=configs[0].train_subset,
                             test_subset=configs[0].test_subset)
@@ -147,12 +144,12 @@ def train_family(configs: list[Config], family_dir: Path, args, parallel: str) -
 
     if not args.force_name:
         for c in configs:  # refuse conflicting runs before anything is written
-            if not finished(c):
+            if not is_finished(family_dir, c):
                 prepare_run_dir(family_dir, c, force=False)
     # Bad images are found before the lock; a finished run removed meanwhile loads it late.
-    dataset = None if all(finished(c) for c in configs) else load()
+    dataset = None if all(is_finished(family_dir, c) for c in configs) else load()
     with storage.lock(family_dir):
-        todo = [c for c in configs if not finished(c)]
+        todo = [c for c in configs if not is_finished(family_dir, c)]
         if len(configs) > len(todo):
             print(f"{len(configs) - len(todo)} finished run(s) skipped")
         for group in filter(None, groups_of(todo, parallel)):

@@ -24,7 +24,7 @@ import cloudpickle  # noqa: E402  (a submitit dependency)
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 # The VGG needs 32x32 inputs; 60 training images make an epoch two steps.
-PROTOCOL = dict(base=2, batch_size=32, stages=2, epochs_per_stage=1, train_subset=None,
+PROTOCOL = dict(width=2, batch_size=32, stages=2, epochs_per_stage=1, train_subset=None,
                 test_subset=None, conv_impl="xla")  # XLA's conv compiles fastest
 RUNS = ("dxp3", "dxp4")
 
@@ -80,6 +80,7 @@ def fast_polling(monkeypatch):
     monkeypatch.setattr(launch, "POLL_S", 0.2)  # tiny runs take seconds, not minutes
 
 
+@pytest.mark.slow
 def test_sweep_launcher_gives_the_in_process_table(env, tmp_path, in_process, capsys,
                                                     fast_polling):
     out = tmp_path / "array"
@@ -118,6 +119,7 @@ class KillOnce(launch.GroupTask):
         super().train(todo, family_dir)
 
 
+@pytest.mark.slow
 def test_killed_task_resumes_when_the_sweep_is_submitted_again(env, tmp_path, in_process,
                                                                 capsys, fast_polling,
                                                                 monkeypatch):
@@ -156,6 +158,7 @@ def test_killed_task_resumes_when_the_sweep_is_submitted_again(env, tmp_path, in
         [r["train_loss"] for r in rows], rel=1e-6)
 
 
+@pytest.mark.slow
 def test_tensorboard_events_of_the_trainer_equal_its_records(in_process):
     """The trainer writes one event per epoch; read back, they are metrics.jsonl's numbers."""
     family_dir = in_process[1]
@@ -177,12 +180,14 @@ def test_tensorboard_events_of_the_trainer_equal_its_records(in_process):
 
 
 def _fake_slurm(bin_dir: Path, captured: Path) -> None:
-    """`srun` (probed by submitit) and an `sbatch` that keeps the script and queues nothing."""
+    """`srun` (probed by submitit), an `sbatch` that keeps the script and queues nothing, and
+    an `sinfo` with one partition without GPUs (the default --gpus-per-task asks it)."""
     bin_dir.mkdir()
     (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")
     (bin_dir / "sbatch").write_text(
         f"#!/bin/sh\ncp \"$1\" {captured}\necho 'Submitted batch job 4242'\n")
-    for name in ("srun", "sbatch"):
+    (bin_dir / "sinfo").write_text("#!/bin/sh\necho 'debug* (null)'\n")
+    for name in ("srun", "sbatch", "sinfo"):
         (bin_dir / name).chmod(0o755)
 
 
@@ -273,7 +278,7 @@ def test_launcher_flags_are_checked_first(env, tmp_path, flags, needle):
 
 
 @pytest.mark.parametrize(("field", "value", "needle"), [
-    ("gpus_per_task", -1, "gpus_per_task must be an integer >= 0, got -1"),
+    ("gpus_per_task", -1, "gpus_per_task must be an integer >= 0 or unset, got -1"),
     ("nodes", 0, "nodes must be an integer >= 1, got 0"),
     ("max_parallel", 1.5, "max_parallel must be an integer >= 1 or unset, got 1.5"),
     ("timeout_min", None, "timeout_min must be an integer >= 1, got None"),

@@ -118,7 +118,8 @@ def test_readme_training_example_builds_a_valid_config(monkeypatch):
 def test_docs_schemes_snippets_run_on_the_readme_model():
     ns = _own_model_namespace()
     ns.update(coefficients=ns["coef"], multipliers=None, momentum=0.9, ema_rate=0.98,
-              weight_norm=True, lr=0.1, l1_mask=jax.tree.map(lambda k: k == "l1", ns["kinds"]))
+              times_weight_norm=True, lr=0.1,
+              l1_mask=jax.tree.map(lambda k: k == "l1", ns["kinds"]))
     page = DOCS / "schemes.md"
     chain = eval(_block(page, "optax.chain("), ns)  # noqa: S307 - the page's own snippet
     grads = jax.tree.map(jnp.ones_like, ns["params"])

@@ -1,6 +1,7 @@
 """The sweep command: --list, --dry-run, a tiny end-to-end sweep, resume, lock, vmap."""
 
 import csv
+import json
 import subprocess
 import sys
 
@@ -12,7 +13,7 @@ from wdjax import storage
 
 # XLA's own convolution: the tiny model compiles several times faster than with the
 # Winograd plan, which tests/test_winograd.py and tests/test_models.py check on their own.
-TINY = dict(base=4, batch_size=128, stages=2, epochs_per_stage=1, train_subset=200,
+TINY = dict(width=4, batch_size=128, stages=2, epochs_per_stage=1, train_subset=200,
             test_subset=100, conv_impl="xla")
 
 
@@ -40,11 +41,27 @@ def test_dry_run_prints_configs_and_trains_nothing(tiny_scale, capsys):
     assert not tiny_scale.exists()
 
 
+def test_protocol_flags_replace_the_scales_values(tmp_path, capsys):
+    argv = ["--name", "dxp", "--runs", "dxp1", "--scale", "quick", "--train-subset", "256",
+            "--stages", "1", "--epochs-per-stage", "3", "--out", str(tmp_path / "o")]
+    assert sweep.main([*argv, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    given = {"train_subset": 256, "stages": 1, "epochs_per_stage": 3}
+    assert json.loads(out.split("protocol: ")[1].splitlines()[0]) == {
+        **scales.SCALES["quick"], **given}
+    config = json.loads(next(ln for ln in out.splitlines() if '"name": "dxp1"' in ln))
+    assert {k: config[k] for k in given} == given
+    family = registry.get_family("dxp")
+    later = sweep.collect_command(family, "quick", tmp_path / "o", sweep.parser().parse_args(argv))
+    assert "--runs dxp1 --train-subset 256 --stages 1 --epochs-per-stage 3" in later
+
+
 @pytest.mark.parametrize("argv,needle", [
     (["--name", "zzz"], "unknown family 'zzz'; valid: exp, hxp"),
     (["--name", "dxp", "--runs", "dxp7"], "valid: dxp1, dxp2"),
     (["--name", "dxp", "--scale", "huge"], "invalid choice"),
     (["--name", "dxp", "--data", "folder:/nope"], "does not exist"),
+    (["--name", "dxp", "--stages", "0"], "--stages must be an integer >= 1, got 0"),
 ])
 def test_bad_sweep_input_is_one_line_exit_2(tmp_path, argv, needle):
     out = tmp_path / "o"
@@ -55,6 +72,7 @@ def test_bad_sweep_input_is_one_line_exit_2(tmp_path, argv, needle):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_tiny_sweep_end_to_end_resume_and_lock(tiny_scale, capsys):
     argv = ["--name", "dxp", "--runs", "dxp3,dxp4", "--out", str(tiny_scale), "--no-progress"]
     assert sweep.main(argv) == 0
@@ -86,6 +104,7 @@ def test_tiny_sweep_end_to_end_resume_and_lock(tiny_scale, capsys):
     assert not (fam / ".lock").exists()
 
 
+@pytest.mark.slow
 def test_unfinished_run_resumes(tiny_scale, monkeypatch):
     """A sweep killed mid-run continues from the run's checkpoint on the next call."""
     from wdjax.training import train as train_mod
@@ -104,6 +123,7 @@ def test_unfinished_run_resumes(tiny_scale, monkeypatch):
     assert [r["epoch"] for r in rows] == [1, 2] and (run / "summary.json").exists()
 
 
+@pytest.mark.slow
 def test_seeds_vmapped_equal_sequential_and_added_seeds_reuse_finished(tiny_scale, capsys):
     """Runs x seeds trained in one vmapped program equal each seed trained alone.
 

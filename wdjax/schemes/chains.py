@@ -25,10 +25,12 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 
 from wdjax import decay
+from wdjax.decay.trees import lookup, path_keys
 from wdjax.layers import LayerTable, labels
 from wdjax.schemes import hparams
 from wdjax.schemes.table import ALIASES, DECAY_FORMS, SCHEMES, Scheme, get, names
@@ -57,12 +59,12 @@ def layer_table(params: PyTree, layers: LayerTable | None = None,
                      "model, variables, sample_input) or conf= (the VGG's layer list)")
 
 
-FAN_IN_REFERENCE = 1152
+FAN_IN_UNIT = 1152
 """The fan-in at which a ``fan_in`` scheme's factor is 1 (the VGG's conv2_1: 3 * 3 * 128)."""
 
 
 def _fan_in_factors(params: PyTree, tab: LayerTable, scheme: Scheme) -> dict[str, float]:
-    return {layer.name: layer.fan_in / FAN_IN_REFERENCE for layer in tab}
+    return {layer.name: layer.fan_in / FAN_IN_UNIT for layer in tab}
 
 
 # How each coefficient rule turns the initial params and layer table into per-layer factors.
@@ -80,7 +82,7 @@ def layer_factors(scheme: str | Scheme, params: PyTree, layers: LayerTable | Non
 
     The scheme's coefficient rule (`COEFFICIENT_RULES`): ``uniform`` 1; ``variance_inverse``
     ``dup ** -depth / Var(initial kernel)`` (docs/schemes.md#variance-inverse-coefficients);
-    ``fan_in`` ``fan_in / FAN_IN_REFERENCE``. `params` must be the *initial* parameters.
+    ``fan_in`` ``fan_in / FAN_IN_UNIT``. `params` must be the *initial* parameters.
     """
     scheme, tab = get(scheme), layer_table(params, layers, conf)
     return COEFFICIENT_RULES[scheme.coefficients](params, tab, scheme)
@@ -123,57 +125,25 @@ def decay_spec(scheme: str | Scheme, *, params: PyTree, layers: LayerTable | Non
                              default="l1" if all_l1 else "l2")
     mult = {}
     for layer in tab.from_end(scheme.topographic):
-        kernel = params
-        for key in layer.kernel:
-            kernel = kernel[key]
-        mult[layer.name] = labels.topographic_multiplier(kernel.shape, hp["topo_base"])
+        shape = lookup(params, layer.kernel).shape
+        mult[layer.name] = labels.topographic_multiplier(shape, hp["topo_base"])
     return DecaySpec(coefficients, kinds, labels.kernel_only(params, tab, mult))
 
 
 def _direction(scheme: Scheme, hp: Mapping[str, Any]) -> optax.GradientTransformation:
     """The base update's direction: the momentum buffer (SGD) or Adam's, per its blocks."""
-    if scheme.base == "sgd":
+    if scheme.base_optimizer == "sgd":
         return optax.trace(decay=hp["momentum"])
     if scheme.adam_blocks == "element":
         return optax.scale_by_adam(b1=0.9, b2=0.999, eps=1e-8)
     return decay.scale_by_adam_blocks(scheme.adam_blocks, b1=0.9, b2=0.999, eps=1e-8)
 
 
-def _decay_steps(scheme: Scheme, spec: DecaySpec, hp: Mapping[str, Any],
-                 lr0: float) -> tuple[list, list, list]:
-    """The decay transforms (before the direction, before the lr, after the lr) of its form.
-
-    ``hp["lr"]`` is the current rate (``inject_hyperparams`` evaluates the schedule);
-    `lr0` the rate at step 0 (independent decay's ``lr_0``, AdamC's ``lr_max``).
-    """
-    coef, kinds, mult = spec
-    l1_mask = jax.tree.map(lambda k: k == "l1", kinds)
-    clip = [decay.clip_sign_crossing(l1_mask)] if any(jax.tree.leaves(l1_mask)) else []
-    lr = hp["lr"]
-    form = scheme.decay_form
-    if form == "coupled":
-        return [decay.add_decay(*spec)], [], clip
-    if form == "decoupled":
-        return [], [decay.add_decay(*spec)], clip
-    if form == "independent":
-        return [], [], [decay.independent_decay(coef, lr, lr0, kinds, mult)]
-    if form == "corrected":
-        return [], [], [decay.corrected_decay(coef, lr, lr0, kinds, mult)]
-    if form == "cautious":
-        return [], [decay.cautious_decay(coef)], []
-    if form == "toward_init":
-        return [decay.add_decay_toward_init(coef)], [], []
-    # proximal: L2 stays coupled; the L1 group gets the soft threshold lr_t * L1_decay.
-    l2 = jax.tree.map(lambda c, is_l1: 0.0 if is_l1 else c, coef, l1_mask)
-    return ([decay.add_decay(l2, "l2", mult)], [],
-            [decay.proximal_l1(coef, lr, mask=l1_mask)])
-
-
 def _rotational(scheme: Scheme, spec: DecaySpec, hp: Mapping[str, Any],
                 shapes: PyTree) -> optax.GradientTransformation:
     """The rotational update (docs/equilibrium.md) around the scheme's direction; every leaf
     with ndim >= 2 rotates."""
-    adam = scheme.base == "adam"
+    adam = scheme.base_optimizer == "adam"
     return decay.rotational(
         _direction(scheme, hp), learning_rate=hp["lr"], weight_decay=spec.coefficients,
         momentum=0.0 if adam else hp["momentum"], b1=0.9 if adam else None,
@@ -182,22 +152,24 @@ def _rotational(scheme: Scheme, spec: DecaySpec, hp: Mapping[str, Any],
 
 
 def _rotating(params: PyTree) -> PyTree:
-    # Static flags (kernels), not the decay's sign: a traced decay is unknown at trace time.
+    # Static flags (kernels), not the decay's sign: a traced decay is unknown at trace time
+    # (`decay.rotational` gives a leaf whose decay is 0 the plain update, per step).
     return jax.tree.map(lambda p: len(p.shape) >= 2, params)
 
 
-def _chain(scheme: Scheme, spec: DecaySpec, hp: Mapping[str, Any], lr0: float,
+def _chain(scheme: Scheme, spec: DecaySpec, hp: Mapping[str, Any], lr_max: float | None,
            shapes: PyTree) -> optax.GradientTransformation:
     """The update of one scheme: its direction (SGD as docs/schemes.md#one-update-step, or
     Adam) with the decay of its form, normalisation, the learning rate and any projection
     around it."""
     if scheme.rotational != "none":
         return _rotational(scheme, spec, hp, shapes)
-    before, middle, after = _decay_steps(scheme, spec, hp, lr0)
+    # hp["lr"] is the current rate (inject_hyperparams evaluates the schedule).
+    before, middle, after = DECAY_FORMS[scheme.decay_form].build(*spec, hp["lr"], lr_max)
     normalize = []
     if scheme.normalize != "none":
         ema = 0.0 if scheme.normalize == "current" else hp["norm_ema"]
-        normalize = [decay.normalize_updates(ema, weight_norm=scheme.weight_norm,
+        normalize = [decay.normalize_updates(ema, times_weight_norm=scheme.times_weight_norm,
                                              per_unit=scheme.normalize_per_unit)]
     constrain = ([decay.constrain_norms(None, per_unit=scheme.norm_constraint == "unit")]
                  if scheme.norm_constraint != "none" else [])
@@ -210,9 +182,9 @@ def resolve(scheme: str | Scheme, separate_decay: bool = False) -> Scheme:
     scheme = get(scheme)
     if not separate_decay:
         return scheme
-    if scheme.base != "adam" or scheme.decay_form not in ("coupled", "decoupled"):
+    if scheme.base_optimizer != "adam" or scheme.decay_form not in ("coupled", "decoupled"):
         raise ValueError(f"separate_decay applies to Adam schemes with coupled or decoupled "
-                         f"decay only, not {scheme.name!r} ({scheme.base}, "
+                         f"decay only, not {scheme.name!r} ({scheme.base_optimizer}, "
                          f"{scheme.decay_form})")
     return dataclasses.replace(scheme, decay_form="decoupled")
 
@@ -234,13 +206,13 @@ def _equilibrium_monitor(scheme: Scheme, spec: DecaySpec, hp: Mapping[str, Any],
     L2 kernels followed by a normalisation (scale-invariant), and every decayed kernel of a
     rotational row (which holds it there). Elsewhere the decay given to it is 0: no
     prediction."""
-    adam, rotating = scheme.base == "adam", scheme.rotational != "none"
+    adam, rotating = scheme.base_optimizer == "adam", scheme.rotational != "none"
     plain = (scheme.normalize, scheme.norm_constraint) == ("none", "none") and (
         scheme.decay_form == ("decoupled" if adam else "coupled"))
     kernels = {layer.kernel for layer in tab if rotating or layer.normalized}
 
     def decay_of(path, coefficient, kind):
-        key = tuple(str(getattr(k, "key", k)) for k in path)
+        key = path_keys(path)
         return coefficient if (rotating or plain) and kind == "l2" and key in kernels else 0.0
 
     weight_decay = jax.tree_util.tree_map_with_path(decay_of, spec.coefficients, spec.kinds)
@@ -250,6 +222,7 @@ def _equilibrium_monitor(scheme: Scheme, spec: DecaySpec, hp: Mapping[str, Any],
 
 def build(scheme: str | Scheme, *, params: PyTree, layers: LayerTable | None = None,
           conf: Sequence | None = None, lr: float | Callable | None = None,
+          max_learning_rate: float | None = None, steps: int | None = None,
           separate_decay: bool = False, monitor: bool = False,
           factors: Mapping[str, float] | None = None,
           **hyperparams: Any) -> optax.GradientTransformation:
@@ -261,8 +234,10 @@ def build(scheme: str | Scheme, *, params: PyTree, layers: LayerTable | None = N
         coefficients are measured on them once, here, and stay fixed (pass the same initial
         params again when resuming).
       layers: the model's `LayerTable` (`labels.trace_layers`); or `conf`, the VGG's list.
-      lr: a float or an Optax schedule; ``None``: the scheme's default. Its value at step 0
-        is ``lr_0`` of the independent and corrected decay forms.
+      lr: a float or an Optax schedule; ``None``: the scheme's default.
+      max_learning_rate: ``lr_max`` of the independent and corrected decay forms (the
+        schedule's peak); default a constant `lr` itself, or a schedule's maximum over
+        `steps`, the run's length. Those forms need one of them with a schedule.
       separate_decay: Adam schemes: decoupled (AdamW-style) decay.
       monitor: end the chain with `decay.equilibrium_monitor` (updates unchanged; its
         measurements are read from the state with ``optax.tree.get``).
@@ -282,14 +257,19 @@ def build(scheme: str | Scheme, *, params: PyTree, layers: LayerTable | None = N
                          f"{', '.join(hparams.TRACED)}")
     hp = {h: hparams.BY_NAME[h].default for h in hparams.TRACED} | hyperparams
     hparams.validate(lr=lr, **hp)
-    lr0 = float(lr(0)) if callable(lr) else lr
+    if max_learning_rate is None and callable(lr) and steps is not None:
+        max_learning_rate = float(jnp.max(jax.vmap(lr)(jnp.arange(steps))))
+    lr_max = lr if max_learning_rate is None and not callable(lr) else max_learning_rate
+    if lr_max is None and DECAY_FORMS[scheme.decay_form].peak:
+        raise ValueError(f"{scheme.name}'s decay form {scheme.decay_form!r} needs the "
+                         "schedule's peak: pass max_learning_rate= or steps= (the run's length)")
     factors = layer_factors(scheme, params, tab) if factors is None else dict(factors)
     shapes = jax.tree.map(lambda p: jax.ShapeDtypeStruct(p.shape, p.dtype), params)
 
     def factory(layer_factors, **values):
         spec = decay_spec(scheme, params=shapes, layers=tab,
                           factors=dict(zip(tab.names, layer_factors, strict=True)), **values)
-        tx = _chain(scheme, spec, values, lr0, shapes)
+        tx = _chain(scheme, spec, values, lr_max, shapes)
         return optax.chain(tx, _equilibrium_monitor(scheme, spec, values, tab)) if monitor else tx
 
     # inject_hyperparams reads the factory's signature to find the hyperparameters. The

@@ -8,26 +8,67 @@ which form, which coefficient each layer gets, and any projection or rotation ar
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
-# The decay forms (where the decay term enters the update; ``d`` the direction, ``u`` the
-# final update, ``wd`` a leaf's coefficient, ``lr_0`` the rate at step 0):
-#   coupled      d = g + wd p                      (L2 in the loss; torch SGD / Adam)
-#   decoupled    u = -lr_t (d + wd p)              (AdamW, torch.optim.AdamW; SGDW)
-#   independent  u = -lr_t d - (lr_t / lr_0) wd p  (Loshchilov & Hutter 2019, Alg. 2)
-#   corrected    u = -lr_t d - lr_t^2 / lr_0 wd p  (AdamC, Defazio 2025)
-#   cautious     u = -lr_t (d + wd 1[d p >= 0] p)  (CWD, Chen et al. 2025)
-#   proximal     L1 group: p <- soft_threshold(p + u, lr_t L1_decay); others coupled L2
-#   toward_init  d = g + wd (p - p0)               (L2-SP, Li et al. 2018)
-DECAY_FORMS = ("coupled", "decoupled", "independent", "corrected", "cautious", "proximal",
-               "toward_init")
-_CHOICES = dict(base=("sgd", "adam"), coefficients=("uniform", "variance_inverse", "fan_in"),
+import jax
+
+from wdjax import decay
+
+
+class DecayForm(NamedTuple):
+    """Where a decay form's transforms go, and what the form can take."""
+
+    # (coefficients, kinds, multipliers, lr_t, lr_max) -> the transforms before the
+    # direction, before the learning rate and after it
+    build: Callable[[Any, Any, Any, Any, Any], tuple[list, list, list]]
+    l1: bool = False  # takes L1 groups
+    multipliers: bool = False  # takes element-wise (topographic) multipliers
+    peak: bool = False  # needs lr_max, the schedule's peak
+
+
+def _clip(kinds: Any) -> list:
+    """L1 leaves: a step that would flip a sign lands on 0 (`decay.clip_sign_crossing`)."""
+    l1 = jax.tree.map(lambda k: k == "l1", kinds)
+    return [decay.clip_sign_crossing(l1)] if any(jax.tree.leaves(l1)) else []
+
+
+def _proximal(coef: Any, kinds: Any, mult: Any, lr: Any, lr_max: Any) -> tuple:
+    l1 = jax.tree.map(lambda k: k == "l1", kinds)
+    l2 = jax.tree.map(lambda c, is_l1: 0.0 if is_l1 else c, coef, l1)
+    return [decay.add_decay(l2, "l2", mult)], [], [decay.proximal_l1(coef, lr, mask=l1)]
+
+
+# Where the decay term enters the update (``d`` the direction, ``u`` the final update, ``wd``
+# a leaf's coefficient, ``lr_max`` the schedule's peak). Adding a form: its transform in
+# `wdjax.decay`, one row here, and its test.
+DECAY_FORMS: Mapping[str, DecayForm] = {
+    # d = g + wd p  (L2 in the loss; torch SGD / Adam)
+    "coupled": DecayForm(lambda c, k, m, lr, lr_max: ([decay.add_decay(c, k, m)], [], _clip(k)),
+                         l1=True, multipliers=True),
+    # u = -lr_t (d + wd p)  (AdamW, torch.optim.AdamW; SGDW)
+    "decoupled": DecayForm(lambda c, k, m, lr, lr_max: ([], [decay.add_decay(c, k, m)],
+                                                         _clip(k)), l1=True, multipliers=True),
+    # u = -lr_t d - (lr_t / lr_max) wd p  (Loshchilov & Hutter 2019, Alg. 2)
+    "independent": DecayForm(lambda c, k, m, lr, lr_max: (
+        [], [], [decay.independent_decay(c, lr, lr_max, k, m)]), multipliers=True, peak=True),
+    # u = -lr_t d - lr_t^2 / lr_max wd p  (AdamC, Defazio 2025)
+    "corrected": DecayForm(lambda c, k, m, lr, lr_max: (
+        [], [], [decay.corrected_decay(c, lr, lr_max, k, m)]), multipliers=True, peak=True),
+    # u = -lr_t (d + wd 1[d p >= 0] p)  (CWD, Chen et al. 2025)
+    "cautious": DecayForm(lambda c, k, m, lr, lr_max: ([], [decay.cautious_decay(c)], [])),
+    # L1 group: p <- soft_threshold(p + u, lr_t L1_decay); the others coupled L2
+    "proximal": DecayForm(_proximal, l1=True, multipliers=True),
+    # d = g + wd (p - p0)  (L2-SP, Li et al. 2018)
+    "toward_init": DecayForm(lambda c, k, m, lr, lr_max: (
+        [decay.add_decay_toward_init(c)], [], [])),
+}
+_CHOICES = dict(base_optimizer=("sgd", "adam"),
+                coefficients=("uniform", "variance_inverse", "fan_in"),
                 l1_group=("none", "early", "all"), normalize=("none", "current", "ema"),
-                decay_form=DECAY_FORMS, adam_blocks=("element", "unit", "layer"),
+                decay_form=tuple(DECAY_FORMS), adam_blocks=("element", "unit", "layer"),
                 norm_constraint=("none", "unit", "tensor"),
                 rotational=("none", "neuron", "tensor"))
-# Forms whose transform takes kinds (L1/L2) and element-wise multipliers.
-_TAKES_MULTIPLIERS = ("coupled", "decoupled", "independent", "corrected", "proximal")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,16 +76,17 @@ class Scheme:
     """One named optimiser as data (the fields are the whole of its behaviour)."""
 
     name: str
-    base: str = "sgd"  # "sgd": docs/schemes.md#one-update-step; "adam": Adam (0.9, 0.999, 1e-8)
+    base_optimizer: str = "sgd"  # "sgd": docs/schemes.md#one-update-step; "adam": Adam
+    #                                (0.9, 0.999, 1e-8)
     coefficients: str = "uniform"  # "variance_inverse": wd * dup ** -depth / Var(W0);
-    #                                "fan_in": wd * fan_in / FAN_IN_REFERENCE
+    #                                "fan_in": wd * fan_in / FAN_IN_UNIT
     dup: float = 2.0  # variance_inverse: the divisor per halving of the map
     l1_group: str = "none"  # "early" / "all": those layers get L1 with L1_decay
     last1: bool = False  # the last layer's coefficient times last1_mult
     last2: bool = False  # the last two layers' coefficients times last2_mult
     topographic: tuple[int, ...] = ()  # layers (from the end, -1 last) with M = b ** dist
     normalize: str = "none"  # "current" / "ema": layer-wise normalised updates (norm_ema)
-    weight_norm: bool = True  # normalize: times ||p||
+    times_weight_norm: bool = True  # normalize: times ||p||
     normalize_per_unit: bool = False  # normalize: one norm per output unit, not per tensor
     decay_form: str = "coupled"  # where the decay enters (DECAY_FORMS above)
     adam_blocks: str = "element"  # adam: one second moment per element / unit / tensor
@@ -72,22 +114,21 @@ class Scheme:
         out = []
         if form == "proximal" and self.l1_group == "none":
             out.append("decay_form 'proximal' needs l1_group early or all")
-        if self.l1_group != "none" and form not in ("coupled", "decoupled", "proximal"):
-            out.append(f"L1 groups need decay_form coupled, decoupled or proximal, "
-                       f"not {form!r}")
-        if self.topographic and form not in _TAKES_MULTIPLIERS:
-            out.append(f"topographic multipliers need decay_form one of "
-                       f"{', '.join(_TAKES_MULTIPLIERS)}, not {form!r}")
-        if self.normalize != "none" and self.base != "sgd":
-            out.append("normalize applies to base sgd only")
-        if self.adam_blocks != "element" and self.base != "adam":
-            out.append("adam_blocks applies to base adam only")
+        for what, field, needed in (("L1 groups", "l1", self.l1_group != "none"),
+                                    ("topographic multipliers", "multipliers", self.topographic)):
+            takes = [f for f, row in DECAY_FORMS.items() if getattr(row, field)]
+            if needed and form not in takes:
+                out.append(f"{what} need decay_form one of {', '.join(takes)}, not {form!r}")
+        if self.normalize != "none" and self.base_optimizer != "sgd":
+            out.append("normalize applies to base_optimizer sgd only")
+        if self.adam_blocks != "element" and self.base_optimizer != "adam":
+            out.append("adam_blocks applies to base_optimizer adam only")
         if self.rotational != "none":
-            wanted = "coupled" if self.base == "sgd" else "decoupled"
+            wanted = "coupled" if self.base_optimizer == "sgd" else "decoupled"
             if (form, self.normalize, self.norm_constraint, self.adam_blocks, self.l1_group,
                     self.topographic) != (wanted, "none", "none", "element", "none", ()):
-                out.append(f"rotational schemes take decay_form {wanted!r} (base "
-                           f"{self.base}), L2 without topographic multipliers, and no "
+                out.append(f"rotational schemes take decay_form {wanted!r} (base_optimizer "
+                           f"{self.base_optimizer}), L2 without topographic multipliers, and no "
                            f"normalize, norm_constraint or adam_blocks")
         return out
 
@@ -98,7 +139,7 @@ class Scheme:
 
 
 _VAR2 = dict(coefficients="variance_inverse", dup=2.0)
-_ADAM = dict(base="adam", default_lr=1e-3)
+_ADAM = dict(base_optimizer="adam", default_lr=1e-3)
 SCHEMES: tuple[Scheme, ...] = (
     Scheme("SGD", description="L2 weight_decay everywhere"),
     Scheme("SGDL1", l1_group="early",
@@ -122,18 +163,18 @@ SCHEMES: tuple[Scheme, ...] = (
     Scheme("LSSGD_var_dup2_last1_mult", **_VAR2, last1=True, normalize="ema",
            description="last1_mult scheme + layer-wise updates ||p|| / EMA ||d||"),
     Scheme("LSSGD_var_dup2_last1_mult_nwm", **_VAR2, last1=True, normalize="ema",
-           weight_norm=False, description="same without the ||p|| factor"),
+           times_weight_norm=False, description="same without the ||p|| factor"),
     Scheme("SGD_fanin", coefficients="fan_in",
            description="per layer weight_decay * fan_in / 1152 (conv2_1's fan-in)"),
     Scheme("Adam", **_ADAM,
            description="Adam + L2 in the gradient (decoupled with separate_decay)"),
     # Beyond the notebook: the decay forms (wdjax.decay variants) as rows.
     Scheme("SGDW_indep", decay_form="independent",
-           description="momentum SGD, decay (lr_t / lr_0) * weight_decay * p after the lr"),
+           description="momentum SGD, decay (lr_t / lr_max) * weight_decay * p after the lr"),
     Scheme("AdamW", **_ADAM, decay_form="decoupled",
            description="torch.optim.AdamW: u = -lr_t * (adam + weight_decay * p)"),
     Scheme("AdamC", **_ADAM, decay_form="corrected",
-           description="AdamW with decay lr_t^2 / lr_0 * weight_decay * p"),
+           description="AdamW with decay lr_t^2 / lr_max * weight_decay * p"),
     Scheme("SGD_cautious", decay_form="cautious",
            description="decay weight_decay * p only where the momentum step shrinks p"),
     Scheme("AdamW_cautious", **_ADAM, decay_form="cautious",
@@ -154,7 +195,7 @@ SCHEMES: tuple[Scheme, ...] = (
            description="dup2 coefficients, rotational SGD per output neuron"),
     Scheme("RSGD_var_dup2_tensor", **_VAR2, rotational="tensor",
            description="dup2 coefficients, rotational SGD per tensor"),
-    Scheme("RAdam", **_ADAM, decay_form="decoupled", rotational="neuron",
+    Scheme("RotAdamW", **_ADAM, decay_form="decoupled", rotational="neuron",
            description="rotational AdamW per output neuron"),
     Scheme("AdamU", **_ADAM, adam_blocks="unit",
            description="Adam with one second moment per output unit, L2 in the gradient"),
