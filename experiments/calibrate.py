@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats as sps
 
-from experiments import cli, registry, scales, sweep
+from experiments import cli, findings, registry, scales, sweep
 from wdjax import storage
 from wdjax.analysis import seeds
 
@@ -53,6 +53,8 @@ def correlation(family: registry.Family, family_dir: Path) -> tuple[float, list[
     """Spearman's rho between the notebook's accuracies and the mean ones found here."""
     ours, theirs = [], []
     for run in family.runs:
+        if not (family_dir / run.name).is_dir():
+            continue
         group = seeds.load(family_dir / run.name)
         values = group.values("final_test_accuracy")
         if run.reported.test_accuracy is not None and values:
@@ -75,8 +77,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         scales.MINIATURES["preview"] = rule  # this process only: the sweep reads it
         out = Path(args.out) / f"kept{kept:g}_share{share:g}"
         for name in families:
+            runs = findings.runs_by_family(findings.FINDINGS).get(name)
             words = ["--name", name, "--scale", "preview", "--seeds", str(args.seeds),
                      "--out", str(out)] + (["--data", args.data] if args.data else [])
+            words += ["--runs", ",".join(runs)] if runs else []
             sweep.main(words + (["--no-progress"] if args.no_progress else []))
             rho, accs = correlation(registry.get_family(name), out / name)
             gain = rule.gain(scales.SCALES["preview"])

@@ -142,6 +142,17 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
     print(f"wdjax: warning: {' '.join(str(message).split())}", file=file or sys.stderr)
 
 
+def add_precision_flag(p: argparse.ArgumentParser, default: str | None = "fp32") -> None:
+    """--precision: the compute dtype (`wdjax.training.config.PRECISIONS`)."""
+    from wdjax.training.config import PRECISIONS
+
+    p.add_argument("--precision", choices=tuple(PRECISIONS), default=default,
+                   help="fp32 (the notebook's) or bf16: convolutions, matmuls and activations "
+                        "in bfloat16, parameters, optimiser state, BatchNorm statistics, loss "
+                        "and decay in float32; faster on GPUs and TPUs, not on CPUs "
+                        "(docs/performance.md)")
+
+
 def add_device_args(p: argparse.ArgumentParser) -> None:
     """--devices and the multi-host flags (see `wdjax.training.parallel`)."""
     a = p.add_argument

@@ -1,10 +1,10 @@
 """Compare finished runs: ``python -m experiments.compare RUN_DIR RUN_DIR ...``.
 
-Each RUN_DIR is a finished run: one seed's records, or ``seed<k>/`` directories that have
-all finished (`wdjax.storage.seed_dirs`); runs may come from different families or sweeps.
-Per run it prints the final and best test accuracy over seeds (mean, standard error, std,
-95% t interval, min, max) and a Welch t-test of the final test accuracy against the
-reference (the first RUN_DIR, or ``--baseline``), Holm-corrected across the comparisons.
+Each RUN_DIR is a finished run: one seed's records, or ``seed<k>/`` directories that have all
+finished; runs may come from different families or sweeps. The statistics table here is
+also the sweep's (`experiments.report`): per run the final and best test accuracy over seeds
+and a Welch t-test of the final test accuracy against the reference (the first RUN_DIR, or
+``--baseline``), Holm-corrected (`wdjax.analysis.seeds.compare`).
 """
 
 from __future__ import annotations
@@ -12,13 +12,14 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
 
 from experiments import cli, scales
-from wdjax import storage
 from wdjax.analysis import seeds, stats
 
 _PROTOCOL = tuple(scales.SCALES["full"])  # the config fields that make two runs comparable
+STATS_HEAD = ("n", *(c for q in ("final", "best")
+                     for c in (q, "± se", "std", "95% interval", "min", "max")),
+              "p", "Holm p", "")
 
 
 def parser() -> cli.Parser:
@@ -33,39 +34,40 @@ def _cell(x, spec: str = ".4f") -> str:
     return "-" if x is None else format(x, spec)
 
 
-def _interval(row: dict, name: str) -> str:
-    if row[f"{name}_low"] is None:
-        return "-"
-    return f"[{row[f'{name}_low']:.4f}, {row[f'{name}_high']:.4f}]"
+def stats_cells(row: dict) -> list[str]:
+    """A `seeds.compare` row as cells under `STATS_HEAD` ('-' where there is no value)."""
+    cells = [str(row["n"])]
+    for q in ("test_accuracy", "best_test_accuracy"):
+        low, high = row[f"{q}_low"], row[f"{q}_high"]
+        cells += [_cell(row[q]), _cell(row[f"{q}_sem"]), _cell(row[f"{q}_std"]),
+                  "-" if low is None else f"[{low:.4f}, {high:.4f}]",
+                  _cell(row[f"{q}_min"]), _cell(row[f"{q}_max"])]
+    return [*cells, _cell(row["p_value"], ".3g"), _cell(row["holm_p"], ".3g"),
+            "*" if row["significant"] else ""]
+
+
+def caption(reference: str, rows: Sequence[dict]) -> str:
+    """The table's tests, against `reference`."""
+    tested = sum(r["p_value"] is not None for r in rows)
+    return (f"reference: {reference}; p: Welch's t-test of the final test accuracy "
+            f"(two-sided), Holm-corrected over {tested} comparison(s); * = significant at "
+            f"{stats.ALPHA:g}; intervals: 95% t intervals of the mean (none with one seed)")
 
 
 def table(labels: Sequence[str], rows: Sequence[dict]) -> list[str]:
     """Aligned text lines: a header, then one line per run."""
-    head = ["run", "n"]
-    for q in ("final", "best"):
-        head += [q, "± se", "std", "95% interval", "min", "max"]
-    head += ["p", "Holm p", ""]
-    body = []
-    for label, r in zip(labels, rows, strict=True):
-        cells = [label + (" (reference)" if r["reference"] else ""), str(r["n"])]
-        for q in ("test_accuracy", "best_test_accuracy"):
-            cells += [_cell(r[q]), _cell(r[f"{q}_sem"]), _cell(r[f"{q}_std"]),
-                      _interval(r, q), _cell(r[f"{q}_min"]), _cell(r[f"{q}_max"])]
-        cells += [_cell(r["p_value"], ".3g"), _cell(r["holm_p"], ".3g"),
-                  "*" if r["significant"] else ""]
-        body.append(cells)
-    widths = [max(len(line[i]) for line in [head, *body]) for i in range(len(head))]
+    lines = [["run", *STATS_HEAD]] + [
+        [label + (" (reference)" if r["reference"] else ""), *stats_cells(r)]
+        for label, r in zip(labels, rows, strict=True)]
+    widths = [max(map(len, column)) for column in zip(*lines, strict=True)]
     return ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
-            for line in [head, *body]]
+            for line in lines]
 
 
-def _protocol_note(labels: Sequence[str], groups: Sequence[seeds.SeedGroup]) -> str:
+def _protocol_note(groups: Sequence[seeds.SeedGroup]) -> str:
     """A line naming the protocol fields on which the runs differ ('' when none)."""
-    seen: dict[str, set] = {k: set() for k in _PROTOCOL}
-    for g in groups:
-        for c in g.configs():
-            for k in _PROTOCOL:
-                seen[k].add(repr(c.get("config", {}).get(k)))
+    seen = {k: {repr(c.get("config", {}).get(k)) for g in groups for c in g.configs()}
+            for k in _PROTOCOL}
     differ = [k for k, v in seen.items() if len(v) > 1]
     return f"note: the runs differ in {', '.join(differ)}" if differ else ""
 
@@ -83,26 +85,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                              ", ".join(sorted({x for x in labels if labels.count(x) > 1})))
     groups = [seeds.load_finished(Path(label)) for label in labels]
     rows = seeds.compare(groups, 0)
-    tested = sum(r["p_value"] is not None for r in rows)
-    print(f"reference: {labels[0]}; p: Welch's t-test of the final test accuracy "
-          f"(two-sided), Holm-corrected over {tested} comparison(s); * = significant at "
-          f"{stats.ALPHA:g}; intervals: 95% t intervals of the mean")
-    print("\n".join(table(labels, rows)))
-    note = _protocol_note(labels, groups)
-    if note:
-        print(note)
+    print("\n".join([caption(labels[0], rows), *table(labels, rows),
+                     *filter(None, [_protocol_note(groups)])]))
     return 0
 
 
-def run(argv: Sequence[str] | None = None) -> NoReturn:
-    """`main` with user errors as one line on stderr and exit status 2."""
-    try:
-        code = main(argv)
-    except (cli.UsageError, storage.RunError, ValueError, OSError) as err:
-        print(f"wdjax: error: {' '.join(str(err).split())}", file=sys.stderr)
-        sys.exit(2)
-    sys.exit(code)
-
-
 if __name__ == "__main__":
-    run(sys.argv[1:])
+    cli.run_main(main, sys.argv[1:])

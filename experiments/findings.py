@@ -1,68 +1,58 @@
 """The notebook's findings as data, each with a test that scores a family's records at any
 scale: ``python -m experiments.findings [--scale S] [--seeds N] [--families ...]``.
 
-`FINDINGS` holds one `Finding` per claim of the notebook (F1..F8): the runs it reads, the
-statement, the notebook's numbers as text and a test from run records to a
-`findings_stats.Result`. Scored on the notebook's own numbers (`notebook_records`, from
-`registry` and the rows' `NotebookDead` statements) every finding holds.
+`FINDINGS` holds one row per claim of the notebook (F1..F8); on the notebook's own numbers
+(`notebook_records`) every one holds. A threshold of ``k`` points (hundredths of accuracy)
+at the notebook's scale becomes ``k/100 * (best_here - CHANCE) / (best_notebook - CHANCE)``
+at the scale scored: ``best_here`` is the highest mean final test accuracy among the
+finding's runs of that family there, ``best_notebook`` the notebook's highest for the same
+runs, ``CHANCE = 0.1`` (a scale whose best is at chance gets 0). "At chance" (F6) is at most
+``CHANCE`` + 5 such points, "trains" more than ``CHANCE`` + 50.
 
-Accuracy thresholds are stated in points (hundredths of accuracy) at the notebook's scale
-and scaled to the accuracy range of the scale scored: ``k`` points become
-``k/100 * (best_here - CHANCE) / (best_notebook - CHANCE)``, where ``best_here`` is the
-highest mean final test accuracy among the runs the finding reads in that family at this
-scale, ``best_notebook`` the highest the notebook reports for the same runs, and
-``CHANCE = 0.1`` (ten CIFAR-10 classes); a scale whose best is at chance gets 0. So a gap is
-a fixed fraction of the distance from chance to the family's best, at every scale. "At
-chance" (F6) is at most ``CHANCE`` + 5 such points, "trains" more than ``CHANCE`` + 50.
+Dead units count as a fraction of the inputs of a set of layers (`DeadUnits`), so counts
+compare across widths: the notebook's count ``c`` over ``n`` inputs at its width stands for
+``c / n``. F4's "early layers" are conv1_1 .. conv2_2, "some" dead a fraction above 0 at
+1e-9; F8's "many" is more than half the notebook's lxp fraction (about 70 of the 512
+conv5_1/conv5_2 inputs at 1e-9), its "at most 4" at most 4 of all 1731 inputs at 1e-5.
 
-Dead units are input units whose mean |W| is below a threshold (summary.json
-``dead_units``: per threshold, per layer ``[dead, inputs]``), counted over a set of layers
-(`DeadUnits`) as a fraction of those layers' inputs, so counts compare across widths: the
-notebook's count ``c`` over ``n`` inputs at its width (base 32) stands for the fraction
-``c / n``. F4's "early layers" are the first two blocks (conv1_1 .. conv2_2); "some" dead
-units there is a fraction above 0 at 1e-9. F8's "many" is more than half the notebook's
-fraction for lxp (about 70 of the 512 conv5_1/conv5_2 inputs at 1e-9), its "at most 4" at
-most 4 of all 1731 inputs at 1e-5; the notebook names no lxp run, so each is given its count.
-
-With one seed a test compares values and has no p-value; with several each part is a
-one-sided test and a finding's p-value is the largest of its parts' (`findings_stats`);
-it is reproduced when it holds and that p-value is at most 0.05 (uncorrected across
-findings). A finding is a calibration one when it reads a family in
-``scales.CALIBRATION_FAMILIES``, else held out.
-
-The command sweeps the runs the chosen findings read (`experiments.sweep`, which skips
-finished runs), or with ``--collect`` only reads them (a finding with a missing run is "not
-run"), then prints the table and writes ``findings.md`` and ``findings.png`` in ``--out``
-(`experiments.findings_report`).
+With one seed a finding is decided on the values; with several its parts are one-sided
+tests (`findings_stats`), and it is reproduced when it holds with p <= 0.05 (uncorrected
+across findings). Findings that read a family of ``scales.CALIBRATION_FAMILIES`` are
+calibration ones, the rest held out. The command sweeps the runs the findings read
+(``--collect``: only reads them), prints the table and writes ``findings.md`` and
+``findings.png`` (per family the notebook's curve and this scale's, as ``(acc - chance) /
+(best - chance)``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
-from experiments import cli, registry, scales
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from experiments import cli, registry, report, scales
 from experiments import findings_stats as fs
 from wdjax import storage
-from wdjax.analysis import seeds
+from wdjax.analysis import plots, seeds, stats
 from wdjax.models import vgg
 
-CHANCE = 0.1
-NOTEBOOK_BASE: int = scales.SCALES["full"]["base"]  # the notebook's width
-CALIBRATION_FAMILIES: tuple[str, ...] = scales.CALIBRATION_FAMILIES
+CHANCE = 0.1  # ten CIFAR-10 classes
+NOTEBOOK_WIDTH: int = scales.SCALES["full"]["width"]
 RUNS = registry.all_runs()
-FAMILY_OF: dict[str, str] = {r.name: f.name for f in registry.FAMILIES.values() for r in f.runs}
 
 
-def input_units(base: int) -> dict[str, int]:
-    """Input units of each weight layer of the notebook's VGG of width `base`."""
-    conf = vgg.vgg_conf(base)
+def input_units(width: int) -> dict[str, int]:
+    """Input units of each weight layer of the notebook's VGG of width `width`."""
+    conf = vgg.vgg_conf(width)
     channels, out = conf[0][1][0], {}
-    for name, (width, _) in conf[1:]:
+    for name, (features, _) in conf[1:]:
         if name in vgg.weight_layers(conf):
-            out[name], channels = channels, width
+            out[name], channels = channels, features
     return out
 
 
@@ -74,15 +64,13 @@ class DeadUnits:
     layers: tuple[str, ...] | None = None
 
     def fraction(self, record: Mapping | None) -> float | None:
-        """Dead over inputs, summed over the layers a ``dead_units`` record has; None when
-        it has none of them at this threshold."""
+        """Dead over inputs in the layers a ``dead_units`` record has (None: none)."""
         per_layer = (record or {}).get(self.threshold) or {}
         kept = [per_layer[k] for k in (self.layers or per_layer) if k in per_layer]
         return sum(d for d, _ in kept) / sum(n for _, n in kept) if kept else None
 
-    def inputs(self, base: int) -> int:
-        """The number of inputs of these layers at width `base`."""
-        units = input_units(base)
+    def inputs(self, width: int) -> int:
+        units = input_units(width)
         return sum(units[k] for k in self.layers or units)
 
 
@@ -94,8 +82,8 @@ DEAD_QUERIES = (EARLY_1E9, CONV5_1E9, ALL_1E5)
 
 @dataclasses.dataclass(frozen=True)
 class NotebookDead:
-    """A dead-unit count the notebook states for `runs` (it has no such table): `count` dead
-    in `query`, at the notebook's width; `note` says how exact the count is."""
+    """A dead-unit count the notebook states in words: `count` dead in `query` for `runs`,
+    at its width; `note` says how exact the count is."""
 
     runs: tuple[str, ...]
     query: DeadUnits
@@ -104,19 +92,19 @@ class NotebookDead:
 
     @property
     def fraction(self) -> float:
-        return self.count / self.query.inputs(NOTEBOOK_BASE)
+        return self.count / self.query.inputs(NOTEBOOK_WIDTH)
 
     @property
     def text(self) -> str:
         where = "+".join(self.query.layers) if self.query.layers else "all layers"
-        return (f"{','.join(self.runs)}: {self.count} of {self.query.inputs(NOTEBOOK_BASE)} "
+        return (f"{','.join(self.runs)}: {self.count} of {self.query.inputs(NOTEBOOK_WIDTH)} "
                 f"inputs of {where} dead at {self.query.threshold} ({self.note})")
 
 
 @dataclasses.dataclass(frozen=True)
 class Sample:
-    """One run's records at one scale: final test accuracy per seed, and per `DeadUnits`
-    query the dead fraction per seed (queries a record lacks are absent)."""
+    """One run's records: final test accuracy per seed, and per `DeadUnits` query the dead
+    fraction per seed (queries a record lacks are absent)."""
 
     accuracy: tuple[float, ...]
     dead: Mapping[DeadUnits, tuple[float, ...]] = dataclasses.field(default_factory=dict)
@@ -127,8 +115,8 @@ Records = Mapping[str, Sample]  # run name -> its records
 
 @dataclasses.dataclass(frozen=True)
 class Finding:
-    """One claim of the notebook: the families and runs it reads, the claim, the notebook's
-    numbers (text) and its test; `notebook_dead` holds the dead-unit counts it relies on."""
+    """One claim: the families and runs it reads, the claim, the notebook's numbers (text),
+    its test, and the notebook's dead-unit counts it relies on."""
 
     id: str
     families: tuple[str, ...]
@@ -140,16 +128,12 @@ class Finding:
 
     @property
     def calibration(self) -> bool:
-        return any(f in CALIBRATION_FAMILIES for f in self.families)
+        return any(f in scales.CALIBRATION_FAMILIES for f in self.families)
 
 
 # ------------------------------------------------------------------------------ the tests
-def _acc(rec: Records) -> dict[str, tuple[float, ...]]:
-    return {name: s.accuracy for name, s in rec.items()}
-
-
 def _points(rec: Records, runs: Sequence[str], k: float) -> float:
-    """`k` notebook points at this scale (as a fraction of accuracy; module docstring)."""
+    """`k` notebook points at this scale, as a fraction of accuracy (module docstring)."""
     here = max(fs.mean(rec[r].accuracy) for r in runs)
     notebook = max(RUNS[r].reported.test_accuracy for r in runs)
     return k / 100 * max(here - CHANCE, 0.0) / (notebook - CHANCE)
@@ -159,8 +143,7 @@ def _best(acc: Mapping[str, Sequence[float]], runs: Sequence[str]) -> str:
     return max(runs, key=lambda r: fs.mean(acc[r]))
 
 
-def _dead(rec: Records, run: str, query: DeadUnits, compare: Callable,
-          c: float) -> fs.Result:
+def _dead(rec: Records, run: str, query: DeadUnits, compare: Callable, c: float) -> fs.Result:
     """`compare` (`above` or `at_most`) of run's dead fractions and `c`; false unrecorded."""
     values = rec[run].dead.get(query, ())
     if not values:
@@ -168,8 +151,7 @@ def _dead(rec: Records, run: str, query: DeadUnits, compare: Callable,
     return compare(f"{run} dead fraction", values, c)
 
 
-# Every run of the family, in numbering order (the registry's); exp without exp1 (stopped
-# early), exp8 (exp6 again) and exp9 (momentum).
+# Every run of the family; exp without exp1 (stopped early), exp8 (exp6 again), exp9 (momentum).
 _AXP, _BXP, _CXP, _DXP, _FXP, _HXP, _LXP = (
     registry.get_family(f).run_names for f in ("axp", "bxp", "cxp", "dxp", "fxp", "hxp", "lxp"))
 _EXP = ("exp2", "exp3", "exp4", "exp5", "exp6", "exp7")
@@ -182,61 +164,6 @@ def _values(runs: Sequence[str]) -> list[float]:
     return [RUNS[r].value for r in runs]
 
 
-def _f1(rec: Records) -> fs.Result:
-    acc = _acc(rec)
-    return fs.combine([fs.rank(acc, _EXP[:5], _values(_EXP[:5]), 0.8),
-                       fs.below(acc, "exp7", "exp6", 0.0)])
-
-
-def _f2(rec: Records) -> fs.Result:
-    acc = _acc(rec)
-    return fs.combine([fs.lowest(acc, "axp2", _AXP),
-                       fs.below(acc, "axp2", "axp1", _points(rec, _AXP, 5))])
-
-
-def _f3(rec: Records) -> fs.Result:
-    acc = _acc(rec)
-    return fs.combine([fs.lowest(acc, "bxp4", _BXP),
-                       fs.below(acc, "bxp4", "bxp1", _points(rec, _BXP, 2))])
-
-
-def _f4(rec: Records) -> fs.Result:
-    acc = _acc(rec)
-    return fs.combine([fs.rank(acc, _CXP[:5], _values(_CXP[:5]), 0.8),
-                       fs.best_among(acc, _CXP[4:7], _CXP),
-                       fs.below(acc, "cxp9", _best(acc, _CXP), _points(rec, _CXP, 10)),
-                       _dead(rec, "cxp9", EARLY_1E9, fs.above, 0.0)])
-
-
-def _f5(rec: Records) -> fs.Result:
-    acc = _acc(rec)
-    top = _best(acc, ("dxp3", "dxp4"))
-    return fs.combine([fs.best_among(acc, ("dxp3", "dxp4"), _DXP),
-                       fs.below(acc, "dxp1", top, _points(rec, _DXP, 2)),
-                       fs.below(acc, "dxp6", top, _points(rec, _DXP, 4))])
-
-
-def _f6(rec: Records) -> fs.Result:
-    acc = _acc(rec)
-    at_chance = CHANCE + _points(rec, _FXP, 5)
-    trained = CHANCE + _points(rec, _FXP, 50)
-    low = min(_FXP[:6], key=lambda r: fs.mean(acc[r]))
-    trains = fs.combine([fs.above(r, acc[r], trained) for r in _FXP[:6]])
-    text = f"lowest of fxp1..fxp6: {fs.shown(low, acc[low])} > {trained:.4f}"
-    return fs.combine([*(fs.at_most(r, acc[r], at_chance) for r in _FXP[6:]),
-                       dataclasses.replace(trains, text=text)])
-
-
-def _f7(rec: Records) -> fs.Result:
-    return fs.within(_acc(rec), _HXP, _points(rec, _HXP, 1))
-
-
-def _f8(rec: Records) -> fs.Result:
-    many, few = _LXP_DEAD.fraction / 2, _IXP2_DEAD.fraction
-    return fs.combine([*(_dead(rec, r, CONV5_1E9, fs.above, many) for r in _LXP),
-                       _dead(rec, "ixp2", ALL_1E5, fs.at_most, few)])
-
-
 def _reported(runs: Sequence[str]) -> str:
     return ", ".join(f"{r} {RUNS[r].reported.test_accuracy:.4f}" for r in runs)
 
@@ -246,42 +173,74 @@ def _span(runs: Sequence[str]) -> str:
     return f"{runs[0]}..{runs[-1]} {min(acc):.4f}-{max(acc):.4f} (mean {fs.mean(acc):.4f})"
 
 
+def _f6(rec: Records, acc: fs.Samples) -> list[fs.Result]:
+    at_chance, trained = CHANCE + _points(rec, _FXP, 5), CHANCE + _points(rec, _FXP, 50)
+    low = min(_FXP[:6], key=lambda r: fs.mean(acc[r]))
+    trains = fs.combine([fs.above(r, acc[r], trained) for r in _FXP[:6]])
+    return [*(fs.at_most(r, acc[r], at_chance) for r in _FXP[6:]), dataclasses.replace(
+        trains, text=f"lowest of fxp1..fxp6: {fs.shown(low, acc[low])} > {trained:.4f}")]
+
+
 def _finding(id: str, runs: Sequence[str], statement: str, notebook: str,
-             test: Callable[[Records], fs.Result],
+             parts: Callable[[Records, fs.Samples], list[fs.Result]],
              dead: tuple[NotebookDead, ...] = ()) -> Finding:
-    families = tuple(dict.fromkeys(FAMILY_OF[r] for r in runs))
+    """A row; its test joins `parts(records, final accuracies)` (`fs.combine`)."""
+    families = tuple(dict.fromkeys(registry.FAMILY_OF[r].name for r in runs))
     notes = "; ".join(filter(None, [notebook, *(d.text for d in dead)]))
+
+    def test(rec: Records) -> fs.Result:
+        return fs.combine(parts(rec, {name: s.accuracy for name, s in rec.items()}))
+
     return Finding(id, families, tuple(runs), statement, notes, test, dead)
 
 
 FINDINGS: tuple[Finding, ...] = (
     _finding("F1", _EXP, "SGD with L2 everywhere: accuracy rises with weight decay from exp2 "
-             "to exp6 (Spearman >= 0.8), and exp7 is below exp6", _reported(_EXP), _f1),
+             "to exp6 (Spearman >= 0.8), and exp7 is below exp6", _reported(_EXP),
+             lambda rec, acc: [fs.rank(acc, _EXP[:5], _values(_EXP[:5]), 0.8),
+                               fs.below(acc, "exp7", "exp6", 0.0)]),
     _finding("F2", _AXP, "SGDL1: strong L1 hurts; axp2 (1.6e-3) is the family's worst, at "
-             "least 5 points below axp1", _reported(("axp1", "axp2")), _f2),
+             "least 5 points below axp1", _reported(("axp1", "axp2")),
+             lambda rec, acc: [fs.lowest(acc, "axp2", _AXP),
+                               fs.below(acc, "axp2", "axp1", _points(rec, _AXP, 5))]),
     _finding("F3", _BXP, "SGDL1A: accuracy falls with L1; bxp4 (the strongest) is the worst, "
-             "at least 2 points below bxp1", _reported(_BXP), _f3),
+             "at least 2 points below bxp1", _reported(_BXP),
+             lambda rec, acc: [fs.lowest(acc, "bxp4", _BXP),
+                               fs.below(acc, "bxp4", "bxp1", _points(rec, _BXP, 2))]),
     _finding("F4", _CXP, "dup4: accuracy rises (cxp1..cxp5, Spearman >= 0.8) to a plateau "
              "holding the best at cxp5-cxp7; cxp9 collapses, at least 10 points below the "
              "best, with dead units in the early layers",
-             _reported(("cxp1", "cxp5", "cxp6", "cxp7", "cxp9")), _f4, (_CXP_DEAD,)),
+             _reported(("cxp1", "cxp5", "cxp6", "cxp7", "cxp9")),
+             lambda rec, acc: [
+                 fs.rank(acc, _CXP[:5], _values(_CXP[:5]), 0.8),
+                 fs.best_among(acc, _CXP[4:7], _CXP),
+                 fs.below(acc, "cxp9", _best(acc, _CXP), _points(rec, _CXP, 10)),
+                 _dead(rec, "cxp9", EARLY_1E9, fs.above, 0.0)], (_CXP_DEAD,)),
     _finding("F5", _DXP, "dup2: an inverted U; the best is dxp3 or dxp4, dxp1 at least 2 "
              "points below it and dxp6 at least 4", _reported(("dxp1", "dxp3", "dxp4", "dxp6")),
-             _f5),
+             lambda rec, acc: [
+                 fs.best_among(acc, ("dxp3", "dxp4"), _DXP),
+                 fs.below(acc, "dxp1", _best(acc, ("dxp3", "dxp4")), _points(rec, _DXP, 2)),
+                 fs.below(acc, "dxp6", _best(acc, ("dxp3", "dxp4")), _points(rec, _DXP, 4))]),
     _finding("F6", _FXP, "dup1: fxp7 and fxp8 end at chance (at most 5 points above it), "
              "fxp1-fxp6 train (more than 50 points above it)",
              f"{_span(_FXP[:6])}; {_reported(_FXP[6:])}", _f6),
     _finding("F7", _HXP, "SGD, weight decay 0.010-0.026: flat, every run within 1 point of "
-             "the family mean", _span(_HXP), _f7),
+             "the family mean", _span(_HXP),
+             lambda rec, acc: [fs.within(acc, _HXP, _points(rec, _HXP, 1))]),
     _finding("F8", (*_LXP, "ixp2"), "normalised updates kill units: every lxp run has many "
              "dead conv5_1/conv5_2 inputs at 1e-9, ixp2 at most 4 per 1731 inputs at 1e-5",
-             "", _f8, (_LXP_DEAD, _IXP2_DEAD)),
+             "", lambda rec, acc: [
+                 *(_dead(rec, r, CONV5_1E9, fs.above, _LXP_DEAD.fraction / 2) for r in _LXP),
+                 _dead(rec, "ixp2", ALL_1E5, fs.at_most, _IXP2_DEAD.fraction)],
+             (_LXP_DEAD, _IXP2_DEAD)),
 )
 
 
+# ------------------------------------------------------------------------------ records
 def notebook_records(findings: Sequence[Finding] = FINDINGS) -> dict[str, Sample]:
-    """The notebook's numbers as one-seed records: reported accuracy (registry) and the
-    rows' dead-unit counts as fractions of the inputs at its width."""
+    """The notebook's numbers as one-seed records: reported accuracy and the findings'
+    dead-unit counts as fractions of the inputs at its width."""
     dead: dict[str, dict[DeadUnits, tuple[float, ...]]] = {}
     for d in (d for f in findings for d in f.notebook_dead):
         for r in d.runs:
@@ -291,12 +250,11 @@ def notebook_records(findings: Sequence[Finding] = FINDINGS) -> dict[str, Sample
 
 
 def load_records(out: str | Path, runs: Iterable[str]) -> dict[str, Sample]:
-    """The finished seeds of each of `runs` in ``out/<family>/<run>/`` (`seeds.load`):
-    summary.json's ``final_test_accuracy`` and ``dead_units``. Runs without a finished seed
-    are left out."""
+    """The finished seeds of each of `runs` in ``out/<family>/<run>/``; runs without a
+    finished seed are left out."""
     records = {}
     for r in runs:
-        group = seeds.load(Path(out) / FAMILY_OF[r] / r)
+        group = seeds.load(Path(out) / registry.FAMILY_OF[r].name / r)
         acc = tuple(float(v) for v in group.values("final_test_accuracy") if v is not None)
         if acc:
             dead = {q: tuple(f for f in map(q.fraction, group.values("dead_units"))
@@ -307,16 +265,17 @@ def load_records(out: str | Path, runs: Iterable[str]) -> dict[str, Sample]:
 
 @dataclasses.dataclass(frozen=True)
 class Scored:
-    """A finding scored at one scale: its result, or the runs missing there."""
+    """A finding scored at one scale: its result (None: not run), the runs missing, and the
+    fewest finished seeds among its runs."""
 
     finding: Finding
     result: fs.Result | None
     missing: tuple[str, ...]
-    seeds: int  # the fewest finished seeds among its runs (0: not run)
+    seeds: int
 
 
 def score(finding: Finding, records: Records) -> Scored:
-    """`finding`'s test on `records`, or "not run" (result None) when a run is missing."""
+    """`finding`'s test on `records`, or "not run" when a run is missing."""
     missing = tuple(r for r in finding.runs if r not in records)
     if missing:
         return Scored(finding, None, missing, 0)
@@ -324,9 +283,17 @@ def score(finding: Finding, records: Records) -> Scored:
     return Scored(finding, finding.test(records), (), n)
 
 
+def runs_by_family(findings: Sequence[Finding]) -> dict[str, list[str]]:
+    """Per family, in the findings' order, the runs they read."""
+    out: dict[str, list[str]] = {}
+    for r in dict.fromkeys(r for f in findings for r in f.runs):
+        out.setdefault(registry.FAMILY_OF[r].name, []).append(r)
+    return out
+
+
 def select(families: Sequence[str] | None) -> tuple[Finding, ...]:
-    """The findings that read any of `families` (all for None); a UsageError for a family
-    no finding reads."""
+    """The findings that read any of `families` (all for None); UsageError for a family no
+    finding reads."""
     known = runs_by_family(FINDINGS)
     unknown = [n for n in families or () if n not in known]
     if unknown:
@@ -335,14 +302,104 @@ def select(families: Sequence[str] | None) -> tuple[Finding, ...]:
     return tuple(row for row in FINDINGS if families is None or set(row.families) & {*families})
 
 
-def runs_by_family(findings: Sequence[Finding]) -> dict[str, list[str]]:
-    """Per family, in the findings' order, the runs they read."""
-    out: dict[str, list[str]] = {}
-    for r in dict.fromkeys(r for f in findings for r in f.runs):
-        out.setdefault(FAMILY_OF[r], []).append(r)
-    return out
+# ------------------------------------------------------------------------------ table, picture
+COLUMNS = ("finding", "set", "notebook (full scale)", "this scale (95% interval)",
+           "reproduced", "p-value")
 
 
+def verdict(s: Scored) -> str:
+    return "not run" if s.result is None else "yes" if s.result.reproduced else "no"
+
+
+def _row(s: Scored) -> list[str]:
+    f = s.finding
+    if s.result is None:
+        shown = ", ".join(s.missing[:3]) + (", ..." if len(s.missing) > 3 else "")
+        here, p = f"{len(s.missing)} of {len(f.runs)} runs missing ({shown})", ""
+    else:
+        here = f"{s.result.text} (n={s.seeds})"
+        p = "-" if s.result.p_value is None else f"{s.result.p_value:.3g}"
+    return [f"{f.id} ({'/'.join(f.families)}): {f.statement}",
+            "calibration" if f.calibration else "held out", f.notebook, here, verdict(s), p]
+
+
+def table(scored: Sequence[Scored], scale: str) -> str:
+    """The markdown table, calibration findings first, with a count of what reproduced."""
+    ordered = sorted(scored, key=lambda s: not s.finding.calibration)
+    lines = report.markdown_table(COLUMNS, [_row(s) for s in ordered])
+    counts = []
+    for name, calibration in (("calibration", True), ("held out", False)):
+        group = [s for s in scored if s.finding.calibration == calibration]
+        done = [s for s in group if s.result is not None]
+        if group:
+            counts.append(f"{name} {sum(s.result.reproduced for s in done)} of {len(done)} "
+                          f"scored ({len(group) - len(done)} not run)")
+    return "\n".join([f"Findings reproduced at {scale} scale: {'; '.join(counts)}. "
+                      f"p-values: one-sided, largest over a finding's parts, uncorrected; "
+                      f"'-': one seed, decided on the values.", "", *lines])
+
+
+def _normalised(values: Sequence[float | None], best: float) -> list[float | None]:
+    gap = best - CHANCE if best - CHANCE > 1e-12 else 1.0  # a curve at chance stays at 0
+    return [None if v is None else (v - CHANCE) / gap for v in values]
+
+
+def _panel(ax: Axes, family: registry.Family, runs: Sequence[str], records: Records,
+           scale: str) -> None:
+    """The notebook's curve and this scale's (means, 95% intervals, seeds as dots)."""
+    ordered = sorted(runs, key=lambda r: RUNS[r].value)
+    reported = [RUNS[r].reported.test_accuracy for r in ordered]
+    ax.plot([RUNS[r].value for r in ordered], _normalised(reported, max(reported)), "k^:",
+            label=f"notebook, full (best {max(reported):.4f})")
+    done = [r for r in ordered if r in records]
+    if done:
+        xs = [RUNS[r].value for r in done]
+        sums = [stats.summarize(records[r].accuracy) for r in done]
+        best = max(s.mean for s in sums)
+        plots.interval_errorbar(
+            ax, xs, _normalised([s.mean for s in sums], best),
+            _normalised([s.low for s in sums], best), _normalised([s.high for s in sums], best),
+            "o-", f"{scale}, n={min(s.n for s in sums)} (best {best:.4f})", color="#c0392b")
+        plots.seed_dots(ax, xs, [_normalised(records[r].accuracy, best) for r in done],
+                        "#c0392b")
+    else:
+        ax.text(0.5, 0.1, f"not run at {scale}", transform=ax.transAxes, ha="center",
+                color="#555555")
+    report.finish_axes(ax, family, "", "")
+
+
+def figure(scored: Sequence[Scored], records: Records, scale: str) -> Figure:
+    """One panel per family the findings read: the notebook's curve and this scale's."""
+    families = runs_by_family([s.finding for s in scored])
+    cols = min(3, len(families))
+    rows = math.ceil(len(families) / cols)
+    fig, axes = plots.subplots(rows, cols, figsize=(5.0 * cols, 3.8 * rows), squeeze=False)
+    fig.set_layout_engine("constrained")
+    for i, (ax, (name, runs)) in enumerate(zip(axes.flat, families.items(), strict=False)):
+        _panel(ax, registry.get_family(name), runs, records, scale)
+        marks = [f"{s.finding.id} {verdict(s)}" + (" (calibration)" if s.finding.calibration
+                                                   else "")
+                 for s in scored if name in s.finding.families]
+        ax.set_title(f"{name}: {', '.join(marks)}", fontsize=9)
+        if i % cols == 0:
+            ax.set_ylabel("(acc - chance) / (best - chance)")
+    for ax in list(axes.flat)[len(families):]:
+        ax.set_visible(False)
+    fig.suptitle(f"The notebook's findings at {scale} scale (1: each curve's best, 0: chance)")
+    return fig
+
+
+def write(scored: Sequence[Scored], records: Records, scale: str, out: str | Path) -> str:
+    """Write ``findings.md`` and ``findings.png`` in `out`; return the table's text."""
+    text = table(scored, scale)
+    storage.atomic_write(Path(out) / "findings.md",
+                         f"# The notebook's findings at {scale} scale\n\n{text}\n\n"
+                         "![notebook and this scale, per family](findings.png)\n")
+    plots.save(figure(scored, records, scale), Path(out) / "findings.png")
+    return text
+
+
+# ------------------------------------------------------------------------------ command
 def parser() -> cli.Parser:
     p = cli.Parser(prog="python -m experiments.findings",
                    description="Score the notebook's findings on a sweep's runs at one scale, "
@@ -372,8 +429,6 @@ def train(findings: Sequence[Finding], scale: str, n_seeds: int, out: Path, args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from experiments import findings_report
-
     args = parser().parse_args(argv)
     scale, why = scales.choose(args.scale)
     n_seeds = args.seeds or scales.SEEDS.get(scale, 1)
@@ -387,8 +442,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{n_seeds} seed(s); results in {out}")
         train(chosen, scale, n_seeds, out, args)
     records = load_records(out, dict.fromkeys(r for f in chosen for r in f.runs))
-    scored = [score(f, records) for f in chosen]
-    print("\n" + findings_report.write(scored, records, scale, out))
+    print("\n" + write([score(f, records) for f in chosen], records, scale, out))
     return 0
 
 

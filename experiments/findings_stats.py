@@ -1,25 +1,14 @@
-"""The comparisons the notebook's findings are made of: decided on values with one seed, as
-one-sided significance tests with several.
+"""The comparisons the notebook's findings are made of (`experiments.findings`).
 
-Each comparison gives a `Result`: whether its criterion holds on the means, its one-sided
-p-value, and what it compared, as text. The p-value is None when a compared run has a
-single seed; the criterion is then decided on the values alone. A finding joins its parts
-with `combine`, an intersection-union test: it holds when every part holds, and its p-value
-is the largest of the parts' (each part rejected at alpha rejects the conjunction at alpha).
-
-The tests:
-
-* "a is at least d below b": Welch's t-test (`stats.welch_p`) of b - d against a, made
-  one-sided toward mean(b) - d > mean(a) (half the two-sided p on that side, 1 - p/2 on the
-  other);
-* "the mean is above (at most) c": the one-sample t-test, one-sided;
-* "rises" (`rank`): Spearman's rho between the swept value and each seed's accuracy,
-  one-sided toward a positive correlation; the criterion is rho of the means >= rho_min;
-* "flat" (`within`): two one-sided tests per run (TOST) that its mean lies within d of the
-  family's mean of means (taken as a constant); the run furthest from it decides.
-
-Samples without spread (every seed equal, which collapsed runs give) are decided on their
-values: p 0 when the criterion holds, 1 otherwise.
+Each gives a `Result`: whether its criterion holds on the means, a one-sided p-value (None
+when a compared run has one seed: decided on the values), and what it compared. `combine`
+joins parts as an intersection-union test: it holds when every part holds, with the
+largest of their p-values. The tests: "a is at least d below b" is Welch's t-test of b - d
+against a, one-sided; "above / at most c" the one-sample t-test, one-sided; "rises"
+(`rank`) Spearman's rho between the swept value and each seed's accuracy, one-sided, the
+criterion rho of the means >= rho_min; "flat" (`within`) two one-sided tests per run that
+its mean lies within d of the mean of means. Samples without spread (collapsed runs) get
+p 0 where the criterion holds, else 1.
 """
 
 from __future__ import annotations

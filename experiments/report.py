@@ -1,49 +1,35 @@
-"""A sweep's results: the notebook-style lines, statistics over seeds, table, CSV, pictures.
+"""A family's results: the notebook-style lines, statistics over seeds (`experiments.compare`'s
+table), summary.md, summary.csv and the pictures (docs/sweeps.md).
 
-Each run of a family lives in ``<family_dir>/<run>/`` (one seed, or ``seed<k>/`` per seed;
-`wdjax.storage.seed_dirs`). Per run, the final and best test accuracy are summarised over
-its finished seeds (mean, std, 95% t interval, min, max) and the final test accuracy is
-tested against the family's reference run (Welch's t-test, Holm-corrected across the
-family; `wdjax.analysis.seeds.compare`).
-
-The reference is ``--baseline RUN`` when given, else the run the notebook based the family
-on (`registry.Family.baseline`, which may belong to another family: its records are read
-from ``<family_dir>/../<its family>/<run>/``), else the run with the best mean. A reference
-without finished records at the sweep's protocol falls back to the best mean, and the table
-says so.
+The reference run is ``--baseline``, else the run the notebook based the family on (maybe of
+another family: read from ``<family_dir>/../<its family>/``), else the best mean; one
+without finished records at the sweep's protocol falls back to the best mean, and the
+table says why. A varied value a miniature scale mapped shows as ``notebook -> used``.
 """
 
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
+import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+import matplotlib.ticker
 import numpy as np
+from matplotlib.axes import Axes
 
-from experiments import registry, scales
+from experiments import compare, registry, scales
 from wdjax import storage
-from wdjax.analysis import seeds, stats
+from wdjax.analysis import plots, seeds, stats
 
-FAMILY_OF_RUN: dict[str, registry.Family] = {
-    run.name: fam for fam in registry.FAMILIES.values() for run in fam.runs}
-
-
-@dataclasses.dataclass(frozen=True)
-class Entry:
-    """One table row's run: the registry run, its records, and whether it is the reference."""
-
-    run: registry.Run
-    group: seeds.SeedGroup
-    label: str
-    reference: bool = False
+NO_DEAD_UNITS = "no dead units (threshold 1e-9)"
 
 
 def run_dir(run: registry.Run, family_dir: Path) -> Path:
     """Where `run` keeps its records, beside `family_dir` when it belongs to another family."""
-    return Path(family_dir).parent / FAMILY_OF_RUN[run.name].name / run.name
+    return Path(family_dir).parent / registry.FAMILY_OF[run.name].name / run.name
 
 
 def _label(run: registry.Run, family: registry.Family) -> str:
@@ -57,73 +43,70 @@ def _label(run: registry.Run, family: registry.Family) -> str:
 def check_baseline(name: str | None, runs: Sequence[registry.Run] = (),
                    family_dir: Path | None = None) -> registry.Run | None:
     """The registry run called `name` (None for None); a one-line ValueError otherwise.
-
-    With `family_dir`, the run must also be among `runs` (to be trained now) or have
-    finished seeds on disk already.
-    """
+    With `family_dir` it must be among `runs` or have finished seeds on disk already."""
     if name is None:
         return None
-    if name not in FAMILY_OF_RUN:
+    if name not in registry.FAMILY_OF:
         raise ValueError(f"unknown --baseline run {name!r}: give a run name of the registry "
                          "(e.g. dxp4, ixp2)")
     run = registry.all_runs()[name]
-    if family_dir is not None and run not in runs:
-        where = run_dir(run, family_dir)
-        if not seeds.load(where).n:
-            raise ValueError(f"--baseline {name} has no finished run in {where}: sweep it "
-                             "first, or add it to --runs")
+    where = run_dir(run, family_dir) if family_dir is not None else None
+    if where is not None and run not in runs and not seeds.load(where).n:
+        raise ValueError(f"--baseline {name} has no finished run in {where}: sweep it "
+                         "first, or add it to --runs")
     return run
 
 
 def _protocol_matches(group: seeds.SeedGroup, scale: str) -> bool:
-    protocol = scales.SCALES[scale]
-    return all(all(c.get("config", {}).get(k) == v for k, v in protocol.items())
-               for c in group.configs())
+    return all(c.get("config", {}).get(k) == v for c in group.configs()
+               for k, v in scales.SCALES[scale].items())
 
 
 def _entries(family: registry.Family, runs: Sequence[registry.Run], family_dir: Path,
-             scale: str, baseline: str | None) -> tuple[list[Entry], str]:
-    """The rows' runs (a reference from another family first) and why that reference."""
-    entries = [Entry(r, seeds.load(run_dir(r, family_dir)), r.label) for r in runs]
+             scale: str, baseline: str | None) -> tuple[list[tuple], int | None, str]:
+    """The rows' (run, records, label), a reference from another family first; the
+    reference's index, and why that one."""
+    entries = [(r, seeds.load(run_dir(r, family_dir)), r.label) for r in runs]
     wanted = baseline or family.baseline
     why = "--baseline" if baseline else "the notebook's base for this family"
+    lost = f"the notebook names no base run for {family.name}"
     if wanted is not None:
-        ref_run = check_baseline(wanted)
-        names = [e.run.name for e in entries]
-        group = (entries[names.index(wanted)].group if wanted in names
-                 else seeds.load(run_dir(ref_run, family_dir)))
-        if group.n and _protocol_matches(group, scale):
-            if wanted in names:
-                i = names.index(wanted)
-                entries[i] = dataclasses.replace(entries[i], reference=True)
-            else:
-                entries.insert(0, Entry(ref_run, group, _label(ref_run, family), True))
-            return entries, f"{wanted} ({why})"
-        lost = f"{wanted} ({why}) has no finished records at {scale} scale in {group.run_dir}"
-    else:
-        lost = f"the notebook names no base run for {family.name}"
-    best = seeds.best_mean([e.group for e in entries])
+        ref, inside = check_baseline(wanted), wanted in [r.name for r in runs]
+        if not inside:
+            entries.insert(0, (ref, seeds.load(run_dir(ref, family_dir)), _label(ref, family)))
+        i = [r.name for r, _, _ in entries].index(wanted)
+        if entries[i][1].n and _protocol_matches(entries[i][1], scale):
+            return entries, i, f"{wanted} ({why})"
+        lost = (f"{wanted} ({why}) has no finished records at {scale} scale in "
+                f"{entries[i][1].run_dir}")
+        entries = entries if inside else entries[1:]
+    best = seeds.best_mean([g for _, g, _ in entries])
     if best is None:
-        return entries, f"none ({lost}; no finished run)"
-    entries[best] = dataclasses.replace(entries[best], reference=True)
-    return entries, f"{entries[best].run.name}, the best mean ({lost})"
+        return entries, None, f"none ({lost}; no finished run)"
+    return entries, best, f"{entries[best][0].name}, the best mean ({lost})"
 
 
 def _single_or_mean(values: Sequence) -> float | int | None:
     kept = [v for v in values if v is not None]
-    if not kept:
-        return None
-    return kept[0] if len(kept) == 1 else float(np.mean(kept))
+    return None if not kept else kept[0] if len(kept) == 1 else float(np.mean(kept))
+
+
+def used_value(group: seeds.SeedGroup, varies: str) -> float | None:
+    """The value of `varies` the run used where a miniature scale mapped it from the
+    notebook's (config.json's ``source_hparams``); None where the run used it as given."""
+    for c in group.configs():
+        config = c.get("config", {})
+        if varies in dict(config.get("source_hparams") or ()):
+            return float(config[varies])
+    return None
 
 
 def _notebook_fields(run: registry.Run, group: seeds.SeedGroup, scale: str) -> dict:
     """The notebook's numbers and ours at the epoch it took them (full scale only)."""
     rep = run.reported
-    at = None
     compared = scale == "full" and rep.epoch is not None and rep.test_accuracy is not None
-    if compared and group.n:
-        seeds = group.accuracy_at(rep.epoch)
-        at = float(np.mean(seeds)) if seeds else None
+    at = group.accuracy_at(rep.epoch) if compared and group.n else None
+    at = float(np.mean(at)) if at else None
     return dict(notebook_accuracy=rep.test_accuracy, notebook_train_correct=rep.train_correct,
                 notebook_epoch=rep.epoch, notebook_note=rep.note,
                 compared_at_epoch=rep.epoch if compared else None, accuracy_at_epoch=at,
@@ -133,17 +116,16 @@ def _notebook_fields(run: registry.Run, group: seeds.SeedGroup, scale: str) -> d
 def summary_rows(family: registry.Family, runs: Sequence[registry.Run], family_dir: Path,
                  scale: str, baseline: str | None = None) -> tuple[list[dict], str]:
     """One row per run (the reference from another family first) and the reference's why."""
-    entries, why = _entries(family, runs, Path(family_dir), scale, baseline)
-    ref = next((i for i, e in enumerate(entries) if e.reference), None)
-    tests = seeds.compare([e.group for e in entries], ref)
+    entries, ref, why = _entries(family, runs, Path(family_dir), scale, baseline)
     rows = []
-    for e, test in zip(entries, tests, strict=True):
-        g = e.group
+    for (run, g, label), test in zip(entries, seeds.compare([g for _, g, _ in entries], ref),
+                                     strict=True):
         dead = [sum(d.values()) for d in g.dead_units() if d]
         dead_1e5 = [sum(d.values()) for d in g.dead_units("1e-05") if d]
         rows.append(dict(
-            run=e.run.name, family=FAMILY_OF_RUN[e.run.name].name, value=e.label,
-            optimizer=e.run.optimizer, **test, seeds_unfinished=len(g.unfinished),
+            run=run.name, family=registry.FAMILY_OF[run.name].name, value=label,
+            used_value=used_value(g, family.varies),
+            optimizer=run.optimizer, **test, seeds_unfinished=len(g.unfinished),
             train_correct=_single_or_mean(g.values("final_train_correct")),
             train_total=_single_or_mean(g.values("train_total")),
             best_epoch=_single_or_mean(g.values("best_epoch")),
@@ -151,7 +133,7 @@ def summary_rows(family: registry.Family, runs: Sequence[registry.Run], family_d
             topographic_grouping=grouping_text(g),
             diverged=any(g.values("diverged")),
             diverged_seeds=sum(bool(d) for d in g.values("diverged")), finished=g.n > 0,
-            **_notebook_fields(e.run, g, scale)))
+            **_notebook_fields(run, g, scale)))
     return rows, why
 
 
@@ -170,10 +152,15 @@ def _fmt(x, spec=".4f") -> str:
     return "" if x is None else format(x, spec) if isinstance(x, float) else str(x)
 
 
+def _value(r: dict) -> str:
+    """The varied value, as ``notebook -> used`` where a miniature scale mapped it."""
+    return r["value"] if r["used_value"] is None else f"{r['value']} -> {r['used_value']:.2g}"
+
+
 def notebook_line(r: dict) -> str:
     """``- dxp4: 0.00016 -> 0.9131 (50000)`` for one seed, as the notebook writes them;
     ``- dxp4: 0.00016 -> 0.4727 ± 0.0041 (n=5)`` (± the standard error) for several."""
-    head = f"- {r['run']}: {r['value']} -> "
+    head = f"- {r['run']}: {_value(r)} -> "
     if not r["finished"]:
         return head + "(not finished)"
     if r["n"] == 1:
@@ -182,13 +169,11 @@ def notebook_line(r: dict) -> str:
     else:
         line = head + f"{_fmt(r['test_accuracy'])} ± {_fmt(r['test_accuracy_sem'])} (n={r['n']})"
         line += f" ({r['diverged_seeds']} diverged)" if r["diverged"] else ""
-    if r["seeds_unfinished"]:
-        line += f" ({r['seeds_unfinished']} seed(s) not finished)"
-    return line
+    return line + (f" ({r['seeds_unfinished']} seed(s) not finished)"
+                   if r["seeds_unfinished"] else "")
 
 
 def notebook_lines(rows: list[dict]) -> list[str]:
-    """The notebook-style line of every row."""
     return [notebook_line(r) for r in rows]
 
 
@@ -204,106 +189,77 @@ def verdict(rows: list[dict], alpha: float = stats.ALPHA) -> str:
             f"{', '.join(diff) if diff else 'none'}")
 
 
-def _interval(r: dict, name: str) -> str:
-    low, high = r[f"{name}_low"], r[f"{name}_high"]
-    return "" if low is None else f"[{low:.4f}, {high:.4f}]"
-
-
-def _stats_table(family: registry.Family, rows: list[dict], why: str) -> list[str]:
-    ref = next((r["run"] for r in rows if r["reference"]), "-")
-    tested = sum(r["p_value"] is not None for r in rows)
-    out = ["## Test accuracy over seeds", "",
-           f"Reference: {why}. p: Welch's t-test of the final test accuracy against {ref}; "
-           f"Holm p: Holm-corrected over the family's {tested} comparison(s); "
-           f"* marks a difference significant at {stats.ALPHA:g}. Intervals are 95% t "
-           "intervals of the mean (none with one seed).", "",
-           f"| run | {family.varies} | n | final test | std | 95% interval | min | max | "
-           f"best test | std | 95% interval | min | max | p vs {ref} | Holm p | |",
-           "|---" * 16 + "|"]
-    for r in rows:
-        cells = [r["run"] + (" (reference)" if r["reference"] else ""), r["value"],
-                 _fmt(r["n"])]
-        for q in ("test_accuracy", "best_test_accuracy"):
-            cells += [_fmt(r[q]), _fmt(r[f"{q}_std"]), _interval(r, q), _fmt(r[f"{q}_min"]),
-                      _fmt(r[f"{q}_max"])]
-        cells += [_fmt(r["p_value"], ".3g"), _fmt(r["holm_p"], ".3g"),
-                  "*" if r["significant"] else ""]
-        out.append("| " + " | ".join(cells) + " |")
-    return out
-
-
-def _ratio(part, total) -> str:
-    return "" if part is None else f"{_fmt(part, '.1f')}/{_fmt(total, '.0f')}"
+def markdown_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """A markdown table's lines: `head`, the rule, then `rows`."""
+    return ["| " + " | ".join(line) + " |" for line in [head, ["---"] * len(head), *rows]]
 
 
 def _notebook_table(family: registry.Family, rows: list[dict], scale: str) -> list[str]:
-    where = ("" if scale == "full" else f" This {scale}-scale preview is not the notebook's "
+    where = ("" if scale == "full" else f" The {scale} scale is not the notebook's "
              "protocol, so no difference is given.")
-    out = ["## Training and the notebook", "",
-           "The notebook's number is compared with our mean test accuracy at the epoch the "
-           "notebook took it (\"compared at epoch\"; \"unknown\": no difference)." + where, "",
-           f"| run | {family.varies} | n | train correct | best epoch | dead (1e-9) "
-           "| dead (1e-5) | diverged | notebook | compared at epoch | ours at that epoch "
-           "| difference | note |",
-           "|---" * 13 + "|"]
+    cells = []
     for r in rows:
         diverged = "" if not r["diverged"] else "yes" if r["n"] == 1 else \
             f"{r['diverged_seeds']}/{r['n']}"
         epoch = "unknown" if r["notebook_epoch"] is None else str(r["notebook_epoch"])
-        epoch = epoch if r["notebook_accuracy"] is not None else ""
-        out.append(
-            f"| {r['run']} | {r['value']} | {_fmt(r['n'])} | "
-            f"{_ratio(r['train_correct'], r['train_total'])} | "
-            f"{_fmt(r['best_epoch'], '.1f')} | {_fmt(r['dead_1e9'], '.1f')} | "
-            f"{_fmt(r['dead_1e5'], '.1f')} | {diverged} | "
-            f"{_fmt(r['notebook_accuracy'])} | {epoch} | "
-            f"{_fmt(r['accuracy_at_epoch'])} | {_fmt(r['difference'], '+.4f')} | "
-            f"{r['notebook_note'] or ''} |")
-    return out
+        cells.append([
+            r["run"], _value(r), _fmt(r["n"]),
+            "" if r["train_correct"] is None else
+            f"{_fmt(r['train_correct'], '.1f')}/{_fmt(r['train_total'], '.0f')}",
+            _fmt(r["best_epoch"], ".1f"), _fmt(r["dead_1e9"], ".1f"),
+            _fmt(r["dead_1e5"], ".1f"), diverged, _fmt(r["notebook_accuracy"]),
+            epoch if r["notebook_accuracy"] is not None else "",
+            _fmt(r["accuracy_at_epoch"]), _fmt(r["difference"], "+.4f"),
+            r["notebook_note"] or ""])
+    return ["## Training and the notebook", "",
+            "The notebook's number is compared with our mean test accuracy at the epoch the "
+            "notebook took it (\"compared at epoch\"; \"unknown\": no difference)." + where, "",
+            *markdown_table(["run", family.varies, "n", "train correct", "best epoch",
+                              "dead (1e-9)", "dead (1e-5)", "diverged", "notebook",
+                              "compared at epoch", "ours at that epoch", "difference",
+                              "note"], cells)]
 
 
 def markdown(family: registry.Family, rows: list[dict], scale: str, protocol: dict,
              why: str) -> str:
     """summary.md: the notebook lines, the statistics table and the notebook table."""
-    head = [f"# {family.name}: {family.description}", "",
-            f"optimizer {family.optimizer}, varies {family.varies}; scale {scale} "
-            f"({', '.join(f'{k}={v}' for k, v in protocol.items())})", "",
-            *notebook_lines(rows), "", verdict(rows), ""]
-    grouping = [f"| {r['run']} | {r['topographic_grouping']} |" for r in rows
-                if r["topographic_grouping"]]
+    scaled = any(r["used_value"] is not None for r in rows)
+    out = [f"# {family.name}: {family.description}", "",
+           f"optimizer {family.optimizer}, varies {family.varies}; scale {scale} "
+           f"({', '.join(f'{k}={v}' for k, v in protocol.items())})"
+           + (f"; {family.varies}: the notebook's -> the one used at this scale"
+              if scaled else ""), "",
+           *notebook_lines(rows), "", verdict(rows), "",
+           "## Test accuracy over seeds", "", compare.caption(why, rows) + ".", "",
+           *markdown_table(["run", family.varies, *compare.STATS_HEAD], [
+               [r["run"] + (" (reference)" if r["reference"] else ""), _value(r),
+                *compare.stats_cells(r)] for r in rows]), "",
+           *_notebook_table(family, rows, scale)]
+    grouping = [[r["run"], r["topographic_grouping"]] for r in rows if r["topographic_grouping"]]
     if grouping:  # topographic schemes: is |W| lower between distant grid cells?
-        grouping = ["", "## Topographic grouping", "",
-                    "Spearman's rho between grid-cell distance and mean |W| of the final "
-                    "kernels (negative: grouping), permutation p-value (100 permutations).",
-                    "", "| run | grouping |", "|---|---|", *grouping]
-    return "\n".join([*head, *_stats_table(family, rows, why), "",
-                      *_notebook_table(family, rows, scale), *grouping]) + "\n"
-
-
-def csv_text(rows: list[dict]) -> str:
-    """summary.csv: every row field."""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
+        out += ["", "## Topographic grouping", "",
+                "Spearman's rho between grid-cell distance and mean |W| of the final "
+                "kernels (negative: grouping), permutation p-value (100 permutations).", "",
+                *markdown_table(["run", "grouping"], grouping)]
+    return "\n".join(out) + "\n"
 
 
 def write_results(family: registry.Family, runs: Sequence[registry.Run], family_dir: Path,
                   scale: str, baseline: str | None = None) -> list[dict]:
     """Write summary.md, summary.csv and the pictures into `family_dir`; return the rows."""
-    from experiments import report_plots
-
     family_dir = Path(family_dir)
     rows, why = summary_rows(family, runs, family_dir, scale, baseline)
     storage.atomic_write(family_dir / "summary.md",
                          markdown(family, rows, scale, scales.SCALES[scale], why))
-    storage.atomic_write(family_dir / "summary.csv", csv_text(rows))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    storage.atomic_write(family_dir / "summary.csv", buf.getvalue())
     ref = next((r for r in rows if r["reference"]), None)
     ref_group = (seeds.load(run_dir(registry.all_runs()[ref["run"]], family_dir))
                  if ref else None)
-    report_plots.sweep_pictures(family, runs, family_dir, same_protocol=scale == "full",
-                                reference=ref_group)
+    sweep_pictures(family, runs, family_dir, same_protocol=scale == "full", reference=ref_group)
     return rows
 
 
@@ -316,11 +272,191 @@ def dry_run_lines(family: registry.Family, runs: Sequence[registry.Run], scale: 
            + ("" if scale == "full" else " (at full scale only)") + ":"]
     for run in runs:
         rep = run.reported
-        if rep.test_accuracy is None:
-            out.append(f"  {run.name}: no notebook number")
-            continue
-        note = f" ({rep.note})" if rep.note else ""
-        when = (f"compared at epoch {rep.epoch}" if rep.epoch is not None
-                else "epoch unknown, not compared")
-        out.append(f"  {run.name}: notebook {rep.test_accuracy:.4f}{note}: {when}")
+        when = ("epoch unknown, not compared" if rep.epoch is None
+                else f"compared at epoch {rep.epoch}")
+        out.append(f"  {run.name}: no notebook number" if rep.test_accuracy is None else
+                   f"  {run.name}: notebook {rep.test_accuracy:.4f}"
+                   f"{f' ({rep.note})' if rep.note else ''}: {when}")
     return out
+
+
+# ------------------------------------------------------------------------------ pictures
+def _notebook_series(ax: Axes, runs: Sequence[registry.Run]) -> None:
+    """The notebook's numbers, one series per epoch at which they were taken."""
+    by_epoch: dict[int | None, list[tuple[float, float]]] = {}
+    for r in runs:
+        if r.reported.test_accuracy is not None:
+            by_epoch.setdefault(r.reported.epoch, []).append((r.value, r.reported.test_accuracy))
+    for epoch, pts in sorted(by_epoch.items(), key=lambda kv: (kv[0] is None, kv[0] or 0)):
+        when = "epoch unknown" if epoch is None else f"epoch {epoch}"
+        style = "k^:" if epoch == registry.NOTEBOOK_EPOCHS else "kx" if epoch is None else "kv"
+        ax.plot(*zip(*sorted(pts), strict=True), style, label=f"notebook ({when}, width 32)")
+
+
+def _reference_line(ax: Axes, reference: seeds.SeedGroup | None) -> None:
+    """The reference run's mean final test accuracy, with its interval shaded."""
+    if reference is None or not reference.values("final_test_accuracy"):
+        return
+    (row,) = seeds.compare([reference], 0)
+    ax.axhline(row["test_accuracy"], color="#777777", ls="-.", lw=0.9,
+               label=f"reference {reference.run_dir.name} (final)")
+    if row["test_accuracy_low"] is not None:
+        ax.axhspan(row["test_accuracy_low"], row["test_accuracy_high"], color="#777777",
+                   alpha=0.12, lw=0)
+
+
+def finish_axes(ax, family: registry.Family, ylabel: str, title: str,
+                 xlabel: str | None = None) -> None:
+    """Labels, grid and legend; a log x axis where the family's values span a wide range."""
+    if xlabel is None and family.log_scale:
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set(xlabel=xlabel or family.varies, ylabel=ylabel, title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+
+
+def accuracy_figure(family: registry.Family, done: Sequence[registry.Run],
+                    groups: dict[str, seeds.SeedGroup], runs: Sequence[registry.Run],
+                    same_protocol: bool, reference: seeds.SeedGroup | None):
+    """Final and best test accuracy against the varied value, notebook numbers beside
+    (on their own y axis unless `same_protocol`)."""
+    fig, ax = plots.subplots(figsize=(7, 4.2))
+    xs = [r.value for r in done]
+    rows = seeds.compare([groups[r.name] for r in done], None)
+    for key, fmt, label in (("test_accuracy", "o-", "final"),
+                            ("best_test_accuracy", "s--", "best")):
+        bars = plots.interval_errorbar(
+            ax, xs, [row[key] for row in rows], [row[f"{key}_low"] for row in rows],
+            [row[f"{key}_high"] for row in rows], fmt, f"{label} (mean, 95% interval)")
+        samples = [[v for v in groups[r.name].values(key) if v is not None] for r in done]
+        plots.seed_dots(ax, xs, samples, bars.lines[0].get_color())
+    _reference_line(ax, reference)
+    if any(r.reported.test_accuracy is not None for r in runs):
+        nb_ax = ax if same_protocol else ax.twinx()
+        _notebook_series(nb_ax, runs)
+        if nb_ax is not ax:
+            nb_ax.set_ylabel("notebook test accuracy")
+            nb_ax.legend(loc="lower right", fontsize=7)
+    if family.varies == "optimizer":
+        ax.set_xticks(xs, [r.label for r in done])
+    finish_axes(ax, family, "test accuracy", f"{family.name}: {family.optimizer} (dots: seeds)")
+    return fig
+
+
+def curves_figure(family: registry.Family, done: Sequence[registry.Run],
+                  groups: dict[str, seeds.SeedGroup]):
+    """Test accuracy per epoch: the mean over seeds, the 95% interval shaded."""
+    fig, ax = plots.subplots(figsize=(7, 4.2))
+    for r in done:
+        per_seed = groups[r.name].metrics()
+        length = min(len(rows) for rows in per_seed)  # the epochs every seed has
+        if length:
+            samples = np.array([[m["test_accuracy"] for m in rows[:length]] for rows in per_seed])
+            plots.mean_band(ax, [m["epoch"] for m in per_seed[0][:length]], samples,
+                            f"{r.name} ({r.label}), n={len(per_seed)}")
+    finish_axes(ax, family, "test accuracy",
+                 f"{family.name}: test accuracy (mean over seeds, 95% interval)", "epoch")
+    return fig
+
+
+def dead_units_figure(family: registry.Family, done: Sequence[registry.Run],
+                      groups: dict[str, seeds.SeedGroup]):
+    """Mean dead input units per layer over seeds, and each run's decay coefficients."""
+    configs = {r.name: groups[r.name].configs() for r in done}
+    layers = list(configs[done[0].name][0]["layers"])
+    width = 0.8 / len(done)
+    fig, (a1, a2) = plots.subplots(2, 1, figsize=(10, 7), sharex=True)
+    any_dead = False
+    for i, r in enumerate(done):
+        per_seed = groups[r.name].dead_units()
+        mean = [float(np.mean([d.get(k, 0) for d in per_seed])) for k in layers]
+        any_dead |= any(mean)
+        a1.bar(np.arange(len(layers)) + (i - (len(done) - 1) / 2) * width, mean, width,
+               label=r.name)
+        coef = [np.mean([c["layers"][k]["coefficient"] for c in configs[r.name]]) for k in layers]
+        a2.plot(range(len(layers)), coef, "o-", label=f"{r.name} ({r.label})")
+    a1.set(title=f"{family.name}: dead units (mean over seeds)")
+    if any_dead:
+        a1.set_ylabel("dead input units (< 1e-9)")
+        a1.legend(fontsize=7, ncol=3)
+    else:
+        plots.say_instead(a1, NO_DEAD_UNITS)
+    a2.set(ylabel="decay coefficient (kernel)", yscale="log", title="per-layer decay coefficient")
+    a2.set_xticks(range(len(layers)), layers, rotation=45)
+    a2.grid(alpha=0.3)
+    a2.legend(fontsize=7, ncol=3)
+    return fig
+
+
+def lines_figure(family: registry.Family, done: Sequence[registry.Run],
+                 groups: dict[str, seeds.SeedGroup]):
+    """Final test accuracy against the varied value, one line per value of the family's
+    ``lines_by`` setting (txp: accuracy vs tau_epochs, one line per width)."""
+    fig, ax = plots.subplots(figsize=(7, 4.2))
+    by_line: dict[Any, list[registry.Run]] = {}
+    for r in done:
+        by_line.setdefault(r.settings.get(family.lines_by), []).append(r)
+    for key, members in sorted(by_line.items(), key=lambda kv: (kv[0] is None, kv[0])):
+        members = sorted(members, key=lambda r: r.value)
+        rows = seeds.compare([groups[r.name] for r in members], None)
+        plots.interval_errorbar(
+            ax, [r.value for r in members], [row["test_accuracy"] for row in rows],
+            [row["test_accuracy_low"] for row in rows],
+            [row["test_accuracy_high"] for row in rows], "o-", f"{family.lines_by} {key}")
+    finish_axes(ax, family, "final test accuracy",
+                 f"{family.name}: one line per {family.lines_by} (mean, 95% interval)")
+    return fig
+
+
+def grouping_figure(family: registry.Family, done: Sequence[registry.Run],
+                    groups: dict[str, seeds.SeedGroup]):
+    """Per run (rows) and layer (columns) the cell-by-cell mean |W| map of the final kernel
+    over seeds, titled with rho and p; None when no run recorded one."""
+    recorded = {r.name: groups[r.name].topographic_grouping() for r in done}
+    runs = [r for r in done if recorded[r.name]]
+    if not runs:
+        return None
+    layers = sorted({k for r in runs for k in recorded[r.name]})
+    fig, axes = plots.subplots(len(runs), len(layers), squeeze=False,
+                               figsize=(3.6 * len(layers), 3.0 * len(runs)))
+    fig.set_layout_engine("constrained")
+    for row, r in zip(axes, runs, strict=True):
+        for ax, layer in zip(row, layers, strict=True):
+            entries = recorded[r.name].get(layer, [])
+            if not entries:
+                plots.say_instead(ax, "not recorded")
+                continue
+            maps = np.array([[[np.nan if v is None else v for v in line]
+                              for line in e["cell_map"]] for e in entries], float)
+            seen = (~np.isnan(maps)).sum(0)  # cells without units stay empty (NaN)
+            mean = np.where(seen > 0, np.nansum(maps, 0) / np.maximum(seen, 1), np.nan)
+            fig.colorbar(ax.imshow(mean, cmap="viridis"), ax=ax, fraction=0.046)
+            rho = np.mean([e["spearman"] for e in entries])
+            p = np.mean([e["p_value"] for e in entries])
+            ax.set(title=f"{r.name} {layer}: rho {rho:+.2f}, p {p:.3f}", xlabel="input cell",
+                   ylabel="output cell")
+    return fig
+
+
+def sweep_pictures(family: registry.Family, runs: Sequence[registry.Run],
+                   family_dir: str | os.PathLike, same_protocol: bool = False,
+                   reference: seeds.SeedGroup | None = None) -> list[Path]:
+    """accuracy_vs_<param>.png, curves.png, dead_units_and_coefficients.png, and where they
+    apply topographic_grouping.png and accuracy_vs_<param>_by_<lines_by>.png; `reference`,
+    when given, is drawn as a horizontal line."""
+    family_dir = Path(family_dir)
+    groups = {r.name: seeds.load(family_dir / r.name) for r in runs}
+    done = [r for r in runs if groups[r.name].n]
+    if not done:
+        return []
+    figures = {f"accuracy_vs_{family.varies}.png": accuracy_figure(
+                   family, done, groups, runs, same_protocol, reference),
+               "curves.png": curves_figure(family, done, groups),
+               "dead_units_and_coefficients.png": dead_units_figure(family, done, groups),
+               "topographic_grouping.png": grouping_figure(family, done, groups)}
+    if family.lines_by is not None:
+        figures[f"accuracy_vs_{family.varies}_by_{family.lines_by}.png"] = lines_figure(
+            family, done, groups)
+    return [plots.save(fig, family_dir / name) for name, fig in figures.items()
+            if fig is not None]

@@ -22,12 +22,12 @@ TRAIN_IMAGES = 50_000
 """CIFAR-10's training set: the step counts of a protocol without a subset."""
 
 SCALES: dict[str, dict] = {
-    "full": dict(base=32, batch_size=128, stages=10, epochs_per_stage=20,
+    "full": dict(width=32, batch_size=128, stages=10, epochs_per_stage=20,
                  train_subset=None, test_subset=None),
-    "quick": dict(base=8, batch_size=128, stages=4, epochs_per_stage=1,
+    "quick": dict(width=8, batch_size=128, stages=4, epochs_per_stage=1,
                   train_subset=10000, test_subset=None),
     # The notebook's 10 halving stages, each 40 steps long (5000 images, one epoch).
-    "preview": dict(base=8, batch_size=128, stages=10, epochs_per_stage=1,
+    "preview": dict(width=8, batch_size=128, stages=10, epochs_per_stage=1,
                     train_subset=5000, test_subset=None),
 }
 # medium: quick's protocol with three seeds per run (a quick run takes about 57 s on 2 cores).

@@ -45,6 +45,7 @@ def parser() -> cli.Parser:
     a("--runs", default=None, help="comma-separated subset of the family's runs")
     for flag, what in PROTOCOL_FLAGS.items():
         a(flag, type=cli.integer(flag), default=None, help=f"{what} (default: the scale's)")
+    cli.add_precision_flag(p, default=None)  # None: the protocol's, fp32
     a("--parallel", choices=("vmap", "sequential"), default=None,
       help="train the runs together (vmap) or one after another (default: per backend; "
            "with a launcher, one run per task)")
@@ -178,8 +179,9 @@ def protocol(args) -> tuple[str, str, str]:
 
 
 def protocol_override(args) -> dict:
-    """The protocol fields the `PROTOCOL_FLAGS` given replace."""
-    names = (flag.removeprefix("--").replace("-", "_") for flag in PROTOCOL_FLAGS)
+    """The protocol fields the `PROTOCOL_FLAGS` and --precision given replace."""
+    names = [flag.removeprefix("--").replace("-", "_") for flag in PROTOCOL_FLAGS]
+    names.append("precision")
     return {n: getattr(args, n) for n in names if getattr(args, n) is not None}
 
 

@@ -26,8 +26,8 @@ def parser() -> cli.Parser:
     cli.add_hparam_flags(p, d)
     a("--separate-decay", action="store_true", help="Adam: decoupled (AdamW-style) decay")
     a("--model", choices=MODELS, default=d.model,
-      help="vgg: the notebook's VGG; resnet18: a CIFAR ResNet-18 (width 2 * --base)")
-    a("-nb", "--num-base", "--base", dest="base", type=cli.integer("--base"), default=d.base,
+      help="vgg: the notebook's VGG; resnet18: a CIFAR ResNet-18 (width 2 * --width)")
+    a("-nb", "--width", dest="width", type=cli.integer("--width"), default=d.width,
       help="model width (channels of the first convolution)")
     a("-b", "--batch-size", type=cli.integer("--batch-size"), default=d.batch_size)
     a("--stages", type=cli.integer("--stages"), default=d.stages,
@@ -44,6 +44,7 @@ def parser() -> cli.Parser:
       help="steps between loss / norm log lines")
     a("--conv-impl", choices=("xla", "im2col", "hybrid"), default=None,
       help="convolution formulation (default: fastest for the backend)")
+    cli.add_precision_flag(p)
     a("--histograms", action="store_true", help="draw activation histograms at the end")
     a("--out", default="runs", help="output directory (default ./runs)")
     a("--force-name", action="store_true",

@@ -6,7 +6,7 @@ import json
 import pytest
 from synthetic_runs import write_run
 
-from experiments import registry, report, report_plots
+from experiments import registry, report
 from experiments import sweep as sweep_cli
 from wdjax import schemes, storage
 from wdjax.analysis import seeds
@@ -35,7 +35,7 @@ def test_wxp_variants_at_dxp4_settings():
     assert {"independent", "cautious", "toward_init", "proximal", "decoupled",
             "corrected"} <= forms
     for run in fam.runs:
-        adam = schemes.get(run.optimizer).base == "adam"
+        adam = schemes.get(run.optimizer).base_optimizer == "adam"
         assert (run.hparams["lr"], run.hparams["weight_decay"]) == (
             (1e-3, 0.05) if adam else (0.1, 1.6e-4)), run.name
 
@@ -44,11 +44,11 @@ def test_txp_widths_share_one_tau_grid_and_train_one_group_per_width():
     fam = registry.get_family("txp")
     grid = {}
     for run in fam.runs:
-        grid.setdefault(run.settings["base"], []).append(run.value)
+        grid.setdefault(run.settings["width"], []).append(run.value)
     assert sorted(grid) == [8, 16, 32] and len({tuple(v) for v in grid.values()}) == 1
     configs = sweep_cli.configs_for(fam, fam.runs, "quick", None, 0)
     groups = sweep_cli.vmap_groups(configs)
-    assert [{c.base for c in g} for g in groups] == [{8}, {16}, {32}]
+    assert [{c.width for c in g} for g in groups] == [{8}, {16}, {32}]
     assert all(c.tau_epochs is not None for c in configs)
 
 
@@ -72,11 +72,11 @@ def test_txp_picture_has_one_line_per_width(tmp_path):
     for i, run in enumerate(runs):
         write_run(tmp_path / "txp" / run.name, [0.5 + 0.01 * i, 0.52 + 0.01 * i])
     groups = {r.name: seeds.load(tmp_path / "txp" / r.name) for r in runs}
-    fig = report_plots.lines_figure(fam, runs, groups)
+    fig = report.lines_figure(fam, runs, groups)
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
-    assert labels == ["base 8", "base 16", "base 32"]
-    paths = report_plots.sweep_pictures(fam, runs, tmp_path / "txp")
-    assert paths[-1].name == "accuracy_vs_tau_epochs_by_base.png"
+    assert labels == ["width 8", "width 16", "width 32"]
+    paths = report.sweep_pictures(fam, runs, tmp_path / "txp")
+    assert paths[-1].name == "accuracy_vs_tau_epochs_by_width.png"
 
 
 def test_rxp_table_reports_dead_units_at_both_thresholds(tmp_path):

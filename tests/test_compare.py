@@ -8,7 +8,7 @@ import pytest
 from scipy import stats as sps
 from synthetic_runs import write_run, write_seed
 
-from experiments import compare
+from experiments import cli, compare
 from wdjax import storage
 
 A = [0.4712, 0.4790, 0.4655]
@@ -56,7 +56,7 @@ def test_compare_prints_the_statistics(runs, capsys):
     # One seed: no spread, no test.
     assert lines[str(one)].split()[1:4] == ["1", "0.4623", "-"]
     # dxp5 was trained at another protocol: said, not hidden.
-    assert out.splitlines()[-1].startswith("note: the runs differ in base")
+    assert out.splitlines()[-1].startswith("note: the runs differ in width")
 
 
 def test_baseline_flag_moves_the_reference_first(runs, capsys):
@@ -82,7 +82,7 @@ def test_errors_are_one_line(runs, tmp_path, capsys):
              ([], "the following arguments are required: RUN_DIR")]
     for argv, needle in cases:
         with pytest.raises(SystemExit) as exit_info:
-            compare.run(argv)
+            cli.run_main(compare.main, argv)
         assert exit_info.value.code == 2
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and needle in err, (argv, err)

@@ -38,7 +38,7 @@ def test_notebook_numbers_make_every_finding_true():
 def test_rows_name_their_families_and_runs_from_the_registry():
     assert [f.id for f in FINDINGS] == [f"F{i}" for i in range(1, 9)]
     for f in FINDINGS:
-        assert f.families == tuple(dict.fromkeys(findings.FAMILY_OF[r] for r in f.runs))
+        assert f.families == tuple(dict.fromkeys(registry.FAMILY_OF[r].name for r in f.runs))
         assert f.notebook and f.statement
     assert BY_ID["F8"].families == ("lxp", "ixp")
     assert {f.id for f in FINDINGS if f.calibration} == {"F1", "F5"}  # exp and dxp
@@ -173,7 +173,7 @@ def _write_family(out, runs, scale_by=1.0, seeds=3):
         acc = registry.all_runs()[name].reported.test_accuracy
         finals = [findings.CHANCE + (acc - findings.CHANCE) * scale_by + 0.0005 * e
                   for e in rng.standard_normal(seeds)]
-        write_run(out / findings.FAMILY_OF[name] / name, finals)
+        write_run(out / registry.FAMILY_OF[name].name / name, finals)
 
 
 def test_collect_prints_the_table_and_writes_markdown_and_picture(tmp_path, capsys):

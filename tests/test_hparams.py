@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from experiments import cli, families, registry
+from experiments import cli, registry
 from experiments import sweep as sweep_cli
 from experiments import train as train_cli
 from wdjax.schemes import hparams
@@ -46,7 +46,7 @@ def test_a_new_row_becomes_a_flag(monkeypatch):
 
 
 def test_registry_defaults_are_the_table_with_the_notebook_lr():
-    assert dict(registry.HPARAM_DEFAULTS) == {**hparams.defaults(), "lr": families.NOTEBOOK_LR}
+    assert dict(registry.HPARAM_DEFAULTS) == {**hparams.defaults(), "lr": registry.NOTEBOOK_LR}
     for run in registry.all_runs().values():
         assert set(run.hparams) == set(hparams.NAMES)
 

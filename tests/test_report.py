@@ -9,9 +9,10 @@ import csv
 import numpy as np
 import pytest
 from scipy import stats as sps
-from synthetic_runs import write_run
+from synthetic_runs import write_run, write_seed
 
-from experiments import registry, report, report_plots, sweep
+from experiments import registry, report, sweep
+from wdjax import storage
 from wdjax.analysis import seeds
 
 DXP3 = [0.4712, 0.4790, 0.4655]
@@ -185,35 +186,67 @@ def test_pictures_label_notebook_epochs(tmp_path):
     for run in runs:
         write_run(tmp_path / "exp" / run.name, [0.85, 0.86], scale="full")
     groups = {r.name: seeds.load(tmp_path / "exp" / r.name) for r in runs}
-    fig = report_plots.accuracy_figure(fam, runs, groups, fam.runs, True, None)
+    fig = report.accuracy_figure(fam, runs, groups, fam.runs, True, None)
     labels = _legend_texts(fig.axes[0])
-    assert "notebook (epoch 200, base 32)" in labels
-    assert "notebook (epoch unknown, base 32)" in labels
+    assert "notebook (epoch 200, width 32)" in labels
+    assert "notebook (epoch unknown, width 32)" in labels
     assert not any("200 epochs" in t for t in labels)
     jxp = registry.get_family("jxp")
-    fig = report_plots.accuracy_figure(fam, runs, groups, jxp.runs, False, None)
-    assert "notebook (epoch 7, base 32)" in _legend_texts(fig.axes[1])  # its own y axis
+    fig = report.accuracy_figure(fam, runs, groups, jxp.runs, False, None)
+    assert "notebook (epoch 7, width 32)" in _legend_texts(fig.axes[1])  # its own y axis
 
 
 def test_pictures_are_written_and_say_when_no_unit_died(dxp_sweep):
     fam, runs, family_dir = dxp_sweep
-    paths = report_plots.sweep_pictures(fam, runs, family_dir)
+    paths = report.sweep_pictures(fam, runs, family_dir)
     assert [p.name for p in paths] == ["accuracy_vs_weight_decay.png", "curves.png",
                                        "dead_units_and_coefficients.png"]
     assert all(p.stat().st_size > 1000 for p in paths)
     groups = {r.name: seeds.load(family_dir / r.name) for r in runs}
-    fig = report_plots.dead_units_figure(fam, runs, groups)
-    assert [t.get_text() for t in fig.axes[0].texts] == [report_plots.NO_DEAD_UNITS]
-    assert report_plots.NO_DEAD_UNITS == "no dead units (threshold 1e-9)"
+    fig = report.dead_units_figure(fam, runs, groups)
+    assert [t.get_text() for t in fig.axes[0].texts] == [report.NO_DEAD_UNITS]
+    assert report.NO_DEAD_UNITS == "no dead units (threshold 1e-9)"
     # One dead fc6 unit in every dxp5 seed: bars, no sentence.
     write_run(family_dir / "dxp5", DXP5, dead={"fc6": 1})
     groups["dxp5"] = seeds.load(family_dir / "dxp5")
-    fig = report_plots.dead_units_figure(fam, runs, groups)
+    fig = report.dead_units_figure(fam, runs, groups)
     assert len(fig.axes[0].texts) == 0
     heights = [b.get_height() for b in fig.axes[0].patches]
     assert max(heights) == pytest.approx(1.0)
     # Curves: one mean line per run and a shaded band per run (3 seeds each).
-    fig = report_plots.curves_figure(fam, runs, groups)
+    fig = report.curves_figure(fam, runs, groups)
     assert len(fig.axes[0].get_lines()) == 3 and len(fig.axes[0].collections) == 3
     mean = fig.axes[0].get_lines()[0].get_ydata()
     assert mean[-1] == pytest.approx(np.mean(DXP3))
+
+
+def test_scaled_values_show_the_notebooks_and_the_used(tmp_path, capsys):
+    """At preview the rule maps weight_decay (and lr): the table shows notebook -> used for
+    the varied value (dxp), and the value alone where the varied one is unmapped (ixp)."""
+    for name, picked in (("dxp", ["dxp3", "dxp4"]), ("ixp", ["ixp1"])):
+        fam = registry.get_family(name)
+        runs = registry.select_runs(fam, picked)
+        configs = sweep.configs_for(fam, runs, "preview", None, 0, seeds=2)
+        for c, final in zip(configs, [0.40, 0.41, 0.45, 0.46], strict=False):
+            d = write_seed(tmp_path / name / c.run_path, final, scale="preview")
+            record = storage.read_json(d / "config.json")
+            storage.write_json(d / "config.json", {**record, "config": c.to_dict()})
+    used = {c.name: c.weight_decay for c in sweep.configs_for(
+        registry.get_family("dxp"), registry.get_family("dxp").runs, "preview", None, 0)}
+    assert f"{used['dxp4']:.2g}" == "0.0005"  # 1.6e-4 * sqrt(g), g = 0.05 * R (scales.py)
+    rows = report.write_results(registry.get_family("dxp"), registry.select_runs(
+        registry.get_family("dxp"), ["dxp3", "dxp4"]), tmp_path / "dxp", "preview")
+    assert [r["used_value"] for r in rows] == [used["dxp3"], used["dxp4"]]
+    assert report.notebook_lines(rows)[1].startswith("- dxp4: 0.00016 -> 0.0005 -> 0.4")
+    md = (tmp_path / "dxp" / "summary.md").read_text()
+    assert f"| dxp3 | 8e-05 -> {used['dxp3']:.2g} | 2 |" in md
+    assert "weight_decay: the notebook's -> the one used at this scale" in md
+    csv_rows = list(csv.DictReader((tmp_path / "dxp" / "summary.csv").open()))
+    assert [(r["value"], float(r["used_value"])) for r in csv_rows] == [
+        ("8e-05", used["dxp3"]), ("0.00016", used["dxp4"])]
+    ixp = registry.get_family("ixp")
+    rows = report.write_results(ixp, registry.select_runs(ixp, ["ixp1"]), tmp_path / "ixp",
+                                "preview")  # dxp4, the reference, first
+    assert [(r["run"], r["used_value"]) for r in rows] == [("dxp4", None), ("ixp1", None)]
+    assert report.notebook_line(rows[1]).startswith("- ixp1: 3 -> 0.4")
+    assert "the one used at this scale" not in (tmp_path / "ixp" / "summary.md").read_text()

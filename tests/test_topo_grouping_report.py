@@ -5,7 +5,7 @@ import jax
 import numpy as np
 from synthetic_runs import write_run
 
-from experiments import registry, report, report_plots
+from experiments import registry, report
 from wdjax import storage
 from wdjax.analysis import seeds
 from wdjax.layers import labels
@@ -48,7 +48,7 @@ def test_topo_summary_and_pictures_show_the_grouping(tmp_path):
     assert "## Topographic grouping" in md and "| topo.ac11 | conv5_2 rho +0.01" in md
     assert (tmp_path / fam.name / "topographic_grouping.png").stat().st_size > 1000
     groups = {r.name: seeds.load(tmp_path / fam.name / r.name) for r in runs}
-    fig = report_plots.grouping_figure(fam, runs, groups)
+    fig = report.grouping_figure(fam, runs, groups)
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert "topo.ac11 fc6: rho -0.60, p 0.010" in titles
     image = fig.axes[0].images[0].get_array()
