@@ -90,7 +90,7 @@ CALIBRATION_FAMILIES = ("dxp", "exp")
 (named here before the fit)."""
 
 MINIATURES: dict[str, Miniature] = {
-    "preview": Miniature(source="full", kept=0.05, lr_share=0.5),
+    "preview": Miniature(source="full", kept=0.2, lr_share=0.5),
 }
 
 

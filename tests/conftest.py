@@ -22,6 +22,9 @@ import pytest
 os.environ.setdefault("WDJAX_XLA_CACHE", str(Path.home() / ".cache" / "wdjax" / "xla-tests"))
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.environ["WDJAX_XLA_CACHE"])
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+# Conv plans from the rule table, not timed on first use: deterministic and fast
+# (tests/test_conv_tune.py turns tuning on).
+os.environ["WDJAX_CONV_TUNE"] = "0"
 
 from wdjax import data  # noqa: E402  (after the cache settings)
 

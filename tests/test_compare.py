@@ -88,6 +88,7 @@ def test_errors_are_one_line(runs, tmp_path, capsys):
         assert len(err.strip().splitlines()) == 1 and needle in err, (argv, err)
 
 
+@pytest.mark.slow
 def test_command_line_entry(runs):
     a, b, _, _ = runs
     r = subprocess.run([sys.executable, "-m", "experiments.compare", str(a), str(b)],

@@ -532,6 +532,7 @@ def test_tiny_dataset_fixture(tiny_dataset):
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_real_cifar_archive(cifar_jpeg, cifar_archive, cifar_cache_dir):
     ds = cifar_jpeg
     assert ds.classes == CIFAR_CLASSES

@@ -42,11 +42,12 @@ def test_add_decay_rejects_unknown_kind():
         decay.add_decay(0.1, "l3").update(grads(0), optax.EmptyState(), PARAMS)
 
 
+@pytest.mark.device
 @pytest.mark.parametrize("per_unit", [False, True])
-@pytest.mark.parametrize("weight_norm", [True, False])
-def test_normalize_updates_matches_reference(per_unit, weight_norm):
+@pytest.mark.parametrize("times_weight_norm", [True, False])
+def test_normalize_updates_matches_reference(per_unit, times_weight_norm):
     r, eps = 0.9, 1e-8
-    tx = decay.normalize_updates(r, weight_norm=weight_norm, per_unit=per_unit)
+    tx = decay.normalize_updates(r, times_weight_norm=times_weight_norm, per_unit=per_unit)
     state = tx.init(PARAMS)
     ema = {}
 
@@ -64,11 +65,11 @@ def test_normalize_updates_matches_reference(per_unit, weight_norm):
                 n = norm(d)
                 key = (layer, leaf)
                 ema[key] = n if t == 0 else r * ema[key] + (1 - r) * n
-                w = norm(PARAMS[layer][leaf]) if weight_norm else 1.0
+                w = norm(PARAMS[layer][leaf]) if times_weight_norm else 1.0
                 want = np.asarray(d, np.float64) * (w / (ema[key] + eps))
                 np.testing.assert_allclose(out[layer][leaf], want, rtol=2e-5, atol=1e-7)
     # The zero bias never moves with the weight-norm factor (unlike scale_by_trust_ratio).
-    assert (np.all(out["a"]["bias"] == 0)) == weight_norm
+    assert (np.all(out["a"]["bias"] == 0)) == times_weight_norm
 
 
 def test_decoupled_decay_matches_adamw():

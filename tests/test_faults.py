@@ -49,7 +49,7 @@ TINY = ["-o", "SGD", "--lr", "0.1", "-nb", "4", "-b", "64", "--stages", "3",
         "--epochs-per-stage", "1", "--log-every", "1", "--conv-impl", "xla", "--no-progress"]
 # The same protocol for sweeps (family exp trains SGD with lr 0.1, like TINY), so runs of
 # both commands share their compiled programs.
-SWEEP_SCALE = dict(base=4, batch_size=64, stages=3, epochs_per_stage=1, train_subset=None,
+SWEEP_SCALE = dict(width=4, batch_size=64, stages=3, epochs_per_stage=1, train_subset=None,
                    test_subset=None, log_every=1, conv_impl="xla")
 # exp1's weight decay of 1e4 makes its loss NaN in epoch 2; exp2 trains normally.
 SWEEP_SETUP = dict(family="exp", scale=SWEEP_SCALE, hparams={"exp1": {"weight_decay": 1e4}})
@@ -310,6 +310,7 @@ KILL_POINTS = {
         and not list(run.glob("*.png")))),
 }
 @pytest.mark.parametrize("where", list(KILL_POINTS))
+@pytest.mark.slow
 def test_sigkill_then_same_command_gives_same_numbers(reference, images, env, tmp_path,
                                                       capsys, where):
     point, nth, left = KILL_POINTS[where]
@@ -333,6 +334,7 @@ def test_sigkill_then_same_command_gives_same_numbers(reference, images, env, tm
     # while checkpoint 1 is still being committed in the background: it must complete
     pytest.param(signal.SIGTERM, "term-checkpoint", 1, id="SIGTERM-during-checkpoint"),
 ])
+@pytest.mark.slow
 def test_sigint_sigterm_stop_with_one_line_and_keep_the_checkpoint(reference, images, env,
                                                                    tmp_path, capsys, sig,
                                                                    point, nth):
@@ -365,6 +367,7 @@ def test_lock_held_by_live_pid_and_start_time_only(tmp_path):
     assert not path.exists()
 
 
+@pytest.mark.slow
 def test_sweep_sigkill_mid_run_then_same_command(sweep_reference, images, env, tmp_path,
                                                  capsys, monkeypatch):
     out = tmp_path / "out"
@@ -412,6 +415,7 @@ def _two_of_three_epochs(argv, capsys, monkeypatch) -> None:
 
 
 @pytest.mark.parametrize("how", ["truncate", "flip"])
+@pytest.mark.slow
 def test_damaged_latest_checkpoint_falls_back_with_one_line(reference, images, tmp_path,
                                                             capsys, monkeypatch, how):
     out = tmp_path / "out"
@@ -429,6 +433,7 @@ def test_damaged_latest_checkpoint_falls_back_with_one_line(reference, images, t
     assert _results(out / "r") == {k: reference[k] for k in ("summary", "metrics", "steps")}
 
 
+@pytest.mark.slow
 def test_no_readable_checkpoint_is_one_error_and_its_advice_works(reference, images,
                                                                    tmp_path, capsys,
                                                                    monkeypatch):
@@ -449,6 +454,7 @@ def test_no_readable_checkpoint_is_one_error_and_its_advice_works(reference, ima
     assert _results(out / "r") == {k: reference[k] for k in ("summary", "metrics", "steps")}
 
 
+@pytest.mark.slow
 def test_run_killed_while_writing_its_first_file_restarts(reference, images, tmp_path, capsys):
     # What a SIGKILL inside the first write_json(config.json) leaves: a hidden temp file.
     run = tmp_path / "out" / "r"
@@ -459,6 +465,7 @@ def test_run_killed_while_writing_its_first_file_restarts(reference, images, tmp
     assert _results(run) == {k: reference[k] for k in ("summary", "metrics", "steps")}
 
 
+@pytest.mark.slow
 def test_corrupt_data_cache_is_rebuilt_with_one_line(reference, images, cache_dir, tmp_path,
                                                      capsys, monkeypatch):
     own = tmp_path / "cache"
@@ -477,6 +484,7 @@ def test_corrupt_data_cache_is_rebuilt_with_one_line(reference, images, cache_di
     data.load(f"folder:{images}", cache_dir=own)  # rebuilt: loads without a warning
 
 
+@pytest.mark.slow
 def test_every_results_file_is_written_atomically(reference, sweep_reference):
     umask = os.umask(0o022)
     os.umask(umask)
@@ -501,6 +509,7 @@ def test_torn_and_garbled_jsonl_lines_are_skipped_and_repaired(tmp_path):
 
 
 # ------------------------------------------------------------------------------ divergence
+@pytest.mark.slow
 def test_diverging_run_is_recorded_and_the_sweep_continues(sweep_reference):
     runs, rows = sweep_reference["runs"], sweep_reference["csv"]
     bad, good = runs["exp1"]["summary"], runs["exp2"]["summary"]
@@ -518,12 +527,13 @@ def test_diverging_run_is_recorded_and_the_sweep_continues(sweep_reference):
 
 
 # ------------------------------------------------------------------------------ integrity
+@pytest.mark.slow
 def test_run_record_holds_versions_device_and_full_config(reference, images):
     rec = storage.read_json(reference["dir"] / "config.json")
     envr = rec["environment"]
     assert envr["wdjax"] == wdjax.__version__ and envr["jax"] == jax.__version__
     assert envr["device_kind"] == jax.devices()[0].device_kind
-    want = wdjax.training.train.Config(name="r", optimizer="SGD", lr=0.1, base=4, batch_size=64,
+    want = wdjax.training.train.Config(name="r", optimizer="SGD", lr=0.1, width=4, batch_size=64,
                               stages=3, epochs_per_stage=1, log_every=1, conv_impl="xla",
                               data=f"folder:{images}")
     assert rec["config"] == storage.jsonable(want.to_dict())
@@ -613,7 +623,7 @@ BAD = [
     ("norm-ema-neg", "train", ["--norm-ema", "-0.5"], ["--norm-ema"], None, None),
     ("batch-word", "train", ["-b", "abc"], ["--batch-size must be an integer", "abc"], None,
      None),
-    ("width-float", "train", ["-nb", "4.5"], ["--base must be an integer"], None, None),
+    ("width-float", "train", ["-nb", "4.5"], ["--width must be an integer"], None, None),
     ("stages-0", "train", ["--stages", "0"], ["--stages must be an integer >= 1"], None, None),
     ("epochs-0", "train", ["--epochs-per-stage", "0"], ["--epochs-per-stage"], None, None),
     ("log-every-0", "train", ["--log-every", "0"], ["--log-every"], None, None),
@@ -706,7 +716,7 @@ def out_dir(tmp_path) -> Path:
     for name, finished in (("old", True), ("part", False)):
         run = out / name
         run.mkdir(parents=True)
-        storage.write_json(run / "config.json", {"config": {"name": name, "base": 99}})
+        storage.write_json(run / "config.json", {"config": {"name": name, "width": 99}})
         storage.append_jsonl(run / "metrics.jsonl", {"epoch": 1})
         if finished:
             storage.write_json(run / "summary.json", {"name": name})

@@ -19,6 +19,7 @@ def test_default_conf_is_the_notebook_list():
     assert weight_layers(conf)[-3:] == ["conv5_2", "fc6", "logit"]
 
 
+@pytest.mark.slow
 def test_params_tree_is_keyed_by_layer_and_initialised_as_reference():
     conf = vgg_conf(16)
     v = init_variables(VGG(conf), jax.random.PRNGKey(3))
@@ -36,6 +37,7 @@ def test_params_tree_is_keyed_by_layer_and_initialised_as_reference():
     assert np.all(np.asarray(v["batch_stats"]["fc6"]["bn"]["var"]) == 1)
 
 
+@pytest.mark.slow
 def test_init_variance_per_layer_is_he_not_glorot():
     """Every kernel has variance 2 / fan_in (He), with a bound that excludes Glorot's
     2 / (fan_in + fan_out): pooled over 16 initialisations, each layer's mean square is
@@ -55,6 +57,7 @@ def test_init_variance_per_layer_is_he_not_glorot():
         assert abs(np.mean(k**2) - he) < bound, (name, np.mean(k**2), he, glorot)
 
 
+@pytest.mark.slow
 def test_other_confs_build():
     conf = [("input", (3, None)), ("conv1", (6, 0.5)), ("pool1", (2, 2)), ("drop1", (None, 0.3)),
             ("conv2", (5, None)), ("pool2", (2, 2)), ("fc3", (7, None)), ("logit", (4, None)),
@@ -73,6 +76,8 @@ def jitted_apply(model):
     return jax.jit(model.apply, static_argnames=("train", "mutable"))
 
 
+@pytest.mark.device
+@pytest.mark.slow
 def test_batchnorm_train_updates_running_stats_eval_uses_them():
     conf = vgg_conf(4)
     model = VGG(conf)
@@ -96,6 +101,8 @@ def test_batchnorm_train_updates_running_stats_eval_uses_them():
     jax.tree.map(np.testing.assert_array_equal, untouched["batch_stats"], v["batch_stats"])
 
 
+@pytest.mark.device
+@pytest.mark.slow
 def test_mask_makes_a_padded_batch_equal_the_real_one():
     model = VGG(vgg_conf(4))
     apply = jitted_apply(model)
@@ -111,6 +118,7 @@ def test_mask_makes_a_padded_batch_equal_the_real_one():
 
 
 @pytest.mark.parametrize("layer", ["conv1_1", "conv3_2", "fc6"])
+@pytest.mark.slow
 def test_batchnorm_makes_the_kernel_scale_invariant(layer):
     """Scaling a kernel that feeds BN (its bias too) leaves the logits unchanged.
 
@@ -147,7 +155,9 @@ def numpy_conv(x, k):
     return out
 
 
+@pytest.mark.device
 @pytest.mark.parametrize("impl", ["xla", "im2col", "hybrid"])
+@pytest.mark.slow
 def test_conv_impls_compute_the_same_model(impl):
     from wdjax.cpu import ops
 

@@ -27,6 +27,7 @@ def norm(x, per_unit):
     return np.sqrt((x * x).sum())
 
 
+@pytest.mark.device
 @pytest.mark.parametrize("per_unit", [False, True])
 def test_values_match_reference_and_updates_pass_through(per_unit):
     m, r = 0.9, 0.8

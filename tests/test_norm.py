@@ -55,6 +55,7 @@ def _case(seed: int, shape=(5, 2, 3, 4), offset: float = 0.7):
 MASKS = [None, np.array([1, 1, 0, 1, 0], np.float32), np.array([0, 1, 1, 1, 1], np.float32)]
 
 
+@pytest.mark.device
 @pytest.mark.parametrize("mask", MASKS, ids=["unmasked", "padded-middle", "padded-first"])
 def test_values_and_gradients_match_numpy(mask) -> None:
     x, scale, bias, gy = _case(0)
@@ -134,6 +135,7 @@ def test_module_updates_running_stats_like_pytorch() -> None:
     np.testing.assert_allclose(ev, (x - ra_mean) / np.sqrt(ra_var + EPS), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.device
 def test_under_vmap_equals_a_loop() -> None:
     x, scale, bias, _ = _case(5)
     xs = jnp.asarray(np.stack([x, 2 * x + 1]), jnp.float32)

@@ -120,6 +120,7 @@ def test_stored_notebook_is_cleared(name: str) -> None:
     assert nb.metadata.get("kernelspec", {}).get("name") == "python3"
 
 
+@pytest.mark.slow
 def test_compose_decay_notebook_runs(kernel_env: dict[str, str], tmp_path: Path) -> None:
     nb = _execute("01_compose_decay.ipynb", dict(kernel_env, WDJAX_NOTEBOOK_OUT=str(tmp_path)))
     run = tmp_path / "01_compose_decay" / "ixp2"
@@ -131,6 +132,7 @@ def test_compose_decay_notebook_runs(kernel_env: dict[str, str], tmp_path: Path)
     assert "decay on fc6's kernel == p * M: True" in _text(_cell(nb, "topo"))
 
 
+@pytest.mark.slow
 def test_sweep_notebook_runs_then_reloads(kernel_env: dict[str, str], tmp_path: Path) -> None:
     nb = _execute("02_sweep_results.ipynb", dict(kernel_env, WDJAX_NOTEBOOK_OUT=str(tmp_path)))
     sweeps = tmp_path / "02_sweep_results" / "sweeps"

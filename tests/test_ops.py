@@ -61,6 +61,7 @@ def assert_close(got, want, rtol: float = 2e-5) -> None:
 
 @pytest.mark.parametrize("impl", ops.CONV_IMPLS)
 @pytest.mark.parametrize(("ksize", "size", "cin", "cout"), CONV_CASES)
+@pytest.mark.slow
 def test_conv_matches_lax(impl: str, ksize: int, size: int, cin: int, cout: int) -> None:
     kx, kk = jax.random.split(jax.random.key(ksize * 1000 + size * 100 + cin))
     x = jax.random.normal(kx, (3, size, size, cin))
@@ -199,6 +200,7 @@ def _grouped_convs(hlo: str) -> set[str]:
 
 
 @pytest.mark.parametrize("shared_kernel", [False, True])
+@pytest.mark.slow
 def test_hybrid_conv_under_vmap(shared_kernel: bool) -> None:
     """vmap over runs (a vmapped sweep) equals a loop over runs and makes no grouped conv."""
     runs, shape = 3, (2, 8, 8, 16)  # 8x8x16: hybrid runs forward and dx through XLA

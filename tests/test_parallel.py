@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+# Each scenario starts JAX processes and trains: minutes on 2 CPU cores.
+pytestmark = pytest.mark.slow
+
 WORKER = Path(__file__).with_name("parallel_worker.py")
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,13 +40,20 @@ def four_devices(cifar_archive, tmp_path_factory):
     return out, run_worker("four_devices", cifar_archive, out, timeout=480)
 
 
+def assert_agree_after_one_step(r: dict) -> None:
+    """Two runs compared by the worker one step in: the global-batch BatchNorm and loss are
+    all-reduced in another order, so they agree to float32 rounding, not bit for bit (the
+    kernels' error is about 1e-5 of the update, measured)."""
+    assert r["train_loss"][1] == pytest.approx(r["train_loss"][0], rel=1e-5)
+    assert r["test_loss"][1] == pytest.approx(r["test_loss"][0], rel=1e-5)
+    assert r["kernel_err"] < 1e-4
+
+
 def test_data_parallel_step_equals_single_device(four_devices):
     r = four_devices[1]["step"]
     assert r["devices"] == 4
-    assert r["loss_diff"] < 1e-5
-    # Two steps of lr 0.1: the global-batch BN and loss are all-reduced in another order,
-    # so kernels agree to float32 rounding amplified by two updates, not bit for bit.
-    assert r["kernel_rel_err"] < 1e-4
+    assert r["loss"][1] == pytest.approx(r["loss"][0], rel=1e-5)
+    assert r["kernel_err"] < 1e-4
 
 
 def test_eval_set_not_divisible_by_devices_is_padded(four_devices):
@@ -51,8 +61,8 @@ def test_eval_set_not_divisible_by_devices_is_padded(four_devices):
     r = four_devices[1]["eval510"]
     one, four = r["1"], r["4"]
     assert one["test_total"] == four["test_total"] == 510
-    assert four["train_loss"] == pytest.approx(one["train_loss"], rel=1e-3)
-    assert four["test_loss"] == pytest.approx(one["test_loss"], rel=1e-3)
+    assert four["train_loss"] == pytest.approx(one["train_loss"], rel=1e-5)
+    assert four["test_loss"] == pytest.approx(one["test_loss"], rel=1e-5)
     # The epoch row's monitors are the (only) step's: ||p|| of the initial params and the
     # norm of the update it applied (checkpoint minus initial params), per kernel.
     assert r["monitor_err"] < 1e-4
@@ -61,14 +71,8 @@ def test_eval_set_not_divisible_by_devices_is_padded(four_devices):
 def test_sharded_vmapped_sweep_equals_unsharded(four_devices):
     r = four_devices[1]["sweep"]
     assert "runs=2 x data=2" in r["mesh"]
-    # The first steps agree to float rounding. Later the runs drift apart: the vmapped,
-    # data-split program sums in another order, and BatchNorm divides by the tiny variance
-    # of near-dead channels at width 4, which amplifies rounding (see README, "Devices").
-    for (tr1, te1, l1, w1), (tr4, te4, l4, w4) in zip(r["results"]["1"], r["results"]["4"],
-                                                      strict=True):
-        assert w1 == pytest.approx(w4, rel=1e-5)
-        assert l1 == pytest.approx(l4, rel=0.03)
-        assert abs(tr1 - tr4) <= 16 and abs(te1 - te4) <= 12
+    for run in r["runs"]:
+        assert_agree_after_one_step(run)
 
 
 def test_sharded_checkpoint_restores_on_one_device(four_devices, cifar_archive):
@@ -76,9 +80,10 @@ def test_sharded_checkpoint_restores_on_one_device(four_devices, cifar_archive):
     assert results["checkpoint"]["epochs"] == 1
     r = run_worker("checkpoint", cifar_archive, out / "checkpoint", "single", devices=1)
     assert r["epochs"] == 2
-    # Epoch 1 ran on 4 devices, epoch 2 on one: same drift as the sweep test above.
-    assert abs(r["resumed"] - r["ref"]) <= 12
-    assert r["loss"][0] == pytest.approx(r["loss"][1], rel=0.03)
+    # Epoch 1 (one step) ran on 4 devices and is restored on one; epoch 2 (one step) went
+    # on from it there. Against both epochs on one device:
+    assert_agree_after_one_step(r["epoch1"])
+    assert_agree_after_one_step(r["epoch2"])
 
 
 def _free_port() -> int:
@@ -104,7 +109,7 @@ def test_two_process_multihost_matches_single_process(cifar_archive, tmp_path):
     assert r0["processes"] == 2 and r0["devices"] == 4
     assert r0["test"] == r1["test"]  # both processes computed the same global result
     # Process 0 wrote the finished run's records: both epochs' rows and the summary.
-    assert (tmp_path / "mh" / "mh" / "summary.json").exists() and len(r0["losses"]) == 2
-    single = run_worker("single", cifar_archive, tmp_path / "single", devices=1)
-    assert abs(single["test"] - r0["test"]) <= 12
-    assert r0["losses"] == pytest.approx(single["losses"], rel=0.03)
+    assert (tmp_path / "mh" / "mh" / "summary.json").exists() and r0["epochs"] == 2
+    # Its first epoch (one step) against the same run on one device.
+    assert_agree_after_one_step(run_worker("single", cifar_archive, tmp_path / "single",
+                                           tmp_path / "mh", devices=1))

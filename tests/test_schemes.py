@@ -180,7 +180,7 @@ class RefAdam:
 HP = dict(weight_decay=1.6e-3, L1_decay=2e-3, last1_mult=10.0, last2_mult=3.0,
           topo_base=2.0, norm_ema=0.9)
 # The notebook's SGD rows (the other rows: tests/test_schemes_forms.py).
-NOTEBOOK_SGD = [s.name for s in schemes.SCHEMES if s.base == "sgd" and s.decay_form ==
+NOTEBOOK_SGD = [s.name for s in schemes.SCHEMES if s.base_optimizer == "sgd" and s.decay_form ==
                 "coupled" and s.norm_constraint == s.rotational == "none"]
 CASES = [(n, m) for n in NOTEBOOK_SGD for m in (0.0, 0.9)]
 
@@ -202,6 +202,7 @@ def run_both(name, params, momentum, steps=20, lr=0.1, separate=False, seed=0):
     return flat(p_jax), p_ref
 
 
+@pytest.mark.device
 @pytest.mark.parametrize("name,momentum", CASES)
 def test_named_optimizer_matches_reference(params, name, momentum):
     got, want = run_both(name, params, momentum)
@@ -297,6 +298,7 @@ def test_bad_values_raise_one_line(params, kwargs, needle):
     assert needle in str(err.value) and "\n" not in str(err.value)
 
 
+@pytest.mark.device
 def test_vmap_over_hyperparameter_equals_separate_runs(params):
     """One compiled update serves runs that differ in weight_decay and last1_mult."""
     name = "SGD_topo.a"

@@ -6,6 +6,7 @@ row should do; the coefficients come from `test_schemes.ref_groups` (NumPy only)
 """
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
@@ -34,7 +35,7 @@ ROWS = {
 # name -> (base, per_neuron, groups of): composed by hand from decay.rotational.
 ROTATIONAL = {"RSGD_var_dup2": ("sgd", True, "SGD_var_dup2"),
               "RSGD_var_dup2_tensor": ("sgd", False, "SGD_var_dup2"),
-              "RAdam": ("adam", True, "SGD")}
+              "RotAdamW": ("adam", True, "SGD")}
 STEPS, MOMENTUM = 20, 0.9
 
 
@@ -127,7 +128,7 @@ def test_row_matches_reference(params, name):
     if ROWS[name][1] == "proximal":  # a threshold lr_t * L1_decay that some elements meet
         hp["L1_decay"] = 0.3
     ref = RefForms(name, flat(params), hp, lr0)
-    tx = schemes.build(name, params=params, conf=CONF, lr=sched, **hp)
+    tx = schemes.build(name, params=params, conf=CONF, lr=sched, steps=STEPS, **hp)
     got, want = run(tx, params, STEPS, lambda p, g, t: ref.step(p, g, sched(t)))
     assert_close(got, want)
     if ROWS[name][1] == "proximal":  # the soft threshold puts the same elements on 0
@@ -226,6 +227,7 @@ def test_adamw_row_is_torch_adamw(params):
     assert_close(got, {k: t.detach().numpy() for k, t in tensors.items()})
 
 
+@pytest.mark.slow
 def test_every_scheme_state_survives_a_checkpoint(params, tmp_path):
     """Each row's optimiser state (as the trainer builds it, with the equilibrium monitor;
     an update keeps the structure init gives) saves and restores through the trainer's
@@ -241,3 +243,44 @@ def test_every_scheme_state_survives_a_checkpoint(params, tmp_path):
     manager.close()
     for a, b in zip(jax.tree.leaves(states), jax.tree.leaves(restored), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_rotational_row_at_decay_0_moves_as_optax_sgd(params):
+    """A sweep point with decay 0 (traced: one vmapped program with a decayed point) gets
+    the plain update, as epfml/REQ's rotational_sgd.py: exactly ``optax.sgd``."""
+    start = schemes.initial_params("RSGD_var_dup2", params)
+    txs = [schemes.build("RSGD_var_dup2", params=start, conf=CONF, lr=0.1, momentum=MOMENTUM,
+                         weight_decay=wd) for wd in (0.0, 1.6e-3)]
+    states = jax.tree.map(lambda *xs: jnp.stack(xs), *[tx.init(start) for tx in txs])
+    update = jax.jit(jax.vmap(txs[0].update, in_axes=(None, 0, None)))
+    sgd = optax.sgd(0.1, momentum=MOMENTUM)
+    sgd_state, sgd_update = sgd.init(start), jax.jit(sgd.update)
+    rng, p = np.random.default_rng(0), start
+    for _ in range(5):
+        g = jax.tree.map(lambda x: rng.normal(0, 0.5, x.shape).astype(np.float32), start)
+        u, states = update(g, states, p)
+        want, sgd_state = sgd_update(g, sgd_state, p)
+        for got, ref in zip(jax.tree.leaves(u), jax.tree.leaves(want), strict=True):
+            np.testing.assert_array_equal(got[0], ref)
+            if ref.ndim >= 2:  # the decayed point rotates its kernels instead
+                assert not np.allclose(got[1], ref)
+        p = optax.apply_updates(p, want)
+
+
+def test_adamc_peak_is_the_schedule_maximum(params):
+    """Under warm-up plus cosine, AdamC's ``lr_max`` is the schedule's peak (its maximum over
+    the run, or given), not ``lr(0)``: the row equals `corrected_decay` given the peak."""
+    peak, wd = 1e-3, 0.05
+    sched = optax.warmup_cosine_decay_schedule(1e-4, peak, 5, STEPS)
+    want = optax.chain(optax.scale_by_adam(0.9, 0.999, 1e-8), optax.scale_by_learning_rate(sched),
+                       decay.corrected_decay(wd, sched, peak))
+    want, _ = run(want, params, STEPS)
+    for given in (dict(steps=STEPS), dict(max_learning_rate=peak)):
+        tx = schemes.build("AdamC", params=params, conf=CONF, lr=sched, weight_decay=wd, **given)
+        assert_close(run(tx, params, STEPS)[0], want, rtol=1e-6)
+    lr0 = schemes.build("AdamC", params=params, conf=CONF, lr=sched, weight_decay=wd,
+                        max_learning_rate=float(sched(0)))
+    with pytest.raises(AssertionError):  # the old lr(0) is another optimiser
+        assert_close(run(lr0, params, STEPS)[0], want, rtol=1e-4)
+    with pytest.raises(ValueError, match="max_learning_rate= or steps="):
+        schemes.build("AdamC", params=params, conf=CONF, lr=sched)

@@ -7,7 +7,7 @@ import pytest
 from wdjax.training import batches, parallel, steps, train
 from wdjax.training.config import Config, with_seeds
 
-BASE = dict(base=2, batch_size=16, stages=1, epochs_per_stage=1,
+BASE = dict(width=2, batch_size=16, stages=1, epochs_per_stage=1,
             optimizer="SGD_var_dup2_last1_mult")
 
 
@@ -22,6 +22,7 @@ def test_with_seeds_expands_run_major_with_seed_directories():
         with_seeds([a], 0)
 
 
+@pytest.mark.slow
 def test_seeds_differ_in_weights_factors_batch_order_and_flips():
     configs = with_seeds([Config(name="s", **BASE)], 2) + [Config(name="t", **BASE)]
     prog = steps.programs(configs, (8, 8, 3), 10, 64, parallel.make_mesh(1))

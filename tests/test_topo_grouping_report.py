@@ -3,6 +3,7 @@ summary and pictures show it (issue 15, point 4)."""
 
 import jax
 import numpy as np
+import pytest
 from synthetic_runs import write_run
 
 from experiments import registry, report
@@ -14,6 +15,7 @@ from wdjax.training import runlog
 from wdjax.training.config import Config
 
 
+@pytest.mark.slow
 def test_trainer_records_grouping_of_the_topographic_positions_only():
     conf = vgg_conf(2)
     params = init_variables(VGG(conf), jax.random.PRNGKey(0))["params"]

@@ -17,7 +17,7 @@ from wdjax.layers.labels import table as layer_table
 from wdjax.models import VGG, init_variables, vgg_conf
 from wdjax.training import batches, steps, train
 
-TINY = dict(base=4, batch_size=128, stages=3, epochs_per_stage=1, log_every=2,
+TINY = dict(width=4, batch_size=128, stages=3, epochs_per_stage=1, log_every=2,
             conv_impl="xla", eval_batch_size=100)
 
 
@@ -42,6 +42,8 @@ def _step_setup(optimizer="SGD_var_dup2", momentum=0.9):
     return model, tx, state, images, labels
 
 
+@pytest.mark.device
+@pytest.mark.slow
 def test_padded_partial_batch_equals_the_real_batch():
     model, tx, state, images, labels = _step_setup()
     key = jax.random.PRNGKey(5)
@@ -60,6 +62,8 @@ def test_padded_partial_batch_equals_the_real_batch():
         np.testing.assert_allclose(u, v, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.device
+@pytest.mark.slow
 def test_step_metrics_match_direct_computation():
     model, tx, state, images, labels = _step_setup()
     x = batches.normalize(images[:16])
@@ -93,6 +97,8 @@ def _monitor_setup(momentum):
     return model, state, new, m["tensors"], x, labels[16:32], factors
 
 
+@pytest.mark.device
+@pytest.mark.slow
 def test_tensor_monitors_are_the_last_steps_values():
     """The epoch-end monitors are those of the step that was applied (REFERENCE s. 9)."""
     model, state, new, mon, x, y, factors = _monitor_setup(0.9)
@@ -122,6 +128,7 @@ def test_tensor_monitors_are_the_last_steps_values():
     assert "fc6/conv/bias" not in mon  # only tensors with 2+ dims
 
 
+@pytest.mark.slow
 def test_momentum_monitor_is_zero_without_momentum():
     *_, mon, _, _, _ = _monitor_setup(0.0)
     m = mon["fc6/conv/kernel"]
@@ -176,6 +183,7 @@ def _metrics(run_dir):
     return storage.read_jsonl(run_dir / "metrics.jsonl")
 
 
+@pytest.mark.slow
 def test_run_records_refusal_and_resume_equivalence(small_cifar, tmp_path):
     cfg = train.Config(name="r", optimizer="SGD_var_dup2", weight_decay=1.6e-4, momentum=0.9,
                        **TINY)
@@ -266,6 +274,7 @@ def test_resume_uses_the_recorded_factors():
         steps.starts([cfg], prog, [{**recorded, "conv1_1": 1.0}])
 
 
+@pytest.mark.slow
 def test_divergence_is_recorded_and_returns(small_cifar, tmp_path):
     cfg = train.Config(name="boom", optimizer="SGD", lr=1e6, weight_decay=1.0, **TINY)
     s = train.train(cfg, tmp_path, dataset=small_cifar, progress=False)[0]
@@ -275,6 +284,8 @@ def test_divergence_is_recorded_and_returns(small_cifar, tmp_path):
     assert (tmp_path / "boom" / "summary.json").exists()
 
 
+@pytest.mark.device
+@pytest.mark.slow
 def test_vmapped_runs_equal_separate_runs(small_cifar, tmp_path):
     """Runs trained together equal runs trained alone, up to float rounding.
 
@@ -312,7 +323,7 @@ CLI = [sys.executable, "-m", "experiments.train"]
     (["--momentum", "1.5"], "--momentum"),
     (["--topo-base", "0"], "--topo-base"),
     (["-b", "0"], "--batch-size"),
-    (["-nb", "0"], "--base"),
+    (["-nb", "0"], "--width"),
     (["--name", "../evil"], "invalid run name"),
     (["--name", "a/b"], "invalid run name"),
     (["--data", "folder:/does/not/exist"], "does not exist"),
@@ -328,6 +339,7 @@ def test_cli_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, nee
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_cli_runs_refuses_to_overwrite_and_adds_seeds(cifar_archive, cifar_cache_dir,
                                                        tmp_path):
     argv = CLI + ["-n", "c1", "-o", "SGD", "-nb", "4", "--stages", "1", "--epochs-per-stage",

@@ -67,16 +67,19 @@ def _check(size: int, cin: int, cout: int, batch: int = 2) -> None:
 
 
 @pytest.mark.parametrize(("size", "cin", "cout"), VGG8 + ODD, ids=str)
+@pytest.mark.slow
 def test_matches_lax_at_vgg_shapes(size: int, cin: int, cout: int) -> None:
     _check(size, cin, cout)
 
 
 @pytest.mark.parametrize(("size", "cin", "cout"), RESNET18, ids=str)
+@pytest.mark.slow
 def test_matches_lax_at_resnet18_shapes(size: int, cin: int, cout: int) -> None:
     _check(size, cin, cout, batch=1)
 
 
 @pytest.mark.parametrize("tile", [2, 4])
+@pytest.mark.slow
 def test_under_vmap_with_per_run_kernels(tile: int) -> None:
     """vmap over runs, each with its own kernel, equals a loop over the runs."""
     runs = 3

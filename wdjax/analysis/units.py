@@ -14,6 +14,7 @@ import numpy as np
 import optax
 
 from wdjax import decay
+from wdjax.decay.trees import lookup, path_keys, path_name
 from wdjax.layers.labels import unit_cells
 
 PyTree = Any
@@ -33,10 +34,7 @@ def model_utilization(params: PyTree, layers: Any,
 
     out = {}
     for layer in labels.table(params, layers):
-        kernel = params
-        for key in layer.kernel:
-            kernel = kernel[key]
-        kernel = np.abs(np.asarray(kernel))
+        kernel = np.abs(np.asarray(lookup(params, layer.kernel)))
         s = kernel.mean(axis=tuple(i for i in range(kernel.ndim) if i != kernel.ndim - 2))
         out[layer.name] = (int((s < threshold).sum()), int(s.size))
     return out
@@ -67,7 +65,7 @@ def unit_outputs(model: Any, variables: PyTree, images: jax.Array, names: list[s
                                capture_intermediates=lambda m, _: "/".join(m.path) in wanted)
         found = {}
         for path, leaf in jax.tree_util.tree_leaves_with_path(inter["intermediates"]):
-            keys = [str(getattr(k, "key", k)) for k in path]
+            keys = list(path_keys(path))
             if "__call__" in keys:
                 found["/".join(keys[:keys.index("__call__")])] = leaf
         return found
@@ -77,11 +75,6 @@ def unit_outputs(model: Any, variables: PyTree, images: jax.Array, names: list[s
         for k, v in jax.device_get(capture(images[i:i + batch])).items():
             outs.setdefault(k, []).append(np.asarray(v).reshape(-1))
     return {k: np.concatenate(outs[k]) for k in names if k in outs}
-
-
-def leaf_name(path: tuple) -> str:
-    """``conv1_1/conv/kernel`` style name of a tree path."""
-    return "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
 
 
 def sq_norms(tree: PyTree) -> jax.Array:
@@ -117,7 +110,7 @@ def tensor_monitors(params: PyTree, grads: PyTree, updates: PyTree, opt_state: A
         if p.ndim < 2:
             continue
         dn = jnp.linalg.norm(d)
-        out[leaf_name(path)] = dict(
+        out[path_name(path)] = dict(
             param=jnp.linalg.norm(p), grad=jnp.linalg.norm(g),
             momentum=jnp.where(has_buffer, jnp.linalg.norm(b), 0.0),
             decay=dn, grad_on_decay=jnp.where(dn > 0, jnp.vdot(d, g) / jnp.where(dn > 0, dn, 1),

@@ -5,6 +5,7 @@ these are written for exactly that case; anything else falls back to XLA's gener
 On CPU each conv layer runs each of its three passes (forward, input gradient, kernel
 gradient) the way `conv_plan` measured fastest, and stays fast under `jax.vmap` over runs.
 `tune_cpu_allocator` removes XLA:CPU's per-step page-fault cost; call it at program start.
+A model built for another platform uses none of this (`wdjax.models.vgg.on_cpu`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import importlib.util
 import sys
+from importlib.metadata import entry_points
 
 import jax
 import jax.numpy as jnp
@@ -36,9 +39,11 @@ def tune_cpu_allocator() -> bool:
     page-faults its whole working set back in (~134k faults, ~0.5 GB, per VGG-32 train step
     measured on a 2-core VM: more time than the convolutions). One arena, no mmap and no
     trimming make steady-state steps fault-free. Process-wide and irreversible: peak memory
-    stays reserved. Returns False (doing nothing) off glibc.
+    stays reserved. It must precede JAX's first backend (after, its threads keep their
+    arenas: measured, no fewer faults). Returns False (doing nothing) off glibc and unless
+    `expects_cpu_backend`.
     """
-    if not sys.platform.startswith("linux"):
+    if not sys.platform.startswith("linux") or not expects_cpu_backend():
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
@@ -50,15 +55,26 @@ def tune_cpu_allocator() -> bool:
     return bool(ok and mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
 
 
-def default_conv_impl(backend: str | None = None) -> str:
-    """The fastest measured formulation for a backend: hybrid on CPU, XLA's conv elsewhere.
+def expects_cpu_backend() -> bool:
+    """Whether JAX's backend will be the CPU, told without starting a backend: the first of
+    ``JAX_PLATFORMS`` when set, else whether no accelerator plugin is installed (JAX finds
+    GPU plugins by the ``jax_plugins`` entry points or package, TPUs by ``libtpu``). A plugin
+    without its device counts as an accelerator."""
+    if jax.config.jax_platforms:
+        return jax.config.jax_platforms.split(",")[0] == "cpu"
+    return not (entry_points(group="jax_plugins") or importlib.util.find_spec("jax_plugins")
+                or importlib.util.find_spec("libtpu"))
 
-    CPU VGG train step, batch 128 (benchmarks/step_speed.py, 2-core EPYC): hybrid ran at
-    327 / 241 / 83 img/s against winograd / xla at base 32, 1174 / 993 / 932 at base 8, and
-    keeps vmapped sweeps fast; accelerators have native convolutions.
+
+def default_conv_impl(platform: str | None = None) -> str:
+    """The fastest measured formulation for the platform a program is built for (None: JAX's
+    default backend): hybrid on CPU, XLA's conv elsewhere.
+
+    CPU VGG train step, batch 128 (``python -m benchmarks.run --impls``, 2-core EPYC):
+    hybrid ran at 327 / 241 / 83 img/s against winograd / xla at base 32, 1174 / 993 / 932
+    at base 8, and keeps vmapped sweeps fast; accelerators have native convolutions.
     """
-    backend = backend or jax.default_backend()
-    return "hybrid" if backend == "cpu" else "xla"
+    return "hybrid" if (platform or jax.default_backend()) == "cpu" else "xla"
 
 
 def conv2d(x: jax.Array, kernel: jax.Array, impl: str = "xla") -> jax.Array:

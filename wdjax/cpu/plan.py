@@ -2,7 +2,8 @@
 
 A `Plan` names a `Method` for each of a conv layer's three passes (forward, input gradient,
 kernel gradient). `conv_plan` picks them from the layer's shape by the rules in `RULES`,
-which come from per-layer, per-pass timings (`python -m benchmarks.profile --candidates`).
+which come from per-layer, per-pass timings (`python -m benchmarks.profile --candidates`),
+or, tuned (`wdjax.cpu.tune`), from timing them on the machine at hand.
 """
 
 from __future__ import annotations
@@ -104,12 +105,20 @@ RULES: tuple[Rule, ...] = (
 
 
 def conv_plan(x_shape: tuple[int, ...], k_shape: tuple[int, ...],
-              rules: tuple[Rule, ...] | None = None) -> Plan:
+              rules: tuple[Rule, ...] | None = None, *, tune: bool | None = None) -> Plan:
     """(forward, input-gradient, kernel-gradient) methods for one conv layer on CPU.
 
-    Only 3x3 layers are planned by `rules`; other odd kernel sizes run through XLA's conv
-    except on maps of 4 pixels or fewer (im2col: XLA's conv is pathological there).
+    With tuning on (`tune`; None: unless ``$WDJAX_CONV_TUNE`` is ``0``) and no `rules`
+    given, each pass's fastest method on this machine, timed on first use and cached
+    (`wdjax.cpu.tune.tuned_plan`). Otherwise the first matching row of `rules` (default
+    `RULES`): only 3x3 layers are planned by rules; other odd kernel sizes run through
+    XLA's conv except on maps of 4 pixels or fewer (im2col: XLA's conv is pathological there).
     """
+    if rules is None:
+        from wdjax.cpu import tune as tuning  # it times the passes of ops, which imports us
+
+        if tuning.enabled() if tune is None else tune:
+            return tuning.tuned_plan(x_shape, k_shape)
     n, h, w, _ = x_shape
     kh, kw, cin, cout = k_shape
     rules = RULES if rules is None else rules

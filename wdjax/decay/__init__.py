@@ -6,7 +6,7 @@ All the decay math of wdjax lives here. One update of the original experiments
     optax.chain(
         add_decay(coefficients, kinds, multipliers),   # d = g + wd * (p | sign p) * M
         optax.trace(momentum),                         # buf = momentum * buf + d; d = buf
-        normalize_updates(ema_rate, weight_norm),      # d = d * ||p|| / (||d||_ema + 1e-8)
+        normalize_updates(ema_rate, times_weight_norm),  # d = d * ||p|| / (||d||_ema + 1e-8)
         optax.scale_by_learning_rate(lr),              # u = -lr * d
         clip_sign_crossing(l1_mask),                   # L1: a sign flip lands on exactly 0
     )
@@ -45,7 +45,6 @@ from wdjax.decay.rotational import (
     rotational_leaves,
 )
 from wdjax.decay.terms import (
-    DecoupledDecayState,
     add_decay,
     clip_sign_crossing,
     decay_term,
@@ -67,7 +66,6 @@ __all__ = [
     "KINDS",
     "ConstrainNormsState",
     "DecayTowardInitState",
-    "DecoupledDecayState",
     "EquilibriumMonitorState",
     "NormalizeUpdatesState",
     "RotationalState",

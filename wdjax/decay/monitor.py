@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import optax
 
 from wdjax.decay.rotational import equilibrium_angle
-from wdjax.decay.trees import NO_PARAMS, PyTree, leaves_like
+from wdjax.decay.trees import NO_PARAMS, PyTree, leaves_like, unit_norm
 
 
 class EquilibriumMonitorState(NamedTuple):
@@ -26,8 +26,7 @@ class EquilibriumMonitorState(NamedTuple):
 
 def _norm(x: jax.Array, per_unit: bool) -> jax.Array:
     """||x|| of the leaf, or one per output unit (last axis) for leaves of ndim >= 2."""
-    axes = tuple(range(x.ndim - 1)) if per_unit and x.ndim >= 2 else None
-    return jnp.sqrt(jnp.sum(jnp.square(x), axis=axes))
+    return unit_norm(x, per_unit and x.ndim >= 2)
 
 
 def _measure(p, u, ema, step, predicted, t, *, ema_decay, per_unit, tolerance, exponent):

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from wdjax.decay.trees import NO_PARAMS, PyTree
+from wdjax.decay.trees import NO_PARAMS, PyTree, unit_norm
 
 
 class NormalizeUpdatesState(NamedTuple):
@@ -16,20 +16,14 @@ class NormalizeUpdatesState(NamedTuple):
     norm_ema: PyTree  # per leaf: EMA of ||d|| (scalar, or one per output unit)
 
 
-def _norm(x: jax.Array, per_unit: bool) -> jax.Array:
-    """||x|| over the whole tensor, or per output unit (the last axis, Flax's HWIO ``O``)."""
-    if per_unit and x.ndim >= 1:
-        return jnp.sqrt(jnp.sum(jnp.square(x), axis=tuple(range(x.ndim - 1))))
-    return jnp.sqrt(jnp.sum(jnp.square(x)))
-
-
-def normalize_updates(ema_rate: Any = 0.0, weight_norm: bool = True, per_unit: bool = False,
-                      eps: float = 1e-8) -> optax.GradientTransformation:
-    """Layer-wise update normalisation: ``d = d * (||p|| if weight_norm else 1) / (e + eps)``.
+def normalize_updates(ema_rate: Any = 0.0, times_weight_norm: bool = True,
+                      per_unit: bool = False, eps: float = 1e-8) -> optax.GradientTransformation:
+    """Layer-wise update normalisation: ``d = d * w / (e + eps)``, ``w = ||p||`` (1 without
+    `times_weight_norm`).
 
     ``e`` is ``||d||`` at the first step, then ``e = r * e + (1 - r) * ||d||`` with
     ``r = ema_rate`` (``r = 0``: the current norm). Norms are per tensor, 1-D tensors
-    included; an all-zero tensor with `weight_norm` never moves (the original's behaviour,
+    included; an all-zero tensor with `times_weight_norm` never moves (the original's behaviour,
     unlike ``optax.scale_by_trust_ratio``, which substitutes a ratio of 1 there).
     ``per_unit=True`` keeps one norm per output channel (last axis) instead, the variant the
     original framework planned; for a 1-D tensor each element is its own unit. Goes after
@@ -37,20 +31,20 @@ def normalize_updates(ema_rate: Any = 0.0, weight_norm: bool = True, per_unit: b
     """
 
     def init_fn(params):
-        norms = jax.tree.map(lambda p: jnp.zeros_like(_norm(p, per_unit)), params)
+        norms = jax.tree.map(lambda p: jnp.zeros_like(unit_norm(p, per_unit)), params)
         return NormalizeUpdatesState(count=jnp.zeros([], jnp.int32), norm_ema=norms)
 
     def update_fn(updates, state, params=None):
-        if weight_norm and params is None:
+        if times_weight_norm and params is None:
             raise ValueError(NO_PARAMS)
         first = state.count == 0
-        norms = jax.tree.map(lambda d: _norm(d, per_unit), updates)
+        norms = jax.tree.map(lambda d: unit_norm(d, per_unit), updates)
         ema = jax.tree.map(
             lambda e, n: jnp.where(first, n, ema_rate * e + (1 - ema_rate) * n),
             state.norm_ema, norms,
         )
-        if weight_norm:
-            scale = jax.tree.map(lambda p, e: _norm(p, per_unit) / (e + eps), params, ema)
+        if times_weight_norm:
+            scale = jax.tree.map(lambda p, e: unit_norm(p, per_unit) / (e + eps), params, ema)
         else:
             scale = jax.tree.map(lambda e: 1.0 / (e + eps), ema)
         updates = jax.tree.map(lambda d, s: d * s, updates, scale)

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from wdjax.decay.trees import NO_PARAMS, PyTree, leaves_like
+from wdjax.decay.trees import NO_PARAMS, PyTree, leaves_like, unit_norm
 from wdjax.decay.values import StepCountState, check_values, init_count, tree_at, value_at
 
 
@@ -62,13 +62,6 @@ class ConstrainNormsState(NamedTuple):
     radius: PyTree  # per leaf: the norm(s) it is held to; a scalar 0 where unconstrained
 
 
-def unit_norms(x: jax.Array, per_unit: bool) -> jax.Array:
-    """``||x||`` over all axes but the last (one per unit, Flax HWIO/IO), or over all axes."""
-    if per_unit and x.ndim >= 1:
-        return jnp.sqrt(jnp.sum(jnp.square(x), axis=tuple(range(x.ndim - 1))))
-    return jnp.sqrt(jnp.sum(jnp.square(x)))
-
-
 def _chosen(params: PyTree, mask: Any) -> list[bool]:
     """Which leaves are constrained: `mask` looked up per leaf, or ``ndim >= 2`` by default."""
     if mask is None:
@@ -110,7 +103,7 @@ def constrain_norms(radius: Any = None, per_unit: Any = True,
             if not chosen:  # a placeholder (checkpoints cannot hold zero-size arrays)
                 radii.append(jnp.zeros((), jnp.result_type(p)))
                 continue
-            norms = unit_norms(jnp.asarray(p), unit)
+            norms = unit_norm(jnp.asarray(p), unit)
             radii.append(norms if r is None else jnp.broadcast_to(r, norms.shape))
         return ConstrainNormsState(jax.tree.structure(params).unflatten(radii))
 
@@ -124,7 +117,7 @@ def constrain_norms(radius: Any = None, per_unit: Any = True,
                                          jax.tree.leaves(state.radius), strict=True):
             if chosen:
                 q = p + u
-                norms = unit_norms(q, unit)
+                norms = unit_norm(q, unit)
                 scale = jnp.where(norms > 0, r / jnp.where(norms > 0, norms, 1), 1)
                 u = q * scale - p
             out.append(u)

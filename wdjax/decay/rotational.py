@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from wdjax.decay.trees import NO_PARAMS, PyTree, leaves_like
+from wdjax.decay.trees import NO_PARAMS, PyTree, leaves_like, path_name, unit_axes, unit_norm
 
 
 def equilibrium_angle(learning_rate: Any, weight_decay: Any, momentum: Any = 0.0,
@@ -39,8 +39,8 @@ def equilibrium_angle(learning_rate: Any, weight_decay: Any, momentum: Any = 0.0
 def _positive_or_traced(value: Any) -> bool:
     # A traced decay (one program for a sweep, or jax.vmap over runs) cannot be compared at
     # trace time; it counts as positive, so the tree of rotational leaves is the same for
-    # every run of the batch. A traced 0 then gives a target angle of 0: the leaf keeps its
-    # initial direction, which is the equilibrium of a decay-free rotational update.
+    # every run of the batch. A traced 0 then gets the plain update (`rotational` chooses
+    # per step).
     if isinstance(value, jax.core.Tracer):
         return True
     return bool(np.all(np.asarray(value) > 0))
@@ -64,29 +64,20 @@ def rotational_leaves(params: PyTree, weight_decay: Any, rotational: Any = None,
     for (path, p), flag in zip(flat, flags, strict=True):
         if not isinstance(flag, bool | np.bool_):
             raise ValueError(f"rotational flags must be Python bools, got {flag!r} at "
-                             f"{jax.tree_util.keystr(path)}")
+                             f"{path_name(path)}")
         if flag and p.ndim < min_ndim:
-            raise ValueError(f"rotational leaf {jax.tree_util.keystr(path)} has ndim "
+            raise ValueError(f"rotational leaf {path_name(path)} has ndim "
                              f"{p.ndim}; {'per-neuron' if per_neuron else 'per-tensor'} "
                              f"units need ndim >= {min_ndim}")
     return treedef.unflatten([bool(f) for f in flags])
 
 
-def _unit_axes(x: jax.Array, per_neuron: bool) -> tuple[int, ...]:
-    """The axes spanning one unit: all but the last (a neuron), or all (the tensor)."""
-    return tuple(range(x.ndim - 1)) if per_neuron else tuple(range(x.ndim))
-
-
 def _unit_sum(x: jax.Array, per_neuron: bool) -> jax.Array:
-    return jnp.sum(x, axis=_unit_axes(x, per_neuron), keepdims=True)
+    return jnp.sum(x, axis=unit_axes(x, per_neuron), keepdims=True)
 
 
 def _unit_mean(x: jax.Array, per_neuron: bool) -> jax.Array:
-    return jnp.mean(x, axis=_unit_axes(x, per_neuron), keepdims=True)
-
-
-def _unit_norm(x: jax.Array, per_neuron: bool) -> jax.Array:
-    return jnp.sqrt(_unit_sum(jnp.square(x), per_neuron))
+    return jnp.mean(x, axis=unit_axes(x, per_neuron), keepdims=True)
 
 
 def _nonzero(x: jax.Array) -> jax.Array:
@@ -107,8 +98,8 @@ def center_units(params: PyTree, rotational: Any, per_neuron: bool = True) -> Py
         if not flag:
             return p
         centred = p - _unit_mean(p, per_neuron)
-        scale = _unit_norm(p, per_neuron) / _nonzero(_unit_norm(centred, per_neuron))
-        return centred * scale
+        norm = functools.partial(unit_norm, per_unit=per_neuron, keepdims=True)
+        return centred * (norm(p) / _nonzero(norm(centred)))
 
     leaves, treedef = jax.tree.flatten(params)
     return treedef.unflatten([center(p, f) for p, f in
@@ -130,14 +121,25 @@ def _rotational_step(p, d, stored_norm, ema, angle, first, t, *, per_neuron, zer
     def center(x):
         return x - _unit_mean(x, per_neuron) if zero_mean else x
 
-    norm = jnp.where(first, _unit_norm(center(p), per_neuron), stored_norm)
+    norm = jnp.where(first, unit_norm(center(p), per_neuron, keepdims=True), stored_norm)
     d = center(d)
     d = d - p * _unit_sum(d * p, per_neuron) / _nonzero(jnp.square(norm))
     ema = beta * ema + (1 - beta) * _unit_sum(jnp.square(d), per_neuron)
     rms = jnp.sqrt(ema / (1 - beta**t))
     new = p - angle * (d / (eps + rms)) * norm
-    new = new * (norm / _nonzero(_unit_norm(new, per_neuron)))
+    new = new * (norm / _nonzero(unit_norm(new, per_neuron, keepdims=True)))
     return new - p, norm, ema
+
+
+def _leaf_step(p, d, wd, flag, n, e, lr, first, t, *, momentum, b1, **rotate):
+    """One leaf's ``(u, n, e)``: the plain update (n and e stay MaskedNode), or for a
+    rotational leaf the rotation, unless its decay is 0 (chosen per step: it may be traced)."""
+    plain = -lr * (d if b1 is None else d + wd * p)
+    if not flag:
+        return plain, n, e
+    u, n, e = _rotational_step(p, d, n, e, equilibrium_angle(lr, wd, momentum, b1), first, t,
+                               **rotate)
+    return jnp.where(wd > 0, u, plain), n, e
 
 
 def rotational(inner: optax.GradientTransformation, *, learning_rate: Any, weight_decay: Any,
@@ -158,7 +160,9 @@ def rotational(inner: optax.GradientTransformation, *, learning_rate: Any, weigh
       `equilibrium_angle` ``(lr_t, wd, momentum, b1)``.
 
     Other leaves get the plain update with their decay: ``-lr inner(g + wd p)`` for SGD
-    (``b1=None``, coupled as torch SGD), ``-lr (inner(g) + wd p)`` with ``b1`` (AdamW).
+    (``b1=None``, coupled as torch SGD), ``-lr (inner(g) + wd p)`` with ``b1`` (AdamW). So
+    does a rotational leaf whose decay is 0, as in epfml/REQ's ``rotational_sgd.py``: chosen
+    per step (``jnp.where``), so a traced decay keeps one program for a whole sweep.
 
     `inner` (``optax.trace(momentum)``, ``optax.scale_by_adam(b1, ...)``) must match
     `momentum` / `b1`. `learning_rate`: float or schedule; `weight_decay`: scalar or per-leaf
@@ -166,9 +170,8 @@ def rotational(inner: optax.GradientTransformation, *, learning_rate: Any, weigh
     ``eps_r``; `rotational`: None (default rule), a bool or a tree of static bools. All else
     may be traced. Call `center_units` on the initial params when `zero_mean`.
     """
-    step = functools.partial(_rotational_step, per_neuron=per_neuron, zero_mean=zero_mean,
-                             beta=update_norm_decay, eps=eps)
-    coupled = b1 is None
+    step = functools.partial(_leaf_step, momentum=momentum, b1=b1, per_neuron=per_neuron,
+                             zero_mean=zero_mean, beta=update_norm_decay, eps=eps)
 
     def init_fn(params):
         flags = rotational_leaves(params, weight_decay, rotational, per_neuron)
@@ -184,14 +187,13 @@ def rotational(inner: optax.GradientTransformation, *, learning_rate: Any, weigh
         flags = jax.tree.leaves(rotational_leaves(params, weight_decay, rotational,
                                                   per_neuron))
         decays = leaves_like(params, weight_decay)
-        grads = [g if flag or not coupled else g + wd * p for g, p, wd, flag in
+        grads = [g if flag or b1 is not None else g + wd * p for g, p, wd, flag in
                  zip(jax.tree.leaves(updates), leaves, decays, flags, strict=True)]
         directions, inner_state = inner.update(treedef.unflatten(grads), state.inner, params)
         lr = learning_rate(state.count) if callable(learning_rate) else learning_rate
         count = optax.safe_increment(state.count)
-        results = [  # (u, n, e) per leaf; n and e stay MaskedNode on plain leaves
-            step(p, d, n, e, equilibrium_angle(lr, wd, momentum, b1), state.count == 0, count)
-            if flag else (-lr * (d if coupled else d + wd * p), n, e)
+        results = [  # (u, n, e) per leaf
+            step(p, d, wd, flag, n, e, lr, state.count == 0, count)
             for p, d, wd, flag, n, e in zip(
                 leaves, jax.tree.leaves(directions), decays, flags,
                 treedef.flatten_up_to(state.target_norm),

@@ -3,14 +3,14 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import optax
 
 from wdjax.decay.trees import KINDS, NO_PARAMS, PyTree, leaves_like
-from wdjax.decay.values import StepCountState, has_schedule, init_count, tree_at, value_at
+from wdjax.decay.values import StepCountState, has_schedule, init_count, tree_at
 
 
 def _check_kind(kind: str) -> str:
@@ -76,32 +76,28 @@ def add_decay(coefficients: Any, kinds: Any = "l2",
     return optax.GradientTransformation(init_fn, update_fn)
 
 
-class DecoupledDecayState(NamedTuple):
-    count: jax.Array  # steps taken, for a learning-rate schedule
-
-
 def decoupled_decay(coefficients: Any, learning_rate: Any, kinds: Any = "l2",
                     multipliers: Any = None) -> optax.GradientTransformation:
     """Decoupled decay on final updates: ``u = u - lr_t * wd_t * (p | sign(p)) * M``.
 
     Goes *after* a whole optimiser (e.g. ``optax.chain(optax.adam(lr), decoupled_decay(wd,
-    lr))``), with ``p`` the parameters before the step, as ``torch.optim.AdamW`` does. `lr`
-    and any coefficient may be a float or an Optax schedule of the step count.
+    lr))``), with ``p`` the parameters before the step, as ``torch.optim.AdamW`` does.
+    `learning_rate` is the factor ``lr_t`` of the decay: a float, an Optax schedule of the
+    step count, or a per-leaf tree of them (`independent_decay` and `corrected_decay` are
+    this transform with their factors). Any coefficient may be a float or a schedule.
     """
-
-    def init_fn(params):
-        del params
-        return DecoupledDecayState(count=jnp.zeros([], jnp.int32))
 
     def update_fn(updates, state, params=None):
         if params is None:
             raise ValueError(NO_PARAMS)
-        lr = value_at(learning_rate, state.count)
         decays = decay_tree(params, tree_at(coefficients, state.count), kinds, multipliers)
-        updates = jax.tree.map(lambda u, d: u - lr * d, updates, decays)
-        return updates, DecoupledDecayState(count=optax.safe_increment(state.count))
+        rates = leaves_like(updates, tree_at(learning_rate, state.count))
+        leaves, treedef = jax.tree.flatten(updates)
+        out = [u - lr * d for u, d, lr in zip(leaves, jax.tree.leaves(decays), rates,
+                                               strict=True)]
+        return treedef.unflatten(out), StepCountState(optax.safe_increment(state.count))
 
-    return optax.GradientTransformation(init_fn, update_fn)
+    return optax.GradientTransformation(init_count, update_fn)
 
 
 def clip_sign_crossing(mask: Any = True) -> optax.GradientTransformation:

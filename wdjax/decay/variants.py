@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from wdjax.decay.terms import decay_tree
+from wdjax.decay.terms import decoupled_decay
 from wdjax.decay.trees import NO_PARAMS, PyTree, leaves_like
 from wdjax.decay.values import (
     StepCountState,
@@ -42,9 +42,9 @@ def independent_decay(coefficients: Any, learning_rate: Any, peak_learning_rate:
     constant rate it is ``u = u - wd * p``, i.e. ``torch.optim.AdamW`` with
     ``weight_decay = wd / lr``.
 
-    Goes after the learning rate (``optax.chain(optax.scale_by_adam(),
-    optax.scale_by_learning_rate(lr), independent_decay(wd, lr))``); ``p`` is the
-    parameters before the step.
+    `decoupled_decay` with the factor ``lr_t / lr_0``: it goes after the learning rate
+    (``optax.chain(optax.scale_by_adam(), optax.scale_by_learning_rate(lr),
+    independent_decay(wd, lr))``); ``p`` is the parameters before the step.
 
     Args:
       coefficients: ``wd``: a scalar or a per-leaf tree; leaves may be schedules.
@@ -59,15 +59,8 @@ def independent_decay(coefficients: Any, learning_rate: Any, peak_learning_rate:
     check_values("independent_decay's reference learning rate (learning_rate at step 0, "
                  "or peak_learning_rate)", reference, allow_zero=False)
 
-    def update_fn(updates, state, params=None):
-        if params is None:
-            raise ValueError(NO_PARAMS)
-        factor = value_at(learning_rate, state.count) / reference
-        decays = decay_tree(params, tree_at(coefficients, state.count), kinds, multipliers)
-        updates = jax.tree.map(lambda u, d: u - factor * d, updates, decays)
-        return updates, StepCountState(count=optax.safe_increment(state.count))
-
-    return optax.GradientTransformation(init_count, update_fn)
+    return decoupled_decay(coefficients, lambda count: value_at(learning_rate, count) / reference,
+                           kinds, multipliers)
 
 
 def corrected_decay(coefficients: Any, learning_rate: Any, max_learning_rate: Any = None,
@@ -83,8 +76,8 @@ def corrected_decay(coefficients: Any, learning_rate: Any, max_learning_rate: An
     normalised layers and keeps AdamW's ``lr_t * wd * p`` elsewhere: `normalized` chooses
     the leaves. At the peak rate both equal `decoupled_decay`.
 
-    Goes after the optimiser's learning rate, like `independent_decay`; ``p`` is the
-    parameters before the step.
+    `decoupled_decay` with the factor ``lr_t^2 / lr_max`` (``lr_t`` on the other leaves):
+    it goes after the optimiser's learning rate; ``p`` is the parameters before the step.
 
     Args:
       coefficients: ``wd``: a scalar or a per-leaf tree; leaves may be schedules.
@@ -102,18 +95,12 @@ def corrected_decay(coefficients: Any, learning_rate: Any, max_learning_rate: An
         max_learning_rate = learning_rate
     check_values("corrected_decay's max_learning_rate", max_learning_rate, allow_zero=False)
 
-    def update_fn(updates, state, params=None):
-        if params is None:
-            raise ValueError(NO_PARAMS)
-        lr = value_at(learning_rate, state.count)
-        decays = decay_tree(params, tree_at(coefficients, state.count), kinds, multipliers)
-        leaves, treedef = jax.tree.flatten(updates)
-        out = [u - (lr * (lr / max_learning_rate) if corrected else lr) * d
-               for u, d, corrected in zip(leaves, jax.tree.leaves(decays),
-                                          leaves_like(updates, normalized), strict=True)]
-        return treedef.unflatten(out), StepCountState(optax.safe_increment(state.count))
+    def corrected(count):
+        lr = value_at(learning_rate, count)
+        return lr * (lr / max_learning_rate)
 
-    return optax.GradientTransformation(init_count, update_fn)
+    rates = jax.tree.map(lambda chosen: corrected if chosen else learning_rate, normalized)
+    return decoupled_decay(coefficients, rates, kinds, multipliers)
 
 
 def cautious_decay(coefficients: Any) -> optax.GradientTransformation:

@@ -17,6 +17,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from wdjax.decay.trees import lookup, path_keys, path_name
 from wdjax.layers.table import LayerTable, conf_layers, trace_layers
 
 PyTree = Any
@@ -34,14 +35,10 @@ def table(params: PyTree, layers: Layers) -> LayerTable:
     return layers if isinstance(layers, LayerTable) else conf_layers(layers, params)
 
 
-def _path(path: tuple) -> tuple[str, ...]:
-    return tuple(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
-
-
 def layer_labels(params: PyTree, layers: Layers) -> PyTree:
     """Each leaf labelled with the name of the layer owning it (``None`` if none does)."""
     owners = table(params, layers).owners()
-    return jax.tree_util.tree_map_with_path(lambda p, _: owners.get(_path(p)), params)
+    return jax.tree_util.tree_map_with_path(lambda p, _: owners.get(path_keys(p)), params)
 
 
 def per_layer(params: PyTree, layers: Layers, values: Mapping[str, Any],
@@ -58,9 +55,9 @@ def per_layer(params: PyTree, layers: Layers, values: Mapping[str, Any],
     owners = tab.owners()
 
     def value(path, _):
-        layer = owners.get(_path(path))
+        layer = owners.get(path_keys(path))
         if layer not in values and default is None:
-            raise ValueError(f"no value for parameter {'/'.join(_path(path))} (layer "
+            raise ValueError(f"no value for parameter {path_name(path)} (layer "
                              f"{layer}) and no default")
         return values.get(layer, default)
 
@@ -75,7 +72,7 @@ def kernel_only(params: PyTree, layers: Layers, values: Mapping[str, Any],
     """
     kernels = {layer.kernel: layer.name for layer in table(params, layers)}
     return jax.tree_util.tree_map_with_path(
-        lambda p, _: values.get(kernels.get(_path(p)), default), params)
+        lambda p, _: values.get(kernels.get(path_keys(p)), default), params)
 
 
 def kind_labels(params: PyTree, layers: Layers, l1_layers: Sequence[str] = ()) -> PyTree:
@@ -112,10 +109,8 @@ def variance_inverse_factors(params: PyTree, layers: Layers,
     tab = table(params, layers)
     out = {}
     for layer in tab:
-        kernel = params
-        for key in layer.kernel:
-            kernel = kernel[key]
-        out[layer.name] = float(dup_mult) ** -layer.depth / sample_variance(kernel)
+        out[layer.name] = (float(dup_mult) ** -layer.depth
+                           / sample_variance(lookup(params, layer.kernel)))
     return out
 
 

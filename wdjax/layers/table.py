@@ -24,6 +24,8 @@ from typing import Any
 import flax.linen as nn
 import jax
 
+from wdjax.decay.trees import lookup, path_keys
+
 PyTree = Any
 Path = tuple[str, ...]
 NORM_TYPES: tuple[type, ...] = (nn.BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm)
@@ -89,8 +91,7 @@ class LayerTable:
 
 
 def _leaf_paths(tree: PyTree) -> list[Path]:
-    return [tuple(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
-            for path, _ in jax.tree_util.tree_leaves_with_path(tree)]
+    return [path_keys(path) for path, _ in jax.tree_util.tree_leaves_with_path(tree)]
 
 
 def _spatial_size(shape: Sequence[int]) -> float:
@@ -154,7 +155,7 @@ def _table_from_calls(params: PyTree, calls: list, input_size: float) -> LayerTa
         if role == "weight":
             prefix = names[path]
             own = [leaf for leaf in leaves if leaf[:len(prefix)] == prefix]
-            kernel = _lookup(params, (*path, "kernel"))
+            kernel = lookup(params, (*path, "kernel"))
             layers.append(dict(
                 name="/".join(prefix), kernel=(*path, "kernel"),
                 kind="conv" if kernel.ndim > 2 else "dense",
@@ -168,12 +169,6 @@ def _table_from_calls(params: PyTree, calls: list, input_size: float) -> LayerTa
             layers[-1]["normalized"] = True
             taken.update(extra)
     return LayerTable(tuple(Layer(**{**d, "params": tuple(d["params"])}) for d in layers))
-
-
-def _lookup(tree: PyTree, path: Path) -> Any:
-    for key in path:
-        tree = tree[key]
-    return tree
 
 
 def conf_layers(conf: Sequence[tuple[str, tuple[Any, Any]]], params: PyTree) -> LayerTable:

@@ -5,10 +5,13 @@
 conv + BN on the shortcut where shape changes; global average pooling; a Dense head. Convs
 have no bias (BN follows); kernels ~ Normal(0, 2 / fan_in) as in the VGG. BatchNorm is
 wdjax's (PyTorch semantics, aware of padded rows), so the trainer drives it like the VGG.
+`platform` and `dtype` mean what they mean for the VGG (`wdjax.models.vgg.on_cpu`).
 Modules are auto-named (``BasicBlock_3/Conv_1``): `wdjax.layers.table.trace_layers` finds them.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -17,9 +20,9 @@ import jax.numpy as jnp
 from wdjax.models.vgg import BatchNorm, kernel_init
 
 
-def _conv(features: int, size: int, stride: int) -> nn.Conv:
+def _conv(features: int, size: int, stride: int, dtype: Any) -> nn.Conv:
     return nn.Conv(features, (size, size), strides=(stride, stride), padding="SAME",
-                   use_bias=False, kernel_init=kernel_init)
+                   use_bias=False, kernel_init=kernel_init, dtype=dtype)
 
 
 class BasicBlock(nn.Module):
@@ -27,13 +30,18 @@ class BasicBlock(nn.Module):
 
     features: int
     stride: int = 1
+    platform: str | None = None
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool, mask: jax.Array | None) -> jax.Array:
-        y = nn.relu(BatchNorm()(_conv(self.features, 3, self.stride)(x), train, mask))
-        y = BatchNorm()(_conv(self.features, 3, 1)(y), train, mask)
+        def conv_bn(x, size, stride):
+            y = _conv(self.features, size, stride, self.dtype)(x)
+            return BatchNorm(platform=self.platform, dtype=self.dtype)(y, train, mask)
+
+        y = conv_bn(nn.relu(conv_bn(x, 3, self.stride)), 3, 1)
         if self.stride != 1 or x.shape[-1] != self.features:
-            x = BatchNorm()(_conv(self.features, 1, self.stride)(x), train, mask)
+            x = conv_bn(x, 1, self.stride)
         return nn.relu(x + y)
 
 
@@ -42,13 +50,17 @@ class ResNet18(nn.Module):
 
     num_classes: int = 10
     width: int = 64
+    platform: str | None = None
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool, mask: jax.Array | None = None) -> jax.Array:
-        x = nn.relu(BatchNorm()(_conv(self.width, 3, 1)(x), train, mask))
+        bn = BatchNorm(platform=self.platform, dtype=self.dtype)
+        x = nn.relu(bn(_conv(self.width, 3, 1, self.dtype)(x), train, mask))
         for stage, mult in enumerate((1, 2, 4, 8)):
             for block in range(2):
                 stride = 2 if stage > 0 and block == 0 else 1
-                x = BasicBlock(self.width * mult, stride)(x, train, mask)
+                x = BasicBlock(self.width * mult, stride, self.platform, self.dtype)(
+                    x, train, mask)
         x = jnp.mean(x, axis=(1, 2))
-        return nn.Dense(self.num_classes, kernel_init=kernel_init)(x)
+        return nn.Dense(self.num_classes, kernel_init=kernel_init, dtype=self.dtype)(x)

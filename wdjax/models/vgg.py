@@ -47,15 +47,15 @@ def weight_layers(conf: Conf) -> list[str]:
     return [name for name, _ in conf if layer_kind(name) in ("conv", "fc", "logit")]
 
 
-def vgg_conf(base: int = 32, num_classes: int = 10, in_channels: int = 3) -> list:
-    """The notebook's default VGG13-like layer list, with width `base`."""
-    if base < 1 or num_classes < 1:
-        raise ValueError(f"base and num_classes must be >= 1, got {base}, {num_classes}")
+def vgg_conf(width: int = 32, num_classes: int = 10, in_channels: int = 3) -> list:
+    """The notebook's default VGG13-like layer list, with width `width`."""
+    if width < 1 or num_classes < 1:
+        raise ValueError(f"width and num_classes must be >= 1, got {width}, {num_classes}")
     conf: list = [("input", (in_channels, None))]
     for block, mult in enumerate((1, 2, 4, 8, 8), start=1):
-        conf += [(f"conv{block}_1", (mult * base, None)), (f"conv{block}_2", (mult * base, None))]
+        conf += [(f"conv{block}_{i}", (mult * width, None)) for i in (1, 2)]
         conf.append((f"pool{block}", (2, 2)))
-    conf += [("fc6", (8 * base, None)), ("logit", (num_classes, None)), ("flatter", (None, None))]
+    conf += [("fc6", (8 * width, None)), ("logit", (num_classes, None)), ("flatter", (None, None))]
     return conf
 
 
@@ -63,19 +63,42 @@ def vgg_conf(base: int = 32, num_classes: int = 10, in_channels: int = 3) -> lis
 kernel_init = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
 
 
+def on_cpu(platform: str | None) -> bool:
+    """Whether a model built for `platform` ('cpu', 'cuda', 'rocm', 'tpu'; None: JAX's
+    default backend at trace time) runs `wdjax.cpu`'s formulations; other platforms get
+    their compiler's native convolution, pooling and BatchNorm."""
+    return (platform or jax.default_backend()) == "cpu"
+
+
 class Conv(nn.Module):
-    """Stride-1 'same' convolution with bias; `impl` picks the formulation (see `wdjax.cpu.ops`)."""
+    """Stride-1 'same' convolution with bias by a CPU formulation `impl` (`wdjax.cpu.ops`);
+    computes in `dtype` from float32 parameters, as flax's ``nn.Conv``."""
 
     features: int
     kernel_size: int
     impl: str
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         k = self.kernel_size
         kernel = self.param("kernel", kernel_init, (k, k, x.shape[-1], self.features))
         bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
         return ops.conv2d(x, kernel, self.impl) + bias
+
+
+def _batch_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, mask: jax.Array | None,
+                epsilon: float) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """`batchnorm.batch_norm_train`'s function as flax's BatchNorm computes it: plain
+    reductions and autodiff's gradient, which an accelerator's compiler fuses itself."""
+    axes = tuple(range(x.ndim - 1))
+    w = (jnp.ones(x.shape[0]) if mask is None else mask).astype(x.dtype)
+    w = w.reshape((-1,) + (1,) * (x.ndim - 1))
+    n = w.sum() * math.prod(x.shape[1:-1])
+    mean = (w * x).sum(axes) / n
+    var = (w * jnp.square(x - mean)).sum(axes) / n
+    return (x - mean) * (scale * jax.lax.rsqrt(var + epsilon)) + bias, mean, var
 
 
 class BatchNorm(nn.Module):
@@ -85,12 +108,16 @@ class BatchNorm(nn.Module):
     ``running = 0.9 * running + 0.1 * batch`` with the *unbiased* variance, as
     ``torch.nn.BatchNorm2d`` does. `mask` (shape (N,), 0/1) drops padded examples from the
     statistics, so a padded last batch behaves like the real, smaller batch. Training mode
-    runs `wdjax.cpu.batchnorm.batch_norm_train`: one pass for the statistics, one for the output,
-    and a hand-written gradient of two passes.
+    runs `wdjax.cpu.batchnorm.batch_norm_train` on CPU (one pass for the statistics, one for
+    the output, and a hand-written gradient of two passes), flax's formulation elsewhere
+    (`on_cpu`). Statistics and normalisation are float32 at any compute `dtype`, as in
+    flax's BatchNorm; the output is cast to `dtype`.
     """
 
     momentum: float = 0.9
     epsilon: float = 1e-5
+    platform: str | None = None
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool, mask: jax.Array | None = None) -> jax.Array:
@@ -99,10 +126,12 @@ class BatchNorm(nn.Module):
         bias = self.param("bias", nn.initializers.zeros, (c,))
         ra_mean = self.variable("batch_stats", "mean", jnp.zeros, (c,), jnp.float32)
         ra_var = self.variable("batch_stats", "var", jnp.ones, (c,), jnp.float32)
+        x = x.astype(jnp.float32)
         if not train:
             a = scale * jax.lax.rsqrt(ra_var.value + self.epsilon)
-            return (x - ra_mean.value) * a + bias
-        y, mean, var = batchnorm.batch_norm_train(x, scale, bias, mask, self.epsilon)
+            return ((x - ra_mean.value) * a + bias).astype(self.dtype)
+        norm = batchnorm.batch_norm_train if on_cpu(self.platform) else _batch_norm
+        y, mean, var = norm(x, scale, bias, mask, self.epsilon)
         if not self.is_initializing():
             count = math.prod(x.shape[:-1]) if mask is None else \
                 mask.sum() * math.prod(x.shape[1:-1])
@@ -110,23 +139,32 @@ class BatchNorm(nn.Module):
             unbiased = var * count / jnp.maximum(count - 1, 1)
             ra_mean.value = m * ra_mean.value + (1 - m) * mean
             ra_var.value = m * ra_var.value + (1 - m) * unbiased
-        return y
+        return y.astype(self.dtype)
 
 
 class ConvLayer(nn.Module):
-    """One conv/fc/logit entry: conv -> [BN -> ReLU] -> [dropout]."""
+    """One conv/fc/logit entry: conv -> [BN -> ReLU] -> [dropout]; impl 'xla' is flax's
+    ``nn.Conv`` (the same parameters), the others `Conv`."""
 
     features: int
     kernel_size: int
     batch_norm: bool
     dropout: float | None
     impl: str
+    platform: str | None = None
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool, mask: jax.Array | None) -> jax.Array:
-        x = Conv(self.features, self.kernel_size, self.impl, name="conv")(x)
+        k = self.kernel_size
+        if self.impl == "xla":
+            x = nn.Conv(self.features, (k, k), padding="SAME", kernel_init=kernel_init,
+                        dtype=self.dtype, name="conv")(x)
+        else:
+            x = Conv(self.features, k, self.impl, self.dtype, name="conv")(x)
         if self.batch_norm:
-            x = nn.relu(BatchNorm(name="bn")(x, train, mask))
+            x = nn.relu(BatchNorm(platform=self.platform, dtype=self.dtype, name="bn")(
+                x, train, mask))
         if self.dropout:
             x = nn.Dropout(self.dropout, deterministic=not train)(x)
         return x
@@ -135,16 +173,21 @@ class ConvLayer(nn.Module):
 class VGG(nn.Module):
     """The declarative VGG: ``VGG(vgg_conf(32)).apply(vars, x, train=...)`` -> (N, classes).
 
-    `conv_impl` picks the convolution formulation (``None``: the fastest for the backend,
-    see `wdjax.cpu.ops.default_conv_impl`); all formulations compute the same function.
+    `platform` is the one the program is built for (None: JAX's default backend; see
+    `on_cpu`). `conv_impl` picks the convolution formulation (``None``: the platform's
+    fastest, `wdjax.cpu.ops.default_conv_impl`); all formulations compute the same function.
+    `dtype` is the compute dtype (bfloat16: mixed precision); parameters stay float32.
     """
 
     conf: Conf
     conv_impl: str | None = None
+    platform: str | None = None
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool, mask: jax.Array | None = None) -> jax.Array:
-        impl = self.conv_impl or ops.default_conv_impl()
+        cpu = on_cpu(self.platform)
+        impl = self.conv_impl or ops.default_conv_impl(self.platform)
         for name, (a, b) in self.conf:
             kind = layer_kind(name)
             if kind == "input":
@@ -153,10 +196,11 @@ class VGG(nn.Module):
             elif kind in ("conv", "fc", "logit"):
                 x = ConvLayer(
                     features=a, kernel_size=3 if kind == "conv" else 1,
-                    batch_norm=kind != "logit", dropout=b, impl=impl, name=name,
+                    batch_norm=kind != "logit", dropout=b, impl=impl,
+                    platform=self.platform, dtype=self.dtype, name=name,
                 )(x, train, mask)
             elif kind == "pool":
-                x = ops.max_pool(x, a, b)
+                x = ops.max_pool(x, a, b) if cpu else nn.max_pool(x, (a, a), (b, b))
             elif kind == "drop":
                 x = nn.Dropout(b, deterministic=not train)(x)
             elif kind == "flatter":

@@ -220,6 +220,13 @@ def _equilibrium_monitor(scheme: Scheme, spec: DecaySpec, hp: Mapping[str, Any],
                                      momentum=0.0 if adam else hp["momentum"])
 
 
+def _peak(lr: float | Callable, steps: int | None) -> float | None:
+    """``lr_max``: a constant `lr`, or a schedule's maximum over `steps` steps (None without)."""
+    if not callable(lr):
+        return lr
+    return None if steps is None else float(jnp.max(jax.vmap(lr)(jnp.arange(steps))))
+
+
 def build(scheme: str | Scheme, *, params: PyTree, layers: LayerTable | None = None,
           conf: Sequence | None = None, lr: float | Callable | None = None,
           max_learning_rate: float | None = None, steps: int | None = None,
@@ -257,9 +264,7 @@ def build(scheme: str | Scheme, *, params: PyTree, layers: LayerTable | None = N
                          f"{', '.join(hparams.TRACED)}")
     hp = {h: hparams.BY_NAME[h].default for h in hparams.TRACED} | hyperparams
     hparams.validate(lr=lr, **hp)
-    if max_learning_rate is None and callable(lr) and steps is not None:
-        max_learning_rate = float(jnp.max(jax.vmap(lr)(jnp.arange(steps))))
-    lr_max = lr if max_learning_rate is None and not callable(lr) else max_learning_rate
+    lr_max = _peak(lr, steps) if max_learning_rate is None else max_learning_rate
     if lr_max is None and DECAY_FORMS[scheme.decay_form].peak:
         raise ValueError(f"{scheme.name}'s decay form {scheme.decay_form!r} needs the "
                          "schedule's peak: pass max_learning_rate= or steps= (the run's length)")

@@ -15,6 +15,10 @@ from wdjax import storage
 from wdjax.schemes import hparams
 
 MODELS = ("vgg", "resnet18")
+# The compute dtype of each precision. bf16 is mixed precision: convolutions, matmuls and
+# activations in bfloat16; parameters, optimiser state, BatchNorm statistics, the loss and
+# the decay terms float32 (docs/performance.md).
+PRECISIONS = {"fp32": "float32", "bf16": "bfloat16"}
 
 
 def with_hparam_fields(cls: type) -> type:
@@ -34,7 +38,7 @@ class Config:
     optimizer: str = "SGD"
     separate_decay: bool = False
     model: str = "vgg"
-    base: int = 32
+    width: int = 32  # the model's width: VGG channels of conv1 (ResNet-18: 2 * width)
     batch_size: int = 128
     stages: int = 10
     epochs_per_stage: int = 20
@@ -46,6 +50,7 @@ class Config:
     log_every: int = 50
     eval_batch_size: int = 1000
     conv_impl: str | None = None
+    precision: str = "fp32"  # a key of PRECISIONS; fp32 is the notebook's
     histograms: bool = False
     # The hyperparameters this run's were mapped from by a miniature protocol (the
     # notebook's), as (name, value) pairs; None when the run uses its hyperparameters as given.
@@ -98,7 +103,10 @@ class Config:
         hparams.validate(**{h: getattr(self, h) for h in hparams.NAMES})
         if self.model not in MODELS:
             raise ValueError(f"model must be one of {', '.join(MODELS)}, got {self.model!r}")
-        for key in ("base", "batch_size", "stages", "epochs_per_stage", "log_every",
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got "
+                             f"{self.precision!r}")
+        for key in ("width", "batch_size", "stages", "epochs_per_stage", "log_every",
                     "eval_batch_size"):
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

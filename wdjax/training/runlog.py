@@ -22,6 +22,7 @@ import optax
 
 from wdjax import schemes, storage
 from wdjax.analysis import units
+from wdjax.decay.trees import lookup, path_keys
 from wdjax.layers import LayerTable
 from wdjax.schemes import hparams
 from wdjax.training import checkpoint
@@ -41,12 +42,6 @@ def environment() -> dict[str, str]:
                 device_count=str(jax.device_count()), host=platform.node())
 
 
-def _at(tree: PyTree, path: tuple[str, ...]) -> Any:
-    for key in path:
-        tree = tree[key]
-    return tree
-
-
 def layer_records(config: Config, params0: PyTree, layers: LayerTable,
                   factors: Mapping[str, float]) -> dict[str, dict]:
     """Per layer at the start: kernel decay coefficient, kind, factor, the table's facts."""
@@ -54,9 +49,9 @@ def layer_records(config: Config, params0: PyTree, layers: LayerTable,
                               factors=factors, **config.hparams())
     return {layer.name: dict(
         factor=factors.get(layer.name, 1.0),
-        coefficient=float(_at(spec.coefficients, layer.kernel)),
-        kind=_at(spec.kinds, layer.kernel),
-        topographic=_at(spec.multipliers, layer.kernel) is not None,
+        coefficient=float(lookup(spec.coefficients, layer.kernel)),
+        kind=lookup(spec.kinds, layer.kernel),
+        topographic=lookup(spec.multipliers, layer.kernel) is not None,
         depth=layer.depth, fan_in=layer.fan_in, normalized=layer.normalized)
         for layer in layers}
 
@@ -98,6 +93,7 @@ def same_config(run_dir: Path, config: Config) -> bool:
     except (OSError, ValueError, KeyError):
         return False
     new = storage.jsonable(config.to_dict())
+    old = {**storage.jsonable(Config().to_dict()), **old}  # fields added since: defaults
     for h in hparams.TABLE:
         # A row given in another unit (tau_epochs) fixes the row it sets (weight_decay)
         # from fields compared here; the record holds the converted number.
@@ -238,8 +234,7 @@ def postfix(epoch: int, rows: list[dict], seen: int) -> dict:
 
 def kernel_index(params: PyTree, layers: LayerTable) -> dict[str, int]:
     """Each layer's kernel position in the leaf order of `params` (that of `sq_norms`)."""
-    paths = [tuple(str(getattr(k, "key", k)) for k in path)
-             for path, _ in jax.tree_util.tree_leaves_with_path(params)]
+    paths = [path_keys(path) for path, _ in jax.tree_util.tree_leaves_with_path(params)]
     return {layer.name: paths.index(layer.kernel) for layer in layers}
 
 
@@ -257,7 +252,7 @@ def equilibrium(opt_state: Any, layers: LayerTable) -> dict[str, dict]:
     trees = {name: optax.tree.get(opt_state, field) for field, name in EQUILIBRIUM_FIELDS.items()}
     out = {}
     for layer in layers:
-        values = {name: float(np.asarray(_at(tree, layer.kernel)))
+        values = {name: float(np.asarray(lookup(tree, layer.kernel)))
                   for name, tree in trees.items()}
         # NaN: no prediction; a step of -1: not arrived yet.
         values = {k: v if math.isfinite(v) else None for k, v in values.items()}
@@ -335,7 +330,7 @@ def topographic_grouping(config: Config, params: PyTree,
     positions = sorted({i for s in schemes.SCHEMES for i in s.topographic})
     out = {}
     for layer in layers.from_end(positions):
-        g = units.topographic_grouping(np.asarray(_at(params, layer.kernel)))
+        g = units.topographic_grouping(np.asarray(lookup(params, layer.kernel)))
         cells = [[None if np.isnan(v) else float(v) for v in row] for row in g.cell_map]
         out[layer.name] = dict(spearman=g.spearman, p_value=g.p_value, cell_map=cells)
     return out

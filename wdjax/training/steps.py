@@ -25,7 +25,7 @@ from wdjax.layers import LayerTable, labels
 from wdjax.models import VGG, init_variables, vgg_conf
 from wdjax.models.resnet import ResNet18
 from wdjax.training import batches, parallel
-from wdjax.training.config import Config
+from wdjax.training.config import PRECISIONS, Config
 
 PyTree = Any
 
@@ -44,11 +44,16 @@ class TrainState(struct.PyTreeNode):
     opt_state: PyTree
 
 
-def make_model(cfg: Config, num_classes: int, in_channels: int) -> nn.Module:
-    """The run's model: the notebook VGG at width ``base``, or ResNet-18 at width ``2*base``."""
+def make_model(cfg: Config, num_classes: int, in_channels: int,
+               platform: str | None = None) -> nn.Module:
+    """The run's model: the notebook VGG at width ``width``, or ResNet-18 at ``2 * width``,
+    built for `platform` (None: JAX's default backend; `wdjax.models.vgg.on_cpu`) and
+    computing in the dtype of ``cfg.precision``."""
+    dtype = jnp.dtype(PRECISIONS[cfg.precision])
     if cfg.model == "resnet18":
-        return ResNet18(num_classes, width=2 * cfg.base)
-    return VGG(vgg_conf(cfg.base, num_classes, in_channels), conv_impl=cfg.conv_impl)
+        return ResNet18(num_classes, width=2 * cfg.width, platform=platform, dtype=dtype)
+    return VGG(vgg_conf(cfg.width, num_classes, in_channels), conv_impl=cfg.conv_impl,
+               platform=platform, dtype=dtype)
 
 
 def model_layers(model: nn.Module, variables: PyTree, image_shape: Sequence[int]) -> LayerTable:
@@ -59,7 +64,8 @@ def model_layers(model: nn.Module, variables: PyTree, image_shape: Sequence[int]
 
 
 def _cross_entropy(logits: jax.Array, y: jax.Array, mask: jax.Array) -> jax.Array:
-    return optax.softmax_cross_entropy_with_integer_labels(logits, y) * mask
+    # float32 at any compute dtype: the loss, and so every gradient, is a float32 sum.
+    return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), y) * mask
 
 
 def train_step(state: TrainState, x: jax.Array, y: jax.Array, mask: jax.Array,
@@ -117,6 +123,17 @@ def stack(trees: Sequence[PyTree]) -> PyTree:
 
 def unstack(tree: PyTree, k: int) -> list[PyTree]:
     return [jax.tree.map(lambda x, i=i: x[i], tree) for i in range(k)]
+
+
+def optimizer(cfg: Config, params: PyTree, layers: LayerTable, lr: optax.Schedule,
+              factors: Mapping[str, float] | None = None) -> optax.GradientTransformation:
+    """The run's optimiser, the one the trainer compiles and initialises its state with: the
+    scheme of `cfg` with its traced hyperparameters, ending with the equilibrium monitor
+    (the trainer records its state every epoch). `factors`: see `schemes.build`; `lr`'s
+    peak is `Config.base_lr` (`lr_schedule`)."""
+    return schemes.build(cfg.optimizer, params=params, layers=layers, lr=lr,
+                         max_learning_rate=cfg.base_lr, separate_decay=cfg.separate_decay,
+                         monitor=True, factors=factors, **cfg.hparams())
 
 
 class Programs(NamedTuple):
@@ -179,19 +196,18 @@ def _compiled(model, tx, spec_fn, k_runs: int, steps_per_epoch: int, mesh: paral
 
 @functools.lru_cache(maxsize=4)
 def _programs(shared: tuple, k_runs: int, image_shape: tuple, num_classes: int,
-              n_train: int, mesh: parallel.Mesh, per_run_data: bool) -> Programs:
+              n_train: int, mesh: parallel.Mesh, per_run_data: bool,
+              platform: str | None) -> Programs:
     cfg = Config(**dict(shared))
     steps_per_epoch = math.ceil(n_train / cfg.batch_size)
     schedule = lr_schedule(cfg.base_lr, steps_per_epoch, cfg.epochs_per_stage)
-    model = make_model(cfg, num_classes, image_shape[-1])
+    model = make_model(cfg, num_classes, image_shape[-1], platform)
     # A template for shapes and the layer table; each run's own initial weights (from its
     # seed) and the factors measured on them enter through its state (`initial_states`).
     variables = init_variables(model, jax.random.PRNGKey(0), image_shape)
     params0 = schemes.initial_params(cfg.optimizer, variables["params"])
     layers = model_layers(model, variables, image_shape)
-    # The chain ends with the equilibrium monitor: the trainer records its state per epoch.
-    tx = schemes.build(cfg.optimizer, params=params0, layers=layers, lr=schedule,
-                       separate_decay=cfg.separate_decay, monitor=True)
+    tx = optimizer(cfg, params0, layers, schedule)
 
     def spec_fn(opt_state):
         return schemes.spec_from_state(cfg.optimizer, opt_state, params0, layers)
@@ -202,14 +218,16 @@ def _programs(shared: tuple, k_runs: int, image_shape: tuple, num_classes: int,
 
 
 def programs(configs: Sequence[Config], image_shape: Sequence[int], num_classes: int,
-             n_train: int, mesh: parallel.Mesh) -> Programs:
+             n_train: int, mesh: parallel.Mesh, platform: str | None = None) -> Programs:
     """Compiled steps for a group of runs, reused by later groups that share them (sweeps).
 
     Runs of one seed share each batch and flip; runs of several seeds each draw their own.
+    `platform`: the one the model is built for (None: JAX's default backend); another one
+    gives programs to lower for it (``.trace(...).lower(lowering_platforms=...)``), not run.
     """
     per_run_data = len({c.seed for c in configs}) > 1
     return _programs(configs[0].shared_key(), len(configs), tuple(image_shape), num_classes,
-                     n_train, mesh, per_run_data)
+                     n_train, mesh, per_run_data, platform)
 
 
 FACTOR_TOLERANCE = 1e-6
@@ -272,9 +290,7 @@ def initial_states(configs: Sequence[Config], prog: Programs,
     states = []
     for c, st in zip(configs, run_starts, strict=True):
         params = st.variables["params"]
-        tx = schemes.build(c.optimizer, params=params, layers=prog.layers, lr=prog.schedule,
-                           separate_decay=c.separate_decay, factors=st.factors, monitor=True,
-                           **c.hparams())
+        tx = optimizer(c, params, prog.layers, prog.schedule, st.factors)
         states.append(TrainState(jnp.zeros([], jnp.int32), params,
                                  st.variables["batch_stats"], tx.init(params)))
     return states
