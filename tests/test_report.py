@@ -11,7 +11,7 @@ import pytest
 from scipy import stats as sps
 from synthetic_runs import write_run, write_seed
 
-from experiments import registry, report, sweep
+from experiments import registry, report, scales, sweep
 from wdjax import storage
 from wdjax.analysis import seeds
 
@@ -233,11 +233,14 @@ def test_scaled_values_show_the_notebooks_and_the_used(tmp_path, capsys):
             storage.write_json(d / "config.json", {**record, "config": c.to_dict()})
     used = {c.name: c.weight_decay for c in sweep.configs_for(
         registry.get_family("dxp"), registry.get_family("dxp").runs, "preview", None, 0)}
-    assert f"{used['dxp4']:.2g}" == "0.0005"  # 1.6e-4 * sqrt(g), g = 0.05 * R (scales.py)
+    rule = scales.MINIATURES["preview"]
+    g = rule.kept * scales.lr_integral(scales.SCALES["full"]) / scales.lr_integral(
+        scales.SCALES["preview"])
+    assert used["dxp4"] == pytest.approx(1.6e-4 * g ** (1 - rule.lr_share))
     rows = report.write_results(registry.get_family("dxp"), registry.select_runs(
         registry.get_family("dxp"), ["dxp3", "dxp4"]), tmp_path / "dxp", "preview")
     assert [r["used_value"] for r in rows] == [used["dxp3"], used["dxp4"]]
-    assert report.notebook_lines(rows)[1].startswith("- dxp4: 0.00016 -> 0.0005 -> 0.4")
+    assert report.notebook_lines(rows)[1].startswith(f"- dxp4: 0.00016 -> {used['dxp4']:.2g} -> 0.4")
     md = (tmp_path / "dxp" / "summary.md").read_text()
     assert f"| dxp3 | 8e-05 -> {used['dxp3']:.2g} | 2 |" in md
     assert "weight_decay: the notebook's -> the one used at this scale" in md
