@@ -240,7 +240,8 @@ def test_scaled_values_show_the_notebooks_and_the_used(tmp_path, capsys):
     rows = report.write_results(registry.get_family("dxp"), registry.select_runs(
         registry.get_family("dxp"), ["dxp3", "dxp4"]), tmp_path / "dxp", "preview")
     assert [r["used_value"] for r in rows] == [used["dxp3"], used["dxp4"]]
-    assert report.notebook_lines(rows)[1].startswith(f"- dxp4: 0.00016 -> {used['dxp4']:.2g} -> 0.4")
+    line = report.notebook_lines(rows)[1]
+    assert line.startswith(f"- dxp4: 0.00016 -> {used['dxp4']:.2g} -> 0.4")
     md = (tmp_path / "dxp" / "summary.md").read_text()
     assert f"| dxp3 | 8e-05 -> {used['dxp3']:.2g} | 2 |" in md
     assert "weight_decay: the notebook's -> the one used at this scale" in md
