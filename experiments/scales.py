@@ -72,6 +72,11 @@ class Miniature:
         """``g = kept * R``: the factor on ``lr * wd`` for runs at `protocol`."""
         return self.kept * lr_integral(SCALES[self.source]) / lr_integral(protocol)
 
+    def factor_width(self, run_width: int | None) -> int:
+        """The width the per-layer decay factors are measured at: the run's at the source
+        (`run_width` where the run fixes its width, else the source's)."""
+        return SCALES[self.source]["width"] if run_width is None else run_width
+
     def map_hparams(self, hparams: Mapping[str, Any], protocol: Mapping[str, Any],
                     base_lr: float) -> dict[str, Any]:
         """The hyperparameters a run uses at `protocol`, from the source's; `base_lr` is the
@@ -90,7 +95,7 @@ CALIBRATION_FAMILIES = ("dxp", "exp")
 (named here before the fit)."""
 
 MINIATURES: dict[str, Miniature] = {
-    "preview": Miniature(source="full", kept=0.2, lr_share=0.5),
+    "preview": Miniature(source="full", kept=0.05, lr_share=0.5),
 }
 
 

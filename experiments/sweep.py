@@ -101,20 +101,22 @@ def configs_for(family: registry.Family, runs: Sequence[registry.Run], scale: st
         hp = {**run.hparams, **(decay or {})}
         c = Config(name=run.name, optimizer=run.optimizer, data=data_spec, seed=seed,
                    **{**hp, **protocol, **run.settings, **override})
-        configs.append(scaled(c, scale, hp, protocol).validate())
+        configs.append(scaled(c, scale, hp, protocol, run.settings.get("width")).validate())
     return with_seeds(configs, seeds)
 
 
-def scaled(config: Config, scale: str, hparams: dict, protocol: dict | None = None) -> Config:
+def scaled(config: Config, scale: str, hparams: dict, protocol: dict | None = None,
+           run_width: int | None = None) -> Config:
     """`config` with its hyperparameters mapped by the scale's miniature rule, if it has one
-    (at `protocol`, default the scale's)."""
+    (at `protocol`, default the scale's), and its decay factors measured at the source's
+    width (`run_width`: the width the run fixes, if it does)."""
     rule = scales.MINIATURES.get(scale)
     if rule is None:
         return config
     used = rule.map_hparams(hparams, protocol or scales.SCALES[scale], config.base_lr)
     changed = tuple((k, hparams[k]) for k in sorted(used) if used[k] != hparams.get(k))
     return dataclasses.replace(config, **{k: used[k] for k, _ in changed},
-                               source_hparams=changed)
+                               source_hparams=changed, factor_width=rule.factor_width(run_width))
 
 
 def vmap_groups(configs: list[Config]) -> list[list[Config]]:

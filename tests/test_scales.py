@@ -3,9 +3,13 @@
 import json
 import math
 
+import jax
+import numpy as np
 import pytest
+from flax.traverse_util import flatten_dict
 
 from experiments import registry, scales, sweep
+from wdjax.models import VGG, init_variables, vgg_conf
 from wdjax.training.config import Config
 
 
@@ -58,8 +62,14 @@ def test_preview_configs_keep_the_notebooks_values():
         assert c.lr == pytest.approx(0.1 * g ** rule.lr_share)
         back = Config.from_dict(json.loads(json.dumps(c.to_dict())))  # as config.json holds it
         assert back == c
+    # The decay factors are measured at the notebook's width (a run fixing its width: that).
+    assert {(c.width, c.factor_width) for c in configs} == {(8, 32)}
+    txp = registry.get_family("txp")
+    assert {(c.width, c.factor_width) for c in sweep.configs_for(
+        txp, txp.runs, "preview", None, 0)} == {(8, 8), (16, 16), (32, 32)}
     quick = sweep.configs_for(family, family.runs, "quick", None, 0)
     assert all(c.source_hparams is None and c.lr == 0.1 for c in quick)
+    assert all(c.factor_width is None for c in quick)
     # Every run of a family shares one program: the record of the mapping is not in the key.
     assert len({c.shared_key() for c in configs}) == 1
 
@@ -76,3 +86,14 @@ def test_config_json_records_both_values(tmp_path, cifar_archive, cifar_cache_di
     assert recorded["weight_decay"] > 1.6e-4 and math.isfinite(recorded["lr"])
     summary = (tmp_path / "dxp" / "summary.md").read_text()
     assert "0.00016 ->" in summary
+    # Each layer's factor is 2 ** -depth / Var(W0) of the width-32 model's kernel at the
+    # run's seed, not of the width-8 model it trains.
+    model = VGG(vgg_conf(32), conv_impl="xla")
+    params = init_variables(model, jax.random.PRNGKey(0), (32, 32, 3))["params"]
+    layers = json.loads((tmp_path / "dxp" / "dxp4" / "config.json").read_text())["layers"]
+    assert len(layers) == 12
+    for name, info in layers.items():
+        [kernel] = [np.asarray(v, np.float64) for k, v in flatten_dict(params[name]).items()
+                    if k[-1] == "kernel"]
+        assert info["factor"] == pytest.approx(2.0 ** -info["depth"] / kernel.var(ddof=1),
+                                               rel=1e-5)

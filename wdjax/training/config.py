@@ -39,6 +39,10 @@ class Config:
     separate_decay: bool = False
     model: str = "vgg"
     width: int = 32  # the model's width: VGG channels of conv1 (ResNet-18: 2 * width)
+    # The width whose initial weights the per-layer decay factors are measured on (a
+    # miniature's source width, so that its layers keep the notebook's coefficients); None:
+    # this run's own model.
+    factor_width: int | None = None
     batch_size: int = 128
     stages: int = 10
     epochs_per_stage: int = 20
@@ -111,7 +115,7 @@ class Config:
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{key} must be a positive integer, got {value!r}")
-        for key in ("train_subset", "test_subset"):
+        for key in ("train_subset", "test_subset", "factor_width"):
             value = getattr(self, key)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"{key} must be a positive integer or unset, got {value!r}")
@@ -128,7 +132,8 @@ class Config:
     def shared_key(self) -> tuple:
         """What runs trained together must share (all but name, seed and traced
         hyperparameters)."""
-        skip = {"name", "seed", "source_hparams", *hparams.TRACED, *hparams.SETS_TRACED}
+        skip = {"name", "seed", "source_hparams", "factor_width", *hparams.TRACED,
+                *hparams.SETS_TRACED}
         return tuple((k, v) for k, v in self.to_dict().items() if k not in skip)
 
 

@@ -8,6 +8,7 @@ sharing each data batch and augmentation key.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -145,6 +146,7 @@ class Programs(NamedTuple):
     batch_stats0: PyTree
     schedule: optax.Schedule
     image_shape: tuple
+    num_classes: int
     step: Callable
     eval: Callable
     unstack: Callable
@@ -212,9 +214,9 @@ def _programs(shared: tuple, k_runs: int, image_shape: tuple, num_classes: int,
     def spec_fn(opt_state):
         return schemes.spec_from_state(cfg.optimizer, opt_state, params0, layers)
 
+    compiled = _compiled(model, tx, spec_fn, k_runs, steps_per_epoch, mesh, per_run_data)
     return Programs(model, layers, params0, variables["batch_stats"], schedule, image_shape,
-                    mesh=mesh, **_compiled(model, tx, spec_fn, k_runs, steps_per_epoch, mesh,
-                                           per_run_data))
+                    num_classes, mesh=mesh, **compiled)
 
 
 def programs(configs: Sequence[Config], image_shape: Sequence[int], num_classes: int,
@@ -263,6 +265,23 @@ class Start(NamedTuple):
     factors: dict[str, float]
 
 
+def measured_factors(cfg: Config, params: PyTree, prog: Programs) -> dict[str, float]:
+    """A run's per-layer decay factors, measured on its initial `params`; with
+    ``cfg.factor_width``, on the same seed's initial weights of the model at that width
+    (the factors of a variance-inverse scheme scale with the width: docs/sweeps.md#preview-scale).
+    """
+    if (cfg.factor_width in (None, cfg.width)
+            or schemes.get(cfg.optimizer).coefficients == "uniform"):
+        return schemes.layer_factors(cfg.optimizer, params, prog.layers)
+    # XLA's convolution: initial values do not depend on the plan, and nothing is tuned.
+    source = dataclasses.replace(cfg, width=cfg.factor_width, conv_impl="xla")
+    model = make_model(source, prog.num_classes, prog.image_shape[-1])
+    variables = init_variables(model, jax.random.PRNGKey(cfg.seed), prog.image_shape)
+    source_params = schemes.initial_params(cfg.optimizer, variables["params"])
+    return schemes.layer_factors(cfg.optimizer, source_params,
+                                 model_layers(model, variables, prog.image_shape))
+
+
 def starts(configs: Sequence[Config], prog: Programs,
            recorded: Sequence[Mapping[str, float] | None] | None = None) -> list[Start]:
     """Each run's initial variables (from its seed) and coefficient factors (`recorded`:
@@ -277,7 +296,7 @@ def starts(configs: Sequence[Config], prog: Programs,
         # docs/equilibrium.md#the-rotational-update, step 1.
         v = dict(by_seed[c.seed], params=schemes.initial_params(c.optimizer,
                                                                 by_seed[c.seed]["params"]))
-        measured = schemes.layer_factors(c.optimizer, v["params"], prog.layers)
+        measured = measured_factors(c, v["params"], prog)
         out.append(Start(v, checked_factors(c, measured, recorded[len(out)] if recorded
                                             else None)))
     return out
