@@ -60,8 +60,11 @@ class Miniature:
     and the equilibrium norm, ``~ (lr / wd) ** (1 / 4)``, changes by
     ``g ** ((2 lr_share - 1) / 4)``: ``lr_share = 1/2`` keeps the norms (hence the distance
     to BatchNorm's eps that decides when units die) where the notebook had them
-    (docs/equilibrium.md). ``kept`` and ``lr_share`` are the rule's two constants, fitted
-    on the `CALIBRATION_FAMILIES` only.
+    (docs/equilibrium.md). The per-layer factors of a scheme (variance-inverse, fan-in) are
+    measured on the source's width (`factor_width`): a variance-inverse factor grows with the
+    fan-in, so measured on the narrow model it would cut the decay of every layer but the
+    first by the width ratio (4 at width 8). ``kept`` and ``lr_share`` are the rule's two
+    constants, fitted on the `CALIBRATION_FAMILIES` only (docs/sweeps.md#preview-scale).
     """
 
     source: str
