@@ -4,6 +4,7 @@ The device count must be fixed before JAX starts, so each scenario runs here und
 ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` and prints one JSON line.
 """
 
+import functools
 import json
 import sys
 
@@ -71,6 +72,55 @@ def sweep(archive: str, out: str) -> dict:
     return dict(runs=[_compare(c, ds, f"{out}/d1/{c.name}",
                                f"{out}/d{jax.device_count()}/{c.name}", 1) for c in runs],
                 mesh=parallel.describe(parallel.make_mesh(2)))
+
+
+def sweep_eval(archive: str) -> dict:
+    """The trainer's evaluation (`train.evaluate`, test data placed by the trainer) of the
+    same variables of two vmapped runs on a runs x data mesh, on one device, and of each
+    run alone on one device. The variables are the initial ones perturbed per run (the
+    logit kernel starts at 0, which would make every logit equal), the batch statistics
+    too; 128 test images in batches of 50, the last one padded and masked."""
+    from types import SimpleNamespace
+
+    from wdjax.training import parallel, steps, train
+
+    ds = tiny_dataset(archive)
+    runs = [cfg("a", stages=1, eval_batch_size=50, last1_mult=3.0),
+            cfg("b", stages=1, eval_batch_size=50, last1_mult=30.0, weight_decay=3e-3)]
+    rng = np.random.default_rng(0)
+    init = steps.initial_states(runs, *_prog_starts(runs, ds, parallel.make_mesh(1, 1)))
+    params = [jax.tree.map(lambda p: p + _he_std(p) * rng.standard_normal(p.shape, np.float32),
+                           jax.device_get(s.params)) for s in init]
+    stats = [jax.tree.map(lambda v: v + rng.uniform(0, 0.5, v.shape).astype(np.float32),
+                          jax.device_get(s.batch_stats)) for s in init]
+
+    def evaluate(configs, mesh, p, b):
+        prog, _ = _prog_starts(configs, ds, mesh)
+        stacked = len(configs) > 1
+        if stacked:
+            p, b = steps.stack(p), steps.stack(b)
+        put = functools.partial(parallel.put_tree, sharding=parallel.run_sharding(mesh, stacked))
+        group = SimpleNamespace(arrays=train._device_data(ds, configs, mesh), prog=prog,
+                                state=SimpleNamespace(params=put(p), batch_stats=put(b)))
+        correct, loss = train.evaluate(group)
+        return dict(mesh=parallel.describe(mesh), correct=correct.tolist(), loss=loss.tolist())
+
+    return dict(sharded=evaluate(runs, parallel.make_mesh(2), params, stats),
+                one_device=evaluate(runs, parallel.make_mesh(2, 1), params, stats),
+                alone=[evaluate([c], parallel.make_mesh(1, 1), p, b)
+                       for c, p, b in zip(runs, params, stats, strict=True)])
+
+
+def _he_std(p: np.ndarray) -> float:
+    """A kernel's initial standard deviation (sqrt(2 / fan_in)); 0.1 for vectors."""
+    return float(np.sqrt(2 / np.prod(p.shape[:-1]))) if p.ndim == 4 else 0.1
+
+
+def _prog_starts(configs, ds, mesh):
+    from wdjax.training import steps
+
+    prog = steps.programs(configs, ds.train_images.shape[1:], 10, len(ds.train_labels), mesh)
+    return prog, steps.starts(configs, prog)
 
 
 def checkpoint(archive: str, out: str, phase: str) -> dict:
@@ -179,13 +229,14 @@ def four_devices(archive: str, out: str) -> dict:
     """The 4-device scenarios in one process: one start-up, one data load, and the programs
     they share compiled once."""
     return dict(step=one_step(archive), eval510=eval510(archive, f"{out}/eval510"),
-                sweep=sweep(archive, f"{out}/sweep"),
+                sweep=sweep(archive, f"{out}/sweep"), sweep_eval=sweep_eval(archive),
                 checkpoint=checkpoint(archive, f"{out}/checkpoint", "sharded"))
 
 
 if __name__ == "__main__":
     scenario, archive, *rest = sys.argv[1:]
     fn = dict(step=one_step, sweep=sweep, checkpoint=checkpoint, multihost=multihost,
-              single=single, eval510=eval510, four_devices=four_devices)[scenario]
+              single=single, eval510=eval510, sweep_eval=sweep_eval,
+              four_devices=four_devices)[scenario]
     args = [int(x) if x.isdigit() else x for x in rest]
     print("RESULT " + json.dumps(fn(archive, *args)), flush=True)

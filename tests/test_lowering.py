@@ -49,21 +49,24 @@ def lowered(platform: str, k: int = 1, conv_impl: str | None = None,
 
 def check_native(train: str, evaluate: str, k: int = 1, dtype: str = "f32") -> None:
     """AssertionError unless both programs are the VGG's native form: one convolution per
-    layer and pass (forward of every layer, input gradient of all but the first, kernel
-    gradient of every layer), each layer's kernel in a forward convolution (vmapped: the K
-    runs' kernels side by side), reduce_window pooling (select_and_scatter gradients), no
-    custom call. A CPU formulation (Winograd, im2col, reshape pooling) breaks the counts."""
+    3x3 layer and pass (forward of every layer, input gradient of all but the first, kernel
+    gradient of every layer), each 3x3 kernel in a forward convolution (vmapped: the K
+    runs' kernels side by side), the 1x1 layers (fc, logit) as dots (`vgg.pointwise`),
+    reduce_window pooling (select_and_scatter gradients), no custom call. A CPU
+    formulation (Winograd, im2col, reshape pooling) breaks the counts."""
     conf = vgg.vgg_conf(WIDTH)
     layers, pools = vgg.weight_layers(conf), sum(vgg.layer_kind(n) == "pool" for n, _ in conf)
+    convs = [n for n in layers if vgg.layer_kind(n) == "conv"]
     cin, kernels = 3, Counter()
     for name, (cout, _) in conf:
-        if name in layers:
-            size = 3 if vgg.layer_kind(name) == "conv" else 1
-            kernels[f"{size}x{size}x{cin}x{k * cout}x{dtype}"] += 1
-            cin = cout
-    for text, n_convs in ((train, 3 * len(layers) - 1), (evaluate, len(layers))):
+        if name in convs:
+            kernels[f"3x3x{cin}x{k * cout}x{dtype}"] += 1
+        cin = cout if name in layers else cin
+    for text, n_convs, n_dots in ((train, 3 * len(convs) - 1, 3 * (len(layers) - len(convs))),
+                                  (evaluate, len(convs), len(layers) - len(convs))):
         rhs = Counter(CONV.findall(text))
         assert sum(rhs.values()) == n_convs, (sum(rhs.values()), n_convs)
+        assert text.count("stablehlo.dot_general") >= n_dots
         assert not kernels - rhs, kernels - rhs
         assert text.count("stablehlo.reduce_window") == pools
         assert "custom_call" not in text

@@ -70,9 +70,25 @@ def on_cpu(platform: str | None) -> bool:
     return (platform or jax.default_backend()) == "cpu"
 
 
+def pointwise(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """A stride-1 1x1 convolution of NHWC `x` with a (1, 1, C_in, C_out) `kernel`, as the
+    matmul over channels it is (the CPU formulations' 1x1 form, `wdjax.cpu.ops.conv2d`).
+
+    Every platform's VGG runs its 1x1 layers (fc, logit) so: vmapped over runs, XLA's 1x1
+    convolution becomes a grouped convolution (one group per run) that XLA's SPMD
+    partitioner (GSPMD and Shardy alike, jax 0.10) miscompiles when the run axis is
+    sharded over a mesh's ``runs`` axis (it partitions it as a dot and keeps the global
+    group count: wrong numbers, or a shape error); the vmapped matmul is a batched dot,
+    partitioned correctly (tests/test_parallel.py).
+    """
+    n, h, w, cin = x.shape
+    return (x.reshape(-1, cin) @ kernel.reshape(cin, -1)).reshape(n, h, w, -1)
+
+
 class Conv(nn.Module):
-    """Stride-1 'same' convolution with bias by a CPU formulation `impl` (`wdjax.cpu.ops`);
-    computes in `dtype` from float32 parameters, as flax's ``nn.Conv``."""
+    """Stride-1 'same' convolution with bias by a CPU formulation `impl` (`wdjax.cpu.ops`),
+    or for a 1x1 kernel by `pointwise` at any `impl`; computes in `dtype` from float32
+    parameters, as flax's ``nn.Conv``."""
 
     features: int
     kernel_size: int
@@ -85,6 +101,8 @@ class Conv(nn.Module):
         kernel = self.param("kernel", kernel_init, (k, k, x.shape[-1], self.features))
         bias = self.param("bias", nn.initializers.zeros, (self.features,))
         x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+        if k == 1:
+            return pointwise(x, kernel) + bias
         return ops.conv2d(x, kernel, self.impl) + bias
 
 
@@ -144,7 +162,8 @@ class BatchNorm(nn.Module):
 
 class ConvLayer(nn.Module):
     """One conv/fc/logit entry: conv -> [BN -> ReLU] -> [dropout]; impl 'xla' is flax's
-    ``nn.Conv`` (the same parameters), the others `Conv`."""
+    ``nn.Conv`` (the same parameters), the others `Conv`; 1x1 kernels (fc, logit) are
+    `Conv`'s matmul at every impl (`pointwise` says why)."""
 
     features: int
     kernel_size: int
@@ -157,7 +176,7 @@ class ConvLayer(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool, mask: jax.Array | None) -> jax.Array:
         k = self.kernel_size
-        if self.impl == "xla":
+        if self.impl == "xla" and k > 1:
             x = nn.Conv(self.features, (k, k), padding="SAME", kernel_init=kernel_init,
                         dtype=self.dtype, name="conv")(x)
         else:
