@@ -87,10 +87,16 @@ def say(msg: str) -> None:
     print(msg, flush=True)
 
 
+TUNING = {True: "plan tuned", False: "plan by rules", None: ""}  # the row names' words
+
+
 def bench_torch(scope: Scope, setup: Setup, threads: int,
-                impls: Sequence[str | None] = (None,), **fields: Any) -> list[dict[str, Any]]:
-    """The trainer's step (each conv `impl`; `fields` of its config, e.g. ``precision``)
-    against the PyTorch peer on the same device, per width. On CPU the peer is, per round,
+                impls: Sequence[str | None] = (None,), tunings: Sequence[bool | None] = (None,),
+                **fields: Any) -> list[dict[str, Any]]:
+    """The trainer's step (each conv `impl`, and on CPU each conv plan of `tunings`: tuned
+    on this machine, by the rules, or None as ``$WDJAX_CONV_TUNE`` says; `fields` of its
+    config, e.g. ``precision``) against the PyTorch peer on the same device, per width.
+    On CPU the peer is, per round,
     the fastest layout at 1 thread and at `threads`: under load torch's OpenMP team stalls
     on its barriers and can fall below its one-thread speed."""
     device, version = harness.torch_device()
@@ -105,15 +111,19 @@ def bench_torch(scope: Scope, setup: Setup, threads: int,
         say(f"[torch] step vs PyTorch {version} on {device}, width {width} {fields or ''}...")
         peers = [harness.torch_bench(width, cl, n, device, bf16) for cl in scope.torch_layouts
                  for n in counts]
-        ours = [step_bench(f"wdjax step width={width} {impl or 'default'}", setup,
-                           [config(width, conv_impl=impl, **fields)]) for impl in impls]
+        # Tuning picks among the CPU formulations: it matters to the hybrid plan only.
+        variants = [(impl, t) for impl in impls
+                    for t in (tunings if device == "cpu" and impl in (None, "hybrid") else [None])]
+        ours = [step_bench(f"wdjax step width={width} {impl or 'default'} {TUNING[t]}", setup,
+                           [config(width, conv_impl=impl, **fields)], tuned=t)
+                for impl, t in variants]
         scope.measure([*peers, *ours])
         # The CPU ratio is against one-thread torch only: a team of threads counts its
         # OpenMP spin-waiting as CPU time.
         single = [b for b in peers if b.name.endswith(" 1t")] or peers
-        for impl, b in zip(impls, ours, strict=True):
-            rows.append(row("step vs PyTorch", " ".join([f"wdjax step, width {width}",
-                                                          *filter(None, [impl]), *tags]),
+        for (impl, t), b in zip(variants, ours, strict=True):
+            words = [f"wdjax step, width {width}", *filter(None, [impl, TUNING[t]]), *tags]
+            rows.append(row("step vs PyTorch", " ".join(words),
                             b, peers, round_ratios(b, peers), cpu_ratios(b, single), (">=", 1.0),
                             "/ best torch config per round; cpu: / torch 1 thread"))
         best = max(peers, key=lambda b: statistics.median(b.samples))

@@ -7,6 +7,7 @@ Nothing here re-implements a training step or loop: the benches call the program
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import functools
 import os
@@ -116,10 +117,30 @@ def trainer_state(prog: Any, configs: Sequence[Any]) -> Any:
     return parallel.put_tree(tree, parallel.run_sharding(prog.mesh, stacked))
 
 
+@contextlib.contextmanager
+def conv_tuning(on: bool | None) -> Any:
+    """Inside, CPU conv plans are tuned on this machine (True) or taken from the rules
+    (False, `wdjax.cpu.plan.RULES`); None leaves ``$WDJAX_CONV_TUNE`` as it is."""
+    from wdjax.cpu import tune
+
+    old = os.environ.get(tune.ENV_TUNE)
+    if on is not None:
+        os.environ[tune.ENV_TUNE] = "1" if on else "0"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(tune.ENV_TUNE, None)
+        else:
+            os.environ[tune.ENV_TUNE] = old
+
+
 def step_bench(name: str, setup: Setup, configs: Sequence[Any], sequential: bool = False,
-               steps: int | None = None) -> Bench:
+               steps: int | None = None, tuned: bool | None = None) -> Bench:
     """Calls of the trainer's compiled step for `configs`, cycling through the epoch's batch
-    rows: one vmapped program, or (`sequential`) each run's single-run program in turn."""
+    rows: one vmapped program, or (`sequential`) each run's single-run program in turn.
+    `tuned` (not None): the programs are traced now, their CPU conv plans tuned or by the
+    rules (`conv_tuning`; a plan is chosen when the step is traced)."""
     import jax
 
     groups = [[c] for c in configs] if sequential else [list(configs)]
@@ -134,6 +155,9 @@ def step_bench(name: str, setup: Setup, configs: Sequence[Any], sequential: bool
             box[r], metrics = p.step(box[r], *setup.args, 0, i, setup.key)
         return box, metrics
 
+    if tuned is not None:
+        with conv_tuning(tuned):
+            jax.block_until_ready(one())
     return Bench(name, one, jax.block_until_ready, BATCH * len(configs), steps)
 
 
@@ -163,16 +187,17 @@ def train_step_bench(name: str, setup: Setup, cfg: Any, tx: Any = None) -> Bench
     return Bench(name, one, jax.block_until_ready)
 
 
-def conv_plans(width: int, impl: str | None = None) -> list[str]:
+def conv_plans(width: int, impl: str | None = None, tuned: bool | None = None) -> list[str]:
     """The conv plan the VGG at `width` runs with `impl` (default: the platform's), per 3x3
-    layer: layer, input map and channels, method per pass."""
+    layer: layer, input map and channels, method per pass; `tuned` as `conv_plan`'s `tune`."""
     from benchmarks.profile import vgg_layers
     from wdjax.cpu import ops, plan
 
     impl = impl or ops.default_conv_impl()
     if impl != "hybrid":
         return [f"all layers: {impl} for every pass"]
-    return [f"{lay.name:<8s} {lay.shape:<16s} {plan.conv_plan(lay.x_shape, lay.k_shape)}"
+    return [f"{lay.name:<8s} {lay.shape:<16s} "
+            f"{plan.conv_plan(lay.x_shape, lay.k_shape, tune=tuned)}"
             for lay in vgg_layers(width) if lay.ksize == 3]
 
 

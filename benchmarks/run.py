@@ -12,6 +12,7 @@ Usage::
     python -m benchmarks.run --tiny           # a smoke test of every section, seconds
     python -m benchmarks.run --profile        # also time every layer and pass vs PyTorch
     python -m benchmarks.run --impls hybrid,xla --sections torch --json out.json
+    python -m benchmarks.run --conv-tune off  # the rules' plan only (default: tuned and rules)
 
 The CPU model and the conv plan of every measured width are printed before the timings.
 Images come from ``$WDJAX_DATA`` when set, else random uint8 images. Compiled programs are
@@ -34,6 +35,8 @@ from benchmarks import claims, harness, profile
 from benchmarks.claims import span
 
 SECTIONS = ("torch", "schemes", "vmap", "epoch")
+# --conv-tune: the CPU conv plans the step vs PyTorch runs (`wdjax.cpu.tune`); True: tuned.
+TUNINGS: dict[str, tuple[bool, ...]] = {"both": (True, False), "on": (True,), "off": (False,)}
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -48,6 +51,9 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="comma-separated subset of %(default)s")
     p.add_argument("--impls", default="", help="comma-separated conv impls for the step vs "
                    f"PyTorch ({', '.join(ops.CONV_IMPLS)}); default: the platform's")
+    p.add_argument("--conv-tune", choices=tuple(TUNINGS), default="both",
+                   help="CPU conv plans of the step vs PyTorch: tuned on this machine, by the "
+                        "rules, or both side by side (default)")
     p.add_argument("--profile", action="store_true",
                    help="also time each layer's passes (conv, BN, ReLU/pool) vs PyTorch")
     p.add_argument("--torch-threads", type=int, default=os.cpu_count() or 1)
@@ -76,15 +82,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     env = dict(harness.machine(), tune_cpu_allocator=tuned, data=dataset.source,
                xla_cache=cache, torch=torch_version, torch_device=torch_device)
     print(header(env, scope), flush=True)
-    plans = {f"width {b} {impl or env['default_conv_impl']}": harness.conv_plans(b, impl)
-             for b in scope.torch_widths for impl in args.impls}
+    tunings = TUNINGS[args.conv_tune]
+    plans = {" ".join(filter(None, [f"width {b} {impl or env['default_conv_impl']}",
+                                    claims.TUNING[t]])): harness.conv_plans(b, impl, t)
+             for b in scope.torch_widths for impl in args.impls for t in tunings}
     for key, lines in plans.items():
         print(f"conv plan, {key} (batch 128): layer, map and channels, method per pass\n  "
               + "\n  ".join(lines), flush=True)
 
     setup = harness.make_setup(dataset)
     runners = dict(torch=lambda: claims.bench_torch(scope, setup, args.torch_threads,
-                                                    args.impls),
+                                                    args.impls, tunings),
                    schemes=lambda: claims.bench_schemes(scope, setup),
                    vmap=lambda: claims.bench_vmap(scope, setup),
                    epoch=lambda: claims.bench_epoch(scope, setup))

@@ -31,6 +31,12 @@ def test_run_tiny_measures_every_claim_and_records_it(tmp_path) -> None:
     if env["torch_device"] is not None:
         expected.add("step vs PyTorch")
         assert "step / PyTorch in this run: wdjax step, width 4" in proc.stdout
+        if env["torch_device"] == "cpu":  # the tuned plan and the rules' plan, side by side
+            steps = [r["name"] for r in res["rows"] if r["name"].startswith("wdjax step")]
+            assert {n.split(", ", 1)[1] for n in steps} == {"width 4 plan tuned",
+                                                            "width 4 plan by rules"}
+            assert set(res["conv_plans"]) == {"width 4 hybrid plan tuned",
+                                              "width 4 hybrid plan by rules"}
     assert sections == expected
     for r in res["rows"]:
         assert r["unit"] == "img/s" and r["value"] > 0
