@@ -103,12 +103,15 @@ MINIATURES: dict[str, Miniature] = {
 
 
 def choose(scale: str | None) -> tuple[str, str]:
-    """The scale to use and why: full on an accelerator, quick on CPU, unless given."""
+    """The scale to use and why: full on an accelerator, preview on CPU, unless given.
+
+    On CPU the preview reproduces more of the notebook's findings than quick does
+    (docs/results/findings.md)."""
     if scale is not None:
         return scale, "as asked"
     backend = jax.default_backend()
     if backend == "cpu":
-        return "quick", "CPU only; --scale full for the notebook's protocol"
+        return "preview", "CPU only: the notebook's protocol in miniature; --scale full for its own"
     return "full", f"{backend} found"
 
 

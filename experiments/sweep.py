@@ -40,8 +40,9 @@ def parser() -> cli.Parser:
     a("--list", action="store_true", help="list the families and exit")
     a("--dry-run", action="store_true", help="print every run's config and exit")
     a("--scale", choices=tuple(scales.SCALES), default=None,
-      help="full: the notebook's protocol; quick: a CPU preview; medium: quick with 3 seeds "
-           "(default: full on GPU/TPU and with --launcher slurm, quick on CPU)")
+      help="full: the notebook's protocol; preview: its miniature (3 seeds); quick: a CPU "
+           "smoke run; medium: quick with 3 seeds (default: full on GPU/TPU and with "
+           "--launcher slurm, preview on CPU)")
     a("--runs", default=None, help="comma-separated subset of the family's runs")
     for flag, what in PROTOCOL_FLAGS.items():
         a(flag, type=cli.integer(flag), default=None, help=f"{what} (default: the scale's)")

@@ -18,7 +18,7 @@ def _optimizers(name):
 
 @pytest.mark.parametrize("name", ["wxp", "txp", "rxp", "axp2"])
 def test_dry_run_and_empty_notebook_column(name, capsys):
-    assert sweep_cli.main(["--name", name, "--dry-run"]) == 0
+    assert sweep_cli.main(["--name", name, "--scale", "quick", "--dry-run"]) == 0
     out = capsys.readouterr().out
     family = registry.get_family(name)
     configs = [json.loads(line) for line in out.splitlines() if line.startswith("{")]

@@ -19,7 +19,7 @@ TINY = dict(width=4, batch_size=128, stages=2, epochs_per_stage=1, train_subset=
 
 @pytest.fixture
 def tiny_scale(monkeypatch, cifar_archive, cifar_cache_dir, tmp_path):
-    monkeypatch.setitem(scales.SCALES, "quick", TINY)
+    monkeypatch.setitem(scales.SCALES, "quick", TINY)  # the tests pass --scale quick
     monkeypatch.setenv("WDJAX_DATA", f"folder:{cifar_archive}")
     monkeypatch.setenv("WDJAX_CACHE", str(cifar_cache_dir))  # decoded once per session
     return tmp_path / "out"
@@ -34,7 +34,8 @@ def test_list_prints_every_family(capsys):
 
 
 def test_dry_run_prints_configs_and_trains_nothing(tiny_scale, capsys):
-    assert sweep.main(["--name", "gxp", "--dry-run", "--out", str(tiny_scale)]) == 0
+    assert sweep.main(["--name", "gxp", "--scale", "quick", "--dry-run", "--out",
+                       str(tiny_scale)]) == 0
     out = capsys.readouterr().out
     assert "protocol:" in out and '"last2_mult": 0.1' in out and '"last2_mult": 30.0' in out
     assert out.count('"optimizer": "SGD_var_dup2_last2_mult"') == 5
@@ -74,7 +75,8 @@ def test_bad_sweep_input_is_one_line_exit_2(tmp_path, argv, needle):
 
 @pytest.mark.slow
 def test_tiny_sweep_end_to_end_resume_and_lock(tiny_scale, capsys):
-    argv = ["--name", "dxp", "--runs", "dxp3,dxp4", "--out", str(tiny_scale), "--no-progress"]
+    argv = ["--name", "dxp", "--runs", "dxp3,dxp4", "--scale", "quick", "--out", str(tiny_scale),
+            "--no-progress"]
     assert sweep.main(argv) == 0
     fam = tiny_scale / "dxp"
     out = capsys.readouterr().out
@@ -112,7 +114,8 @@ def test_unfinished_run_resumes(tiny_scale, monkeypatch):
     real = train_mod.train
     monkeypatch.setattr(train_mod, "train",
                         lambda *a, **k: real(*a, **{**k, "stop_after_epochs": 1}))
-    argv = ["--name", "ixp", "--runs", "ixp2", "--out", str(tiny_scale), "--no-progress"]
+    argv = ["--name", "ixp", "--runs", "ixp2", "--scale", "quick", "--out", str(tiny_scale),
+            "--no-progress"]
     sweep.main(argv)
     run = tiny_scale / "ixp" / "ixp2"
     assert len(storage.read_jsonl(run / "metrics.jsonl")) == 1
@@ -131,7 +134,7 @@ def test_seeds_vmapped_equal_sequential_and_added_seeds_reuse_finished(tiny_scal
     moves that seed into ``RUN/seed0/`` untouched and trains only ``seed1``.
     """
     seq, vm = tiny_scale / "seq", tiny_scale / "vm"
-    base = ["--name", "ixp", "--runs", "ixp1,ixp4", "--no-progress"]
+    base = ["--name", "ixp", "--runs", "ixp1,ixp4", "--scale", "quick", "--no-progress"]
     assert sweep.main([*base, "--out", str(seq), "--parallel", "sequential"]) == 0
     mtime = (seq / "ixp" / "ixp1" / "summary.json").stat().st_mtime_ns
     capsys.readouterr()
@@ -179,7 +182,7 @@ def test_medium_scale_defaults_to_three_seeds(tmp_path, capsys):
     assert '"seed_dir": true' not in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("backend,scale,parallel", [("cpu", "quick", "sequential"),
+@pytest.mark.parametrize("backend,scale,parallel", [("cpu", "preview", "sequential"),
                                                      ("gpu", "full", "vmap"),
                                                      ("tpu", "full", "vmap")])
 def test_default_scale_and_parallel_follow_the_backend(monkeypatch, backend, scale, parallel):

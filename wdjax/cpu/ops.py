@@ -95,7 +95,7 @@ def conv2d(x: jax.Array, kernel: jax.Array, impl: str = "xla") -> jax.Array:
                          "symmetric) are allowed")
     if kh == kw == 1 and impl != "xla":
         n, h, w, _ = x.shape
-        return (x.reshape(-1, cin) @ kernel.reshape(cin, cout)).reshape(n, h, w, cout)
+        return (x.reshape(n * h * w, cin) @ kernel.reshape(cin, cout)).reshape(n, h, w, cout)
     if impl == "xla":
         return _xla_conv(x, kernel)
     if impl == "im2col":

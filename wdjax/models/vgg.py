@@ -82,7 +82,8 @@ def pointwise(x: jax.Array, kernel: jax.Array) -> jax.Array:
     partitioned correctly (tests/test_parallel.py).
     """
     n, h, w, cin = x.shape
-    return (x.reshape(-1, cin) @ kernel.reshape(cin, -1)).reshape(n, h, w, -1)
+    cout = kernel.shape[-1]  # explicit sizes: a map pooled down to 0 pixels stays valid
+    return (x.reshape(n * h * w, cin) @ kernel.reshape(cin, cout)).reshape(n, h, w, cout)
 
 
 class Conv(nn.Module):
