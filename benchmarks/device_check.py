@@ -1,31 +1,12 @@
-"""One prepared check for an accelerator, under 8 minutes of device time: one JSON, one table.
-
-1. ``tests``: the tests marked ``device`` (``pytest -m device``), in a subprocess that ends
-   before this process touches the device (JAX preallocates most of its memory).
-2. ``steps``: the trainer's step against the identical PyTorch model on the same device
-   (when torch sees it), width 32, in each precision (`claims.bench_torch`).
-3. ``projection``: per precision, one full-scale run (width 32, batch 128, 50 000 images)
-   and the vmapped dxp family, `--epochs` epochs each with `wdjax.train`. The notebook's
-   200 epochs are projected as the first epoch (compilation included) plus 199 times the
-   median later epoch; the family's runs one after another, from the single run (one
-   compiled program serves them all).
-
-The JSON is rewritten after each part, so a run cut short keeps what it measured.
-
-Usage::
-
-    python -m benchmarks.device_check                  # on the accelerator
-    python -m benchmarks.device_check --tiny           # CPU smoke test: tiny sizes, tests
-                                                       # collected but not run
-    python -m benchmarks.device_check --skip tests --epochs 3 --json out.json
-"""
+"""The one prepared check for an accelerator, under 8 minutes of device time: the tests marked
+``device``, the step against PyTorch per precision, 200-epoch projections of one run and the
+vmapped dxp family; one JSON (rewritten after each part, so a cut-short run keeps what it
+measured) and one table. Usage: docs/performance.md#measuring."""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
-import io
 import json
 import statistics
 import subprocess
@@ -33,11 +14,12 @@ import sys
 import tempfile
 import time
 import xml.etree.ElementTree as ET
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks import claims, harness, run
+from benchmarks import harness, run
 
 REPO = Path(__file__).resolve().parents[1]
 PARTS = ("tests", "steps", "projection")
@@ -45,34 +27,31 @@ PRECISIONS = ("fp32", "bf16")
 
 
 def run_tests(tiny: bool, timeout_s: float) -> dict[str, Any]:
-    """``pytest -m device`` (``--tiny``: only collected): counts, failures and seconds."""
+    """``pytest -m device`` (``--tiny``: only collected) in a subprocess, which ends before
+    this process touches the device (JAX preallocates most of its memory): counts, failures
+    and seconds."""
     with tempfile.TemporaryDirectory() as tmp:
         xml = Path(tmp, "junit.xml")
         cmd = [sys.executable, "-m", "pytest", "-q", "-m", "device", "-p", "no:cacheprovider",
                f"--junitxml={xml}", *(["--collect-only"] if tiny else []), "tests"]
+        out: dict[str, Any] = dict(command=" ".join(cmd[1:]))
         t0 = time.perf_counter()
         try:
             proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
                                   timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            return dict(command=" ".join(cmd[1:]), timed_out=True, seconds=timeout_s)
-        out = dict(command=" ".join(cmd[1:]), returncode=proc.returncode,
-                   seconds=round(time.perf_counter() - t0, 1), tail=proc.stdout[-2000:])
+            return dict(out, timed_out=True, seconds=timeout_s)
+        out.update(returncode=proc.returncode, seconds=round(time.perf_counter() - t0, 1),
+                   tail=proc.stdout[-2000:])
         if tiny:  # collected node ids, one a line
             return dict(out, collected=sum("::" in ln for ln in proc.stdout.splitlines()))
         cases = ET.parse(xml).getroot().iter("testcase") if xml.exists() else []
         result = {f"{c.get('classname')}::{c.get('name')}": next(
-            (child.tag for child in c if child.tag in ("failure", "error", "skipped")),
-            "passed") for c in cases}
-    counts = {k: sum(v == k for v in result.values())
-              for k in ("passed", "failure", "error", "skipped")}
-    return dict(out, **counts, not_passed={k: v for k, v in result.items() if v != "passed"})
-
-
-def _epoch_seconds(run_dir: Path) -> list[float]:
-    from wdjax import storage
-
-    return [float(r["seconds"]) for r in storage.read_jsonl(run_dir / "metrics.jsonl")]
+            (e.tag for e in c if e.tag in ("failure", "error", "skipped")), "passed")
+            for c in cases}
+    counts = Counter(result.values())
+    return dict(out, **{k: counts[k] for k in ("passed", "failure", "error", "skipped")},
+                not_passed={k: v for k, v in result.items() if v != "passed"})
 
 
 def projected(seconds: Sequence[float], total: int) -> float:
@@ -82,10 +61,11 @@ def projected(seconds: Sequence[float], total: int) -> float:
 
 
 def projection(tiny: bool, epochs: int, precision: str) -> dict[str, Any]:
-    """One run and the vmapped dxp family at full scale (``tiny``: width 4, 512 images, 4
-    epochs in all), `epochs` epochs each; 200-epoch projections in seconds."""
+    """One full-scale run (width 32, batch 128, 50 000 images) and the vmapped dxp family
+    (``tiny``: width 4, 512 images, 4 epochs in all), `epochs` epochs each with `wdjax.train`:
+    the notebook's 200 epochs `projected`, the family's runs in turn from the single run's
+    (one compiled program serves them all)."""
     from experiments import registry, sweep
-    from wdjax.training import train
 
     family = registry.get_family("dxp")
     protocol = dict(width=4, stages=2, epochs_per_stage=2) if tiny else None
@@ -96,14 +76,10 @@ def projection(tiny: bool, epochs: int, precision: str) -> dict[str, Any]:
     out: dict[str, Any] = dict(precision=precision, width=configs[0].width, total_epochs=total,
                                epochs_measured=epochs, train_images=len(dataset.train_labels),
                                test_images=len(dataset.test_labels), data=dataset.source)
-    one = configs[len(configs) // 2]
     with tempfile.TemporaryDirectory(prefix="wdjax-proj-") as tmp:
-        for key, group in (("single", [one]), ("family_vmap", configs)):
+        for key, group in (("single", [configs[len(configs) // 2]]), ("family_vmap", configs)):
             t0 = time.perf_counter()
-            with contextlib.redirect_stdout(io.StringIO()):
-                train.train(group, Path(tmp, key), dataset=dataset, progress=False,
-                            plots=False, stop_after_epochs=epochs)
-            secs = _epoch_seconds(Path(tmp, key, group[0].name))
+            secs = harness.train_seconds(group, Path(tmp, key), dataset, epochs)
             out[key] = dict(runs=len(group), epoch_seconds=secs, projected_s=projected(
                 secs, total), wall_s=round(time.perf_counter() - t0, 1))
     out["family_sequential"] = dict(runs=len(configs), projected_s=projected(
@@ -138,8 +114,7 @@ def report(res: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.device_check", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m benchmarks.device_check", description=__doc__)
     p.add_argument("--tiny", action="store_true", help="tiny sizes: a CPU smoke test")
     p.add_argument("--epochs", type=int, default=2, help="epochs measured per run (>= 1)")
     p.add_argument("--skip", default="", help=f"comma-separated parts of {','.join(PARTS)}")
@@ -161,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         Path(args.json).write_text(json.dumps(res, indent=1, default=str) + "\n")
 
     if "tests" not in skip:  # before this process touches the device
-        claims.say(f"[tests] pytest -m device{' --collect-only' if args.tiny else ''} ...")
+        run.say(f"[tests] pytest -m device{' --collect-only' if args.tiny else ''} ...")
         res["tests"] = run_tests(args.tiny, args.tests_timeout)
         save("tests")
     from wdjax.cpu import ops
@@ -170,21 +145,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     res["tune_cpu_allocator"] = ops.tune_cpu_allocator()
     runtime.enable_compilation_cache(min_compile_secs=0)
     res["machine"] = harness.machine()
-    rows = []
     if "steps" not in skip:
-        scope = dataclasses.replace(claims.Scope.make("tiny" if args.tiny else "quick"),
+        scope = dataclasses.replace(run.Scope.make("tiny" if args.tiny else "quick"),
                                     torch_widths=(4,) if args.tiny else (32,),
                                     torch_layouts=(True,) if args.tiny else (False, True))
         setup = harness.make_setup(harness.make_dataset(scope.n_train, scope.n_test))
+        res["steps"] = []
         for precision in PRECISIONS:
-            rows += claims.bench_torch(scope, setup, 1, precision=precision)
-            res["steps"] = rows
+            res["steps"] += run.bench_torch(scope, setup, 1, precision=precision)
             save(f"steps {precision}")
     if "projection" not in skip:
         res["projection"] = []
         for precision in PRECISIONS:
-            claims.say(f"[projection] {precision}: one run and the dxp family, "
-                       f"{args.epochs} epochs each ...")
+            run.say(f"[projection] {precision}: one run and the dxp family, "
+                    f"{args.epochs} epochs each ...")
             res["projection"].append(projection(args.tiny, args.epochs, precision))
             save(f"projection {precision}")
     print("\n" + report(res))

@@ -1,26 +1,79 @@
-"""What every benchmark shares: the environment record, data placed as the trainer places it,
-the library's own compiled programs wrapped as benches, and the identical PyTorch model.
-
-Nothing here re-implements a training step or loop: the benches call the programs that
-`wdjax.train` calls, with the optimiser and states `wdjax.training.steps` makes for it.
-"""
+"""What every benchmark shares: interleaved timing, the environment record, the trainer's own
+compiled programs and data wrapped as benches, the VGG's layer shapes and its PyTorch twin."""
 
 from __future__ import annotations
 
 import contextlib
 import datetime
 import functools
+import io
+import itertools
 import os
 import platform
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, NamedTuple
+from unittest import mock
 
 import numpy as np
 
-from benchmarks.timing import BATCH, Bench
-
+BATCH = 128
 NUM_CLASSES = 10
+
+
+class Bench:
+    """A step closure timed in samples of `steps` calls (None: sized by `calibrate`) of
+    `images` each: `samples` in img/s, `cpu_ms` this process's CPU time per call, which other
+    processes barely move (but which counts torch's OpenMP spin-waiting)."""
+
+    def __init__(self, name: str, step: Callable[[], object], sync: Callable[[object], object],
+                 images: int = BATCH, steps: int | None = None) -> None:
+        self.name, self.step, self.sync, self.images, self.steps = name, step, sync, images, steps
+        self.samples: list[float] = []
+        self.cpu_ms: list[float] = []
+
+    def calibrate(self, warmup: int, target_s: float, max_steps: int = 50) -> None:
+        """Warm up, then (unless given) size `steps` so that one sample takes `target_s`."""
+        for _ in range(warmup):
+            self.sync(self.step())
+        if self.steps is None:
+            t0 = time.perf_counter()
+            self.sync(self.step())
+            dt = max(time.perf_counter() - t0, 1e-6)
+            self.steps = max(1, min(max_steps, round(target_s / dt)))
+
+    def sample(self) -> None:
+        c0, t0 = time.process_time(), time.perf_counter()
+        for _ in range(self.steps):
+            out = self.step()
+        self.sync(out)
+        self.samples.append(self.images * self.steps / (time.perf_counter() - t0))
+        self.cpu_ms.append((time.process_time() - c0) * 1e3 / self.steps)
+
+
+def measure(benches: Sequence[Bench], rounds: int, warmup: int = 1,
+            sample_s: float = 0.25) -> None:
+    """Calibrate every bench, then sample each once per round in ABBA order: load from other
+    processes hits every configuration alike, and the reversal cancels a steady drift."""
+    for b in benches:
+        b.calibrate(warmup, sample_s)
+    for r in range(rounds):
+        for b in benches if r % 2 == 0 else benches[::-1]:
+            b.sample()
+
+
+def round_ratios(num: Bench, den: Sequence[Bench]) -> list[float]:
+    """Per round: `num`'s throughput over the best of `den`'s in the same round."""
+    return [x / max(d.samples[r] for d in den) for r, x in enumerate(num.samples)]
+
+
+def cpu_ratios(num: Bench, den: Sequence[Bench]) -> list[float]:
+    """Per round: CPU time per image of the cheapest of `den` over `num`'s (higher: `num` does
+    less work); robust to load, but blind to time spent waiting."""
+    return [min(d.cpu_ms[r] / d.images for d in den) / (c / num.images)
+            for r, c in enumerate(num.cpu_ms)]
 
 
 def machine() -> dict[str, Any]:
@@ -47,13 +100,11 @@ def make_dataset(n_train: int, n_test: int) -> Any:
     if os.environ.get(data.ENV_DATA, "").strip():
         return data.load(None, train_subset=n_train, test_subset=n_test)
     rng = np.random.default_rng(0)
-    return data.Dataset(
-        train_images=rng.integers(0, 256, (n_train, 32, 32, 3), dtype=np.uint8),
-        train_labels=rng.integers(0, NUM_CLASSES, n_train).astype(np.int32),
-        test_images=rng.integers(0, 256, (n_test, 32, 32, 3), dtype=np.uint8),
-        test_labels=rng.integers(0, NUM_CLASSES, n_test).astype(np.int32),
-        classes=tuple(f"class{c}" for c in range(NUM_CLASSES)),
-        source="random:uint8", checksum="random-seed-0")
+    images = [rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8) for n in (n_train, n_test)]
+    labels = [rng.integers(0, NUM_CLASSES, n).astype(np.int32) for n in (n_train, n_test)]
+    return data.Dataset(images[0], labels[0], images[1], labels[1],
+                        classes=tuple(f"class{c}" for c in range(NUM_CLASSES)),
+                        source="random:uint8", checksum="random-seed-0")
 
 
 @dataclass
@@ -95,8 +146,7 @@ def config(width: int, optimizer: str = "SGD", name: str = "bench", **fields: An
 
 
 def programs(setup: Setup, configs: Sequence[Any]) -> Any:
-    """The trainer's compiled programs for `configs` (vmapped over several), on the mesh
-    `wdjax.train` would use."""
+    """The trainer's compiled programs for `configs` (vmapped over several), on its mesh."""
     from wdjax.training import parallel, steps
 
     mesh = setup.mesh if len(configs) == 1 else parallel.make_mesh(len(configs))
@@ -104,67 +154,41 @@ def programs(setup: Setup, configs: Sequence[Any]) -> Any:
                           setup.dataset.num_classes, len(setup.dataset.train_labels), mesh)
 
 
-def trainer_state(prog: Any, configs: Sequence[Any]) -> Any:
-    """The runs' first states exactly as `wdjax.train` makes them (`steps.initial_states`),
-    placed on `prog`'s mesh: stacked on a run axis when there are several."""
-    import jax
-
-    from wdjax.training import parallel, steps
-
-    states = jax.device_get(steps.initial_states(configs, prog, steps.starts(configs, prog)))
-    stacked = len(states) > 1
-    tree = jax.tree.map(lambda *xs: np.stack(xs), *states) if stacked else states[0]
-    return parallel.put_tree(tree, parallel.run_sharding(prog.mesh, stacked))
-
-
-@contextlib.contextmanager
-def conv_tuning(on: bool | None) -> Any:
-    """Inside, CPU conv plans are tuned on this machine (True) or taken from the rules
-    (False, `wdjax.cpu.plan.RULES`); None leaves ``$WDJAX_CONV_TUNE`` as it is."""
-    from wdjax.cpu import tune
-
-    old = os.environ.get(tune.ENV_TUNE)
-    if on is not None:
-        os.environ[tune.ENV_TUNE] = "1" if on else "0"
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(tune.ENV_TUNE, None)
-        else:
-            os.environ[tune.ENV_TUNE] = old
-
-
 def step_bench(name: str, setup: Setup, configs: Sequence[Any], sequential: bool = False,
                steps: int | None = None, tuned: bool | None = None) -> Bench:
-    """Calls of the trainer's compiled step for `configs`, cycling through the epoch's batch
-    rows: one vmapped program, or (`sequential`) each run's single-run program in turn.
-    `tuned` (not None): the programs are traced now, their CPU conv plans tuned or by the
-    rules (`conv_tuning`; a plan is chosen when the step is traced)."""
+    """The trainer's compiled step for `configs` from their `steps.initial_states`, cycling
+    through the epoch's batch rows: one vmapped program, or (`sequential`) each run's own in
+    turn. `tuned` (not None): traced now, with CPU conv plans tuned or by the rules."""
     import jax
 
-    groups = [[c] for c in configs] if sequential else [list(configs)]
-    progs = [programs(setup, g) for g in groups]
-    box = [trainer_state(p, g) for p, g in zip(progs, groups, strict=True)]
-    count = [0]
+    from wdjax.cpu import tune
+    from wdjax.training import parallel
+    from wdjax.training import steps as st
+
+    box, progs = [], []
+    for group in [[c] for c in configs] if sequential else [list(configs)]:
+        prog = programs(setup, group)
+        states = jax.device_get(st.initial_states(group, prog, st.starts(group, prog)))
+        tree = jax.tree.map(lambda *xs: np.stack(xs), *states) if len(group) > 1 else states[0]
+        box.append(parallel.put_tree(tree, parallel.run_sharding(prog.mesh, len(group) > 1)))
+        progs.append(prog)
+    rows = itertools.cycle(range(setup.steps_per_epoch))
 
     def one() -> Any:
-        i = count[0] % setup.steps_per_epoch
-        count[0] += 1
+        i = next(rows)
         for r, p in enumerate(progs):
             box[r], metrics = p.step(box[r], *setup.args, 0, i, setup.key)
         return box, metrics
 
     if tuned is not None:
-        with conv_tuning(tuned):
+        with mock.patch.dict(os.environ, {tune.ENV_TUNE: "1" if tuned else "0"}):
             jax.block_until_ready(one())
     return Bench(name, one, jax.block_until_ready, BATCH * len(configs), steps)
 
 
 def train_step_bench(name: str, setup: Setup, cfg: Any, tx: Any = None) -> Bench:
-    """`steps.train_step` with optimiser `tx` (default: the trainer's, `steps.optimizer`),
-    jitted with buffer donation, on one augmented batch: two of these differ in their
-    optimiser and nothing else."""
+    """`steps.train_step` jitted with donation on one augmented batch, with optimiser `tx`
+    (default: the trainer's): two of these differ in their optimiser and nothing else."""
     import jax
     import jax.numpy as jnp
 
@@ -187,10 +211,53 @@ def train_step_bench(name: str, setup: Setup, cfg: Any, tx: Any = None) -> Bench
     return Bench(name, one, jax.block_until_ready)
 
 
+def train_seconds(configs: Sequence[Any], out: Path, dataset: Any, epochs: int) -> list[float]:
+    """Train `configs` quietly `epochs` more epochs with `wdjax.train` (resuming from `out`);
+    the trainer's own seconds of every epoch so far (all but the checkpoint)."""
+    from wdjax import storage
+    from wdjax.training import train
+
+    with contextlib.redirect_stdout(io.StringIO()):  # its per-epoch line
+        train.train(configs, out, dataset=dataset, progress=False, plots=False,
+                    stop_after_epochs=epochs)
+    return [float(r["seconds"])
+            for r in storage.read_jsonl(out / configs[0].name / "metrics.jsonl")]
+
+
+class Layer(NamedTuple):
+    """One conv layer: NHWC input shape, HWIO kernel shape, whether a 2x2 max-pool follows."""
+
+    name: str
+    x_shape: tuple[int, int, int, int]
+    k_shape: tuple[int, int, int, int]
+    pool: bool
+
+    @property
+    def shape(self) -> str:
+        return f"{self.x_shape[1]}x{self.x_shape[2]} {self.x_shape[3]}->{self.k_shape[3]}"
+
+
+def vgg_layers(width: int, batch: int = BATCH, image: int = 32) -> list[Layer]:
+    """The conv and fc layers of ``vgg_conf(width)`` with their input shapes."""
+    from wdjax import models
+
+    conf = models.vgg_conf(width)
+    layers, size, cin = [], image, conf[0][1][0]
+    for i, (name, (a, _)) in enumerate(conf):
+        kind = models.layer_kind(name)
+        if kind in ("conv", "fc"):
+            k = 3 if kind == "conv" else 1
+            pool = i + 1 < len(conf) and models.layer_kind(conf[i + 1][0]) == "pool"
+            layers.append(Layer(name, (batch, size, size, cin), (k, k, cin, a), pool))
+            cin = a
+        elif kind == "pool":
+            size //= a
+    return layers
+
+
 def conv_plans(width: int, impl: str | None = None, tuned: bool | None = None) -> list[str]:
     """The conv plan the VGG at `width` runs with `impl` (default: the platform's), per 3x3
     layer: layer, input map and channels, method per pass; `tuned` as `conv_plan`'s `tune`."""
-    from benchmarks.profile import vgg_layers
     from wdjax.cpu import ops, plan
 
     impl = impl or ops.default_conv_impl()
@@ -198,7 +265,7 @@ def conv_plans(width: int, impl: str | None = None, tuned: bool | None = None) -
         return [f"all layers: {impl} for every pass"]
     return [f"{lay.name:<8s} {lay.shape:<16s} "
             f"{plan.conv_plan(lay.x_shape, lay.k_shape, tune=tuned)}"
-            for lay in vgg_layers(width) if lay.ksize == 3]
+            for lay in vgg_layers(width) if lay.k_shape[0] == 3]
 
 
 # ------------------------------------------------------------------------- the PyTorch peer
@@ -212,61 +279,41 @@ def torch_device() -> tuple[str | None, str]:
     except Exception as err:  # noqa: BLE001 - any import failure means "no peer"
         return None, f"not importable ({type(err).__name__}: {err})"
     backend = jax.default_backend()
-    if backend == "cpu":
-        return "cpu", torch.__version__
-    if backend == "gpu" and torch.cuda.is_available():
-        return "cuda", torch.__version__
+    if backend == "cpu" or (backend == "gpu" and torch.cuda.is_available()):
+        return {"cpu": "cpu", "gpu": "cuda"}[backend], torch.__version__
     return None, f"{torch.__version__} does not see the {backend} device"
-
-
-def build_torch(width: int) -> Any:
-    """The PyTorch twin of ``VGG(vgg_conf(width))``: conv(+bias)/BN/ReLU, max-pools, 1x1s."""
-    import torch
-    from torch import nn
-
-    from wdjax import models
-
-    torch.manual_seed(0)
-    layers: list[nn.Module] = []
-    cin = 3
-    for name, (a, b) in models.vgg_conf(width, NUM_CLASSES):
-        kind = models.layer_kind(name)
-        if kind in ("conv", "fc"):
-            k = 3 if kind == "conv" else 1
-            layers += [nn.Conv2d(cin, a, k, padding=k // 2), nn.BatchNorm2d(a), nn.ReLU()]
-            cin = a
-        elif kind == "pool":
-            layers.append(nn.MaxPool2d(a, b))
-        elif kind == "logit":
-            layers.append(nn.Conv2d(cin, a, 1))
-        elif kind == "flatter":
-            layers.append(nn.Flatten())
-    return nn.Sequential(*layers).train()
 
 
 def torch_bench(width: int, channels_last: bool, threads: int | None = None,
                 device: str = "cpu", bf16: bool = False) -> Bench:
-    """The identical model's SGD step (lr 0.1, weight decay 5e-4 on every parameter, as the
-    scheme SGD), NCHW or channels_last, fp32 or bf16 autocast. `threads`: torch's intra-op
-    threads, set before each step so that configurations with different counts interleave."""
+    """The PyTorch twin of ``VGG(vgg_conf(width))`` (conv+bias/BN/ReLU, max-pools, 1x1s): its
+    SGD step (lr 0.1, weight decay 5e-4 on every parameter, as the scheme SGD), NCHW or
+    channels_last, fp32 or bf16 autocast. `threads`: torch's intra-op threads, set before
+    each step so that configurations with different counts interleave."""
     import torch
     from torch import nn
 
+    torch.manual_seed(0)
+    layers: list[nn.Module] = []
+    for lay in vgg_layers(width):
+        k, _, cin, cout = lay.k_shape
+        layers += [nn.Conv2d(cin, cout, k, padding=k // 2), nn.BatchNorm2d(cout), nn.ReLU(),
+                   *([nn.MaxPool2d(2, 2)] if lay.pool else [])]
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    net = build_torch(width).to(device, memory_format=fmt)
+    net = nn.Sequential(*layers, nn.Conv2d(cout, NUM_CLASSES, 1), nn.Flatten()).train()
+    net = net.to(device, memory_format=fmt)
     opt = torch.optim.SGD(net.parameters(), lr=0.1, weight_decay=5e-4)
     rng = np.random.default_rng(0)
     x = torch.from_numpy(rng.standard_normal((BATCH, 3, 32, 32), dtype=np.float32))
     x = x.to(device).contiguous(memory_format=fmt)
     y = torch.from_numpy(rng.integers(0, NUM_CLASSES, BATCH)).to(device)
-    loss_fn = nn.CrossEntropyLoss()
 
     def one() -> Any:
         if threads is not None:
             torch.set_num_threads(threads)
         opt.zero_grad(set_to_none=True)
         with torch.autocast(device, torch.bfloat16, enabled=bf16):
-            loss = loss_fn(net(x), y)
+            loss = nn.functional.cross_entropy(net(x), y)
         loss.backward()
         opt.step()
         return loss

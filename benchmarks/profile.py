@@ -1,100 +1,30 @@
-"""Per layer and per pass: where a training step's time goes, for wdjax and the PyTorch peer.
-
-Each conv layer of the VGG (or the CIFAR ResNet-18's stride-1 3x3 shapes) is timed pass by
-pass in isolation at the training batch size: the convolution's forward, input gradient and
-kernel gradient, BatchNorm's forward and backward (training mode, with the trainer's row
-mask), and ReLU + max-pool forward and backward where the VGG pools. The PyTorch side runs
-the same shapes through the ATen kernels its training step uses.
-
-``--candidates`` instead times every method the plan can choose for each pass of each conv
-layer (as the tuner does, `wdjax.cpu.tune`); the rules in `wdjax.cpu.plan.RULES` come from
-these tables.
-
-Usage::
-
-    python -m benchmarks.profile                 # VGG width 32, wdjax plan vs PyTorch
-    python -m benchmarks.profile --width 16 --model resnet18
-    python -m benchmarks.profile --candidates --width 8 --rounds 3
-
-Timings: median ms per call over interleaved rounds (ABBA), after warm-up; on a shared
-machine compare within a table, not across runs.
-"""
+"""Per layer and pass (conv forward, input and kernel gradient, BatchNorm, ReLU + pool), at
+the training batch: where a step's time goes, for wdjax's plan and PyTorch's kernels side by
+side; ``--candidates`` times every method the plan may choose (`wdjax.cpu.plan.RULES`' source).
+Usage and options: docs/performance.md#measuring."""
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
-from benchmarks.timing import BATCH, Bench, measure
-
-
-class Layer(NamedTuple):
-    """One conv layer's input shape, kernel and whether a 2x2 max-pool follows it."""
-
-    name: str
-    n: int
-    h: int
-    w: int
-    cin: int
-    cout: int
-    ksize: int
-    pool: bool
-
-    @property
-    def x_shape(self) -> tuple[int, int, int, int]:
-        return (self.n, self.h, self.w, self.cin)
-
-    @property
-    def k_shape(self) -> tuple[int, int, int, int]:
-        return (self.ksize, self.ksize, self.cin, self.cout)
-
-    @property
-    def shape(self) -> str:
-        return f"{self.h}x{self.w} {self.cin}->{self.cout}"
-
-
-def vgg_layers(width: int, batch: int = BATCH, image: int = 32) -> list[Layer]:
-    """The conv/fc layers of ``vgg_conf(width)`` with their input shapes."""
-    from wdjax import models
-
-    conf = models.vgg_conf(width)
-    layers, size, cin = [], image, conf[0][1][0]
-    for i, (name, (a, _)) in enumerate(conf):
-        kind = models.layer_kind(name)
-        if kind in ("conv", "fc"):
-            pool = i + 1 < len(conf) and models.layer_kind(conf[i + 1][0]) == "pool"
-            layers.append(Layer(name, batch, size, size, cin, a, 3 if kind == "conv" else 1,
-                                pool))
-            cin = a
-        elif kind == "pool":
-            size //= a
-    return layers
+from benchmarks.harness import BATCH, Bench, Layer, measure, vgg_layers
 
 
 def resnet_layers(batch: int = BATCH) -> list[Layer]:
     """The stride-1 3x3 conv shapes of a CIFAR ResNet-18, one per stage."""
-    return [Layer(f"stage{s}", batch, 32 >> s, 32 >> s, 64 << s, 64 << s, 3, False)
-            for s in range(4)]
-
-
-def _timed(calls: dict[str, Callable[[], Any]], sync: Callable, prefix: str) -> dict[str, Bench]:
-    return {op: Bench(f"{prefix} {op}", f, sync, images=1) for op, f in calls.items()}
+    return [Layer(f"stage{s}", (batch, 32 >> s, 32 >> s, 64 << s), (3, 3, 64 << s, 64 << s),
+                  False) for s in range(4)]
 
 
 def ms(bench: Bench) -> float:
     """Median ms per call (a sample is calls per second)."""
     return statistics.median(1e3 / s for s in bench.samples)
-
-
-def _jit_call(fn: Callable, *args: Any) -> Callable[[], Any]:
-    import jax
-
-    f = jax.jit(fn)
-    return lambda: f(*args)
 
 
 def jax_calls(layer: Layer) -> tuple[str, dict[str, Callable[[], Any]]]:
@@ -106,15 +36,14 @@ def jax_calls(layer: Layer) -> tuple[str, dict[str, Callable[[], Any]]]:
     from wdjax import models
     from wdjax.cpu import ops, plan
 
-    p = (plan.Plan(*[plan.im2col_method()] * 3) if layer.ksize == 1  # 1x1: one matmul
+    (n, h, w, cin), (ksize, _, _, cout) = layer.x_shape, layer.k_shape
+    p = (plan.Plan(*[plan.im2col_method()] * 3) if ksize == 1  # 1x1: one matmul
          else plan.conv_plan(layer.x_shape, layer.k_shape))
     kx, kk, kg = jax.random.split(jax.random.key(0), 3)
     xc = jax.random.normal(kx, layer.x_shape)
-    k = jax.random.normal(kk, layer.k_shape) * (2 / (layer.ksize ** 2 * layer.cin)) ** 0.5
-    g = jax.random.normal(kg, (*layer.x_shape[:3], layer.cout))
-    bn = models.BatchNorm()
-    x = g * 3 + 1
-    mask = jnp.ones((layer.n,), jnp.float32)
+    k = jax.random.normal(kk, layer.k_shape) * (2 / (ksize ** 2 * cin)) ** 0.5
+    g = jax.random.normal(kg, (n, h, w, cout))
+    bn, x, mask = models.BatchNorm(), g * 3 + 1, jnp.ones((n,), jnp.float32)
     variables = bn.init(jax.random.key(2), x[:1], train=False)
 
     def bn_fwd(params, x):
@@ -125,15 +54,14 @@ def jax_calls(layer: Layer) -> tuple[str, dict[str, Callable[[], Any]]]:
 
     _, bn_vjp = jax.vjp(lambda p, x: bn_fwd(p, x)[0], variables["params"], x)
     y, act_vjp = jax.vjp(act, x)
-    return str(p), {"conv fwd": _jit_call(lambda x, k: ops.conv_forward(x, k, p.forward), xc, k),
-                    "conv dx": _jit_call(lambda g, k: ops.conv_input_grad(g, k, p.input_grad),
-                                         g, k),
-                    "conv dw": _jit_call(lambda x, g, k: ops.conv_kernel_grad(
-                        x, g, k, p.kernel_grad), xc, g, k),
-                    "bn fwd": _jit_call(bn_fwd, variables["params"], x),
-                    "bn bwd": _jit_call(lambda f, g: f(g), bn_vjp, x),
-                    "relu/pool fwd": _jit_call(act, x),
-                    "relu/pool bwd": _jit_call(lambda f, g: f(g), act_vjp, y)}
+    calls = {"conv fwd": (lambda x, k: ops.conv_forward(x, k, p.forward), xc, k),
+             "conv dx": (lambda g, k: ops.conv_input_grad(g, k, p.input_grad), g, k),
+             "conv dw": (lambda x, g, k: ops.conv_kernel_grad(x, g, k, p.kernel_grad), xc, g, k),
+             "bn fwd": (bn_fwd, variables["params"], x),
+             "bn bwd": (lambda f, g: f(g), bn_vjp, x),
+             "relu/pool fwd": (act, x),
+             "relu/pool bwd": (lambda f, g: f(g), act_vjp, y)}
+    return str(p), {op: functools.partial(jax.jit(f), *a) for op, (f, *a) in calls.items()}
 
 
 def torch_calls(layer: Layer) -> dict[str, Callable[[], Any]]:
@@ -146,23 +74,20 @@ def torch_calls(layer: Layer) -> dict[str, Callable[[], Any]]:
     def rand(*shape):
         return torch.randn(*shape, generator=gen).contiguous(memory_format=torch.channels_last)
 
-    x, g = rand(layer.n, layer.cin, layer.h, layer.w), rand(layer.n, layer.cout, layer.h,
-                                                            layer.w)
-    w, pad = rand(layer.cout, layer.cin, layer.ksize, layer.ksize), layer.ksize // 2
-    b = torch.zeros(layer.cout)
+    (n, h, w_, cin), (ksize, _, _, cout) = layer.x_shape, layer.k_shape
+    x, g, pad = rand(n, cin, h, w_), rand(n, cout, h, w_), ksize // 2
+    w, b = rand(cout, cin, ksize, ksize), torch.zeros(cout)
 
     def conv_bwd(mask):
         return lambda: torch.ops.aten.convolution_backward(
-            g, x, w, [layer.cout], [1, 1], [pad, pad], [1, 1], False, [0, 0], 1, mask)
+            g, x, w, [cout], [1, 1], [pad, pad], [1, 1], False, [0, 0], 1, mask)
 
     def act(x):
         return F.max_pool2d(F.relu(x), 2) if layer.pool else F.relu(x)
 
-    bn = torch.nn.BatchNorm2d(layer.cout).train()
-    xb = (g * 3 + 1).requires_grad_(True)
-    yb = bn(xb)
-    xa = g.clone().requires_grad_(True)
-    ya = act(xa)
+    bn = torch.nn.BatchNorm2d(cout).train()
+    xb, xa = (g * 3 + 1).requires_grad_(True), g.clone().requires_grad_(True)
+    yb, ya = bn(xb), act(xa)
     return {"conv fwd": lambda: F.conv2d(x, w, b, padding=pad),
             "conv dx": conv_bwd([True, False, False]),
             "conv dw": conv_bwd([False, True, True]),
@@ -174,25 +99,30 @@ def torch_calls(layer: Layer) -> dict[str, Callable[[], Any]]:
                                                          retain_graph=True)}
 
 
+def _benches(side: str, calls: dict[str, Callable[[], Any]], sync: Callable,
+             first: bool) -> dict[str, Bench]:
+    # Neither training step computes the gradient of the input images (XLA drops it).
+    return {op: Bench(f"{side} {op}", f, sync, images=1) for op, f in calls.items()
+            if not (first and op == "conv dx")}
+
+
 def profile(layers: Sequence[Layer], rounds: int, sample_s: float,
             with_torch: bool) -> list[dict[str, Any]]:
-    """Rows ``{layer, shape, op, plan, wdjax_ms, torch_ms}``, timed layer by layer."""
+    """Rows ``{layer, shape, op, plan, wdjax_ms, torch_ms}``, timed layer by layer; prints
+    their table (`profile_table`)."""
     import jax
 
     rows = []
     for i, layer in enumerate(layers):
         plan, calls = jax_calls(layer)
-        # Neither training step computes the gradient of the input images (XLA drops it).
-        skip = {"conv dx"} if i == 0 else set()
-        ours = _timed({k: f for k, f in calls.items() if k not in skip}, jax.block_until_ready,
-                      "jax")
-        peers = _timed({k: f for k, f in torch_calls(layer).items() if k not in skip},
-                       lambda _: None, "torch") if with_torch else {}
+        ours = _benches("jax", calls, jax.block_until_ready, i == 0)
+        peers = _benches("torch", torch_calls(layer), lambda _: None, i == 0) if with_torch else {}
         measure([*ours.values(), *peers.values()], rounds, 1, sample_s)
         rows += [dict(layer=layer.name, shape=layer.shape, op=op,
                       plan=plan if op.startswith("conv") else "", wdjax_ms=ms(b),
                       torch_ms=ms(peers[op]) if op in peers else None) for op, b in ours.items()]
         print(f"  {layer.name}: {plan}", file=sys.stderr, flush=True)
+    print(profile_table(rows), flush=True)
     return rows
 
 
@@ -215,24 +145,10 @@ def profile_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def candidates(layers: Sequence[Layer], rounds: int) -> list[dict[str, Any]]:
-    """Rows ``{layer, shape, op, method, ms}``: every method the tuner may pick
-    (`wdjax.cpu.tune.time_passes`) for every pass; prints each pass's methods, fastest first."""
-    from wdjax.cpu import tune
-
-    rows = []
-    for layer in layers:
-        for op, times in tune.time_passes(layer.x_shape, layer.k_shape, rounds).items():
-            got = sorted(times.items(), key=lambda mt: mt[1])
-            rows += [dict(layer=layer.name, shape=layer.shape, op=op, method=str(m), ms=t)
-                     for m, t in got]
-            print(f"{layer.name:<8s} {layer.shape:<16s} {op:<11s} best "
-                  + "  ".join(f"{m} {t:.2f}" for m, t in got), flush=True)
-    return rows
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    from wdjax.cpu import ops, tune
+
+    p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--model", choices=("vgg", "resnet18"), default="vgg")
     p.add_argument("--width", type=int, default=32, help="VGG width (default: %(default)s)")
     p.add_argument("--batch", type=int, default=BATCH)
@@ -243,19 +159,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--no-torch", action="store_true")
     p.add_argument("--torch-threads", type=int, default=os.cpu_count() or 1)
     args = p.parse_args(argv)
-    from wdjax.cpu import ops
-
-    ops.tune_cpu_allocator()
+    ops.tune_cpu_allocator()  # before any JAX computation
     layers = (vgg_layers(args.width, args.batch) if args.model == "vgg"
               else resnet_layers(args.batch))
-    if args.candidates:
-        candidates(layers, args.rounds)
+    if args.candidates:  # every method the tuner may pick, per pass, fastest first
+        for layer in layers:
+            for op, times in tune.time_passes(layer.x_shape, layer.k_shape, args.rounds).items():
+                got = sorted(times.items(), key=lambda mt: mt[1])
+                print(f"{layer.name:<8s} {layer.shape:<16s} {op:<11s} best "
+                      + "  ".join(f"{m} {t:.2f}" for m, t in got), flush=True)
         return 0
     if not args.no_torch:
         import torch
 
         torch.set_num_threads(args.torch_threads)
-    print(profile_table(profile(layers, args.rounds, args.sample_s, not args.no_torch)))
+    profile(layers, args.rounds, args.sample_s, not args.no_torch)
     return 0
 
 

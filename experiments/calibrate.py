@@ -1,36 +1,32 @@
 """Fit the preview rule's constants on the calibration families only.
 
-``python -m experiments.calibrate --kept 0.02,0.05,0.15 --lr-share 0.5`` trains each
-calibration family (`scales.CALIBRATION_FAMILIES`) at the preview protocol once per pair of
-constants, under ``<out>/kept<K>_share<S>/``, and prints per pair the Spearman correlation
-of the family's accuracies with the notebook's. The pair to freeze goes into
-`scales.MINIATURES` by hand: this tool never edits code, and never trains a held-out family.
+``python -m experiments.calibrate --kept 0.02,0.05 --lr-share 0.5`` trains each calibration
+family at preview scale per pair of constants (under ``<out>/kept<K>_share<S>/``) and prints
+the Spearman rho of its accuracies with the notebook's; the pair is frozen by hand.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 from scipy import stats as sps
 
-from experiments import cli, findings, registry, scales, sweep
+from experiments import cli, findings, registry, scales
 from wdjax import storage
-from wdjax.analysis import seeds
 
 
 def floats(flag: str):
+    """argparse type: comma-separated positive numbers."""
     def parse(text: str) -> list[float]:
-        try:
+        with contextlib.suppress(ValueError):
             values = [float(v) for v in text.split(",")]
-        except ValueError:
-            raise cli.UsageError(f"{flag} takes comma-separated numbers, got {text!r}") from None
-        if not values or min(values) <= 0:
-            raise cli.UsageError(f"{flag} values must be positive, got {text!r}")
-        return values
+            if min(values) > 0:
+                return values
+        raise cli.UsageError(f"{flag} takes comma-separated positive numbers, got {text!r}")
     return parse
 
 
@@ -51,17 +47,11 @@ def parser() -> cli.Parser:
 
 def correlation(family: registry.Family, family_dir: Path) -> tuple[float, list[float]]:
     """Spearman's rho between the notebook's accuracies and the mean ones found here."""
-    ours, theirs = [], []
-    for run in family.runs:
-        if not (family_dir / run.name).is_dir():
-            continue
-        group = seeds.load(family_dir / run.name)
-        values = group.values("final_test_accuracy")
-        if run.reported.test_accuracy is not None and values:
-            ours.append(float(np.mean(values)))
-            theirs.append(run.reported.test_accuracy)
-    rho = sps.spearmanr(theirs, ours).statistic if len(ours) > 2 else float("nan")
-    return float(rho), ours
+    records = findings.load_records(family_dir.parent, family.run_names)
+    done = [r for r in family.runs if r.name in records and r.reported.test_accuracy is not None]
+    ours = [findings.mean(records[r.name].accuracy) for r in done]
+    theirs = [r.reported.test_accuracy for r in done]
+    return float(sps.spearmanr(theirs, ours).statistic if len(ours) > 2 else "nan"), ours
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -76,16 +66,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         rule = scales.Miniature(source="full", kept=kept, lr_share=share)
         scales.MINIATURES["preview"] = rule  # this process only: the sweep reads it
         out = Path(args.out) / f"kept{kept:g}_share{share:g}"
+        read = findings.runs_by_family(findings.FINDINGS)  # the rest of a family: all its runs
+        findings.train({name: read.get(name) for name in families}, "preview", args.seeds, out,
+                       args)
         for name in families:
-            runs = findings.runs_by_family(findings.FINDINGS).get(name)
-            words = ["--name", name, "--scale", "preview", "--seeds", str(args.seeds),
-                     "--out", str(out)] + (["--data", args.data] if args.data else [])
-            words += ["--runs", ",".join(runs)] if runs else []
-            sweep.main(words + (["--no-progress"] if args.no_progress else []))
             rho, accs = correlation(registry.get_family(name), out / name)
-            gain = rule.gain(scales.SCALES["preview"])
-            rows.append(f"| {kept:g} | {share:g} | {gain:.3g} | {name} | {rho:.2f} | "
-                        + " ".join(f"{a:.3f}" for a in accs) + " |")
+            rows.append(f"| {kept:g} | {share:g} | {rule.gain(scales.SCALES['preview']):.3g} | "
+                        f"{name} | {rho:.2f} | " + " ".join(f"{a:.3f}" for a in accs) + " |")
     text = "\n".join(rows) + "\n"
     storage.atomic_write(Path(args.out) / "calibration.md", text)
     print(text)

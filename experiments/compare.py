@@ -1,10 +1,7 @@
 """Compare finished runs: ``python -m experiments.compare RUN_DIR RUN_DIR ...``.
 
-Each RUN_DIR is a finished run: one seed's records, or ``seed<k>/`` directories that have all
-finished; runs may come from different families or sweeps. The statistics table here is
-also the sweep's (`experiments.report`): per run the final and best test accuracy over seeds
-and a Welch t-test of the final test accuracy against the reference (the first RUN_DIR, or
-``--baseline``), Holm-corrected (`wdjax.analysis.seeds.compare`).
+The statistics table (also the sweep's): per run the final and best test accuracy over seeds,
+and Welch's t-test against the reference (the first RUN_DIR, or ``--baseline``), Holm-corrected.
 """
 
 from __future__ import annotations
@@ -30,19 +27,20 @@ def parser() -> cli.Parser:
     return p
 
 
-def _cell(x, spec: str = ".4f") -> str:
-    return "-" if x is None else format(x, spec)
+def cell(x, spec: str = ".4f", none: str = "-") -> str:
+    """A table cell: `none` for None, `spec` for a float, else str."""
+    return none if x is None else format(x, spec) if isinstance(x, float) else str(x)
 
 
 def stats_cells(row: dict) -> list[str]:
     """A `seeds.compare` row as cells under `STATS_HEAD` ('-' where there is no value)."""
-    cells = [str(row["n"])]
+    cells = [cell(row["n"])]
     for q in ("test_accuracy", "best_test_accuracy"):
         low, high = row[f"{q}_low"], row[f"{q}_high"]
-        cells += [_cell(row[q]), _cell(row[f"{q}_sem"]), _cell(row[f"{q}_std"]),
+        cells += [cell(row[q]), cell(row[f"{q}_sem"]), cell(row[f"{q}_std"]),
                   "-" if low is None else f"[{low:.4f}, {high:.4f}]",
-                  _cell(row[f"{q}_min"]), _cell(row[f"{q}_max"])]
-    return [*cells, _cell(row["p_value"], ".3g"), _cell(row["holm_p"], ".3g"),
+                  cell(row[f"{q}_min"]), cell(row[f"{q}_max"])]
+    return [*cells, cell(row["p_value"], ".3g"), cell(row["holm_p"], ".3g"),
             "*" if row["significant"] else ""]
 
 

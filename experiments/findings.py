@@ -1,27 +1,12 @@
-"""The notebook's findings as data, each with a test that scores a family's records at any
-scale: ``python -m experiments.findings [--scale S] [--seeds N] [--families ...]``.
+"""The notebook's findings (F1..F8) as data, each with a test that scores a family's records
+at any scale: ``python -m experiments.findings [--scale S] [--seeds N] [--families ...]``.
 
-`FINDINGS` holds one row per claim of the notebook (F1..F8); on the notebook's own numbers
-(`notebook_records`) every one holds. A threshold of ``k`` points (hundredths of accuracy)
-at the notebook's scale becomes ``k/100 * (best_here - CHANCE) / (best_notebook - CHANCE)``
-at the scale scored: ``best_here`` is the highest mean final test accuracy among the
-finding's runs of that family there, ``best_notebook`` the notebook's highest for the same
-runs, ``CHANCE = 0.1`` (a scale whose best is at chance gets 0). "At chance" (F6) is at most
-``CHANCE`` + 5 such points, "trains" more than ``CHANCE`` + 50.
-
-Dead units count as a fraction of the inputs of a set of layers (`DeadUnits`), so counts
-compare across widths: the notebook's count ``c`` over ``n`` inputs at its width stands for
-``c / n``. F4's "early layers" are conv1_1 .. conv2_2, "some" dead a fraction above 0 at
-1e-9; F8's "many" is more than half the notebook's lxp fraction (about 70 of the 512
-conv5_1/conv5_2 inputs at 1e-9), its "at most 4" at most 4 of all 1731 inputs at 1e-5.
-
-With one seed a finding is decided on the values; with several its parts are one-sided
-tests (`findings_stats`), and it is reproduced when it holds with p <= 0.05 (uncorrected
-across findings). Findings that read a family of ``scales.CALIBRATION_FAMILIES`` are
-calibration ones, the rest held out. The command sweeps the runs the findings read
-(``--collect``: only reads them), prints the table and writes ``findings.md`` and
-``findings.png`` (per family the notebook's curve and this scale's, as ``(acc - chance) /
-(best - chance)``).
+A threshold of ``k`` notebook points becomes ``k/100 * (best_here - CHANCE) / (best_notebook -
+CHANCE)`` at the scale scored, the bests being the highest mean final test accuracy among the
+finding's runs of that family. Dead units count as fractions of a set of layers' inputs
+(`DeadUnits`), so counts compare across widths. With one seed a finding is decided on the
+values; with several its parts are one-sided tests, and it is reproduced when every part holds
+with p <= 0.05 (the largest p, uncorrected across findings).
 """
 
 from __future__ import annotations
@@ -29,14 +14,16 @@ from __future__ import annotations
 import dataclasses
 import math
 import sys
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from scipy import stats as sps
 
 from experiments import cli, registry, report, scales
-from experiments import findings_stats as fs
 from wdjax import storage
 from wdjax.analysis import plots, seeds, stats
 from wdjax.models import vgg
@@ -44,18 +31,127 @@ from wdjax.models import vgg
 CHANCE = 0.1  # ten CIFAR-10 classes
 NOTEBOOK_WIDTH: int = scales.SCALES["full"]["width"]
 RUNS = registry.all_runs()
+Samples = Mapping[str, Sequence[float]]  # run name -> one value per seed
 
 
-def input_units(width: int) -> dict[str, int]:
-    """Input units of each weight layer of the notebook's VGG of width `width`."""
-    conf = vgg.vgg_conf(width)
-    channels, out = conf[0][1][0], {}
-    for name, (features, _) in conf[1:]:
-        if name in vgg.weight_layers(conf):
-            out[name], channels = channels, features
-    return out
+# ------------------------------------------------------------------------------ comparisons
+@dataclasses.dataclass(frozen=True)
+class Result:
+    """A comparison: its criterion on the means, a one-sided p-value (None: one seed, decided
+    on the values) and what was compared."""
+
+    holds: bool
+    p_value: float | None
+    text: str
+
+    @property
+    def reproduced(self) -> bool:
+        return self.holds and (self.p_value is None or self.p_value <= stats.ALPHA)
 
 
+def mean(values: Sequence[float]) -> float:
+    return float(np.mean(values))
+
+
+def shown(name: str, values: Sequence[float]) -> str:
+    """``name mean``, with its 95% t interval ``[low, high]`` when there are several values."""
+    s = stats.summarize(values)
+    return f"{name} {s.mean:.4f}" + ("" if s.n == 1 else f" [{s.low:.4f}, {s.high:.4f}]")
+
+
+def _greater(x: Sequence[float], y: Sequence[float] | float, holds: bool) -> float | None:
+    """One-sided p that the mean of `x` exceeds `y`: Welch's t-test against a sample, the
+    one-sample t-test against a number. None with one value a side; 0 or 1 (as `holds`)
+    when neither side has spread."""
+    number = np.ndim(y) == 0
+    if len(x) < 2 or not number and len(y) < 2:
+        return None
+    if np.ptp(x) == 0 and (number or np.ptp(y) == 0):
+        return float(not holds)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # nearly constant seeds
+        if number:
+            return float(sps.ttest_1samp(x, y, alternative="greater").pvalue)
+        return float(sps.ttest_ind(x, y, equal_var=False, alternative="greater").pvalue)
+
+
+def below(samples: Samples, a: str, b: str, d: float) -> Result:
+    """Run `a` is at least `d` (a fraction) below run `b`, and below it at all (Welch)."""
+    x, y = samples[a], samples[b]
+    diff = mean(y) - mean(x)
+    holds = diff >= d and diff > 0
+    need = f", need >= {100 * d:.2f} below" if d > 0 else ""
+    return Result(holds, _greater([v - d for v in y], x, holds),
+                  f"{shown(a, x)} {100 * abs(diff):.2f} pts {'below' if diff >= 0 else 'above'} "
+                  f"{shown(b, y)}{need}")
+
+
+def above(name: str, values: Sequence[float], c: float) -> Result:
+    """The mean of `values` exceeds `c` (one-sample t-test)."""
+    holds = mean(values) > c
+    return Result(holds, _greater(values, c, holds),
+                  f"{shown(name, values)} > {c:.4f}")
+
+
+def at_most(name: str, values: Sequence[float], c: float) -> Result:
+    """The mean of `values` is at most `c` (one-sample t-test)."""
+    holds = mean(values) <= c
+    return Result(holds, _greater([-v for v in values], -c, holds),
+                  f"{shown(name, values)} <= {c:.4f}")
+
+
+def lowest(samples: Samples, run: str, runs: Sequence[str]) -> Result:
+    """`run` has the lowest mean of `runs`, below each of the others."""
+    worst = min(runs, key=lambda r: mean(samples[r]))
+    return dataclasses.replace(combine([below(samples, run, r, 0.0) for r in runs if r != run]),
+                               text=f"worst: {worst}")
+
+
+def best_among(samples: Samples, group: Sequence[str], runs: Sequence[str]) -> Result:
+    """The best mean of `runs` is in `group`: its best member is above every run outside."""
+    top = _best(samples, group)
+    parts = [below(samples, r, top, 0.0) for r in runs if r not in group]
+    best = _best(samples, runs)
+    return dataclasses.replace(combine(parts), text=f"best: {shown(best, samples[best])}")
+
+
+def rank(samples: Samples, runs: Sequence[str], xs: Sequence[float], rho_min: float) -> Result:
+    """Accuracy rises with the swept value: Spearman's rho of the means >= `rho_min`, with the
+    one-sided p of rho between the values and every seed's accuracy."""
+    means = [mean(samples[r]) for r in runs]
+    rho = float(sps.spearmanr(xs, means).statistic) if len(set(means)) > 1 else math.nan
+    holds = rho >= rho_min  # NaN (constant means) does not hold
+    p = None
+    if all(len(samples[r]) > 1 for r in runs):
+        x = [xv for r, xv in zip(runs, xs, strict=True) for _ in samples[r]]
+        y = [v for r in runs for v in samples[r]]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a constant input: rho undefined, p NaN
+            p = float(sps.spearmanr(x, y, alternative="greater").pvalue)
+        p = float(not holds) if math.isnan(p) else p
+    return Result(holds, p, f"Spearman {runs[0]}..{runs[-1]} {rho:.2f}, need >= {rho_min:.2f}")
+
+
+def within(samples: Samples, runs: Sequence[str], d: float) -> Result:
+    """Every run's mean lies within `d` of the mean of the means (two one-sided tests each)."""
+    centre = mean([mean(samples[r]) for r in runs])
+    parts = [p for r in runs for p in (above(r, samples[r], centre - d),
+                                       at_most(r, samples[r], centre + d))]
+    far = max(runs, key=lambda r: abs(mean(samples[r]) - centre))
+    off = 100 * abs(mean(samples[far]) - centre)
+    return dataclasses.replace(combine(parts), text=(
+        f"mean {centre:.4f}; furthest {shown(far, samples[far])}, {off:.2f} pts off, "
+        f"need <= {100 * d:.2f}"))
+
+
+def combine(parts: Sequence[Result]) -> Result:
+    """All parts hold (intersection-union test): p the largest (None if any is None)."""
+    ps = [r.p_value for r in parts]
+    p = None if not parts or None in ps else max(ps)
+    return Result(all(r.holds for r in parts), p, "; ".join(r.text for r in parts))
+
+
+# ------------------------------------------------------------------------------ dead units
 @dataclasses.dataclass(frozen=True)
 class DeadUnits:
     """Dead input units at `threshold` (as summary.json keys it) in `layers` (None: all)."""
@@ -70,7 +166,12 @@ class DeadUnits:
         return sum(d for d, _ in kept) / sum(n for _, n in kept) if kept else None
 
     def inputs(self, width: int) -> int:
-        units = input_units(width)
+        """Input units of the layers in the notebook's VGG of width `width`."""
+        conf = vgg.vgg_conf(width)
+        channels, units = conf[0][1][0], {}
+        for name, (features, _) in conf[1:]:
+            if name in vgg.weight_layers(conf):
+                units[name], channels = channels, features
         return sum(units[k] for k in self.layers or units)
 
 
@@ -82,13 +183,12 @@ DEAD_QUERIES = (EARLY_1E9, CONV5_1E9, ALL_1E5)
 
 @dataclasses.dataclass(frozen=True)
 class NotebookDead:
-    """A dead-unit count the notebook states in words: `count` dead in `query` for `runs`,
-    at its width; `note` says how exact the count is."""
+    """A count the notebook states in words: `count` dead in `query` for `runs`, at its width."""
 
     runs: tuple[str, ...]
     query: DeadUnits
     count: int
-    note: str
+    note: str  # how exact the count is
 
     @property
     def fraction(self) -> float:
@@ -103,8 +203,7 @@ class NotebookDead:
 
 @dataclasses.dataclass(frozen=True)
 class Sample:
-    """One run's records: final test accuracy per seed, and per `DeadUnits` query the dead
-    fraction per seed (queries a record lacks are absent)."""
+    """One run's final test accuracy per seed, and per `DeadUnits` query its dead fractions."""
 
     accuracy: tuple[float, ...]
     dead: Mapping[DeadUnits, tuple[float, ...]] = dataclasses.field(default_factory=dict)
@@ -115,39 +214,49 @@ Records = Mapping[str, Sample]  # run name -> its records
 
 @dataclasses.dataclass(frozen=True)
 class Finding:
-    """One claim: the families and runs it reads, the claim, the notebook's numbers (text),
-    its test, and the notebook's dead-unit counts it relies on."""
+    """One claim: the runs it reads, the notebook's numbers (text), its test's parts (joined
+    by `combine`) and the notebook's dead-unit counts it relies on."""
 
     id: str
-    families: tuple[str, ...]
     runs: tuple[str, ...]
     statement: str
-    notebook: str
-    test: Callable[[Records], fs.Result]
+    reported: str
+    parts: Callable[[Records, Samples], list[Result]]  # (records, final accuracies)
     notebook_dead: tuple[NotebookDead, ...] = ()
+
+    @property
+    def families(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(registry.FAMILY_OF[r].name for r in self.runs))
+
+    @property
+    def notebook(self) -> str:
+        return "; ".join(filter(None, [self.reported, *(d.text for d in self.notebook_dead)]))
 
     @property
     def calibration(self) -> bool:
         return any(f in scales.CALIBRATION_FAMILIES for f in self.families)
 
+    def test(self, rec: Records) -> Result:
+        return combine(self.parts(rec, {name: s.accuracy for name, s in rec.items()}))
 
-# ------------------------------------------------------------------------------ the tests
+
+# ------------------------------------------------------------------------------ the findings
 def _points(rec: Records, runs: Sequence[str], k: float) -> float:
     """`k` notebook points at this scale, as a fraction of accuracy (module docstring)."""
-    here = max(fs.mean(rec[r].accuracy) for r in runs)
+    here = max(mean(rec[r].accuracy) for r in runs)
     notebook = max(RUNS[r].reported.test_accuracy for r in runs)
     return k / 100 * max(here - CHANCE, 0.0) / (notebook - CHANCE)
 
 
-def _best(acc: Mapping[str, Sequence[float]], runs: Sequence[str]) -> str:
-    return max(runs, key=lambda r: fs.mean(acc[r]))
+def _best(acc: Samples, runs: Sequence[str]) -> str:
+    return max(runs, key=lambda r: mean(acc[r]))
 
 
-def _dead(rec: Records, run: str, query: DeadUnits, compare: Callable, c: float) -> fs.Result:
+def _dead(rec: Records, run: str, query: DeadUnits, compare: Callable, c: float) -> Result:
     """`compare` (`above` or `at_most`) of run's dead fractions and `c`; false unrecorded."""
     values = rec[run].dead.get(query, ())
     if not values:
-        return fs.Result(False, None, f"{run}: dead units at {query.threshold} not recorded")
+        return Result(False, None, f"{run}: dead units at {query.threshold} not recorded")
     return compare(f"{run} dead fraction", values, c)
 
 
@@ -170,77 +279,63 @@ def _reported(runs: Sequence[str]) -> str:
 
 def _span(runs: Sequence[str]) -> str:
     acc = [RUNS[r].reported.test_accuracy for r in runs]
-    return f"{runs[0]}..{runs[-1]} {min(acc):.4f}-{max(acc):.4f} (mean {fs.mean(acc):.4f})"
+    return f"{runs[0]}..{runs[-1]} {min(acc):.4f}-{max(acc):.4f} (mean {mean(acc):.4f})"
 
 
-def _f6(rec: Records, acc: fs.Samples) -> list[fs.Result]:
+def _f6(rec: Records, acc: Samples) -> list[Result]:
     at_chance, trained = CHANCE + _points(rec, _FXP, 5), CHANCE + _points(rec, _FXP, 50)
-    low = min(_FXP[:6], key=lambda r: fs.mean(acc[r]))
-    trains = fs.combine([fs.above(r, acc[r], trained) for r in _FXP[:6]])
-    return [*(fs.at_most(r, acc[r], at_chance) for r in _FXP[6:]), dataclasses.replace(
-        trains, text=f"lowest of fxp1..fxp6: {fs.shown(low, acc[low])} > {trained:.4f}")]
-
-
-def _finding(id: str, runs: Sequence[str], statement: str, notebook: str,
-             parts: Callable[[Records, fs.Samples], list[fs.Result]],
-             dead: tuple[NotebookDead, ...] = ()) -> Finding:
-    """A row; its test joins `parts(records, final accuracies)` (`fs.combine`)."""
-    families = tuple(dict.fromkeys(registry.FAMILY_OF[r].name for r in runs))
-    notes = "; ".join(filter(None, [notebook, *(d.text for d in dead)]))
-
-    def test(rec: Records) -> fs.Result:
-        return fs.combine(parts(rec, {name: s.accuracy for name, s in rec.items()}))
-
-    return Finding(id, families, tuple(runs), statement, notes, test, dead)
+    low = min(_FXP[:6], key=lambda r: mean(acc[r]))
+    trains = combine([above(r, acc[r], trained) for r in _FXP[:6]])
+    return [*(at_most(r, acc[r], at_chance) for r in _FXP[6:]), dataclasses.replace(
+        trains, text=f"lowest of fxp1..fxp6: {shown(low, acc[low])} > {trained:.4f}")]
 
 
 FINDINGS: tuple[Finding, ...] = (
-    _finding("F1", _EXP, "SGD with L2 everywhere: accuracy rises with weight decay from exp2 "
-             "to exp6 (Spearman >= 0.8), and exp7 is below exp6", _reported(_EXP),
-             lambda rec, acc: [fs.rank(acc, _EXP[:5], _values(_EXP[:5]), 0.8),
-                               fs.below(acc, "exp7", "exp6", 0.0)]),
-    _finding("F2", _AXP, "SGDL1: strong L1 hurts; axp2 (1.6e-3) is the family's worst, at "
-             "least 5 points below axp1", _reported(("axp1", "axp2")),
-             lambda rec, acc: [fs.lowest(acc, "axp2", _AXP),
-                               fs.below(acc, "axp2", "axp1", _points(rec, _AXP, 5))]),
-    _finding("F3", _BXP, "SGDL1A: accuracy falls with L1; bxp4 (the strongest) is the worst, "
-             "at least 2 points below bxp1", _reported(_BXP),
-             lambda rec, acc: [fs.lowest(acc, "bxp4", _BXP),
-                               fs.below(acc, "bxp4", "bxp1", _points(rec, _BXP, 2))]),
-    _finding("F4", _CXP, "dup4: accuracy rises (cxp1..cxp5, Spearman >= 0.8) to a plateau "
-             "holding the best at cxp5-cxp7; cxp9 collapses, at least 10 points below the "
-             "best, with dead units in the early layers",
-             _reported(("cxp1", "cxp5", "cxp6", "cxp7", "cxp9")),
-             lambda rec, acc: [
-                 fs.rank(acc, _CXP[:5], _values(_CXP[:5]), 0.8),
-                 fs.best_among(acc, _CXP[4:7], _CXP),
-                 fs.below(acc, "cxp9", _best(acc, _CXP), _points(rec, _CXP, 10)),
-                 _dead(rec, "cxp9", EARLY_1E9, fs.above, 0.0)], (_CXP_DEAD,)),
-    _finding("F5", _DXP, "dup2: an inverted U; the best is dxp3 or dxp4, dxp1 at least 2 "
-             "points below it and dxp6 at least 4", _reported(("dxp1", "dxp3", "dxp4", "dxp6")),
-             lambda rec, acc: [
-                 fs.best_among(acc, ("dxp3", "dxp4"), _DXP),
-                 fs.below(acc, "dxp1", _best(acc, ("dxp3", "dxp4")), _points(rec, _DXP, 2)),
-                 fs.below(acc, "dxp6", _best(acc, ("dxp3", "dxp4")), _points(rec, _DXP, 4))]),
-    _finding("F6", _FXP, "dup1: fxp7 and fxp8 end at chance (at most 5 points above it), "
-             "fxp1-fxp6 train (more than 50 points above it)",
-             f"{_span(_FXP[:6])}; {_reported(_FXP[6:])}", _f6),
-    _finding("F7", _HXP, "SGD, weight decay 0.010-0.026: flat, every run within 1 point of "
-             "the family mean", _span(_HXP),
-             lambda rec, acc: [fs.within(acc, _HXP, _points(rec, _HXP, 1))]),
-    _finding("F8", (*_LXP, "ixp2"), "normalised updates kill units: every lxp run has many "
-             "dead conv5_1/conv5_2 inputs at 1e-9, ixp2 at most 4 per 1731 inputs at 1e-5",
-             "", lambda rec, acc: [
-                 *(_dead(rec, r, CONV5_1E9, fs.above, _LXP_DEAD.fraction / 2) for r in _LXP),
-                 _dead(rec, "ixp2", ALL_1E5, fs.at_most, _IXP2_DEAD.fraction)],
-             (_LXP_DEAD, _IXP2_DEAD)),
+    Finding("F1", _EXP, "SGD with L2 everywhere: accuracy rises with weight decay from exp2 "
+            "to exp6 (Spearman >= 0.8), and exp7 is below exp6", _reported(_EXP),
+            lambda rec, acc: [rank(acc, _EXP[:5], _values(_EXP[:5]), 0.8),
+                              below(acc, "exp7", "exp6", 0.0)]),
+    Finding("F2", _AXP, "SGDL1: strong L1 hurts; axp2 (1.6e-3) is the family's worst, at "
+            "least 5 points below axp1", _reported(("axp1", "axp2")),
+            lambda rec, acc: [lowest(acc, "axp2", _AXP),
+                              below(acc, "axp2", "axp1", _points(rec, _AXP, 5))]),
+    Finding("F3", _BXP, "SGDL1A: accuracy falls with L1; bxp4 (the strongest) is the worst, "
+            "at least 2 points below bxp1", _reported(_BXP),
+            lambda rec, acc: [lowest(acc, "bxp4", _BXP),
+                              below(acc, "bxp4", "bxp1", _points(rec, _BXP, 2))]),
+    Finding("F4", _CXP, "dup4: accuracy rises (cxp1..cxp5, Spearman >= 0.8) to a plateau "
+            "holding the best at cxp5-cxp7; cxp9 collapses, at least 10 points below the "
+            "best, with dead units in the early layers",
+            _reported(("cxp1", "cxp5", "cxp6", "cxp7", "cxp9")),
+            lambda rec, acc: [
+                rank(acc, _CXP[:5], _values(_CXP[:5]), 0.8),
+                best_among(acc, _CXP[4:7], _CXP),
+                below(acc, "cxp9", _best(acc, _CXP), _points(rec, _CXP, 10)),
+                _dead(rec, "cxp9", EARLY_1E9, above, 0.0)], (_CXP_DEAD,)),
+    Finding("F5", _DXP, "dup2: an inverted U; the best is dxp3 or dxp4, dxp1 at least 2 "
+            "points below it and dxp6 at least 4", _reported(("dxp1", "dxp3", "dxp4", "dxp6")),
+            lambda rec, acc: [
+                best_among(acc, ("dxp3", "dxp4"), _DXP),
+                below(acc, "dxp1", _best(acc, ("dxp3", "dxp4")), _points(rec, _DXP, 2)),
+                below(acc, "dxp6", _best(acc, ("dxp3", "dxp4")), _points(rec, _DXP, 4))]),
+    Finding("F6", _FXP, "dup1: fxp7 and fxp8 end at chance (at most 5 points above it), "
+            "fxp1-fxp6 train (more than 50 points above it)",
+            f"{_span(_FXP[:6])}; {_reported(_FXP[6:])}", _f6),
+    Finding("F7", _HXP, "SGD, weight decay 0.010-0.026: flat, every run within 1 point of "
+            "the family mean", _span(_HXP),
+            lambda rec, acc: [within(acc, _HXP, _points(rec, _HXP, 1))]),
+    Finding("F8", (*_LXP, "ixp2"), "normalised updates kill units: every lxp run has many "
+            "dead conv5_1/conv5_2 inputs at 1e-9, ixp2 at most 4 per 1731 inputs at 1e-5",
+            "", lambda rec, acc: [
+                *(_dead(rec, r, CONV5_1E9, above, _LXP_DEAD.fraction / 2) for r in _LXP),
+                _dead(rec, "ixp2", ALL_1E5, at_most, _IXP2_DEAD.fraction)],
+            (_LXP_DEAD, _IXP2_DEAD)),
 )
 
 
 # ------------------------------------------------------------------------------ records
 def notebook_records(findings: Sequence[Finding] = FINDINGS) -> dict[str, Sample]:
-    """The notebook's numbers as one-seed records: reported accuracy and the findings'
-    dead-unit counts as fractions of the inputs at its width."""
+    """The notebook's numbers as one-seed records (its dead-unit counts as fractions)."""
     dead: dict[str, dict[DeadUnits, tuple[float, ...]]] = {}
     for d in (d for f in findings for d in f.notebook_dead):
         for r in d.runs:
@@ -250,8 +345,8 @@ def notebook_records(findings: Sequence[Finding] = FINDINGS) -> dict[str, Sample
 
 
 def load_records(out: str | Path, runs: Iterable[str]) -> dict[str, Sample]:
-    """The finished seeds of each of `runs` in ``out/<family>/<run>/``; runs without a
-    finished seed are left out."""
+    """The finished seeds of each of `runs` in ``out/<family>/<run>/`` (runs without any are
+    left out)."""
     records = {}
     for r in runs:
         group = seeds.load(Path(out) / registry.FAMILY_OF[r].name / r)
@@ -265,17 +360,16 @@ def load_records(out: str | Path, runs: Iterable[str]) -> dict[str, Sample]:
 
 @dataclasses.dataclass(frozen=True)
 class Scored:
-    """A finding scored at one scale: its result (None: not run), the runs missing, and the
-    fewest finished seeds among its runs."""
+    """A finding's result at one scale (None: not run), its runs missing, and the fewest
+    finished seeds among its runs."""
 
     finding: Finding
-    result: fs.Result | None
+    result: Result | None
     missing: tuple[str, ...]
     seeds: int
 
 
 def score(finding: Finding, records: Records) -> Scored:
-    """`finding`'s test on `records`, or "not run" when a run is missing."""
     missing = tuple(r for r in finding.runs if r not in records)
     if missing:
         return Scored(finding, None, missing, 0)
@@ -292,8 +386,7 @@ def runs_by_family(findings: Sequence[Finding]) -> dict[str, list[str]]:
 
 
 def select(families: Sequence[str] | None) -> tuple[Finding, ...]:
-    """The findings that read any of `families` (all for None); UsageError for a family no
-    finding reads."""
+    """The findings that read any of `families` (None: all); UsageError for one none reads."""
     known = runs_by_family(FINDINGS)
     unknown = [n for n in families or () if n not in known]
     if unknown:
@@ -303,10 +396,6 @@ def select(families: Sequence[str] | None) -> tuple[Finding, ...]:
 
 
 # ------------------------------------------------------------------------------ table, picture
-COLUMNS = ("finding", "set", "notebook (full scale)", "this scale (95% interval)",
-           "reproduced", "p-value")
-
-
 def verdict(s: Scored) -> str:
     return "not run" if s.result is None else "yes" if s.result.reproduced else "no"
 
@@ -325,8 +414,6 @@ def _row(s: Scored) -> list[str]:
 
 def table(scored: Sequence[Scored], scale: str) -> str:
     """The markdown table, calibration findings first, with a count of what reproduced."""
-    ordered = sorted(scored, key=lambda s: not s.finding.calibration)
-    lines = report.markdown_table(COLUMNS, [_row(s) for s in ordered])
     counts = []
     for name, calibration in (("calibration", True), ("held out", False)):
         group = [s for s in scored if s.finding.calibration == calibration]
@@ -334,14 +421,18 @@ def table(scored: Sequence[Scored], scale: str) -> str:
         if group:
             counts.append(f"{name} {sum(s.result.reproduced for s in done)} of {len(done)} "
                           f"scored ({len(group) - len(done)} not run)")
+    ordered = sorted(scored, key=lambda s: not s.finding.calibration)
     return "\n".join([f"Findings reproduced at {scale} scale: {'; '.join(counts)}. "
                       f"p-values: one-sided, largest over a finding's parts, uncorrected; "
-                      f"'-': one seed, decided on the values.", "", *lines])
+                      f"'-': one seed, decided on the values.", "",
+                      *report.markdown_table(
+                          ("finding", "set", "notebook (full scale)", "this scale (95% interval)",
+                           "reproduced", "p-value"), [_row(s) for s in ordered])])
 
 
-def _normalised(values: Sequence[float | None], best: float) -> list[float | None]:
+def _normalised(values: Sequence[float], best: float) -> list[float]:
     gap = best - CHANCE if best - CHANCE > 1e-12 else 1.0  # a curve at chance stays at 0
-    return [None if v is None else (v - CHANCE) / gap for v in values]
+    return [(v - CHANCE) / gap for v in values]
 
 
 def _panel(ax: Axes, family: registry.Family, runs: Sequence[str], records: Records,
@@ -349,19 +440,15 @@ def _panel(ax: Axes, family: registry.Family, runs: Sequence[str], records: Reco
     """The notebook's curve and this scale's (means, 95% intervals, seeds as dots)."""
     ordered = sorted(runs, key=lambda r: RUNS[r].value)
     reported = [RUNS[r].reported.test_accuracy for r in ordered]
-    ax.plot([RUNS[r].value for r in ordered], _normalised(reported, max(reported)), "k^:",
+    ax.plot(_values(ordered), _normalised(reported, max(reported)), "k^:",
             label=f"notebook, full (best {max(reported):.4f})")
     done = [r for r in ordered if r in records]
     if done:
-        xs = [RUNS[r].value for r in done]
-        sums = [stats.summarize(records[r].accuracy) for r in done]
-        best = max(s.mean for s in sums)
-        plots.interval_errorbar(
-            ax, xs, _normalised([s.mean for s in sums], best),
-            _normalised([s.low for s in sums], best), _normalised([s.high for s in sums], best),
-            "o-", f"{scale}, n={min(s.n for s in sums)} (best {best:.4f})", color="#c0392b")
-        plots.seed_dots(ax, xs, [_normalised(records[r].accuracy, best) for r in done],
-                        "#c0392b")
+        best = max(mean(records[r].accuracy) for r in done)
+        n = min(len(records[r].accuracy) for r in done)
+        report.seed_errorbar(ax, _values(done),
+                             [_normalised(records[r].accuracy, best) for r in done], "o-",
+                             f"{scale}, n={n} (best {best:.4f})", color="#c0392b")
     else:
         ax.text(0.5, 0.1, f"not run at {scale}", transform=ax.transAxes, ha="center",
                 color="#555555")
@@ -417,15 +504,16 @@ def parser() -> cli.Parser:
     return p
 
 
-def train(findings: Sequence[Finding], scale: str, n_seeds: int, out: Path, args) -> None:
-    """Sweep every run the findings read (`experiments.sweep` skips finished ones)."""
+def train(runs: Mapping[str, Sequence[str] | None], scale: str, n_seeds: int, out: Path,
+          args) -> None:
+    """Sweep each family's `runs` (None: all of them); the sweep skips finished ones."""
     from experiments import sweep
 
     extra = (["--data", args.data] if args.data else []) + (
         ["--no-progress"] if args.no_progress else [])
-    for family, runs in runs_by_family(findings).items():
-        sweep.main(["--name", family, "--runs", ",".join(runs), "--scale", scale,
-                    "--seeds", str(n_seeds), "--out", str(out), *extra])
+    for family, names in runs.items():
+        sweep.main(["--name", family, *(["--runs", ",".join(names)] if names else []),
+                    "--scale", scale, "--seeds", str(n_seeds), "--out", str(out), *extra])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -434,13 +522,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     n_seeds = args.seeds or scales.SEEDS.get(scale, 1)
     chosen = select(args.families)
     out = Path(args.out or f"results/{scale}")
-    if args.collect:
-        if not out.is_dir():
-            raise storage.RunError(f"nothing to collect: {out} does not exist")
-    else:
+    if args.collect and not out.is_dir():
+        raise storage.RunError(f"nothing to collect: {out} does not exist")
+    if not args.collect:
         print(f"findings {', '.join(f.id for f in chosen)} at {scale} scale ({why}), "
               f"{n_seeds} seed(s); results in {out}")
-        train(chosen, scale, n_seeds, out, args)
+        train(runs_by_family(chosen), scale, n_seeds, out, args)
     records = load_records(out, dict.fromkeys(r for f in chosen for r in f.runs))
     print("\n" + write([score(f, records) for f in chosen], records, scale, out))
     return 0

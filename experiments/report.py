@@ -1,17 +1,13 @@
-"""A family's results: the notebook-style lines, statistics over seeds (`experiments.compare`'s
-table), summary.md, summary.csv and the pictures (docs/sweeps.md).
-
-The reference run is ``--baseline``, else the run the notebook based the family on (maybe of
-another family: read from ``<family_dir>/../<its family>/``), else the best mean; one
-without finished records at the sweep's protocol falls back to the best mean, and the
-table says why. A varied value a miniature scale mapped shows as ``notebook -> used``.
+"""A family's results: notebook-style lines, statistics over seeds, summary.md, summary.csv
+and the pictures (docs/sweeps.md#report-files). The reference is ``--baseline``, else the
+notebook's base run (maybe of another family), else the best mean.
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import io
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -42,8 +38,8 @@ def _label(run: registry.Run, family: registry.Family) -> str:
 
 def check_baseline(name: str | None, runs: Sequence[registry.Run] = (),
                    family_dir: Path | None = None) -> registry.Run | None:
-    """The registry run called `name` (None for None); a one-line ValueError otherwise.
-    With `family_dir` it must be among `runs` or have finished seeds on disk already."""
+    """The registry run called `name` (None for None); with `family_dir` it must be among
+    `runs` or have finished seeds on disk. A one-line ValueError otherwise."""
     if name is None:
         return None
     if name not in registry.FAMILY_OF:
@@ -65,7 +61,7 @@ def _protocol_matches(group: seeds.SeedGroup, scale: str) -> bool:
 def _entries(family: registry.Family, runs: Sequence[registry.Run], family_dir: Path,
              scale: str, baseline: str | None) -> tuple[list[tuple], int | None, str]:
     """The rows' (run, records, label), a reference from another family first; the
-    reference's index, and why that one."""
+    reference's index and why that one (the best mean where it has no records here)."""
     entries = [(r, seeds.load(run_dir(r, family_dir)), r.label) for r in runs]
     wanted = baseline or family.baseline
     why = "--baseline" if baseline else "the notebook's base for this family"
@@ -92,8 +88,7 @@ def _single_or_mean(values: Sequence) -> float | int | None:
 
 
 def used_value(group: seeds.SeedGroup, varies: str) -> float | None:
-    """The value of `varies` the run used where a miniature scale mapped it from the
-    notebook's (config.json's ``source_hparams``); None where the run used it as given."""
+    """The value of `varies` a miniature scale mapped the notebook's to (None: unmapped)."""
     for c in group.configs():
         config = c.get("config", {})
         if varies in dict(config.get("source_hparams") or ()):
@@ -120,8 +115,8 @@ def summary_rows(family: registry.Family, runs: Sequence[registry.Run], family_d
     rows = []
     for (run, g, label), test in zip(entries, seeds.compare([g for _, g, _ in entries], ref),
                                      strict=True):
-        dead = [sum(d.values()) for d in g.dead_units() if d]
-        dead_1e5 = [sum(d.values()) for d in g.dead_units("1e-05") if d]
+        dead = {f"dead_{k}": _single_or_mean([sum(d.values()) for d in g.dead_units(t) if d])
+                for k, t in (("1e9", "1e-09"), ("1e5", "1e-05"))}
         rows.append(dict(
             run=run.name, family=registry.FAMILY_OF[run.name].name, value=label,
             used_value=used_value(g, family.varies),
@@ -129,8 +124,7 @@ def summary_rows(family: registry.Family, runs: Sequence[registry.Run], family_d
             train_correct=_single_or_mean(g.values("final_train_correct")),
             train_total=_single_or_mean(g.values("train_total")),
             best_epoch=_single_or_mean(g.values("best_epoch")),
-            dead_1e9=_single_or_mean(dead), dead_1e5=_single_or_mean(dead_1e5),
-            topographic_grouping=grouping_text(g),
+            **dead, topographic_grouping=grouping_text(g),
             diverged=any(g.values("diverged")),
             diverged_seeds=sum(bool(d) for d in g.values("diverged")), finished=g.n > 0,
             **_notebook_fields(run, g, scale)))
@@ -138,8 +132,8 @@ def summary_rows(family: registry.Family, runs: Sequence[registry.Run], family_d
 
 
 def grouping_text(group: seeds.SeedGroup) -> str | None:
-    """``fc6 rho -0.41 p 0.010; ...``: per layer the mean over seeds of Spearman's rho
-    between cell distance and mean |W|, and of its permutation p-value (None: unrecorded)."""
+    """``fc6 rho -0.41 p 0.010; ...``: per layer the seeds' mean Spearman rho (cell distance
+    vs mean |W|) and permutation p-value; None where unrecorded."""
     parts = [f"{layer} rho {np.mean([e['spearman'] for e in entries]):+.2f} "
              f"p {np.mean([e['p_value'] for e in entries]):.3f}"
              + (f" (n={len(entries)})" if len(entries) > 1 else "")
@@ -147,9 +141,7 @@ def grouping_text(group: seeds.SeedGroup) -> str | None:
     return "; ".join(parts) or None
 
 
-def _fmt(x, spec=".4f") -> str:
-    """A table cell: blank for None, `spec` for a float (a mean over seeds), else str."""
-    return "" if x is None else format(x, spec) if isinstance(x, float) else str(x)
+_fmt = functools.partial(compare.cell, none="")  # a blank cell for None
 
 
 def _value(r: dict) -> str:
@@ -158,8 +150,7 @@ def _value(r: dict) -> str:
 
 
 def notebook_line(r: dict) -> str:
-    """``- dxp4: 0.00016 -> 0.9131 (50000)`` for one seed, as the notebook writes them;
-    ``- dxp4: 0.00016 -> 0.4727 ± 0.0041 (n=5)`` (± the standard error) for several."""
+    """``- dxp4: 0.00016 -> 0.9131 (50000)`` (one seed) or ``... -> 0.4727 ± 0.0041 (n=5)``."""
     head = f"- {r['run']}: {_value(r)} -> "
     if not r["finished"]:
         return head + "(not finished)"
@@ -194,30 +185,16 @@ def markdown_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> list[s
     return ["| " + " | ".join(line) + " |" for line in [head, ["---"] * len(head), *rows]]
 
 
-def _notebook_table(family: registry.Family, rows: list[dict], scale: str) -> list[str]:
-    where = ("" if scale == "full" else f" The {scale} scale is not the notebook's "
-             "protocol, so no difference is given.")
-    cells = []
-    for r in rows:
-        diverged = "" if not r["diverged"] else "yes" if r["n"] == 1 else \
-            f"{r['diverged_seeds']}/{r['n']}"
-        epoch = "unknown" if r["notebook_epoch"] is None else str(r["notebook_epoch"])
-        cells.append([
-            r["run"], _value(r), _fmt(r["n"]),
-            "" if r["train_correct"] is None else
+def _notebook_cells(r: dict) -> list[str]:
+    """A row of the notebook table (`markdown`)."""
+    diverged = "yes" if r["n"] == 1 else f"{r['diverged_seeds']}/{r['n']}"
+    epoch = "unknown" if r["notebook_epoch"] is None else str(r["notebook_epoch"])
+    return [r["run"], _value(r), _fmt(r["n"]), "" if r["train_correct"] is None else
             f"{_fmt(r['train_correct'], '.1f')}/{_fmt(r['train_total'], '.0f')}",
-            _fmt(r["best_epoch"], ".1f"), _fmt(r["dead_1e9"], ".1f"),
-            _fmt(r["dead_1e5"], ".1f"), diverged, _fmt(r["notebook_accuracy"]),
-            epoch if r["notebook_accuracy"] is not None else "",
-            _fmt(r["accuracy_at_epoch"]), _fmt(r["difference"], "+.4f"),
-            r["notebook_note"] or ""])
-    return ["## Training and the notebook", "",
-            "The notebook's number is compared with our mean test accuracy at the epoch the "
-            "notebook took it (\"compared at epoch\"; \"unknown\": no difference)." + where, "",
-            *markdown_table(["run", family.varies, "n", "train correct", "best epoch",
-                              "dead (1e-9)", "dead (1e-5)", "diverged", "notebook",
-                              "compared at epoch", "ours at that epoch", "difference",
-                              "note"], cells)]
+            _fmt(r["best_epoch"], ".1f"), _fmt(r["dead_1e9"], ".1f"), _fmt(r["dead_1e5"], ".1f"),
+            diverged if r["diverged"] else "", _fmt(r["notebook_accuracy"]),
+            "" if r["notebook_accuracy"] is None else epoch, _fmt(r["accuracy_at_epoch"]),
+            _fmt(r["difference"], "+.4f"), r["notebook_note"] or ""]
 
 
 def markdown(family: registry.Family, rows: list[dict], scale: str, protocol: dict,
@@ -234,7 +211,15 @@ def markdown(family: registry.Family, rows: list[dict], scale: str, protocol: di
            *markdown_table(["run", family.varies, *compare.STATS_HEAD], [
                [r["run"] + (" (reference)" if r["reference"] else ""), _value(r),
                 *compare.stats_cells(r)] for r in rows]), "",
-           *_notebook_table(family, rows, scale)]
+           "## Training and the notebook", "",
+           "The notebook's number is compared with our mean test accuracy at the epoch the "
+           "notebook took it (\"compared at epoch\"; \"unknown\": no difference)."
+           + ("" if scale == "full" else f" The {scale} scale is not the notebook's protocol, "
+              "so no difference is given."), "",
+           *markdown_table(["run", family.varies, "n", "train correct", "best epoch",
+                            "dead (1e-9)", "dead (1e-5)", "diverged", "notebook",
+                            "compared at epoch", "ours at that epoch", "difference", "note"],
+                           [_notebook_cells(r) for r in rows])]
     grouping = [[r["run"], r["topographic_grouping"]] for r in rows if r["topographic_grouping"]]
     if grouping:  # topographic schemes: is |W| lower between distant grid cells?
         out += ["", "## Topographic grouping", "",
@@ -256,17 +241,15 @@ def write_results(family: registry.Family, runs: Sequence[registry.Run], family_
     writer.writeheader()
     writer.writerows(rows)
     storage.atomic_write(family_dir / "summary.csv", buf.getvalue())
-    ref = next((r for r in rows if r["reference"]), None)
-    ref_group = (seeds.load(run_dir(registry.all_runs()[ref["run"]], family_dir))
-                 if ref else None)
-    sweep_pictures(family, runs, family_dir, same_protocol=scale == "full", reference=ref_group)
+    ref = next((registry.all_runs()[r["run"]] for r in rows if r["reference"]), None)
+    sweep_pictures(family, runs, family_dir, same_protocol=scale == "full",
+                   reference=None if ref is None else seeds.load(run_dir(ref, family_dir)))
     return rows
 
 
 def dry_run_lines(family: registry.Family, runs: Sequence[registry.Run], scale: str,
                   baseline: str | None = None) -> list[str]:
-    """For --dry-run: the reference run, and the epoch at which each notebook number is
-    compared with ours."""
+    """For --dry-run: the reference run, and when each notebook number is compared with ours."""
     out = [f"reference run: {baseline or family.baseline or 'the best mean'}",
            "notebook numbers, compared with our test accuracy at the epoch they were taken"
            + ("" if scale == "full" else " (at full scale only)") + ":"]
@@ -281,6 +264,20 @@ def dry_run_lines(family: registry.Family, runs: Sequence[registry.Run], scale: 
 
 
 # ------------------------------------------------------------------------------ pictures
+def seed_errorbar(ax: Axes, xs: Sequence[float], samples: Sequence[Sequence[float | None]],
+                  fmt: str, label: str, **kwargs) -> None:
+    """Per x the mean of its seeds joined by `fmt`, the 95% t interval as a bar and each seed
+    as a faint dot (an x without values is left out)."""
+    kept = [(x, [v for v in s if v is not None]) for x, s in zip(xs, samples, strict=True)]
+    if not any(s for _, s in kept):
+        return
+    xs, samples = zip(*[(x, s) for x, s in kept if s], strict=True)
+    sums = [stats.summarize(s) for s in samples]
+    bars = plots.interval_errorbar(ax, xs, [s.mean for s in sums], [s.low for s in sums],
+                                   [s.high for s in sums], fmt, label, **kwargs)
+    plots.seed_dots(ax, xs, samples, bars.lines[0].get_color())
+
+
 def _notebook_series(ax: Axes, runs: Sequence[registry.Run]) -> None:
     """The notebook's numbers, one series per epoch at which they were taken."""
     by_epoch: dict[int | None, list[tuple[float, float]]] = {}
@@ -293,20 +290,8 @@ def _notebook_series(ax: Axes, runs: Sequence[registry.Run]) -> None:
         ax.plot(*zip(*sorted(pts), strict=True), style, label=f"notebook ({when}, width 32)")
 
 
-def _reference_line(ax: Axes, reference: seeds.SeedGroup | None) -> None:
-    """The reference run's mean final test accuracy, with its interval shaded."""
-    if reference is None or not reference.values("final_test_accuracy"):
-        return
-    (row,) = seeds.compare([reference], 0)
-    ax.axhline(row["test_accuracy"], color="#777777", ls="-.", lw=0.9,
-               label=f"reference {reference.run_dir.name} (final)")
-    if row["test_accuracy_low"] is not None:
-        ax.axhspan(row["test_accuracy_low"], row["test_accuracy_high"], color="#777777",
-                   alpha=0.12, lw=0)
-
-
-def finish_axes(ax, family: registry.Family, ylabel: str, title: str,
-                 xlabel: str | None = None) -> None:
+def finish_axes(ax: Axes, family: registry.Family, ylabel: str, title: str,
+                xlabel: str | None = None) -> None:
     """Labels, grid and legend; a log x axis where the family's values span a wide range."""
     if xlabel is None and family.log_scale:
         ax.set_xscale("log")
@@ -319,19 +304,21 @@ def finish_axes(ax, family: registry.Family, ylabel: str, title: str,
 def accuracy_figure(family: registry.Family, done: Sequence[registry.Run],
                     groups: dict[str, seeds.SeedGroup], runs: Sequence[registry.Run],
                     same_protocol: bool, reference: seeds.SeedGroup | None):
-    """Final and best test accuracy against the varied value, notebook numbers beside
-    (on their own y axis unless `same_protocol`)."""
+    """Final and best test accuracy against the varied value, the reference's mean final as a
+    line, notebook numbers beside (on their own y axis unless `same_protocol`)."""
     fig, ax = plots.subplots(figsize=(7, 4.2))
     xs = [r.value for r in done]
-    rows = seeds.compare([groups[r.name] for r in done], None)
-    for key, fmt, label in (("test_accuracy", "o-", "final"),
+    for key, fmt, label in (("final_test_accuracy", "o-", "final"),
                             ("best_test_accuracy", "s--", "best")):
-        bars = plots.interval_errorbar(
-            ax, xs, [row[key] for row in rows], [row[f"{key}_low"] for row in rows],
-            [row[f"{key}_high"] for row in rows], fmt, f"{label} (mean, 95% interval)")
-        samples = [[v for v in groups[r.name].values(key) if v is not None] for r in done]
-        plots.seed_dots(ax, xs, samples, bars.lines[0].get_color())
-    _reference_line(ax, reference)
+        seed_errorbar(ax, xs, [groups[r.name].values(key) for r in done], fmt,
+                      f"{label} (mean, 95% interval)")
+    if reference is not None and reference.values("final_test_accuracy"):
+        (row,) = seeds.compare([reference], 0)
+        ax.axhline(row["test_accuracy"], color="#777777", ls="-.", lw=0.9,
+                   label=f"reference {reference.run_dir.name} (final)")
+        if row["test_accuracy_low"] is not None:
+            ax.axhspan(row["test_accuracy_low"], row["test_accuracy_high"], color="#777777",
+                       alpha=0.12, lw=0)
     if any(r.reported.test_accuracy is not None for r in runs):
         nb_ax = ax if same_protocol else ax.twinx()
         _notebook_series(nb_ax, runs)
@@ -356,7 +343,7 @@ def curves_figure(family: registry.Family, done: Sequence[registry.Run],
             plots.mean_band(ax, [m["epoch"] for m in per_seed[0][:length]], samples,
                             f"{r.name} ({r.label}), n={len(per_seed)}")
     finish_axes(ax, family, "test accuracy",
-                 f"{family.name}: test accuracy (mean over seeds, 95% interval)", "epoch")
+                f"{family.name}: test accuracy (mean over seeds, 95% interval)", "epoch")
     return fig
 
 
@@ -392,27 +379,24 @@ def dead_units_figure(family: registry.Family, done: Sequence[registry.Run],
 def lines_figure(family: registry.Family, done: Sequence[registry.Run],
                  groups: dict[str, seeds.SeedGroup]):
     """Final test accuracy against the varied value, one line per value of the family's
-    ``lines_by`` setting (txp: accuracy vs tau_epochs, one line per width)."""
+    ``lines_by`` setting (txp: one line per width)."""
     fig, ax = plots.subplots(figsize=(7, 4.2))
     by_line: dict[Any, list[registry.Run]] = {}
-    for r in done:
+    for r in sorted(done, key=lambda r: r.value):
         by_line.setdefault(r.settings.get(family.lines_by), []).append(r)
     for key, members in sorted(by_line.items(), key=lambda kv: (kv[0] is None, kv[0])):
-        members = sorted(members, key=lambda r: r.value)
-        rows = seeds.compare([groups[r.name] for r in members], None)
-        plots.interval_errorbar(
-            ax, [r.value for r in members], [row["test_accuracy"] for row in rows],
-            [row["test_accuracy_low"] for row in rows],
-            [row["test_accuracy_high"] for row in rows], "o-", f"{family.lines_by} {key}")
+        seed_errorbar(ax, [r.value for r in members],
+                      [groups[r.name].values("final_test_accuracy") for r in members], "o-",
+                      f"{family.lines_by} {key}")
     finish_axes(ax, family, "final test accuracy",
-                 f"{family.name}: one line per {family.lines_by} (mean, 95% interval)")
+                f"{family.name}: one line per {family.lines_by} (mean, 95% interval)")
     return fig
 
 
 def grouping_figure(family: registry.Family, done: Sequence[registry.Run],
                     groups: dict[str, seeds.SeedGroup]):
-    """Per run (rows) and layer (columns) the cell-by-cell mean |W| map of the final kernel
-    over seeds, titled with rho and p; None when no run recorded one."""
+    """Per run (rows) and layer (columns) the seeds' mean cell-by-cell |W| map of the final
+    kernel, titled with rho and p; None when no run recorded one."""
     recorded = {r.name: groups[r.name].topographic_grouping() for r in done}
     runs = [r for r in done if recorded[r.name]]
     if not runs:
@@ -439,12 +423,11 @@ def grouping_figure(family: registry.Family, done: Sequence[registry.Run],
     return fig
 
 
-def sweep_pictures(family: registry.Family, runs: Sequence[registry.Run],
-                   family_dir: str | os.PathLike, same_protocol: bool = False,
+def sweep_pictures(family: registry.Family, runs: Sequence[registry.Run], family_dir: Path,
+                   same_protocol: bool = False,
                    reference: seeds.SeedGroup | None = None) -> list[Path]:
-    """accuracy_vs_<param>.png, curves.png, dead_units_and_coefficients.png, and where they
-    apply topographic_grouping.png and accuracy_vs_<param>_by_<lines_by>.png; `reference`,
-    when given, is drawn as a horizontal line."""
+    """accuracy_vs_<param>.png, curves.png, dead_units_and_coefficients.png and, where they
+    apply, topographic_grouping.png and accuracy_vs_<param>_by_<lines_by>.png."""
     family_dir = Path(family_dir)
     groups = {r.name: seeds.load(family_dir / r.name) for r in runs}
     done = [r for r in runs if groups[r.name].n]

@@ -1,12 +1,5 @@
-"""The protocols a sweep can run at, as data.
-
-``full`` is the notebook's (docs/protocol.md). ``quick`` is a CPU smoke run of the same
-family: a narrower model, a class-balanced training subset, fewer and shorter stages with
-the same halving shape. ``medium`` is quick's protocol with three seeds by default.
-
-``preview`` is a *miniature* of ``full`` (`Miniature`): fewer, shorter steps, and each run's
-decay hyperparameters mapped so that the decay does in the short run a fixed fraction of
-what it did in the notebook's (docs/sweeps.md#preview-scale explains the derivation).
+"""The protocols a sweep can run at (docs/sweeps.md#scales): ``full`` is the notebook's,
+``quick`` a CPU smoke run (``medium``: with three seeds), ``preview`` a `Miniature` of ``full``.
 """
 
 from __future__ import annotations
@@ -18,8 +11,7 @@ from typing import Any
 
 import jax
 
-TRAIN_IMAGES = 50_000
-"""CIFAR-10's training set: the step counts of a protocol without a subset."""
+TRAIN_IMAGES = 50_000  # CIFAR-10's training set
 
 SCALES: dict[str, dict] = {
     "full": dict(width=32, batch_size=128, stages=10, epochs_per_stage=20,
@@ -33,9 +25,7 @@ SCALES: dict[str, dict] = {
 # medium: quick's protocol with three seeds per run (a quick run takes about 57 s on 2 cores).
 SCALES["medium"] = dict(SCALES["quick"])
 SEEDS: dict[str, int] = {"medium": 3, "preview": 3}  # a scale's default --seeds (others: 1)
-DECAYS = ("weight_decay", "L1_decay")
-"""The hyperparameters a `Miniature` scales as decay coefficients (per-layer multipliers
-such as ``last1_mult`` scale with them through the coefficient they multiply)."""
+DECAYS = ("weight_decay", "L1_decay")  # what a `Miniature` maps (multipliers follow them)
 
 
 def lr_integral(protocol: Mapping[str, Any]) -> float:
@@ -47,24 +37,14 @@ def lr_integral(protocol: Mapping[str, Any]) -> float:
 
 @dataclasses.dataclass(frozen=True)
 class Miniature:
-    """A short protocol whose runs keep a fixed fraction of the source's decay integral.
-
-    Weight decay acts on the timescale ``1 / (lr * wd)`` steps; what it does in a run is
-    about ``sum_t lr(t) * wd`` (Wang & Aitchison 2025). With ``R`` the ratio of the source's
-    `lr_integral` to the miniature's, the rule multiplies ``lr * wd`` by ``g = kept * R``:
+    """A short protocol whose runs keep the fraction `kept` of the source's decay integral
+    ``sum_t lr(t) * wd`` (docs/sweeps.md#preview-scale). With ``R`` the ratio of the source's
+    `lr_integral` to the miniature's and ``g = kept * R``:
 
         lr' = lr * g ** lr_share,    wd' = wd * g ** (1 - lr_share)    (L1_decay as wd)
 
-    so the miniature's decay integral is ``kept`` times the source's. For a BatchNorm-scaled
-    kernel, the equilibrium angular update ``sqrt(2 lr wd / (1 + m))`` grows by ``sqrt(g)``
-    and the equilibrium norm, ``~ (lr / wd) ** (1 / 4)``, changes by
-    ``g ** ((2 lr_share - 1) / 4)``: ``lr_share = 1/2`` keeps the norms (hence the distance
-    to BatchNorm's eps that decides when units die) where the notebook had them
-    (docs/equilibrium.md). The per-layer factors of a scheme (variance-inverse, fan-in) are
-    measured on the source's width (`factor_width`): a variance-inverse factor grows with the
-    fan-in, so measured on the narrow model it would cut the decay of every layer but the
-    first by the width ratio (4 at width 8). ``kept`` and ``lr_share`` are the rule's two
-    constants, fitted on the `CALIBRATION_FAMILIES` only (docs/sweeps.md#preview-scale).
+    ``lr_share = 1/2`` keeps the equilibrium norms ``~ (lr / wd) ** (1 / 4)``. Per-layer decay
+    factors are measured at the source's width (`factor_width`).
     """
 
     source: str
@@ -76,14 +56,13 @@ class Miniature:
         return self.kept * lr_integral(SCALES[self.source]) / lr_integral(protocol)
 
     def factor_width(self, run_width: int | None) -> int:
-        """The width the per-layer decay factors are measured at: the run's at the source
-        (`run_width` where the run fixes its width, else the source's)."""
+        """The width the per-layer decay factors are measured at: `run_width` where the run
+        fixes its width, else the source's."""
         return SCALES[self.source]["width"] if run_width is None else run_width
 
     def map_hparams(self, hparams: Mapping[str, Any], protocol: Mapping[str, Any],
                     base_lr: float) -> dict[str, Any]:
-        """The hyperparameters a run uses at `protocol`, from the source's; `base_lr` is the
-        learning rate the run has when ``hparams['lr']`` is None (its scheme's default)."""
+        """The hyperparameters a run uses at `protocol`; `base_lr` stands for an unset lr."""
         g = self.gain(protocol)
         lr = hparams.get("lr")
         out = dict(hparams, lr=(base_lr if lr is None else lr) * g ** self.lr_share)
@@ -93,9 +72,8 @@ class Miniature:
         return out
 
 
+# The only families the preview's constants were fitted on (named before the fit).
 CALIBRATION_FAMILIES = ("dxp", "exp")
-"""The only families the preview's constants were fitted on; every other family is held out
-(named here before the fit)."""
 
 MINIATURES: dict[str, Miniature] = {
     "preview": Miniature(source="full", kept=0.05, lr_share=0.5),
@@ -103,10 +81,7 @@ MINIATURES: dict[str, Miniature] = {
 
 
 def choose(scale: str | None) -> tuple[str, str]:
-    """The scale to use and why: full on an accelerator, preview on CPU, unless given.
-
-    On CPU the preview reproduces more of the notebook's findings than quick does
-    (docs/results/findings.md)."""
+    """The scale to use and why: full on an accelerator, preview on CPU, unless given."""
     if scale is not None:
         return scale, "as asked"
     backend = jax.default_backend()

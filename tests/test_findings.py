@@ -9,7 +9,7 @@ import pytest
 from scipy import stats as sps
 from synthetic_runs import LAYERS, write_run
 
-from experiments import cli, findings, findings_stats, registry
+from experiments import cli, findings, registry
 from experiments.findings import ALL_1E5, CONV5_1E9, EARLY_1E9, FINDINGS, Sample
 
 BY_ID = {f.id: f for f in FINDINGS}
@@ -137,24 +137,24 @@ def test_seeds_noise_as_large_as_the_effects_fails():
 
 def test_one_sided_welch_matches_scipy_and_noise_is_not_significant():
     clear = {"axp1": [0.871, 0.873, 0.875], "axp2": [0.806, 0.808, 0.810]}
-    part = findings_stats.below(clear, "axp2", "axp1", 0.05)
+    part = findings.below(clear, "axp2", "axp1", 0.05)
     direct = sps.ttest_ind(np.array(clear["axp1"]) - 0.05, clear["axp2"], equal_var=False,
                            alternative="greater").pvalue
     assert part.holds and part.p_value == pytest.approx(direct) and part.p_value < 0.01
     noisy = {"axp1": [0.80, 0.873, 0.946], "axp2": [0.74, 0.808, 0.876]}
-    part = findings_stats.below(noisy, "axp2", "axp1", 0.05)
+    part = findings.below(noisy, "axp2", "axp1", 0.05)
     assert part.holds and part.p_value > 0.05 and not part.reproduced
-    one = findings_stats.below({"a": [0.8], "b": [0.9]}, "a", "b", 0.05)
+    one = findings.below({"a": [0.8], "b": [0.9]}, "a", "b", 0.05)
     assert one.holds and one.p_value is None and one.reproduced
 
 
 def test_one_sample_tests_and_samples_without_spread():
-    low = findings_stats.at_most("fxp7", [0.1, 0.1, 0.1], 0.15)
+    low = findings.at_most("fxp7", [0.1, 0.1, 0.1], 0.15)
     assert low.holds and low.p_value == 0.0
-    high = findings_stats.at_most("fxp7", [0.2, 0.2, 0.2], 0.15)
+    high = findings.at_most("fxp7", [0.2, 0.2, 0.2], 0.15)
     assert not high.holds and high.p_value == 1.0
     x = [0.12, 0.13, 0.16]
-    part = findings_stats.above("lxp1", x, 0.07)
+    part = findings.above("lxp1", x, 0.07)
     assert part.p_value == pytest.approx(sps.ttest_1samp(x, 0.07, alternative="greater").pvalue)
 
 

@@ -1,17 +1,8 @@
 """wdjax: weight-decay research in JAX/Optax.
 
-The map, bottom to top (a package imports only from those above it in this list):
-
-* `wdjax.decay` -- the decay transforms, each an Optax ``GradientTransformation``;
-* `wdjax.cpu` -- CPU convolution plan, Winograd and fused BatchNorm (used on CPU only);
-* `wdjax.models` -- the notebook's VGG (from its layer list) and a CIFAR ResNet-18;
-* `wdjax.layers` -- the layer table of any Flax model and the label trees stated on it;
-* `wdjax.schemes` -- the named optimisers as table rows, built into Optax chains;
-* `wdjax.data` -- CIFAR-style data from TFDS or an image folder / archive;
-* `wdjax.analysis` -- dead units, norms, statistics over seeds, pictures;
-* `wdjax.training` -- config, compiled steps, the training loop and its records.
-
-`wdjax.storage` (atomic files, JSON lines, locks) sits under all of them.
+Packages, bottom to top (each imports only from those before it): storage, decay (the Optax
+transforms), cpu, models, layers (layer tables, label trees), schemes (named optimisers), data,
+analysis, training.
 """
 
 from wdjax import analysis, cpu, data, decay, layers, models, schemes, storage, training

@@ -1,19 +1,7 @@
-"""Run records on disk: atomic files, JSON lines, run-name checks and locks.
+"""Run records on disk: atomic files, JSON lines (readers skip a torn line), name checks, locks.
 
-A run lives in ``<out>/<name>/`` (one seed), or its seeds each in ``<out>/<name>/seed<k>/``
-(see `seed_dirs`)::
-
-    config.json     the full config, versions, device and per-layer decay coefficients
-    metrics.jsonl   one line per epoch
-    steps.jsonl     one line every `log_every` global steps (`runlog.log_steps` says which
-                    loss and norms)
-    summary.json    written last: its presence means the run is finished
-    checkpoints/    orbax checkpoints (last two epochs)
-    *.png           pictures
-
-Every whole file is written to a temporary name and renamed, so a reader never sees half
-a file; JSON-lines readers skip a torn last line left by a killed process.
-"""
+A run keeps config.json, metrics.jsonl, steps.jsonl, summary.json (written last: finished),
+checkpoints/ and pictures in ``<out>/<name>/``, or per seed in ``seed<k>/`` of it."""
 
 from __future__ import annotations
 
@@ -57,17 +45,16 @@ def jsonable(x: Any) -> Any:
 
 
 def dumps(obj: Any) -> str:
-    return json.dumps(jsonable(obj), sort_keys=False)
+    return json.dumps(jsonable(obj))
 
 
 def atomic_write(path: str | os.PathLike, data: str | bytes) -> None:
     """Write `data` to `path` via a temporary file in the same directory and a rename."""
     path = Path(path)
-    mode = "wb" if isinstance(data, bytes) else "w"
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         os.fchmod(fd, _FILE_MODE)  # mkstemp's 0600 would hide results from other users
-        with os.fdopen(fd, mode) as f:
+        with os.fdopen(fd, "wb" if isinstance(data, bytes) else "w") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -82,19 +69,18 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def read_json(path: str | os.PathLike) -> Any:
-    with open(path) as f:
-        return json.load(f)
+    return json.loads(Path(path).read_text())
 
 
 def append_jsonl(path: str | os.PathLike, obj: Any) -> None:
     """Append one line; a torn line from an earlier crash is cut off first."""
     path = Path(path)
     if path.exists() and path.stat().st_size:
-        with open(path, "rb+") as f:
+        with open(path, "rb") as f:
             f.seek(-1, os.SEEK_END)
-            if f.read(1) != b"\n":
-                rows = read_jsonl(path)
-                atomic_write(path, "".join(dumps(r) + "\n" for r in rows))
+            torn = f.read(1) != b"\n"
+        if torn:
+            rewrite_jsonl(path, read_jsonl(path))
     with open(path, "a") as f:
         f.write(dumps(obj) + "\n")
         f.flush()
@@ -104,16 +90,12 @@ def append_jsonl(path: str | os.PathLike, obj: Any) -> None:
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
     """All complete lines of a JSON-lines file; a torn or garbled line is skipped."""
     rows = []
-    if not Path(path).exists():
-        return rows
-    with open(path) as f:
+    with contextlib.suppress(FileNotFoundError), open(path) as f:
         for line in f:
             if not line.endswith("\n"):
                 break
-            try:
+            with contextlib.suppress(json.JSONDecodeError):
                 rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
     return rows
 
 
@@ -132,9 +114,7 @@ def check_name(name: str) -> str:
 def check_writable(out: str | os.PathLike, need_bytes: int = 16 << 20) -> Path:
     """Fail early, creating nothing, if `out` (or its nearest existing parent) is unwritable."""
     out = Path(out).resolve()
-    probe = out
-    while not probe.exists():
-        probe = probe.parent
+    probe = next(p for p in (out, *out.parents) if p.exists())
     if not probe.is_dir():
         raise RunError(f"output path {out} is not a directory ({probe} is a file)")
     if not os.access(probe, os.W_OK | os.X_OK):
@@ -147,12 +127,9 @@ def check_writable(out: str | os.PathLike, need_bytes: int = 16 << 20) -> Path:
 
 
 def run_state(run_dir: Path) -> str:
-    """``'new'``, ``'finished'`` (summary.json exists) or ``'partial'``.
-
-    Hidden entries do not count: a process killed while writing its first file leaves only
-    a ``.config.json.*`` temporary, and the same command must then start the run afresh.
-    """
-    if not run_dir.exists() or not any(not p.name.startswith(".") for p in run_dir.iterdir()):
+    """``'new'``, ``'finished'`` (summary.json exists) or ``'partial'``; hidden entries (the
+    temporary of a killed first write) do not count."""
+    if not run_dir.exists() or all(p.name.startswith(".") for p in run_dir.iterdir()):
         return "new"
     return "finished" if (run_dir / "summary.json").exists() else "partial"
 
@@ -163,12 +140,8 @@ def seed_dir(run_dir: str | os.PathLike, seed_index: int) -> Path:
 
 
 def seed_dirs(run_dir: str | os.PathLike) -> list[Path]:
-    """The record directories of a run's seeds, in seed order.
-
-    A run directory holding records itself (any of `RECORD_FILES`) is one seed: ``[run_dir]``.
-    Otherwise its ``seed0/``, ``seed1/``, ... subdirectories, ordered by number (``seed10``
-    after ``seed9``); none (or no such directory) gives ``[]``.
-    """
+    """The record directories of a run's seeds, in seed order: ``[run_dir]`` when it holds
+    records itself (`RECORD_FILES`), else its ``seed<k>/`` by number; ``[]`` if none."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         return []
@@ -179,26 +152,36 @@ def seed_dirs(run_dir: str | os.PathLike) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def _stat(pid: int) -> list[str]:
+    """The fields of /proc/<pid>/stat after the command name; [] if unreadable."""
+    with contextlib.suppress(OSError, IndexError):
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return []
+
+
 def start_time(pid: int) -> str | None:
     """When process `pid` started (clock ticks after boot, /proc field 22); None if unknown."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
+    stat = _stat(pid)
+    return stat[19] if len(stat) > 19 else None
 
 
 def _holder(path: Path) -> int:
-    """The pid holding the lock file `path`, or 0 when it is stale or unreadable.
-
-    The file holds ``pid start_time``: a live process with that pid but another start time
-    reused the pid of a dead holder (files with only a pid are judged by the pid alone).
-    """
+    """The live pid holding lock file `path` (``pid start_time``), or 0 when it is stale (gone,
+    a zombie, or a live pid with another start time: reused)."""
     try:
         pid, *start = path.read_text().split()
         pid = int(pid)
     except (OSError, ValueError):
         return 0
-    if pid == os.getpid() or not _alive(pid):
+    if pid == os.getpid():
+        return 0
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return 0
+    except PermissionError:
+        pass  # alive, another user's
+    if _stat(pid)[:1] == ["Z"]:
         return 0
     now = start_time(pid)
     return 0 if start and now is not None and start[0] != now else pid
@@ -207,12 +190,8 @@ def _holder(path: Path) -> int:
 @contextlib.contextmanager
 def lock(directory: str | os.PathLike, what: str = "sweep",
          name: str = ".lock") -> Iterator[None]:
-    """Hold an exclusive lock on `directory` (or on one entry: file `name` in it).
-
-    A second holder gets a one-line RunError. A lock file whose process is gone, judged by
-    its pid and start time (`_holder`), is taken over, so a killed run or sweep never blocks
-    the next one, even when its pid was reused.
-    """
+    """Hold an exclusive lock on `directory` (or on one entry: file `name` in it); a second
+    holder gets a one-line RunError, a stale lock (`_holder`) is taken over."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / name
@@ -222,8 +201,7 @@ def lock(directory: str | os.PathLike, what: str = "sweep",
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
-            pid = _holder(path)
-            if pid:
+            if pid := _holder(path):
                 raise RunError(f"{label} is locked by another {what} (pid {pid}); "
                                "wait for it or stop it") from None
             path.unlink(missing_ok=True)  # stale: its process is gone
@@ -239,17 +217,3 @@ def lock(directory: str | os.PathLike, what: str = "sweep",
         with contextlib.suppress(OSError):
             if path.read_text().strip() == me:
                 path.unlink()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie (exited, not yet reaped) holds no lock.
-    with contextlib.suppress(OSError):
-        if Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z":
-            return False
-    return True

@@ -1,7 +1,6 @@
-"""Pictures of runs, and figure helpers for sweeps over seeds (matplotlib). PNGs are atomic.
+"""Pictures of runs, and figure helpers for sweeps over seeds, written atomically as PNGs.
 
-Figures are plain ``matplotlib.figure.Figure`` objects, not pyplot ones: drawing needs no
-GUI backend and importing this module changes no global matplotlib state.
+Plain ``matplotlib.figure.Figure`` objects, no pyplot: no GUI backend, no global state.
 """
 
 from __future__ import annotations
@@ -44,59 +43,48 @@ def _log_if_positive(ax: Axes) -> None:
         ax.set_yscale("log")
 
 
-def _layers(rows: list[dict]) -> list[str]:
-    return list(rows[-1]["angular_update"]) if rows else []
-
-
 def accuracy_figure(rows: list[dict], title: str = "") -> Figure:
     """Train/test accuracy and loss per epoch."""
     ep = [r["epoch"] for r in rows]
     fig, (a1, a2) = subplots(1, 2, figsize=(11, 4))
-    a1.plot(ep, [r["train_accuracy"] for r in rows], label="train (augmented, while training)")
-    a1.plot(ep, [r["test_accuracy"] for r in rows], label="test")
-    a1.set(xlabel="epoch", ylabel="accuracy", title=f"{title} accuracy", ylim=(0, 1))
-    a1.grid(alpha=0.3)
-    a1.legend()
-    a2.plot(ep, [r["train_loss"] for r in rows], label="train")
-    a2.plot(ep, [r["test_loss"] for r in rows], label="test")
-    a2.set(xlabel="epoch", ylabel="cross-entropy", title=f"{title} loss")
+    panels = ((a1, "accuracy", "accuracy", "train (augmented, while training)"),
+              (a2, "loss", "cross-entropy", "train"))
+    for ax, what, ylabel, train in panels:
+        ax.plot(ep, [r[f"train_{what}"] for r in rows], label=train)
+        ax.plot(ep, [r[f"test_{what}"] for r in rows], label="test")
+        ax.set(xlabel="epoch", ylabel=ylabel, title=f"{title} {what}")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    a1.set_ylim(0, 1)
     _log_if_positive(a2)
-    a2.grid(alpha=0.3)
-    a2.legend()
     return fig
 
 
 def norms_figure(rows: list[dict], title: str = "") -> Figure:
     """Per-layer kernel norm; angular update against its equilibrium prediction; and the
-    equilibrium monitor's ratio (EMA of the angular update over the prediction; 1 at
-    equilibrium)."""
-    layers = _layers(rows)
+    equilibrium monitor's ratio (EMA angular update / prediction; 1 at equilibrium)."""
+    layers = list(rows[-1]["angular_update"]) if rows else []
     ep = [r["epoch"] for r in rows]
     cmap = matplotlib.colormaps["viridis"].resampled(max(len(layers), 2))
     fig, (a1, a2, a3) = subplots(1, 3, figsize=(17, 4.5))
     for i, layer in enumerate(layers):
-        key = f"{layer}/conv/kernel"
-        a1.plot(ep, [r["tensors"].get(key, {}).get("param", np.nan) for r in rows],
-                color=cmap(i), label=layer)
+        a1.plot(ep, [r["tensors"].get(f"{layer}/conv/kernel", {}).get("param", np.nan)
+                     for r in rows], color=cmap(i), label=layer)
         angular = [r["angular_update"][layer] for r in rows]
         a2.plot(ep, [a["measured"] for a in angular], color=cmap(i), label=layer)
-        pred = [a.get("predicted") for a in angular]
-        if any(p is not None for p in pred):
-            a2.plot(ep, [np.nan if p is None else p for p in pred], color=cmap(i), ls="--",
-                    lw=0.8)
-        ratio = [a.get("ratio") for a in angular]
-        if any(q is not None for q in ratio):
-            a3.plot(ep, [np.nan if q is None else q for q in ratio], color=cmap(i),
-                    label=layer)
+        optional = ((a2, "predicted", dict(ls="--", lw=0.8)), (a3, "ratio", dict(label=layer)))
+        for ax, key, style in optional:
+            values = [a.get(key) for a in angular]
+            if any(v is not None for v in values):
+                ax.plot(ep, [np.nan if v is None else v for v in values], color=cmap(i), **style)
     a3.axhline(1.0, color="black", lw=0.8, ls=":")
-    a1.set(xlabel="epoch", ylabel="||W||", title=f"{title} kernel norms")
-    a2.set(xlabel="epoch", ylabel="||dW|| / ||W|| per step",
-           title="angular update (dashed: equilibrium prediction)")
-    a3.set(xlabel="epoch", ylabel="EMA angular update / prediction",
-           title="distance to rotational equilibrium (1: there)")
-    for a in (a1, a2, a3):
-        a.grid(alpha=0.3)
-        _log_if_positive(a)
+    names = (("||W||", f"{title} kernel norms"),
+             ("||dW|| / ||W|| per step", "angular update (dashed: equilibrium prediction)"),
+             ("EMA angular update / prediction", "distance to rotational equilibrium (1: there)"))
+    for ax, (ylabel, what) in zip((a1, a2, a3), names, strict=True):
+        ax.set(xlabel="epoch", ylabel=ylabel, title=what)
+        ax.grid(alpha=0.3)
+        _log_if_positive(ax)
     a1.legend(fontsize=7, ncol=2)
     return fig
 
@@ -104,11 +92,9 @@ def norms_figure(rows: list[dict], title: str = "") -> Figure:
 def dead_units_figure(dead: Mapping[str, Sequence[int]], title: str = "") -> Figure:
     """Dead input units per layer (bars) out of the layer's inputs."""
     layers = list(dead)
-    counts = [dead[k][0] for k in layers]
-    totals = [dead[k][1] for k in layers]
     fig, ax = subplots(figsize=(10, 3.5))
-    ax.bar(layers, totals, color="#dddddd", label="inputs")
-    ax.bar(layers, counts, color="#c0392b", label="dead")
+    ax.bar(layers, [dead[k][1] for k in layers], color="#dddddd", label="inputs")
+    ax.bar(layers, [dead[k][0] for k in layers], color="#c0392b", label="dead")
     ax.set(ylabel="units", title=title)
     ax.tick_params(axis="x", rotation=45)
     ax.legend()
@@ -121,14 +107,11 @@ def run_pictures(run_dir: str | os.PathLike) -> list[Path]:
     rows = storage.read_jsonl(run_dir / "metrics.jsonl")
     if not rows:
         return []
-    name = run_dir.name
-    out = [save(accuracy_figure(rows, name), run_dir / "accuracy.png"),
-           save(norms_figure(rows, name), run_dir / "norms.png")]
-    dead = rows[-1]["dead_units"]
+    name, dead = run_dir.name, rows[-1]["dead_units"]
     thr = "1e-09" if "1e-09" in dead else next(iter(dead))
-    out.append(save(dead_units_figure(dead[thr], f"{name}: dead units (threshold {thr})"),
-                    run_dir / "dead_units.png"))
-    return out
+    figures = {"accuracy": accuracy_figure(rows, name), "norms": norms_figure(rows, name),
+               "dead_units": dead_units_figure(dead[thr], f"{name}: dead units (threshold {thr})")}
+    return [save(fig, run_dir / f"{key}.png") for key, fig in figures.items()]
 
 
 def activation_histograms(outputs: Mapping[str, np.ndarray], path: str | os.PathLike) -> Path:
@@ -140,16 +123,14 @@ def activation_histograms(outputs: Mapping[str, np.ndarray], path: str | os.Path
     return save(fig, path)
 
 
-# ------------------------------------------------------------------- seeds and intervals
 def interval_errorbar(ax: Axes, xs: Sequence[float], means: Sequence[float],
                       lows: Sequence[float | None], highs: Sequence[float | None],
                       fmt: str, label: str, **kwargs) -> Any:
     """Means joined by `fmt`, each with its interval as an error bar (none where None)."""
     means = np.asarray(means, float)
-    low = np.array([m if lo is None else lo for m, lo in zip(means, lows, strict=True)])
-    high = np.array([m if hi is None else hi for m, hi in zip(means, highs, strict=True)])
-    return ax.errorbar(xs, means, yerr=np.stack([means - low, high - means]), fmt=fmt,
-                       capsize=3, label=label, **kwargs)
+    low, high = np.array([lows, highs], dtype=float)  # None -> NaN: no bar
+    yerr = np.nan_to_num(np.stack([means - low, high - means]))
+    return ax.errorbar(xs, means, yerr=yerr, fmt=fmt, capsize=3, label=label, **kwargs)
 
 
 def seed_dots(ax: Axes, xs: Sequence[float], samples: Sequence[Sequence[float]],
@@ -177,23 +158,16 @@ def say_instead(ax: Axes, text: str) -> None:
             color="#555555")
 
 
-# ------------------------------------------------------------------ topographic grouping
 def topographic_maps(groupings: Mapping[str, Any], path: str | os.PathLike) -> Path:
-    """The cell-by-cell mean |W| map of each kernel, side by side, as one PNG.
-
-    `groupings` maps a layer name (e.g. ``fc6``, ``conv5_2``) to its
-    `wdjax.analysis.units.topographic_grouping` result; each panel's title gives Spearman's rho
-    between cell distance and |W| and its permutation p-value.
-    """
+    """The cell-by-cell mean |W| map of each layer's `units.topographic_grouping` result, side
+    by side, titled with its Spearman rho and permutation p-value."""
     fig, axes = subplots(1, len(groupings), figsize=(4.6 * len(groupings), 3.8),
                          squeeze=False)
     fig.set_layout_engine("constrained")  # keeps each colour bar clear of the next panel
     for ax, (layer, g) in zip(axes[0], groupings.items(), strict=True):
         image = ax.imshow(g.cell_map, cmap="viridis")
         fig.colorbar(image, ax=ax, fraction=0.046, label="mean |W|")
-        ax.set(xlabel="input cell", ylabel="output cell",
-               title=f"{layer}: rho {g.spearman:+.2f}, p {g.p_value:.3f}")
         ticks = np.arange(g.cell_map.shape[0])
-        ax.set_xticks(ticks)
-        ax.set_yticks(ticks)
+        ax.set(xlabel="input cell", ylabel="output cell", xticks=ticks, yticks=ticks,
+               title=f"{layer}: rho {g.spearman:+.2f}, p {g.p_value:.3f}")
     return save(fig, path)

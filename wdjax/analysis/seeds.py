@@ -1,10 +1,5 @@
-"""A run's records across its seeds, and the statistics that compare runs.
-
-A run directory holds one seed's records, or one ``seed<k>/`` directory per seed
-(`storage.seed_dirs`). `load` gathers the finished seeds of a run; `compare` gives, per run,
-the summary of its final and best test accuracy over seeds and a Welch t-test against a
-reference run, Holm-corrected across the compared runs (`wdjax.analysis.stats`).
-"""
+"""A run's records across its seeds (one run directory, or one ``seed<k>/`` per seed), and
+`compare`: summaries over seeds and Holm-corrected Welch t-tests against a reference run."""
 
 from __future__ import annotations
 
@@ -49,10 +44,8 @@ class SeedGroup:
         return [storage.read_json(d / "config.json") for d in self.finished]
 
     def accuracy_at(self, epoch: int) -> list[float] | None:
-        """Each finished seed's test accuracy after `epoch` (1-based) from metrics.jsonl.
-
-        None when there is no finished seed or a seed has no record of that epoch.
-        """
+        """Each finished seed's test accuracy after `epoch` (1-based); None when there is no
+        finished seed or a seed has no record of that epoch."""
         out = []
         for rows in self.metrics():
             match = [r["test_accuracy"] for r in rows if r.get("epoch") == epoch]
@@ -62,8 +55,8 @@ class SeedGroup:
         return out or None
 
     def topographic_grouping(self) -> dict[str, list[dict]]:
-        """Per layer: the finished seeds' recorded `analysis.topographic_grouping` entries
-        (``spearman``, ``p_value``, ``cell_map``); {} for runs of other schemes."""
+        """Per layer: the finished seeds' recorded `units.topographic_grouping` entries; {} for
+        runs of other schemes."""
         out: dict[str, list[dict]] = {}
         for s in self.summaries:
             for layer, entry in (s.get("topographic_grouping") or {}).items():
@@ -71,8 +64,8 @@ class SeedGroup:
         return out
 
     def dead_units(self, threshold: str = DEAD_THRESHOLD) -> list[dict[str, int]]:
-        """Per finished seed: dead input units per layer at `threshold` (default 1e-9;
-        the trainer records ``"1e-20"``, ``"1e-09"`` and ``"1e-05"``); {} where unrecorded."""
+        """Per finished seed: dead input units per layer at `threshold` (recorded: ``"1e-20"``,
+        ``"1e-09"``, ``"1e-05"``); {} where unrecorded."""
         return [{layer: int(dead) for layer, (dead, _) in
                  ((s.get("dead_units") or {}).get(threshold) or {}).items()}
                 for s in self.summaries]
@@ -80,11 +73,9 @@ class SeedGroup:
 
 def load(run_dir: str | os.PathLike) -> SeedGroup:
     """The seeds of the run in `run_dir`; a seed is finished when its summary.json exists."""
-    run_dir = Path(run_dir)
-    done, todo = [], []
-    for d in storage.seed_dirs(run_dir):
-        (done if (d / "summary.json").exists() else todo).append(d)
-    return SeedGroup(run_dir, tuple(done), tuple(todo),
+    dirs = storage.seed_dirs(Path(run_dir))
+    done = tuple(d for d in dirs if (d / "summary.json").exists())
+    return SeedGroup(Path(run_dir), done, tuple(d for d in dirs if d not in done),
                      tuple(storage.read_json(d / "summary.json") for d in done))
 
 
@@ -108,33 +99,24 @@ def load_finished(run_dir: str | os.PathLike) -> SeedGroup:
 
 def _summary_fields(name: str, values: Sequence[Any]) -> dict[str, float | int | None]:
     """`name` (the mean), ``name_std``, ``name_sem``, ``name_low``, ... of `values`."""
-    keys = ("mean", "std", "sem", "low", "high", "min", "max")
     kept = [float(v) for v in values if v is not None]
     s = stats.summarize(kept) if kept else None
-    return {name if k == "mean" else f"{name}_{k}": getattr(s, k, None) for k in keys}
+    return {name if k == "mean" else f"{name}_{k}": getattr(s, k, None)
+            for k in ("mean", "std", "sem", "low", "high", "min", "max")}
 
 
 def compare(groups: Sequence[SeedGroup], reference: int | None,
             alpha: float = stats.ALPHA) -> list[dict]:
-    """Per group: n, summaries of final and best test accuracy, and the test vs the reference.
-
-    Fields ``test_accuracy`` (the mean final test accuracy) and ``test_accuracy_{std,sem,
-    low,high,min,max}`` (`stats.Summary`, 95% t interval), the same for
-    ``best_test_accuracy``; ``p_value``: Welch's t-test of final test accuracy against
-    ``groups[reference]`` (None for the reference itself, and where either side has fewer
-    than two seeds); ``holm_p``: Holm-adjusted over the groups' p-values; ``significant``:
-    ``holm_p <= alpha``; ``reference``: whether this is the reference.
-    """
+    """Per group: n, `stats.Summary` fields of final (``test_accuracy``, ``test_accuracy_std``,
+    ...) and best test accuracy, and Welch's ``p_value`` of final accuracy against
+    ``groups[reference]`` with its Holm-adjusted ``holm_p`` and ``significant``."""
     if reference is not None and not 0 <= reference < len(groups):
         raise ValueError(f"reference index {reference} is out of range for {len(groups)} runs")
-    ref_final = groups[reference].values("final_test_accuracy") if reference is not None else []
-    ref_final = [v for v in ref_final if v is not None]
+    finals = [[v for v in g.values("final_test_accuracy") if v is not None] for g in groups]
+    ref_final = finals[reference] if reference is not None else []
     rows = []
-    for i, g in enumerate(groups):
-        final = [v for v in g.values("final_test_accuracy") if v is not None]
-        p = None
-        if i != reference and ref_final and final:
-            p = stats.welch_p(final, ref_final)
+    for i, (g, final) in enumerate(zip(groups, finals, strict=True)):
+        p = stats.welch_p(final, ref_final) if i != reference and ref_final and final else None
         rows.append(dict(n=g.n, **_summary_fields("test_accuracy", final),
                          **_summary_fields("best_test_accuracy", g.values("best_test_accuracy")),
                          reference=i == reference, p_value=p))
@@ -148,6 +130,4 @@ def best_mean(groups: Sequence[SeedGroup]) -> int | None:
     """Index of the group with the highest mean final test accuracy (None if none finished)."""
     means = [np.mean([v for v in g.values("final_test_accuracy") if v is not None] or [np.nan])
              for g in groups]
-    if all(np.isnan(m) for m in means):
-        return None
-    return int(np.nanargmax(means))
+    return None if all(np.isnan(m) for m in means) else int(np.nanargmax(means))

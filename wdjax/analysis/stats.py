@@ -1,10 +1,4 @@
-"""Statistics over seeds: per-sample summaries, Welch's t-test and Holm's correction.
-
-A run trained with several seeds gives one number per seed (its final test accuracy, say).
-`summarize` describes such a sample; `welch_p` asks whether two runs' samples differ in
-mean without assuming equal variances; `holm` corrects a family of such p-values for
-multiple comparisons. The t distribution comes from `scipy.stats`.
-"""
+"""Statistics over seeds: sample summaries with t intervals, Welch's t-test, Holm's correction."""
 
 from __future__ import annotations
 
@@ -22,11 +16,8 @@ ALPHA = 0.05
 
 @dataclasses.dataclass(frozen=True)
 class Summary:
-    """One sample of n values; the spread fields are None when n == 1.
-
-    ``std`` uses ddof=1; ``sem`` = std / sqrt(n); ``low``/``high`` is the two-sided t
-    interval ``mean -+ t_{(1+confidence)/2, n-1} * sem`` for the mean.
-    """
+    """One sample: ``std`` (ddof=1), ``sem``, and the two-sided t interval ``low``/``high`` for
+    the mean; the spread fields are None when n == 1."""
 
     n: int
     mean: float
@@ -47,6 +38,11 @@ def _sample(values: Sequence[float], what: str) -> np.ndarray:
     return x
 
 
+def _t(confidence: float, n: int) -> float:
+    """The t quantile of a two-sided `confidence` interval for the mean of n values."""
+    return float(sps.t.ppf((1.0 + confidence) / 2.0, n - 1))
+
+
 def summarize(values: Sequence[float], confidence: float = CONFIDENCE) -> Summary:
     """n, mean, std (ddof=1), standard error, t interval, min and max of `values`."""
     if not 0.0 < confidence < 1.0:
@@ -57,60 +53,48 @@ def summarize(values: Sequence[float], confidence: float = CONFIDENCE) -> Summar
         return Summary(1, mean, None, None, None, None, mean, mean)
     std = float(x.std(ddof=1))
     sem = std / math.sqrt(n)
-    half = float(sps.t.ppf((1.0 + confidence) / 2.0, n - 1)) * sem
+    half = _t(confidence, n) * sem
     return Summary(n, mean, std, sem, mean - half, mean + half, float(x.min()), float(x.max()))
 
 
 def band(samples: np.ndarray, confidence: float = CONFIDENCE
          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean and t interval per column of a (n, points) array; the interval is the mean at n=1.
-
-    For curves over epochs: row i is seed i, column j is epoch j.
-    """
+    """Mean and t interval per column of a (seeds, points) array (the mean itself at 1 seed)."""
     x = np.asarray(samples, dtype=float)
     if x.ndim != 2 or x.shape[0] == 0:
         raise ValueError(f"band: need a (seeds, points) array with a seed, got shape {x.shape}")
-    mean = x.mean(axis=0)
-    n = x.shape[0]
+    mean, n = x.mean(axis=0), x.shape[0]
     if n == 1:
         return mean, mean.copy(), mean.copy()
-    half = float(sps.t.ppf((1.0 + confidence) / 2.0, n - 1)) * x.std(axis=0, ddof=1) / math.sqrt(n)
+    half = _t(confidence, n) * x.std(axis=0, ddof=1) / math.sqrt(n)
     return mean, mean - half, mean + half
 
 
 def welch_p(a: Sequence[float], b: Sequence[float]) -> float | None:
-    """Two-sided p-value of Welch's t-test (unequal variances) that a and b share a mean.
-
-    None when either side has fewer than two values, or when the test is undefined (both
-    samples constant and equal).
-    """
+    """Two-sided p-value of Welch's t-test that `a` and `b` share a mean; None with fewer than
+    two values a side, or when undefined (both samples constant and equal)."""
     x, y = _sample(a, "welch_p a"), _sample(b, "welch_p b")
     if x.size < 2 or y.size < 2:
         return None
     with warnings.catch_warnings():
-        # scipy warns of precision loss for nearly constant samples (seeds that agree to
-        # the last digit); the p-value it returns is still the right one, or NaN.
+        # precision-loss warning for seeds that agree to the last digit; the p-value stands
         warnings.simplefilter("ignore", RuntimeWarning)
         p = float(sps.ttest_ind(x, y, equal_var=False).pvalue)
     return None if math.isnan(p) else p
 
 
 def holm(p_values: Sequence[float | None]) -> list[float | None]:
-    """Holm-adjusted p-values, in the input order; None entries are not comparisons.
+    """Holm-adjusted p-values (step-down, Holm 1979), in input order; None: not a comparison.
 
-    With the m given p-values sorted ascending, p_(1) <= ... <= p_(m), the adjusted value
-    of p_(i) is ``max_{j <= i} min(1, (m - j + 1) p_(j))`` (Holm 1979, step-down). Rejecting
-    where the adjusted value is <= alpha controls the family-wise error rate at alpha.
+    With the m p-values sorted, p_(i) becomes ``max_{j <= i} min(1, (m - j + 1) p_(j))``.
     """
-    tested = [(p, i) for i, p in enumerate(p_values) if p is not None]
-    for p, _ in tested:
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"holm: p-values must be in [0, 1], got {p}")
-    m = len(tested)
+    tested = sorted((p, i) for i, p in enumerate(p_values) if p is not None)
     out: list[float | None] = [None] * len(p_values)
     running = 0.0
-    for rank, (p, i) in enumerate(sorted(tested)):
-        running = max(running, min(1.0, (m - rank) * p))
+    for rank, (p, i) in enumerate(tested):
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"holm: p-values must be in [0, 1], got {p}")
+        running = max(running, min(1.0, (len(tested) - rank) * p))
         out[i] = running
     return out
 

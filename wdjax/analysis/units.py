@@ -1,8 +1,5 @@
-"""The analyses the original experiments relied on: dead units, norms, angular updates.
-
-Everything here is a pure function of parameter / gradient / state trees, so it can be
-used on a live training state, on a restored checkpoint or inside a jitted step.
-"""
+"""Dead units, tensor norms and topographic grouping: pure functions of parameter, gradient
+and state trees (a live state, a restored checkpoint, or inside a jitted step)."""
 
 from __future__ import annotations
 
@@ -15,7 +12,7 @@ import optax
 
 from wdjax import decay
 from wdjax.decay.trees import lookup, path_keys, path_name
-from wdjax.layers.labels import unit_cells
+from wdjax.layers import labels
 
 PyTree = Any
 DEAD_THRESHOLDS = (1e-20, 1e-9, 1e-5)
@@ -23,15 +20,9 @@ DEAD_THRESHOLDS = (1e-20, 1e-9, 1e-5)
 
 def model_utilization(params: PyTree, layers: Any,
                       threshold: float = 1e-20) -> dict[str, tuple[int, int]]:
-    """Dead input units per weight layer: ``{layer: (dead, total)}`` (docs/protocol.md#dead-units).
-
-    For a kernel ``W`` (Flax HWIO or IO; PyTorch's ``W[out, in, kh, kw]``), ``s[j]`` is the
-    mean of ``|W|`` over every axis but the input one; input unit ``j`` is dead when
-    ``s[j] < threshold``. `layers` is the model's layer table (`wdjax.layers.table`) or the VGG's
-    layer list.
-    """
-    from wdjax.layers import labels
-
+    """Dead input units per weight layer: ``{layer: (dead, total)}``; input unit ``j`` is dead
+    when the mean ``|W|`` over every axis but the input one is below `threshold`
+    (docs/protocol.md#dead-units). `layers`: a `LayerTable` or the VGG's layer list."""
     out = {}
     for layer in labels.table(params, layers):
         kernel = np.abs(np.asarray(lookup(params, layer.kernel)))
@@ -41,16 +32,12 @@ def model_utilization(params: PyTree, layers: Any,
 
 
 def picture_layers(layers: Any) -> list[str]:
-    """The layers whose outputs are drawn: the first at each depth, and the last.
-
-    For the VGG that is the original's list: conv1_1, conv2_1, ..., conv5_1, fc6, logit.
-    """
-    names, depths = [], set()
+    """The layers whose outputs are drawn: the first at each depth, and the last (for the VGG
+    the original's conv1_1, conv2_1, ..., conv5_1, fc6, logit)."""
+    first: dict[float, str] = {}
     for layer in layers:
-        if layer.depth not in depths:
-            depths.add(layer.depth)
-            names.append(layer.name)
-    last = layers.layers[-1].name
+        first.setdefault(layer.depth, layer.name)
+    names, last = list(first.values()), layers.layers[-1].name
     return names if last in names else [*names, last]
 
 
@@ -84,43 +71,29 @@ def sq_norms(tree: PyTree) -> jax.Array:
 
 def tensor_monitors(params: PyTree, grads: PyTree, updates: PyTree, opt_state: Any,
                     spec: Any) -> dict[str, dict[str, jax.Array]]:
-    """Per-tensor monitors (docs/protocol.md#what-is-measured) for tensors with 2+ dims.
-
-    ``param``: ||p||; ``grad``: ||g|| (raw loss gradient); ``momentum``: ||momentum buffer||
-    in `opt_state` (0 when the scheme keeps none, and 0 when its ``momentum`` hyperparameter
-    is 0: `optax.trace` keeps a buffer equal to the update then, where the original had none);
-    ``decay``: ||decay|| (what coupled decay adds);
-    ``grad_on_decay``: <decay, g> / ||decay|| (the projection of g on the decay direction);
-    ``update``: ||p_new - p|| (= lr * ||d||, after any L1 clip).
-    `spec` is the scheme's `wdjax.schemes.chains.DecaySpec` or ``None`` (no coupled decay).
-    """
-    trace = optax.tree_utils.tree_get(opt_state, "trace")
-    decays = (decay.decay_tree(params, *spec) if spec is not None
-              else jax.tree.map(jnp.zeros_like, params))
-    if trace is None:
-        trace = jax.tree.map(jnp.zeros_like, params)
+    """Norms of each tensor with 2+ dims (docs/protocol.md#what-is-measured): ``param``,
+    ``grad``, ``momentum`` (0 without a buffer or at momentum 0), ``decay`` (coupled, from `spec`
+    or None), ``grad_on_decay`` (<decay, g> / ||decay||) and ``update``."""
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    trace = optax.tree_utils.tree_get(opt_state, "trace", zeros)
+    decays = zeros if spec is None else decay.decay_tree(params, *spec)
     # A run without momentum has no buffer to report (per run: the value may be traced).
     hyper = getattr(opt_state, "hyperparams", None) or {}
     has_buffer = jnp.asarray(hyper.get("momentum", 1.0)) != 0
     out = {}
-    flat = jax.tree_util.tree_leaves_with_path(params)
-    for (path, p), g, u, b, d in zip(flat, jax.tree.leaves(grads), jax.tree.leaves(updates),
-                                     jax.tree.leaves(trace), jax.tree.leaves(decays),
+    leaves = map(jax.tree.leaves, (grads, updates, trace, decays))
+    for (path, p), g, u, b, d in zip(jax.tree_util.tree_leaves_with_path(params), *leaves,
                                      strict=True):
-        if p.ndim < 2:
-            continue
-        dn = jnp.linalg.norm(d)
-        out[path_name(path)] = dict(
-            param=jnp.linalg.norm(p), grad=jnp.linalg.norm(g),
-            momentum=jnp.where(has_buffer, jnp.linalg.norm(b), 0.0),
-            decay=dn, grad_on_decay=jnp.where(dn > 0, jnp.vdot(d, g) / jnp.where(dn > 0, dn, 1),
-                                              0.0),
-            update=jnp.linalg.norm(u),
-        )
+        if p.ndim >= 2:
+            dn = jnp.linalg.norm(d)
+            out[path_name(path)] = dict(
+                param=jnp.linalg.norm(p), grad=jnp.linalg.norm(g),
+                momentum=jnp.where(has_buffer, jnp.linalg.norm(b), 0.0), decay=dn,
+                grad_on_decay=jnp.where(dn > 0, jnp.vdot(d, g) / jnp.where(dn > 0, dn, 1), 0.0),
+                update=jnp.linalg.norm(u))
     return out
 
 
-# ------------------------------------------------------------------ topographic grouping
 class TopographicGrouping(NamedTuple):
     """What `topographic_grouping` measures on one kernel (cells numbered ``x + grid * y``)."""
 
@@ -144,15 +117,9 @@ def topographic_grouping(kernel: Any, grid: int = 3, permutations: int = 100,
                          seed: int = 0) -> TopographicGrouping:
     """Does |W| fall with the grid distance between the units it connects, beyond chance?
 
-    `kernel` is Flax HWIO or IO; its input and output units sit on a `grid` x `grid` map as
-    `wdjax.layers.labels.unit_cells` places them (docs/schemes.md#topographic-multiplier).
-    ``|W|`` is averaged over the spatial axes, then over each (output cell, input cell) pair
-    of units. The statistic is Spearman's rho between the cells' distance and that mean over
-    the pairs with units;
-    grouping makes it negative. The null distribution permutes the input units and the
-    output units at random (`permutations` times, NumPy generator `seed`), and the p-value
-    is ``(1 + #{null rho <= rho}) / (1 + permutations)``: its least value is
-    ``1 / (1 + permutations)``.
+    Spearman's rho between cell distance (`labels.unit_cells`) and mean |W| per (output cell,
+    input cell), against `permutations` random permutations of the units (generator `seed`):
+    ``p = (1 + #{null rho <= rho}) / (1 + permutations)``.
     """
     from scipy import stats  # imported here: slow to import, and only this function needs it
 
@@ -161,8 +128,8 @@ def topographic_grouping(kernel: Any, grid: int = 3, permutations: int = 100,
         raise ValueError(f"need a kernel of ndim >= 2 (got {kernel.ndim}), grid >= 1 (got "
                          f"{grid}) and permutations >= 1 (got {permutations})")
     magnitude = np.abs(kernel).reshape(-1, *kernel.shape[-2:]).mean(0)
-    in_cells, out_cells = (unit_cells(n, grid) @ np.array([1, grid]) for n in kernel.shape[-2:])
-    xy = np.stack([np.arange(grid**2) % grid, np.arange(grid**2) // grid], axis=1)
+    in_cells, out_cells = (labels.unit_cells(n, grid) @ [1, grid] for n in kernel.shape[-2:])
+    xy = labels.unit_cells(grid**2, grid)
     distance = np.sqrt(((xy[:, None] - xy[None]) ** 2).sum(-1))
 
     def rho(cell_map):

@@ -1,27 +1,12 @@
-"""Training-mode batch normalisation in few memory passes, with a hand-written gradient.
+"""Training-mode BatchNorm in few memory passes, with a hand-written gradient.
 
-A batch of `x` (N, ..., C) is normalised per channel c over every axis but the last, with
-per-example weights w (the padded-row mask: 0 drops an example from the statistics):
-
-    n      = sum_i w_i * (pixels per example)
-    mean   = sum w x / n,          var = sum w (x - mean)^2 / n      (biased, as PyTorch)
-    y      = (x - mean) * a + bias,   a = scale / sqrt(var + eps)
-
-Forward: one reduction pass for sum w(x - s) and sum w(x - s)^2, then one elementwise pass.
-Backward: one reduction pass for sum dy and sum dy * xhat (xhat = (x - mean) / sqrt(var+eps)),
-then one elementwise pass for
-
-    dx = a dy - w a / n (sum dy + xhat sum dy xhat) + w (dmean + 2 dvar (x - mean)) / n
-
-(dmean, dvar: cotangents of the returned statistics; zero in training). Every row,
-padded or not, is normalised and receives its dy term; only rows with w = 1 feed the
-statistics and so receive the statistics' terms.
-
-Why a shift s: var = E[(x-s)^2] - E[x-s]^2 cancels catastrophically in float32 when |mean - s|
-is much larger than the standard deviation (a conv output with a large bias: mean/std = 1e3
-leaves about 4 correct bits). s is each channel's value in the first row of the batch, a
-sample of the same distribution, so |mean - s| is a few standard deviations at most for any
-realistic batch and the subtraction loses a few bits, not most of them.
+Per channel, over all axes but the last, with per-example weights w (the padded-row mask):
+``mean = sum w x / n``, ``var = sum w (x - mean)^2 / n`` (biased), ``y = (x - mean) a + bias``
+with ``a = scale / sqrt(var + eps)``. Backward, one reduction pass and one elementwise pass:
+``dx = a dy - w a / n (sum dy + xhat sum dy xhat) + w (dmean + 2 dvar (x - mean)) / n``.
+Every row is normalised; only rows with w = 1 feed (and get the terms of) the statistics.
+The sums are shifted by the batch's first row, so that float32 var = E[(x-s)^2] - E[x-s]^2
+does not cancel catastrophically when |mean| >> std (a conv output with a large bias).
 """
 
 from __future__ import annotations
@@ -64,14 +49,9 @@ def _statistics(x: jax.Array, mask: jax.Array | None) -> tuple[jax.Array, jax.Ar
 def batch_norm_train(x: jax.Array, scale: jax.Array, bias: jax.Array,
                      mask: jax.Array | None, epsilon: float = 1e-5,
                      ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """(y, mean, biased var) of training-mode BatchNorm over all axes but the last.
-
-    `mask` (N,) of 0/1 (or None: every row counts) drops padded examples from the
-    statistics; every row is normalised with them.
-    """
-    mean, var = _statistics(x, mask)
-    a = scale * lax.rsqrt(var + epsilon)
-    return (x - mean) * a + bias, mean, var
+    """(y, mean, biased var) of training-mode BatchNorm over all axes but the last; `mask` (N,)
+    of 0/1 (None: every row counts) drops padded examples from the statistics."""
+    return _fwd(x, scale, bias, mask, epsilon)[0]
 
 
 def _fwd(x, scale, bias, mask, epsilon):

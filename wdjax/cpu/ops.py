@@ -1,12 +1,7 @@
-"""Convolution and pooling kernels used by the model, in formulations chosen per backend.
-
-The VGG only needs 'same' 3x3 and 1x1 convolutions and non-overlapping 2x2 max-pools, so
-these are written for exactly that case; anything else falls back to XLA's general ops.
-On CPU each conv layer runs each of its three passes (forward, input gradient, kernel
-gradient) the way `conv_plan` measured fastest, and stays fast under `jax.vmap` over runs.
-`tune_cpu_allocator` removes XLA:CPU's per-step page-fault cost; call it at program start.
-A model built for another platform uses none of this (`wdjax.models.vgg.on_cpu`).
-"""
+"""Convolution and pooling kernels for the VGG on CPU: stride-1 'same' odd-sized convolutions
+(each pass run the way `conv_plan` measured fastest, fast under `jax.vmap` over runs) and
+non-overlapping max-pools; anything else falls back to XLA's general ops. Call
+`tune_cpu_allocator` at program start. Other platforms use none of this (`on_cpu`)."""
 
 from __future__ import annotations
 
@@ -34,14 +29,10 @@ _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
 def tune_cpu_allocator() -> bool:
     """Keep freed memory in glibc's main heap so XLA:CPU steps stop re-faulting their buffers.
 
-    Why: XLA:CPU mallocs each step's activations and temporaries afresh. glibc serves large
-    blocks with new mmaps or from per-thread arenas that it trims on free, so every step
-    page-faults its whole working set back in (~134k faults, ~0.5 GB, per VGG-32 train step
-    measured on a 2-core VM: more time than the convolutions). One arena, no mmap and no
-    trimming make steady-state steps fault-free. Process-wide and irreversible: peak memory
-    stays reserved. It must precede JAX's first backend (after, its threads keep their
-    arenas: measured, no fewer faults). Returns False (doing nothing) off glibc and unless
-    `expects_cpu_backend`.
+    Why: glibc returns XLA:CPU's per-step buffers to the OS, so each VGG-32 train step
+    page-faulted ~0.5 GB back in (more time than its convolutions, 2-core VM). Process-wide
+    and irreversible; must precede JAX's first backend. False (doing nothing) off glibc and
+    unless `expects_cpu_backend`.
     """
     if not sys.platform.startswith("linux") or not expects_cpu_backend():
         return False
@@ -56,55 +47,47 @@ def tune_cpu_allocator() -> bool:
 
 
 def expects_cpu_backend() -> bool:
-    """Whether JAX's backend will be the CPU, told without starting a backend: the first of
-    ``JAX_PLATFORMS`` when set, else whether no accelerator plugin is installed (JAX finds
-    GPU plugins by the ``jax_plugins`` entry points or package, TPUs by ``libtpu``). A plugin
-    without its device counts as an accelerator."""
+    """Whether JAX's backend will be the CPU, told without starting one: the first of
+    ``JAX_PLATFORMS`` when set, else whether no accelerator plugin (``jax_plugins`` entry
+    point or package, ``libtpu``) is installed, with or without its device."""
     if jax.config.jax_platforms:
         return jax.config.jax_platforms.split(",")[0] == "cpu"
     return not (entry_points(group="jax_plugins") or importlib.util.find_spec("jax_plugins")
                 or importlib.util.find_spec("libtpu"))
 
 
-def default_conv_impl(platform: str | None = None) -> str:
-    """The fastest measured formulation for the platform a program is built for (None: JAX's
-    default backend): hybrid on CPU, XLA's conv elsewhere.
+def on_cpu(platform: str | None = None) -> bool:
+    """Whether a model built for `platform` ('cpu', 'cuda', 'rocm', 'tpu'; None: JAX's default
+    backend at trace time) runs `wdjax.cpu`'s kernels, not the compiler's native ones."""
+    return (platform or jax.default_backend()) == "cpu"
 
-    CPU VGG train step, batch 128 (``python -m benchmarks.run --impls``, 2-core EPYC):
-    hybrid ran at 327 / 241 / 83 img/s against winograd / xla at base 32, 1174 / 993 / 932
-    at base 8, and keeps vmapped sweeps fast; accelerators have native convolutions.
-    """
-    return "hybrid" if (platform or jax.default_backend()) == "cpu" else "xla"
+
+def default_conv_impl(platform: str | None = None) -> str:
+    """The fastest measured formulation: hybrid on CPU (VGG train step, batch 128, 2-core EPYC:
+    327 / 241 / 83 img/s against winograd / xla at base 32), XLA's conv elsewhere."""
+    return "hybrid" if on_cpu(platform) else "xla"
 
 
 def conv2d(x: jax.Array, kernel: jax.Array, impl: str = "xla") -> jax.Array:
     """Stride-1 'same' convolution of NHWC `x` with an HWIO `kernel` (odd kernel size).
 
-    `impl="xla"` is XLA's convolution. `impl="im2col"` gathers the kh*kw shifted views of
-    the zero-padded input along the channel axis and does one matmul. `impl="winograd"`
-    runs 3x3 kernels by Winograd's F(2x2,3x3) (`wdjax.cpu.winograd`). `impl="hybrid"` (the CPU
-    default) picks a formulation per layer *and per pass* (forward, input gradient, kernel
-    gradient) from measured rules (`wdjax.cpu.plan`). All but xla run 1x1 kernels as a
-    plain matmul.
+    `impl`: "xla" (XLA's conv), "im2col" (one matmul over the kh*kw shifted views), "winograd"
+    (3x3 kernels by F(2x2,3x3), `wdjax.cpu.winograd`) or "hybrid" (per layer and pass, by
+    `wdjax.cpu.plan`). All but xla run 1x1 kernels as a plain matmul.
     """
-    kh, kw, cin, cout = kernel.shape
+    kh, kw = kernel.shape[:2]
     if impl not in CONV_IMPLS:
         raise ValueError(f"unknown conv_impl {impl!r}; allowed: {', '.join(CONV_IMPLS)}")
     if kh % 2 == 0 or kw % 2 == 0:
         raise ValueError(f"kernel size {kh}x{kw}: only odd sizes ('same' padding is "
                          "symmetric) are allowed")
-    if kh == kw == 1 and impl != "xla":
-        n, h, w, _ = x.shape
-        return (x.reshape(n * h * w, cin) @ kernel.reshape(cin, cout)).reshape(n, h, w, cout)
     if impl == "xla":
         return _xla_conv(x, kernel)
-    if impl == "im2col":
-        return _im2col_conv(x, kernel, x.shape[0])
     if impl == "winograd" and kh == kw == 3:
         return planned_conv(x, kernel, Plan(*[winograd_method(2)] * 3))
-    if impl == "winograd":
-        return _im2col_conv(x, kernel, x.shape[0])
-    return planned_conv(x, kernel, conv_plan(x.shape, kernel.shape))
+    if impl == "hybrid" and kh * kw > 1:
+        return planned_conv(x, kernel, conv_plan(x.shape, kernel.shape))
+    return conv_forward(x, kernel, Method("im2col"))
 
 
 def _xla_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -122,33 +105,9 @@ def _patches(x: jax.Array, kh: int, kw: int) -> jax.Array:
     return jnp.concatenate(cols, axis=-1).reshape(n * h * w, kh * kw * c)
 
 
-def _im2col_conv(x: jax.Array, kernel: jax.Array, chunk: int) -> jax.Array:
-    kh, kw, cin, cout = kernel.shape
-    flat = kernel.reshape(kh * kw * cin, cout)
-
-    def conv(xc: jax.Array) -> jax.Array:
-        return (_patches(xc, kh, kw) @ flat).reshape(*xc.shape[:3], cout)
-
-    return winograd.over_chunks(conv, (x,), chunk, reduce=False)
-
-
-def _im2col_kernel_grad(x: jax.Array, g: jax.Array, k_shape: tuple[int, ...],
-                        chunk: int) -> jax.Array:
-    """sum over examples and pixels of patches(x)^T g, accumulated chunk by chunk."""
-    kh, kw, cin, cout = k_shape
-
-    def part(xc: jax.Array, gc: jax.Array) -> jax.Array:
-        return _patches(xc, kh, kw).T @ gc.reshape(-1, cout)
-
-    return winograd.over_chunks(part, (x, g), chunk, reduce=True).reshape(k_shape)
-
-
 def _one_run_at_a_time(f):
-    """`f`, whose vmap runs it once per index of the mapped axis instead of batching it.
-
-    Why: vmapping XLA's conv over runs with per-run kernels makes a grouped convolution,
-    which XLA:CPU runs several times slower than the runs' convolutions one after another.
-    """
+    """`f`, whose vmap runs it once per index of the mapped axis instead of batching it (a
+    vmapped XLA conv with per-run kernels is a grouped conv, several times slower on CPU)."""
     g = jax.custom_batching.custom_vmap(f)
 
     @g.def_vmap
@@ -169,11 +128,17 @@ _xla_kernel_grad_per_run = _one_run_at_a_time(
 def conv_forward(x: jax.Array, kernel: jax.Array, method: Method) -> jax.Array:
     """The 'same' conv of `x` with `kernel`, computed by `method`."""
     chunk = method.chunk or x.shape[0]
-    if method.kind == "im2col":
-        return _im2col_conv(x, kernel, chunk)
     if method.kind == "winograd":
         return winograd.conv(x, kernel, method.tile, chunk)
-    return _xla_conv_per_run(x, kernel)
+    if method.kind == "xla":
+        return _xla_conv_per_run(x, kernel)
+    kh, kw, cin, cout = kernel.shape
+    flat = kernel.reshape(kh * kw * cin, cout)
+
+    def im2col(xc: jax.Array) -> jax.Array:
+        return (_patches(xc, kh, kw) @ flat).reshape(*xc.shape[:3], cout)
+
+    return winograd.over_chunks(im2col, (x,), chunk, reduce=False)
 
 
 def conv_input_grad(g: jax.Array, kernel: jax.Array, method: Method) -> jax.Array:
@@ -185,16 +150,16 @@ def conv_input_grad(g: jax.Array, kernel: jax.Array, method: Method) -> jax.Arra
 
 def conv_kernel_grad(x: jax.Array, g: jax.Array, kernel: jax.Array,
                      method: Method) -> jax.Array:
-    """The kernel gradient of the 'same' conv of `x` for output cotangent `g`, by `method`.
-
-    `kernel` supplies the shape (and, for XLA's pass, the vmap structure).
-    """
+    """The kernel gradient of the 'same' conv of `x` for output cotangent `g`, by `method`
+    (`kernel` supplies the shape and, for XLA's pass, the vmap structure)."""
     chunk = method.chunk or x.shape[0]
-    if method.kind == "im2col":
-        return _im2col_kernel_grad(x, g, kernel.shape, chunk)
     if method.kind == "winograd":
         return winograd.kernel_grad(x, g, method.tile, chunk)
-    return _xla_kernel_grad_per_run(x, g, kernel)
+    if method.kind == "xla":
+        return _xla_kernel_grad_per_run(x, g, kernel)
+    kh, kw, _, cout = kernel.shape  # sum over examples and pixels of patches(x)^T g
+    return winograd.over_chunks(lambda xc, gc: _patches(xc, kh, kw).T @ gc.reshape(-1, cout),
+                                (x, g), chunk, reduce=True).reshape(kernel.shape)
 
 
 def check_plan(plan: Plan, x_shape: tuple[int, ...], k_shape: tuple[int, ...]) -> None:
@@ -214,11 +179,8 @@ def check_plan(plan: Plan, x_shape: tuple[int, ...], k_shape: tuple[int, ...]) -
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def planned_conv(x: jax.Array, kernel: jax.Array, plan: Plan) -> jax.Array:
-    """The 'same' conv of `conv2d`, each pass run the way `plan` says (see `conv_plan`).
-
-    Under `jax.vmap` (a vmapped sweep), the XLA passes run once per mapped index, so the
-    runs' different kernels never form a grouped conv; the others become batched matmuls.
-    """
+    """The 'same' conv of `conv2d`, each pass run the way `plan` says (see `conv_plan`);
+    under `jax.vmap` the XLA passes run once per mapped index (never a grouped conv)."""
     check_plan(plan, x.shape, kernel.shape)
     return conv_forward(x, kernel, plan.forward)
 
@@ -239,16 +201,14 @@ planned_conv.defvjp(_planned_conv_fwd, _planned_conv_bwd)
 def max_pool(x: jax.Array, window: int, stride: int) -> jax.Array:
     """Max-pool NHWC `x` with a square window, no padding (PyTorch's MaxPool2d default).
 
-    Non-overlapping windows use a reshape-max whose gradient goes to the first maximum of
-    each window in row-major order, exactly like ``reduce_window``'s (select-and-scatter)
-    gradient and PyTorch's; other windows fall back to ``reduce_window``.
+    Non-overlapping windows: a reshape-max whose gradient goes to each window's first maximum
+    in row-major order, as ``reduce_window``'s and PyTorch's; else ``reduce_window``.
     """
     _, h, w, _ = x.shape
     if window == stride and h % window == 0 and w % window == 0:
         return _block_max_pool(x, window)
-    return lax.reduce_window(
-        x, -jnp.inf, lax.max, (1, window, window, 1), (1, stride, stride, 1), "VALID"
-    )
+    return lax.reduce_window(x, -jnp.inf, lax.max, (1, window, window, 1),
+                             (1, stride, stride, 1), "VALID")
 
 
 def _blocks(x: jax.Array, k: int) -> jax.Array:
@@ -273,16 +233,15 @@ def _block_max_pool_bwd(k: int, res: tuple[jax.Array, jax.Array], g: jax.Array):
     # (reduce_window's choice), found by comparisons alone: a window-min reduction of the
     # positions measured 2-6x slower than this single elementwise pass.
     x, y = res
-    xb = _blocks(x, k)
-    zero = jnp.zeros((), g.dtype)
-    seen = None  # some earlier position of the window held the maximum
+    xb, zero = _blocks(x, k), jnp.zeros((), g.dtype)
+    seen = jnp.zeros(y.shape, bool)  # some earlier position of the window held the maximum
     rows = []
     for i in range(k):
         row = []
         for j in range(k):
             hit = xb[:, :, i, :, j, :] == y
-            row.append(jnp.where(hit if seen is None else hit & ~seen, g, zero))
-            seen = hit if seen is None else seen | hit
+            row.append(jnp.where(hit & ~seen, g, zero))
+            seen = seen | hit
         rows.append(jnp.stack(row, axis=3))
     return (jnp.stack(rows, axis=2).reshape(x.shape),)
 

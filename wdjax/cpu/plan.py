@@ -1,10 +1,6 @@
-"""How each pass of each convolution layer runs on CPU: the measured rules, as data.
-
-A `Plan` names a `Method` for each of a conv layer's three passes (forward, input gradient,
-kernel gradient). `conv_plan` picks them from the layer's shape by the rules in `RULES`,
-which come from per-layer, per-pass timings (`python -m benchmarks.profile --candidates`),
-or, tuned (`wdjax.cpu.tune`), from timing them on the machine at hand.
-"""
+"""How each pass (forward, input gradient, kernel gradient) of each conv layer runs on CPU: a
+`Plan` of `Method`s, picked by the measured rules in `RULES` (``python -m benchmarks.profile
+--candidates``) or timed on the machine at hand (`wdjax.cpu.tune`)."""
 
 from __future__ import annotations
 
@@ -15,12 +11,9 @@ PASSES = ("forward", "input_grad", "kernel_grad")
 
 
 class Method(NamedTuple):
-    """How one pass runs: XLA's conv, im2col + matmul, or Winograd F(tile x tile, 3x3).
-
-    `chunk` is how many examples im2col / Winograd process at a time (0: the whole batch),
-    so that their transformed input (9x the input for im2col, 4x / 2.25x for Winograd with
-    tile 2 / 4) stays in cache between transform and matmul.
-    """
+    """How one pass runs: XLA's conv, im2col + matmul, or Winograd F(tile x tile, 3x3), on
+    `chunk` examples at a time (0: the whole batch) so that the transformed input stays in
+    cache until its matmul."""
 
     kind: str
     chunk: int = 0
@@ -61,11 +54,8 @@ def chunk_for(n: int, bytes_per_example: int, budget: int = 4 << 20) -> int:
 
 class Rule(NamedTuple):
     """Run `pass_` of a layer by `method` when its map has `min_pixels`..`max_pixels` pixels
-    (h * w) and c_in * c_out is at least `min_channel_product`.
-
-    `chunk_budget` (bytes, 0: whole batch) sizes im2col's chunks of examples so that their
-    patch buffer (9x the input) stays in cache.
-    """
+    and c_in * c_out >= `min_channel_product`; `chunk_budget` (bytes, 0: whole batch) sizes
+    im2col's chunks so that their patch buffer stays in cache."""
 
     pass_: str
     min_pixels: int
@@ -76,20 +66,15 @@ class Rule(NamedTuple):
 
 
 _ANY = 1 << 30
-# First matching row wins; a pass that no row matches runs through XLA's conv. Measured
-# with `python -m benchmarks.profile --candidates` (VGG bases 8, 16, 32 and the ResNet-18
-# shapes) at batch 128 on a 2-core AMD EPYC (Zen 5); the README lists the tables.
+# First matching row wins. Measured by `python -m benchmarks.profile --candidates` (VGG bases
+# 8, 16, 32, ResNet-18 shapes) at batch 128 on a 2-core AMD EPYC (Zen 5); README has tables.
 RULES: tuple[Rule, ...] = (
-    # 2x2 and 1x1 maps: a 3x3 conv is a small dense matmul; XLA's conv is 10-25x slower
-    # forward and backward to the input, but 10-20% faster for the kernel gradient.
+    # 2x2 and 1x1 maps: XLA's conv is 10-25x slower than a matmul, but 10-20% faster for dw.
     Rule("forward", 1, 4, 1, im2col_method()),
     Rule("input_grad", 1, 4, 1, im2col_method()),
     Rule("kernel_grad", 1, 4, 1, XLA),
-    # Wide enough layers: Winograd's matmuls beat XLA's conv 1.2-2x (the kernel gradient
-    # 2-10x). F(4x4) on 16x16 maps and larger and on very wide 8x8 layers, where its 4x
-    # fewer multiplies pay for its costlier transforms; F(2x2) on the other 4x4 and 8x8
-    # maps (F(4x4) pads a 4x4 map to one 6x6 tile; at 8x8 with <= 128 channels the two
-    # are within 10%).
+    # Wide enough layers: Winograd beats XLA's conv 1.2-2x (dw 2-10x); F(4x4)'s fewer
+    # multiplies pay for its costlier transforms on maps from 16x16 and very wide 8x8 layers.
     Rule("forward", 256, _ANY, 512, winograd_method(4)),
     Rule("forward", 64, 255, 1 << 16, winograd_method(4)),
     Rule("forward", 16, 255, 512, winograd_method(2)),
@@ -98,8 +83,8 @@ RULES: tuple[Rule, ...] = (
     Rule("input_grad", 16, 255, 512, winograd_method(2)),
     # The kernel gradient's F(4x4) wins at every map size from 4x4 up.
     Rule("kernel_grad", 16, _ANY, 256, winograd_method(4)),
-    # Narrow layers (the RGB input, base-8 widths): XLA's conv, except for the kernel
-    # gradient on big maps, where chunked im2col is 1.3-4x faster.
+    # Narrow layers (RGB input, base-8 widths): XLA's conv, but chunked im2col is 1.3-4x
+    # faster for the kernel gradient on big maps.
     Rule("kernel_grad", 256, _ANY, 1, im2col_method(), 4 << 20),
 )
 
@@ -108,11 +93,10 @@ def conv_plan(x_shape: tuple[int, ...], k_shape: tuple[int, ...],
               rules: tuple[Rule, ...] | None = None, *, tune: bool | None = None) -> Plan:
     """(forward, input-gradient, kernel-gradient) methods for one conv layer on CPU.
 
-    With tuning on (`tune`; None: unless ``$WDJAX_CONV_TUNE`` is ``0``) and no `rules`
-    given, each pass's fastest method on this machine, timed on first use and cached
-    (`wdjax.cpu.tune.tuned_plan`). Otherwise the first matching row of `rules` (default
-    `RULES`): only 3x3 layers are planned by rules; other odd kernel sizes run through
-    XLA's conv except on maps of 4 pixels or fewer (im2col: XLA's conv is pathological there).
+    With tuning on (`tune`; None: unless ``$WDJAX_CONV_TUNE`` is ``0``) and no `rules`, each
+    pass's fastest method here, timed on first use and cached (`wdjax.cpu.tune.tuned_plan`).
+    Else the first matching row of `rules` (default `RULES`; Winograd rows only for 3x3); no
+    match: XLA's conv, im2col on maps of 4 pixels or fewer (where XLA's is pathological).
     """
     if rules is None:
         from wdjax.cpu import tune as tuning  # it times the passes of ops, which imports us
@@ -121,18 +105,16 @@ def conv_plan(x_shape: tuple[int, ...], k_shape: tuple[int, ...],
             return tuning.tuned_plan(x_shape, k_shape)
     n, h, w, _ = x_shape
     kh, kw, cin, cout = k_shape
-    rules = RULES if rules is None else rules
-    return Plan(*(_method(p, n, h * w, kh * kw * cin * h * w * 4, cin * cout,
-                          (kh, kw) == (3, 3), rules) for p in PASSES))
 
+    def method(pass_: str) -> Method:
+        for r in RULES if rules is None else rules:
+            if (r.pass_ == pass_ and r.min_pixels <= h * w <= r.max_pixels
+                    and cin * cout >= r.min_channel_product
+                    and ((kh, kw) == (3, 3) or r.method.kind != "winograd")):
+                if r.chunk_budget:  # patch bytes per example: kh*kw*cin*h*w float32s
+                    return r.method._replace(chunk=chunk_for(n, kh * kw * cin * h * w * 4,
+                                                             r.chunk_budget))
+                return r.method
+        return XLA if h * w > 4 else im2col_method()
 
-def _method(pass_: str, n: int, pixels: int, patch_bytes: int, channel_product: int,
-            three_by_three: bool, rules: tuple[Rule, ...]) -> Method:
-    for r in rules:
-        if (r.pass_ == pass_ and r.min_pixels <= pixels <= r.max_pixels
-                and channel_product >= r.min_channel_product
-                and (three_by_three or r.method.kind != "winograd")):
-            if r.chunk_budget:
-                return r.method._replace(chunk=chunk_for(n, patch_bytes, r.chunk_budget))
-            return r.method
-    return XLA if pixels > 4 else im2col_method()
+    return Plan(*map(method, PASSES))

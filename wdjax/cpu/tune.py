@@ -1,12 +1,8 @@
 """Conv plans measured on the machine at hand, as cuDNN's autotuner measures its algorithms.
 
-On the first use of a conv layer's shape (batch included) on a CPU kind, each of its three
-passes is timed with every candidate method (`candidates`: XLA's conv, im2col and Winograd
-F(2x2) / F(4x4), whole batch or in cache-sized chunks), in interleaved repeats; the fastest
-of each pass is the plan. Winners are kept in ``$WDJAX_CACHE/conv-plans.json`` (default
-``~/.cache/wdjax``, the directory `wdjax.data` caches datasets in), keyed by the machine
-(CPU model, cores, jaxlib version) and the shape, so later processes reuse them untimed.
-``WDJAX_CONV_TUNE=0`` turns tuning off: `wdjax.cpu.plan.RULES` decides instead.
+On a conv layer shape's first use, each pass is timed with every `candidates` method and the
+fastest kept in ``$WDJAX_CACHE/conv-plans.json`` (default ``~/.cache/wdjax``), keyed by the
+machine and the shape, for later processes. ``WDJAX_CONV_TUNE=0``: `wdjax.cpu.plan.RULES`.
 """
 
 from __future__ import annotations
@@ -34,8 +30,7 @@ DEFAULT_CACHE_DIR = "~/.cache/wdjax"
 CACHE_NAME = "conv-plans.json"
 CACHE_VERSION = 1
 REPEATS = 3
-# Candidates' chunks: enough examples for their transformed input to fill about this much
-# cache (the rules' budget, `wdjax.cpu.plan.Rule.chunk_budget`).
+# Candidates' chunks: enough examples for their transformed input to fill about this much.
 CHUNK_BYTES = 4 << 20
 
 Shape = Sequence[int]
@@ -55,13 +50,12 @@ def cache_path() -> Path:
 def machine() -> str:
     """What a plan's speed depends on besides the shape: CPU model, core count, jaxlib."""
     try:
-        with open("/proc/cpuinfo") as f:
-            model = next((ln.split(":", 1)[1].strip() for ln in f
-                          if ln.startswith("model name")), "")
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
-        model = ""
-    return f"{model or platform.processor() or platform.machine()}, {os.cpu_count()} cores, " \
-           f"jaxlib {jaxlib.__version__}"
+        lines = []
+    model = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")),
+                 "") or platform.processor() or platform.machine()
+    return f"{model}, {os.cpu_count()} cores, jaxlib {jaxlib.__version__}"
 
 
 def shape_key(x_shape: Shape, k_shape: Shape) -> str:
@@ -69,9 +63,8 @@ def shape_key(x_shape: Shape, k_shape: Shape) -> str:
 
 
 def candidates(x_shape: Shape, k_shape: Shape) -> list[Method]:
-    """Every method a pass may run with: XLA's conv, im2col and (3x3 kernels) Winograd
-    F(2x2) / F(4x4), each on the whole batch and on chunks whose transformed input fits
-    `CHUNK_BYTES` (a chunk equal to the batch is the whole batch)."""
+    """Every method a pass may run with: XLA's conv, im2col and (3x3 kernels) Winograd F(2x2)
+    / F(4x4), on the whole batch and on chunks whose transformed input fits `CHUNK_BYTES`."""
     n, h, w, _ = x_shape
     kh, kw, cin, cout = k_shape
     c = max(cin, cout)
@@ -125,30 +118,17 @@ def _read(path: Path, warn: bool = True) -> dict[str, dict]:
     """The cache's plans by machine, ``{}`` when absent; a warning when unreadable."""
     try:
         data = json.loads(path.read_text())
-        plans = data.get("plans")
-        if data.get("version") == CACHE_VERSION and isinstance(plans, dict) and all(
-                isinstance(v, dict) for v in plans.values()):
-            return plans
-        err = "not a version-1 plan cache"
+        plans = data["plans"] if data.get("version") == CACHE_VERSION else None
+        if not isinstance(plans, dict) or not all(isinstance(v, dict) for v in plans.values()):
+            raise ValueError("not a version-1 plan cache")
+        return plans
     except FileNotFoundError:
         return {}
-    except (OSError, ValueError, AttributeError) as e:
-        err = f"{type(e).__name__}: {e}"
-    if warn:
-        warnings.warn(f"conv plan cache {path} unreadable ({err}); rebuilding it",
-                      stacklevel=2)
-    return {}
-
-
-def _cached_plan(plans: dict, here: str, x_shape: Shape, k_shape: Shape) -> Plan | None:
-    """The plan the cache holds for this machine and shape, or None (absent, not runnable)."""
-    try:
-        entry = plans[here][shape_key(x_shape, k_shape)]
-        plan = Plan(*(Method(*entry[p]["method"]) for p in PASSES))
-        ops.check_plan(plan, x_shape, k_shape)
-    except (TypeError, KeyError, IndexError, ValueError):
-        return None
-    return plan
+    except (OSError, ValueError, AttributeError, KeyError) as e:
+        if warn:
+            warnings.warn(f"conv plan cache {path} unreadable ({type(e).__name__}: {e}); "
+                          "rebuilding it", stacklevel=2)
+        return {}
 
 
 def tuned_plan(x_shape: Shape, k_shape: Shape, repeats: int = REPEATS,
@@ -157,9 +137,13 @@ def tuned_plan(x_shape: Shape, k_shape: Shape, repeats: int = REPEATS,
     timed (`time_passes`) and added to it. An unreadable cache is rebuilt with a warning."""
     path = path or cache_path()
     here, key = machine(), shape_key(x_shape, k_shape)
-    cached = _cached_plan(_read(path), here, x_shape, k_shape)
-    if cached is not None:
-        return cached
+    cached = _read(path).get(here, {}).get(key)
+    try:  # the cached plan, unless absent (None) or not runnable
+        plan = Plan(*(Method(*cached[p]["method"]) for p in PASSES))
+        ops.check_plan(plan, x_shape, k_shape)
+        return plan
+    except (TypeError, KeyError, IndexError, ValueError):
+        pass
     print(f"wdjax: timing conv methods for {key} (first use on this machine)",
           file=sys.stderr, flush=True)
     times = time_passes(x_shape, k_shape, repeats)

@@ -1,43 +1,34 @@
-"""Image folders and archives: ``train/<class>/*.jpg|*.jpeg|*.png`` and ``test/<class>/...``.
-
-A source is a directory or a ``.tar.gz``/``.tgz``/``.tar`` archive, optionally wrapping
-both splits in one top-level folder. Classes are the sorted class-folder names; label ``i``
-is ``classes[i]``; files are taken in sorted name order. Images are decoded once with
-Pillow into uint8 arrays and cached (`wdjax.data.cache`) under a checksum of the source.
-"""
+"""Folder sources: a directory or ``.tar.gz``/``.tgz``/``.tar`` archive of ``train/<class>/*.jpg|
+*.jpeg|*.png`` and ``test/<class>/...`` (maybe in one wrapper folder); label i: the i-th sorted
+class. Decoded once with Pillow, cached as an ``.npz`` keyed by a checksum of the source."""
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import io
 import os
+import re
 import tarfile
+import warnings
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
-from wdjax.data import cache
-from wdjax.data.common import (
-    ALLOWED_FORMS,
-    ARCHIVE_EXTS,
-    SPLITS,
-    DataError,
-    Dataset,
-    make_dataset,
-)
+from wdjax import storage
+from wdjax.data import ALLOWED_FORMS, ARRAY_KEYS, SPLITS, DataError, Dataset, one_line
 
+ARCHIVE_EXTS = (".tar.gz", ".tgz", ".tar")
 _IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 _EXPECTED = "expected train/<class>/*.jpg|*.jpeg|*.png and test/<class>/..."
+CACHE_VERSION = 1  # bump when the decoded content or the cache layout changes
 
-# An entry is (relative path parts, is_regular_file); archive image bytes are keyed by parts.
-Entry = tuple[tuple[str, ...], bool]
+Entry = tuple[tuple[str, ...], bool]  # (path parts inside the source, is a regular file)
 
 
-@dataclasses.dataclass(frozen=True)
-class Layout:
+class Layout(NamedTuple):
     """Where the images of a source are and which label each gets."""
 
     prefix: tuple[str, ...]  # wrapper folder inside the source, () if none
@@ -49,19 +40,16 @@ def check_path(path: Path) -> Path:
     """`path` if it is a directory or an archive file; else DataError."""
     if not path.exists():
         raise DataError(f"data path {path} does not exist; {ALLOWED_FORMS}")
-    if path.is_dir():
-        return path
-    if not path.is_file() or not path.name.lower().endswith(ARCHIVE_EXTS):
+    if not path.is_dir() and not (path.is_file() and path.name.lower().endswith(ARCHIVE_EXTS)):
         raise DataError(f"data path {path} is not a directory or a .tar.gz/.tgz/.tar archive")
     return path
 
 
 def check(path: Path) -> None:
-    """Validate a folder source without decoding images (an archive's member list is read,
-    which also catches a truncated archive)."""
+    """Validate a folder source without decoding images (reading an archive's member list
+    also catches a truncated archive)."""
     path = check_path(path)
-    entries = scan_directory(path) if path.is_dir() else scan_archive(path, read_images=False)[0]
-    find_layout(entries, str(path))
+    find_layout(scan_directory(path) if path.is_dir() else scan_archive(path)[0], str(path))
 
 
 def _clean_parts(name: str) -> tuple[str, ...] | None:
@@ -77,96 +65,64 @@ def scan_directory(root: Path) -> list[Entry]:
     entries: list[Entry] = []
     for dirpath, dirnames, filenames in os.walk(root):
         rel = Path(dirpath).relative_to(root).parts
-        # Prune hidden folders in place so os.walk does not descend into them.
         dirnames[:] = [d for d in dirnames if not d.startswith(".") and d != "__MACOSX"]
         entries.extend(((*rel, d), False) for d in dirnames)
         entries.extend(((*rel, f), True) for f in filenames if not f.startswith("."))
     return entries
 
 
-def scan_archive(
-    path: Path, *, read_images: bool
-) -> tuple[list[Entry], dict[tuple[str, ...], bytes]]:
-    """List an archive's members (one sequential pass) and optionally read image bytes."""
+def scan_archive(path: Path, read_images: bool = False
+                 ) -> tuple[list[Entry], dict[tuple[str, ...], bytes]]:
+    """An archive's members in one sequential pass, and its image bytes if `read_images`."""
     entries: list[Entry] = []
     blobs: dict[tuple[str, ...], bytes] = {}
     try:
-        # "r:*" sniffs the compression; the stream is read once, members decoded in memory.
-        with tarfile.open(path, "r:*") as tar:
+        with tarfile.open(path, "r:*") as tar:  # "r:*" sniffs the compression
             for member in tar:
                 parts = _clean_parts(member.name)
                 if parts is None:
                     continue
                 entries.append((parts, member.isfile()))
                 if read_images and member.isfile() and parts[-1].lower().endswith(_IMAGE_EXTS):
-                    fileobj = tar.extractfile(member)
-                    if fileobj is not None:
-                        blobs[parts] = fileobj.read()
+                    blobs[parts] = tar.extractfile(member).read()
     except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
-        raise DataError(
-            f"cannot read archive {path}: corrupt or truncated ({type(e).__name__}: {e})"
-        ) from e
+        raise DataError(f"cannot read archive {path}: corrupt or truncated "
+                        f"({type(e).__name__}: {e})") from e
     return entries, blobs
 
 
-def _split_prefix(entries: list[Entry], where: str) -> tuple[str, ...]:
-    """() if train/ or test/ is at the top, else the one folder wrapping them."""
+def find_layout(entries: list[Entry], where: str) -> Layout:
+    """The layout of a scanned source; DataError naming what is missing or inconsistent."""
     tops = {parts[0] for parts, _ in entries}
     if tops & set(SPLITS):
-        return ()
-    if len(tops) == 1 and any(len(p) > 1 and p[1] in SPLITS for p, _ in entries):
-        return (next(iter(tops)),)
-    raise DataError(f"{where} is not an image folder/archive: no train/ or test/ folder "
-                    f"({_EXPECTED})")
-
-
-def _images_by_class(
-    rel: list[Entry], where: str, prefix: tuple[str, ...]
-) -> dict[str, dict[str, list[str]]]:
-    """split -> class -> image file names, with every split present and non-empty."""
-    present = {p[0] for p, _ in rel if p}
-    missing = [s for s in SPLITS if s not in present]
-    if missing:
-        raise DataError(f"{where} has no {' or '.join(m + '/' for m in missing)} folder "
+        prefix: tuple[str, ...] = ()
+    elif len(tops) == 1 and any(len(p) > 1 and p[1] in SPLITS for p, _ in entries):
+        prefix = (next(iter(tops)),)
+    else:
+        raise DataError(f"{where} is not an image folder/archive: no train/ or test/ folder "
                         f"({_EXPECTED})")
-    by_split: dict[str, dict[str, list[str]]] = {s: {} for s in SPLITS}
+    rel = [(p[len(prefix):], f) for p, f in entries if p[:len(prefix)] == prefix]
+    missing = [s + "/" for s in SPLITS if s not in {p[0] for p, _ in rel if p}]
+    if missing:
+        raise DataError(f"{where} has no {' or '.join(missing)} folder ({_EXPECTED})")
+    found: dict[str, dict[str, list[str]]] = {s: {} for s in SPLITS}  # split -> class -> names
     for parts, is_file in rel:
-        if is_file and len(parts) == 3 and parts[0] in by_split and (
+        if is_file and len(parts) == 3 and parts[0] in found and (
                 parts[2].lower().endswith(_IMAGE_EXTS)):
-            by_split[parts[0]].setdefault(parts[1], []).append(parts[2])
+            found[parts[0]].setdefault(parts[1], []).append(parts[2])
     for split in SPLITS:
-        if not by_split[split]:
-            raise DataError(
-                f"no class folders with images in {where}/{'/'.join(prefix + (split,))}/ "
-                f"(expected {split}/<class>/*.jpg|*.jpeg|*.png)"
-            )
-    return by_split
-
-
-def find_layout(entries: Iterable[Entry], where: str) -> Layout:
-    """The layout of a scanned source; DataError naming what is missing or inconsistent."""
-    entries = list(entries)
-    prefix = _split_prefix(entries, where)
-    rel = [(p[len(prefix):], f) for p, f in entries if p[: len(prefix)] == prefix]
-    by_split = _images_by_class(rel, where, prefix)
-    classes = tuple(sorted(by_split["train"]))
-    test_classes = set(by_split["test"])
-    if test_classes != set(classes):
-        lacking = sorted(set(classes) - test_classes)
-        extra = sorted(test_classes - set(classes))
-        raise DataError(
-            f"test classes differ from train classes in {where}: "
-            f"missing in test: {lacking or 'none'}; not in train: {extra or 'none'}"
-        )
-    files = {
-        split: [
-            (label, (split, cls, fname))
-            for label, cls in enumerate(classes)
-            for fname in sorted(by_split[split][cls])
-        ]
-        for split in SPLITS
-    }
-    return Layout(prefix=prefix, classes=classes, files=files)
+        if not found[split]:
+            raise DataError(f"no class folders with images in {where}/"
+                            f"{'/'.join(prefix + (split,))}/ (expected {split}/<class>/*.jpg|"
+                            "*.jpeg|*.png)")
+    classes, test = tuple(sorted(found["train"])), set(found["test"])
+    if test != set(classes):
+        raise DataError(f"test classes differ from train classes in {where}: missing in test: "
+                        f"{sorted(set(classes) - test) or 'none'}; not in train: "
+                        f"{sorted(test - set(classes)) or 'none'}")
+    files = {s: [(label, (s, c, name)) for label, c in enumerate(classes)
+                 for name in sorted(found[s][c])] for s in SPLITS}
+    return Layout(prefix, classes, files)
 
 
 def decode_image(name: str, source: bytes | Path) -> np.ndarray:
@@ -184,42 +140,32 @@ def decode_image(name: str, source: bytes | Path) -> np.ndarray:
         raise DataError(f"cannot decode image {name} ({type(e).__name__}: {e})") from e
 
 
-def decode_layout(
-    layout: Layout, fetch: Callable[[tuple[str, ...]], bytes | Path], where: str
-) -> dict[str, np.ndarray]:
+def decode_layout(layout: Layout, fetch: Callable[[tuple[str, ...]], bytes | Path],
+                  where: str) -> dict[str, np.ndarray]:
     """Decode every image of `layout` (``fetch`` gives a file's bytes or path by its parts)."""
-    # A single process: on 2 cores a process pool saved ~0.9 s of ~4.5 s for CIFAR-10 (and
-    # forking a process that runs JAX is unsafe); threads were slower than serial.
+    # Serial: on 2 cores a process pool saved ~0.9 of ~4.5 s for CIFAR-10 (and forking a
+    # process that runs JAX is unsafe); threads were slower.
     arrays: dict[str, np.ndarray] = {}
-    shape: tuple[int, ...] | None = None
-    first = ""
+    first = None  # (name, shape) of the first image: all must share its size
     for split in SPLITS:
         files = layout.files[split]
-        images: np.ndarray | None = None
-        labels = np.empty(len(files), dtype=np.int32)
-        for i, (label, parts) in enumerate(files):
+        for i, (_, parts) in enumerate(files):
             name = f"{where}:{'/'.join(layout.prefix + parts)}"
             img = decode_image(name, fetch(layout.prefix + parts))
-            if shape is None:
-                shape, first = img.shape, name
-            elif img.shape != shape:
-                raise DataError(
-                    f"image {name} is {img.shape[1]}x{img.shape[0]} but {first} is "
-                    f"{shape[1]}x{shape[0]}; all images must share one size"
-                )
-            if images is None:
-                images = np.empty((len(files), *shape), dtype=np.uint8)
+            first = first or (name, img.shape)
+            if img.shape != first[1]:
+                raise DataError(f"image {name} is {img.shape[1]}x{img.shape[0]} but {first[0]} "
+                                f"is {first[1][1]}x{first[1][0]}; all images must share one size")
+            if i == 0:
+                images = arrays[f"{split}_images"] = np.empty((len(files), *img.shape), np.uint8)
             images[i] = img
-            labels[i] = label
-        assert images is not None  # find_layout guarantees at least one image per split
-        arrays[f"{split}_images"] = images
-        arrays[f"{split}_labels"] = labels
+        arrays[f"{split}_labels"] = np.array([label for label, _ in files], np.int32)
     return arrays
 
 
 def archive_checksum(path: Path) -> str:
-    """sha256 of the archive's bytes."""
-    digest = hashlib.sha256()  # ~0.02 s for the 19 MB CIFAR-10 archive
+    """sha256 of the archive's bytes (~0.02 s for the 19 MB CIFAR-10 archive)."""
+    digest = hashlib.sha256()
     try:
         with open(path, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -230,10 +176,8 @@ def archive_checksum(path: Path) -> str:
 
 
 def directory_checksum(root: Path, layout: Layout) -> str:
-    """sha256 over the path, size and mtime of every image the layout uses."""
-    # Cheap content identity over the images actually used (not every file under root, so a
-    # cache dir or notes kept inside the data folder do not change the key): any added,
-    # removed, resized or touched image changes it.
+    """sha256 over the path, size and mtime of every image the layout uses (not every file:
+    a cache or notes kept in the data folder do not change it)."""
     digest = hashlib.sha256()
     for split in SPLITS:
         for _, parts in layout.files[split]:
@@ -246,29 +190,80 @@ def directory_checksum(root: Path, layout: Layout) -> str:
     return digest.hexdigest()
 
 
+def cache_file(cache_dir: str | os.PathLike, source_path: Path, checksum: str) -> Path:
+    """``<stem>-<checksum[:16]>-v<version>.npz`` under `cache_dir`."""
+    name = source_path.name
+    ext = next((e for e in ARCHIVE_EXTS if name.lower().endswith(e)), "")
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", name[:len(name) - len(ext)]) or "data"
+    return Path(cache_dir).expanduser() / f"{stem}-{checksum[:16]}-v{CACHE_VERSION}.npz"
+
+
+def arrays_crc(arrays: dict[str, np.ndarray], classes: tuple[str, ...]) -> int:
+    """crc32 over the four arrays and the class names (~0.03 s for CIFAR-10)."""
+    crc = 0
+    for key in ARRAY_KEYS:
+        crc = zlib.crc32(np.ascontiguousarray(arrays[key]).data, crc)
+    return zlib.crc32("\0".join(classes).encode(), crc)
+
+
+def read_cache(path: Path, checksum: str) -> tuple[dict, tuple[str, ...]] | None:
+    """The cached arrays and classes; None if absent or (with a warning) invalid."""
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {key: z[key] for key in ARRAY_KEYS}
+            classes = tuple(str(c) for c in z["classes"])
+            if str(z["source_checksum"]) != checksum:
+                raise ValueError("it belongs to another source")
+            if arrays_crc(arrays, classes) != int(z["crc"]):
+                raise ValueError("integrity checksum mismatch")
+        for split in SPLITS:
+            images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+            if images.dtype != np.uint8 or images.ndim != 4 or labels.dtype != np.int32 or (
+                    labels.shape != images.shape[:1]):
+                raise ValueError(f"unexpected {split} arrays")
+    except Exception as e:  # noqa: BLE001 - any unreadable cache is simply rebuilt
+        warnings.warn(one_line(f"wdjax data cache {path} is unreadable or corrupt "
+                               f"({type(e).__name__}: {e}); rebuilding it"),
+                      RuntimeWarning, stacklevel=4)
+        return None
+    return arrays, classes
+
+
+def write_cache(path: Path, arrays: dict[str, np.ndarray], classes: tuple[str, ...],
+                checksum: str) -> None:
+    """Write the cache atomically (readers see no cache or a whole one); failing only warns."""
+    buf = io.BytesIO()
+    np.savez(buf, **arrays, classes=np.array(classes, dtype=str),
+             source_checksum=np.array(checksum),
+             crc=np.array(arrays_crc(arrays, classes), dtype=np.uint64))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        storage.atomic_write(path, buf.getvalue())
+    except OSError as e:
+        warnings.warn(one_line(f"could not write wdjax data cache {path} ({e}); continuing"),
+                      RuntimeWarning, stacklevel=4)
+
+
 def load(path: Path, source: str, cache_dir: str | os.PathLike) -> Dataset:
-    """Decode the folder/archive at `path` (or read its cache under `cache_dir`)."""
-    path = check_path(path)
-    where = str(path)
-    if path.is_dir():
-        # Listing a directory is cheap, so its layout is validated even when cached.
-        layout: Layout | None = find_layout(scan_directory(path), where)
+    """Decode the folder/archive at `path`, or read its cache under `cache_dir`."""
+    path, where = check_path(path), str(path)
+    layout = None  # an archive is read (one full pass) only when there is no cache
+    if path.is_dir():  # listing a directory is cheap: its layout is checked even when cached
+        layout = find_layout(scan_directory(path), where)
         checksum = directory_checksum(path, layout)
     else:
-        layout = None  # an archive is only read (one full pass) when there is no cache
         checksum = archive_checksum(path)
-    cache_path = cache.cache_file(cache_dir, path, checksum)
-    cached = cache.read(cache_path, checksum)
+    cache_path = cache_file(cache_dir, path, checksum)
+    cached = read_cache(cache_path, checksum)
     if cached is not None:
-        arrays, classes = cached
-        return make_dataset(arrays, classes, source, checksum)
-
+        return Dataset(**cached[0], classes=cached[1], source=source, checksum=checksum)
     if layout is not None:
         arrays = decode_layout(layout, lambda parts: path.joinpath(*parts), where)
     else:
         entries, blobs = scan_archive(path, read_images=True)
         layout = find_layout(entries, where)
-        arrays = decode_layout(layout, blobs.__getitem__, where)
-        del blobs
-    cache.write(cache_path, arrays, layout.classes, checksum)
-    return make_dataset(arrays, layout.classes, source, checksum)
+        arrays = decode_layout(layout, blobs.pop, where)  # pop: bytes freed as decoded
+    write_cache(cache_path, arrays, layout.classes, checksum)
+    return Dataset(**arrays, classes=layout.classes, source=source, checksum=checksum)

@@ -1,16 +1,8 @@
 """TensorFlow Datasets sources, ``tfds:NAME`` (TensorFlow needed: ``pip install 'wdjax[tfds]'``).
 
-Loading goes through the dataset's builder:
-
-1. When the dataset is not prepared in the TFDS data directory (``$TFDS_DATA_DIR``, else
-   ``~/tensorflow_datasets``), the hosts it downloads from are checked first: a name lookup
-   and a TCP connect, :data:`HOST_TIMEOUT_S` at most. An offline machine gets one line within
-   seconds, before TensorFlow is even imported, instead of after TFDS's download retries
-   (about 3.5 minutes for CIFAR-10). A prepared dataset is never checked.
-2. Each split is read as a stream of batches and concatenated on the host. Reading a split
-   as one tensor (``tfds.load(..., batch_size=-1)``) aborts the process in C++ under
-   ``tfds.testing.mock_data``, so the stream is what both the real data and the mock run.
-"""
+An unprepared dataset's download hosts are checked first: offline, one line within seconds, not
+after TFDS's retries (~3.5 min). Splits are streamed in batches (``batch_size=-1`` aborts under
+``tfds.testing.mock_data``)."""
 
 from __future__ import annotations
 
@@ -28,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from wdjax.data.common import ARRAY_KEYS, FOLDER_FORM, SPLITS, DataError, Dataset, make_dataset
+from wdjax.data import ARRAY_KEYS, FOLDER_FORM, SPLITS, DataError, Dataset
 
 HOST_TIMEOUT_S = 6.0  # lookup and connect per host; a reachable host answers in milliseconds
 READ_BATCH = 10_000  # examples per streamed batch (30 MB of CIFAR images)
@@ -37,18 +29,10 @@ _NO_TF_NEEDED = f"a {FOLDER_FORM} source needs neither TensorFlow nor a download
 
 def tensorflow_available() -> bool:
     """Whether TensorFlow can be imported (checked without importing it)."""
-    # find_spec is cheap and never imports TF; tfds without TF would otherwise fail late
-    # (or try to download) before telling the user what is missing.
     try:
         return importlib.util.find_spec("tensorflow") is not None
     except (ImportError, ValueError):
         return False
-
-
-def missing_tensorflow_message(name: str) -> str:
-    """The one line for a ``tfds:`` source on a machine without TensorFlow."""
-    return (f"cannot load tfds:{name} (TensorFlow is not installed: pip install "
-            f"'wdjax[tfds]'); {_NO_TF_NEEDED}")
 
 
 def _failure(name: str, detail: str) -> DataError:
@@ -66,29 +50,6 @@ def _quiet_tfds() -> Iterator[None]:
         yield
     finally:
         logger.setLevel(level)
-
-
-def _is_prepared(builder: Any) -> bool:
-    with _quiet_tfds():
-        return bool(builder.is_prepared())
-
-
-def _builder(name: str) -> Any:
-    """The TFDS builder of `name` (creating it needs no TensorFlow import and no network)."""
-    if not tensorflow_available():
-        raise DataError(missing_tensorflow_message(name))
-    import tensorflow_datasets as tfds
-
-    try:
-        with _quiet_tfds():
-            return tfds.builder(name)
-    except Exception as e:  # noqa: BLE001 - unknown name, bad version, broken install...
-        # The first line only: an unknown name is followed by every dataset TFDS knows.
-        first = (str(e).strip().splitlines() or [""])[0]
-        raise _failure(name, f"{type(e).__name__}: {first}") from e
-
-
-# ---- the download-host check -------------------------------------------------------------
 
 
 def download_addresses(urls: Iterable[str]) -> list[tuple[str, int]]:
@@ -122,8 +83,8 @@ def _resolve(host: str, port: int, timeout: float) -> list[tuple]:
     worker.start()
     worker.join(timeout)
     if "error" in result:
-        raise OSError(f"cannot resolve {host} ({type(result['error']).__name__}: "
-                      f"{result['error']})")
+        e = result["error"]
+        raise OSError(f"cannot resolve {host} ({type(e).__name__}: {e})")
     if "infos" not in result:
         raise OSError(f"resolving {host} took over {timeout:g} s")
     return result["infos"]
@@ -149,8 +110,22 @@ def check_address(host: str, port: int, timeout: float = HOST_TIMEOUT_S) -> None
     raise OSError(f"cannot connect to {host}:{port} ({'; '.join(errors) or 'no address'})")
 
 
-def _check_download(name: str, builder: Any) -> None:
-    """DataError at once if `builder` would have to download from a host it cannot reach."""
+def check(name: str) -> tuple[Any, bool]:
+    """The builder of ``tfds:NAME`` and whether it is prepared; DataError unless TensorFlow is
+    present, TFDS knows the name, and the dataset is prepared or its hosts are reachable."""
+    if not tensorflow_available():
+        raise _failure(name, "TensorFlow is not installed: pip install 'wdjax[tfds]'")
+    import tensorflow_datasets as tfds
+
+    try:  # creating a builder needs no TensorFlow import and no network
+        with _quiet_tfds():
+            builder = tfds.builder(name)
+            if builder.is_prepared():
+                return builder, True
+    except Exception as e:  # noqa: BLE001 - unknown name, bad version, broken install...
+        # The first line only: an unknown name is followed by every dataset TFDS knows.
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise _failure(name, f"{type(e).__name__}: {first}") from e
     try:
         urls = list(builder.url_infos or ())
     except Exception:  # noqa: BLE001 - no checksums file: TFDS finds its URLs while preparing
@@ -161,17 +136,7 @@ def _check_download(name: str, builder: Any) -> None:
         except OSError as e:
             raise _failure(name, f"not prepared in {builder.data_dir}, and its download "
                                  f"host is unreachable: {e}") from e
-
-
-def check(name: str) -> None:
-    """Validate ``tfds:NAME`` cheaply: TensorFlow present, the name known to TFDS, and the
-    dataset prepared or its download hosts reachable."""
-    builder = _builder(name)
-    if not _is_prepared(builder):
-        _check_download(name, builder)
-
-
-# ---- loading -----------------------------------------------------------------------------
+    return builder, False
 
 
 def _read_split(builder: Any, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -191,31 +156,23 @@ def _read_split(builder: Any, split: str) -> tuple[np.ndarray, np.ndarray]:
 
 def _class_names(info: Any, num_classes: int) -> tuple[str, ...]:
     """The label feature's names, or ``"0", "1", ...`` when it has none."""
-    label_key = (info.supervised_keys or (None, "label"))[1]
     try:
-        names = list(info.features[label_key].names)
+        names = info.features[(info.supervised_keys or (None, "label"))[1]].names
     except Exception:  # noqa: BLE001 - a label feature without names
         names = []
-    return tuple(str(c) for c in names) or tuple(str(i) for i in range(num_classes))
-
-
-def _hide_accelerators_from_tensorflow() -> None:
-    import tensorflow as tf
-
-    # TF would otherwise reserve (almost) all accelerator memory that JAX needs; this
-    # fails harmlessly if TF was already initialised elsewhere.
-    with contextlib.suppress(Exception):
-        tf.config.set_visible_devices([], "GPU")
+    return tuple(map(str, names)) or tuple(map(str, range(num_classes)))
 
 
 def load(name: str) -> Dataset:
     """Prepare ``tfds:NAME`` if needed (after the host check) and read both splits."""
-    builder = _builder(name)
-    prepared = _is_prepared(builder)
-    if not prepared:
-        _check_download(name, builder)
+    builder, prepared = check(name)
     try:
-        _hide_accelerators_from_tensorflow()
+        import tensorflow as tf
+
+        # TF would otherwise reserve the accelerator memory JAX needs (harmless to fail if
+        # TF was already initialised elsewhere).
+        with contextlib.suppress(Exception):
+            tf.config.set_visible_devices([], "GPU")
         if not prepared:
             builder.download_and_prepare()
         arrays: dict[str, np.ndarray] = {}
@@ -231,4 +188,4 @@ def load(name: str) -> Dataset:
     for key in ARRAY_KEYS:
         digest.update(arrays[key].tobytes())
     digest.update("\0".join(classes).encode())
-    return make_dataset(arrays, classes, f"tfds:{name}", digest.hexdigest())
+    return Dataset(**arrays, classes=classes, source=f"tfds:{name}", checksum=digest.hexdigest())

@@ -1,125 +1,163 @@
-"""Coupled and decoupled L2/L1 decay terms and the L1 sign-crossing clip
-(docs/schemes.md#one-update-step)."""
+"""The transforms of the schemes' update step (docs/schemes.md#one-update-step): coupled and
+decoupled L2/L1 decay, layer-wise normalised updates, the L1 sign-crossing clip, and Adam with
+one second moment per block (docs/schemes.md#adam-blocks)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from wdjax.decay.trees import KINDS, NO_PARAMS, PyTree, leaves_like
-from wdjax.decay.values import StepCountState, has_schedule, init_count, tree_at
+from wdjax.decay.trees import KINDS, PyTree, leafwise, like, require_params, unit_axes, unit_norm
 
-
-def _check_kind(kind: str) -> str:
-    if kind not in KINDS:
-        raise ValueError(f"decay kind {kind!r} is not one of {', '.join(KINDS)}")
-    return kind
+GRANULARITIES = ("element", "unit", "layer")
 
 
 def decay_term(param: jax.Array, coefficient: Any, kind: str = "l2",
                multiplier: Any = None) -> jax.Array:
-    """``coefficient * p`` (L2) or ``coefficient * sign(p)`` (L1), times `multiplier` if given.
-
-    This is the gradient of ``coef/2 * ||p||^2`` or ``coef * ||p||_1`` (the subgradient 0 at
-    p = 0), i.e. what coupled decay adds to the loss gradient.
-    """
-    base = param if _check_kind(kind) == "l2" else jnp.sign(param)
-    term = coefficient * base
+    """``coefficient * p`` (L2) or ``coefficient * sign(p)`` (L1), times `multiplier` if given:
+    the gradient of ``coef/2 * ||p||^2`` or ``coef * ||p||_1`` (subgradient 0 at p = 0)."""
+    if kind not in KINDS:
+        raise ValueError(f"decay kind {kind!r} is not one of {', '.join(KINDS)}")
+    term = coefficient * (param if kind == "l2" else jnp.sign(param))
     return term if multiplier is None else term * multiplier
 
 
 def decay_tree(params: PyTree, coefficients: Any, kinds: Any = "l2",
                multipliers: Any = None) -> PyTree:
     """`decay_term` on every leaf of `params` (the tree that coupled decay adds)."""
-    leaves, treedef = jax.tree.flatten(params)
-    terms = [
-        decay_term(p, c, k, m)
-        for p, c, k, m in zip(
-            leaves, leaves_like(params, coefficients), leaves_like(params, kinds),
-            leaves_like(params, multipliers), strict=True,
-        )
-    ]
-    return treedef.unflatten(terms)
+    return jax.tree.map(decay_term, params, like(params, coefficients), like(params, kinds),
+                        like(params, multipliers))
 
 
 def add_decay(coefficients: Any, kinds: Any = "l2",
               multipliers: Any = None) -> optax.GradientTransformation:
     """Coupled weight decay: ``d = g + wd_t * (p | sign(p)) * M``.
 
-    Placed before momentum/adaptive scaling it is L2/L1 regularisation of the loss (the
-    decay enters the momentum buffer, as ``torch.optim.SGD(weight_decay=...)``). Placed
-    after ``optax.scale_by_adam`` and before the learning rate it is AdamW's decoupled decay.
+    Before momentum / adaptive scaling it is L2/L1 regularisation of the loss (as
+    ``torch.optim.SGD(weight_decay=...)``); after ``optax.scale_by_adam`` and before the
+    learning rate it is AdamW's decoupled decay.
 
-    Args:
-      coefficients: ``wd``; a scalar, or a tree of per-leaf scalars or arrays. Any of them
-        may be an Optax schedule, read at this transform's own step count (``wd_t``); the
-        state is then a `StepCountState`, otherwise ``optax.EmptyState``.
-      kinds: ``'l2'`` or ``'l1'``, or a tree of them.
-      multipliers: element-wise ``M`` (broadcastable to the leaf), a tree with ``None``
-        where there is none, or ``None``.
+    ``wd`` (`coefficients`): a scalar or per-leaf tree of scalars or arrays, any of them an
+    Optax schedule read at this transform's step count (the state is then a `StepCountState`,
+    else ``optax.EmptyState``). `kinds`: ``'l2'`` / ``'l1'`` or a tree of them. ``M``
+    (`multipliers`): element-wise, a tree with ``None`` where there is none, or ``None``.
     """
-    scheduled = has_schedule(coefficients)
 
-    def update_fn(updates, state, params=None):
-        if params is None:
-            raise ValueError(NO_PARAMS)
-        coefs = tree_at(coefficients, state.count) if scheduled else coefficients
-        decays = decay_tree(params, coefs, kinds, multipliers)
-        if scheduled:
-            state = StepCountState(count=optax.safe_increment(state.count))
-        return jax.tree.map(jnp.add, updates, decays), state
+    def add(g, p, coefficient, kind, multiplier):
+        return jnp.add(g, decay_term(p, coefficient, kind, multiplier))
 
-    init_fn = init_count if scheduled else optax.init_empty_state
-    return optax.GradientTransformation(init_fn, update_fn)
+    scheduled = any(callable(leaf) for leaf in jax.tree.leaves(coefficients))
+    return leafwise(add, coefficients, kinds, multipliers, counted=scheduled)
 
 
 def decoupled_decay(coefficients: Any, learning_rate: Any, kinds: Any = "l2",
                     multipliers: Any = None) -> optax.GradientTransformation:
     """Decoupled decay on final updates: ``u = u - lr_t * wd_t * (p | sign(p)) * M``.
 
-    Goes *after* a whole optimiser (e.g. ``optax.chain(optax.adam(lr), decoupled_decay(wd,
-    lr))``), with ``p`` the parameters before the step, as ``torch.optim.AdamW`` does.
-    `learning_rate` is the factor ``lr_t`` of the decay: a float, an Optax schedule of the
-    step count, or a per-leaf tree of them (`independent_decay` and `corrected_decay` are
-    this transform with their factors). Any coefficient may be a float or a schedule.
+    Goes *after* a whole optimiser (``optax.chain(optax.adam(lr), decoupled_decay(wd, lr))``),
+    ``p`` the parameters before the step, as ``torch.optim.AdamW``. `learning_rate` (``lr_t``)
+    and the coefficients may be floats, Optax schedules of the step count or per-leaf trees.
     """
 
-    def update_fn(updates, state, params=None):
-        if params is None:
-            raise ValueError(NO_PARAMS)
-        decays = decay_tree(params, tree_at(coefficients, state.count), kinds, multipliers)
-        rates = leaves_like(updates, tree_at(learning_rate, state.count))
-        leaves, treedef = jax.tree.flatten(updates)
-        out = [u - lr * d for u, d, lr in zip(leaves, jax.tree.leaves(decays), rates,
-                                               strict=True)]
-        return treedef.unflatten(out), StepCountState(optax.safe_increment(state.count))
+    def decay(u, p, coefficient, lr, kind, multiplier):
+        return u - lr * decay_term(p, coefficient, kind, multiplier)
 
-    return optax.GradientTransformation(init_count, update_fn)
+    return leafwise(decay, coefficients, learning_rate, kinds, multipliers)
 
 
 def clip_sign_crossing(mask: Any = True) -> optax.GradientTransformation:
-    """L1 clipping: an element whose sign the step would flip lands on exactly 0.
+    """L1 clipping on final updates ``u``: where ``sign(p) * sign(p + u) == -1`` the update
+    becomes ``-p``, so ``p + u == 0`` exactly (an element at 0 is never clipped). `mask`: a
+    static bool or tree of bools choosing the (L1-decayed) leaves."""
 
-    Works on final updates ``u`` (after the learning rate): where
-    ``sign(p) * sign(p + u) == -1`` the update becomes ``-p``, so ``p + u == 0`` exactly.
-    An element already at 0 has sign 0 and is never clipped. `mask` is a bool or a tree of
-    bools choosing the leaves (the L1-decayed ones); it must be static.
+    def clip(u, p, chosen):
+        return jnp.where(jnp.sign(p) * jnp.sign(p + u) < 0, -p, u) if chosen else u
+
+    return leafwise(clip, mask, counted=False)
+
+
+class NormalizeUpdatesState(NamedTuple):
+    count: jax.Array  # steps taken; the EMA starts from the first norm
+    norm_ema: PyTree  # per leaf: EMA of ||d|| (scalar, or one per output unit)
+
+
+def normalize_updates(ema_rate: Any = 0.0, times_weight_norm: bool = True,
+                      per_unit: bool = False, eps: float = 1e-8) -> optax.GradientTransformation:
+    """Layer-wise update normalisation (docs/schemes.md#layer-specific-normalisation):
+    ``d = d * w / (e + eps)``, ``w = ||p||`` (1 without `times_weight_norm`).
+
+    ``e = ||d||`` at the first step, then ``e = r * e + (1 - r) * ||d||``, ``r = ema_rate``.
+    Norms are per tensor (1-D included), or per output channel (last axis) with `per_unit`.
+    An all-zero tensor with `times_weight_norm` never moves (unlike
+    ``optax.scale_by_trust_ratio``). Goes after momentum; the buffer is never rescaled.
     """
 
-    def update_fn(updates, state, params=None):
-        if params is None:
-            raise ValueError(NO_PARAMS)
-        leaves, treedef = jax.tree.flatten(updates)
-        out = []
-        for u, p, m in zip(leaves, jax.tree.leaves(params), leaves_like(updates, mask),
-                           strict=True):
-            if m:
-                crossed = jnp.sign(p) * jnp.sign(p + u) < 0
-                u = jnp.where(crossed, -p, u)
-            out.append(u)
-        return treedef.unflatten(out), state
+    def init_fn(params):
+        norms = jax.tree.map(lambda p: jnp.zeros_like(unit_norm(p, per_unit)), params)
+        return NormalizeUpdatesState(count=jnp.zeros([], jnp.int32), norm_ema=norms)
 
-    return optax.GradientTransformation(optax.init_empty_state, update_fn)
+    def update_fn(updates, state, params=None):
+        if times_weight_norm:
+            require_params(params)
+        first = state.count == 0
+        norms = jax.tree.map(lambda d: unit_norm(d, per_unit), updates)
+        ema = jax.tree.map(lambda e, n: jnp.where(first, n, ema_rate * e + (1 - ema_rate) * n),
+                           state.norm_ema, norms)
+        if times_weight_norm:
+            scale = jax.tree.map(lambda p, e: unit_norm(p, per_unit) / (e + eps), params, ema)
+        else:
+            scale = jax.tree.map(lambda e: 1.0 / (e + eps), ema)
+        updates = jax.tree.map(lambda d, s: d * s, updates, scale)
+        return updates, NormalizeUpdatesState(optax.safe_increment(state.count), ema)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+class ScaleByAdamBlocksState(NamedTuple):
+    count: jax.Array  # steps taken
+    mu: PyTree        # first moment, one per element
+    nu: PyTree        # second moment, one per block (kept broadcastable to its leaf)
+
+
+def scale_by_adam_blocks(granularity: str = "unit", b1: Any = 0.9, b2: Any = 0.999,
+                         eps: Any = 1e-8) -> optax.GradientTransformation:
+    """Adam whose second moment is shared by a block of elements.
+
+    ``mu <- b1 mu + (1 - b1) g`` per element; ``nu <- b2 nu + (1 - b2) mean_block(g^2)`` per
+    block; ``d = mu_hat / (sqrt(nu_hat) + eps)`` with ``mu_hat = mu / (1 - b1^t)``,
+    ``nu_hat = nu / (1 - b2^t)``: ``optax.scale_by_adam`` for ``"element"``.
+
+    A block is one output unit (``"unit"``: one index of the last axis of a Flax HWIO/IO
+    kernel; a 1-D leaf gets plain Adam), the whole tensor (``"layer"``), or one element
+    (``"element"``). `b1`, `b2`, `eps` may be traced. Compose decay around it as around
+    ``optax.scale_by_adam``.
+    """
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"granularity {granularity!r} is not one of "
+                         f"{', '.join(GRANULARITIES)}")
+
+    def mean_square(g):
+        axes = () if granularity == "element" else unit_axes(g, granularity == "unit")
+        # A one-element block's mean is g**2 itself: skipping the reduction keeps "element"
+        # bit-for-bit optax.scale_by_adam.
+        return jnp.mean(jnp.square(g), axis=axes, keepdims=True) if axes else g**2
+
+    def init_fn(params):
+        mu = jax.tree.map(jnp.zeros_like, params)
+        nu = jax.tree.map(lambda p: jnp.zeros_like(mean_square(p)), params)
+        return ScaleByAdamBlocksState(count=jnp.zeros([], jnp.int32), mu=mu, nu=nu)
+
+    def update_fn(updates, state, params=None):
+        del params
+        mu = jax.tree.map(lambda g, m: (1 - b1) * g + b1 * m, updates, state.mu)
+        nu = jax.tree.map(lambda g, v: (1 - b2) * mean_square(g) + b2 * v, updates, state.nu)
+        count = optax.safe_increment(state.count)
+        mu_hat = optax.tree.bias_correction(mu, b1, count)
+        nu_hat = optax.tree.bias_correction(nu, b2, count)
+        updates = jax.tree.map(lambda m, v: m / (jnp.sqrt(v) + eps), mu_hat, nu_hat)
+        return updates, ScaleByAdamBlocksState(count=count, mu=mu, nu=nu)
+
+    return optax.GradientTransformation(init_fn, update_fn)

@@ -1,13 +1,8 @@
-"""Decay variants that change *how much* or *toward what* a weight decays.
+"""Decay variants: how much (independent, AdamC, cautious), toward what (L2-SP), and steps that
+map the parameters after the gradient step (proximal L1, norm constraints).
 
-* `independent_decay`: decay that follows the schedule's shape, not the learning rate.
-* `corrected_decay`: AdamC's ``lr_t^2 / lr_max`` scaling.
-* `cautious_decay`: decay only where the optimiser's step already shrinks the weight.
-* `add_decay_toward_init`: L2-SP, decay toward the initial weights instead of toward 0.
-
-Every coefficient may be a scalar or a per-leaf tree (looked up by path, see
-`wdjax.decay.trees.leaves_like`), traced, or an Optax schedule read at the transform's own
-step count (kept in its state).
+Coefficients may be scalars or per-leaf trees (looked up by path), traced, or Optax schedules
+read at the transform's own step count.
 """
 
 from __future__ import annotations
@@ -19,12 +14,14 @@ import jax.numpy as jnp
 import optax
 
 from wdjax.decay.terms import decoupled_decay
-from wdjax.decay.trees import NO_PARAMS, PyTree, leaves_like
-from wdjax.decay.values import (
-    StepCountState,
+from wdjax.decay.trees import (
+    PyTree,
     check_values,
-    init_count,
+    leafwise,
+    like,
+    require_params,
     tree_at,
+    unit_norm,
     value_at,
 )
 
@@ -34,31 +31,18 @@ def independent_decay(coefficients: Any, learning_rate: Any, peak_learning_rate:
                       ) -> optax.GradientTransformation:
     """Independent decay: ``u = u - (lr_t / lr_0) * wd_t * (p | sign(p)) * M``.
 
-    The decay per step follows the *shape* of the learning-rate schedule but not its size:
-    ``wd`` is the fraction of ``p`` removed per step at the reference rate ``lr_0``, however
-    large ``lr`` is. This is the original AdamW paper's form (Loshchilov & Hutter, ICLR 2019,
-    arXiv 1711.05101, Algorithm 2: the schedule multiplier ``eta_t`` scales ``lambda * x``, the
-    base rate ``alpha`` does not) and big_vision's ``decay = wd * sched(step)``. With a
-    constant rate it is ``u = u - wd * p``, i.e. ``torch.optim.AdamW`` with
-    ``weight_decay = wd / lr``.
+    The decay follows the *shape* of the schedule, not its size: the original AdamW form
+    (Loshchilov & Hutter, arXiv 1711.05101, Algorithm 2) and big_vision's
+    ``wd * sched(step)``; with a constant rate, ``torch.optim.AdamW`` with
+    ``weight_decay = wd / lr``. It is `decoupled_decay` with the factor ``lr_t / lr_0``, after
+    the learning rate.
 
-    `decoupled_decay` with the factor ``lr_t / lr_0``: it goes after the learning rate
-    (``optax.chain(optax.scale_by_adam(), optax.scale_by_learning_rate(lr),
-    independent_decay(wd, lr))``); ``p`` is the parameters before the step.
-
-    Args:
-      coefficients: ``wd``: a scalar or a per-leaf tree; leaves may be schedules.
-      learning_rate: ``lr``: a float or an Optax schedule of the step count.
-      peak_learning_rate: ``lr_0``; default ``learning_rate`` at step 0, which a warmup
-        schedule starting at 0 cannot use (pass its peak). Inside
-        ``optax.inject_hyperparams`` the learning rate arrives as its current value, so pass
-        ``lr_0`` explicitly there (the same holds for `corrected_decay`'s ``lr_max``).
-      kinds, multipliers: as in `add_decay`.
+    `learning_rate` is a float or schedule; ``lr_0`` (`peak_learning_rate`) defaults to it at
+    step 0: pass it for a warmup from 0 and inside ``optax.inject_hyperparams``.
     """
     reference = value_at(learning_rate, 0) if peak_learning_rate is None else peak_learning_rate
     check_values("independent_decay's reference learning rate (learning_rate at step 0, "
                  "or peak_learning_rate)", reference, allow_zero=False)
-
     return decoupled_decay(coefficients, lambda count: value_at(learning_rate, count) / reference,
                            kinds, multipliers)
 
@@ -68,25 +52,13 @@ def corrected_decay(coefficients: Any, learning_rate: Any, max_learning_rate: An
                     normalized: Any = True) -> optax.GradientTransformation:
     """Corrected decoupled decay (AdamC): ``u = u - lr_t * (lr_t / lr_max) * wd_t * p``.
 
-    Defazio 2025, "Why Gradients Rapidly Increase Near the End of Training", arXiv
-    2506.02285: for a layer followed by a normalisation the steady-state ratio
-    ``||g|| / ||p||`` is set by ``wd / lr_t``, so as the schedule decays, plain decoupled decay
-    (``lr_t * wd``) lets the gradient norm grow. Scaling the decay by ``lr_t^2 / lr_max``
-    keeps that ratio fixed (timm's ``corrected_weight_decay``). The paper corrects only the
-    normalised layers and keeps AdamW's ``lr_t * wd * p`` elsewhere: `normalized` chooses
-    the leaves. At the peak rate both equal `decoupled_decay`.
+    Defazio 2025 (arXiv 2506.02285): behind a normalisation the steady-state ``||g|| / ||p||``
+    is set by ``wd / lr_t``; scaling the decay by ``lr_t^2 / lr_max`` keeps it fixed as the
+    schedule decays (timm's ``corrected_weight_decay``). `decoupled_decay` with that factor,
+    after the learning rate; equal to it at the peak rate.
 
-    `decoupled_decay` with the factor ``lr_t^2 / lr_max`` (``lr_t`` on the other leaves):
-    it goes after the optimiser's learning rate; ``p`` is the parameters before the step.
-
-    Args:
-      coefficients: ``wd``: a scalar or a per-leaf tree; leaves may be schedules.
-      learning_rate: ``lr``: a float or an Optax schedule of the step count.
-      max_learning_rate: ``lr_max``, the schedule's peak; required when `learning_rate`
-        is a schedule (default: the constant `learning_rate`).
-      kinds, multipliers: as in `add_decay`.
-      normalized: a bool or a tree of bools (static): leaves with the corrected scaling;
-        the others get ``lr_t * wd``.
+    ``lr_max`` (`max_learning_rate`) is the peak, required for a schedule. `normalized`
+    (static bools) chooses the corrected leaves; the others get ``lr_t * wd``, as in the paper.
     """
     if max_learning_rate is None:
         if callable(learning_rate):
@@ -106,32 +78,16 @@ def corrected_decay(coefficients: Any, learning_rate: Any, max_learning_rate: An
 def cautious_decay(coefficients: Any) -> optax.GradientTransformation:
     """Cautious weight decay (CWD): ``d = d + wd_t * 1[d * p >= 0] * p``, element-wise.
 
-    Chen et al. 2025, "Cautious Weight Decay", arXiv 2510.12402, Algorithm 1:
-    ``x_{t+1} = x_t - eta_t * (u_t + lambda * I(u_t * x_t >= 0) * x_t)``, entrywise, where
-    ``u_t`` is the optimiser's update direction. Decay acts only on coordinates where the
-    step ``-eta_t * u_t`` already moves ``x`` toward zero (``u`` and ``x`` of one sign); the
-    boundary counts as aligned, as in the paper's ``>= 0``: where ``u = 0`` the decay
-    applies, and where ``x = 0`` it is ``lambda * 0 = 0``.
-
-    Works on the direction ``d`` (= ``u_t``) *before* the learning rate, in the place of
-    AdamW's decay: ``optax.chain(optax.scale_by_adam(), cautious_decay(wd),
-    optax.scale_by_learning_rate(lr))``, or after ``optax.trace`` for SGD with momentum.
-    After the learning rate the sign test would be reversed.
-
-    Args:
-      coefficients: ``lambda``: a scalar or a per-leaf tree; leaves may be schedules.
+    Chen et al. 2025 (arXiv 2510.12402), Algorithm 1:
+    ``x_{t+1} = x_t - eta_t * (u_t + lambda * I(u_t * x_t >= 0) * x_t)``: decay only where the
+    step already moves ``x`` toward zero. On the direction ``d`` *before* the learning rate:
+    ``optax.chain(optax.scale_by_adam(), cautious_decay(wd), optax.scale_by_learning_rate(lr))``.
     """
 
-    def update_fn(updates, state, params=None):
-        if params is None:
-            raise ValueError(NO_PARAMS)
-        coefs = leaves_like(updates, tree_at(coefficients, state.count))
-        leaves, treedef = jax.tree.flatten(updates)
-        out = [d + c * jnp.where(d * p >= 0, p, jnp.zeros_like(p))
-               for d, p, c in zip(leaves, jax.tree.leaves(params), coefs, strict=True)]
-        return treedef.unflatten(out), StepCountState(optax.safe_increment(state.count))
+    def cautious(d, p, c):
+        return d + c * jnp.where(d * p >= 0, p, jnp.zeros_like(p))
 
-    return optax.GradientTransformation(init_count, update_fn)
+    return leafwise(cautious, coefficients)
 
 
 class DecayTowardInitState(NamedTuple):
@@ -142,13 +98,8 @@ class DecayTowardInitState(NamedTuple):
 def add_decay_toward_init(coefficients: Any) -> optax.GradientTransformation:
     """Coupled decay toward the initial weights (L2-SP): ``d = g + wd_t * (p - p0)``.
 
-    The gradient of ``wd/2 * ||p - p0||^2``: Li, Grandvalet & Davoine, "Explicit Inductive
-    Bias for Transfer Learning with Convolutional Networks", ICML 2018 (arXiv 1802.01483).
-    ``p0`` is the params given to ``init``, kept in the state. Placed like `add_decay` (first
-    for L2 in the loss, or after ``scale_by_adam`` for the decoupled form).
-
-    Args:
-      coefficients: ``wd``: a scalar or a per-leaf tree; leaves may be schedules.
+    The gradient of ``wd/2 * ||p - p0||^2`` (Li, Grandvalet & Davoine, ICML 2018, arXiv
+    1802.01483); ``p0`` is the params given to ``init``. Placed like `add_decay`.
     """
 
     def init_fn(params):
@@ -156,14 +107,90 @@ def add_decay_toward_init(coefficients: Any) -> optax.GradientTransformation:
                                     initial_params=jax.tree.map(jnp.asarray, params))
 
     def update_fn(updates, state, params=None):
-        if params is None:
-            raise ValueError(NO_PARAMS)
-        coefs = leaves_like(updates, tree_at(coefficients, state.count))
-        leaves, treedef = jax.tree.flatten(updates)
-        out = [g + c * (p - p0) for g, p, p0, c in zip(
-            leaves, jax.tree.leaves(params), jax.tree.leaves(state.initial_params), coefs,
-            strict=True)]
+        require_params(params)
+        coefs = like(updates, tree_at(coefficients, state.count))
+        out = jax.tree.map(lambda g, p, p0, c: g + c * (p - p0), updates, params,
+                           state.initial_params, coefs)
         count = optax.safe_increment(state.count)
-        return treedef.unflatten(out), DecayTowardInitState(count, state.initial_params)
+        return out, DecayTowardInitState(count, state.initial_params)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def proximal_l1(coefficients: Any, learning_rate: Any,
+                mask: Any = True) -> optax.GradientTransformation:
+    """Proximal L1 (soft threshold) after the gradient step, last in a chain.
+
+    With ``q = p + u`` the parameters after the step and ``k = lr_t * wd_t``::
+
+        p_new = sign(q) * max(|q| - k, 0),    u' = p_new - p
+
+    the proximal operator of ``k * ||.||_1`` (ISTA): elements with ``|q| <= k`` land on
+    exactly 0, replacing coupled L1 and `clip_sign_crossing`. ``wd >= 0`` may be per-leaf;
+    ``lr`` is the chain's learning rate; `mask` (static bools) chooses the leaves.
+    """
+    check_values("proximal_l1 coefficients", coefficients, allow_zero=True)
+
+    def shrink(u, p, c, lr, chosen):
+        if not chosen:
+            return u
+        q = p + u
+        return jnp.sign(q) * jnp.maximum(jnp.abs(q) - lr * c, 0) - p
+
+    return leafwise(shrink, coefficients, learning_rate, mask)
+
+
+class ConstrainNormsState(NamedTuple):
+    radius: PyTree  # per leaf: the norm(s) it is held to; a scalar 0 where unconstrained
+
+
+def _chosen(params: PyTree, mask: Any) -> PyTree:
+    """Which leaves are constrained: `mask` looked up per leaf, or ``ndim >= 2`` by default."""
+    if mask is None:
+        return jax.tree.map(lambda p: jnp.ndim(p) >= 2, params)
+    return jax.tree.map(bool, like(params, mask))
+
+
+def constrain_norms(radius: Any = None, per_unit: Any = True,
+                    mask: Any = None) -> optax.GradientTransformation:
+    """Norm constraint, last in a chain: each unit or tensor is projected back to radius r.
+
+    With ``q = p + u`` the parameters after the step::
+
+        p_new = q * r / ||q||,    u' = p_new - p
+
+    ``||.||`` per unit (all axes but the last: one per output channel of a Flax kernel) or
+    per tensor; a unit with ``||q|| = 0`` stays. The sphere of Nero (arXiv 2102.07227, which
+    also centres units) and Hyperball (arXiv 2606.16899; add ``normalize_updates(0.0,
+    per_unit=...)`` before the learning rate for its update norm ``lr * r``).
+
+    `radius` ``r``: ``None`` keeps each unit's norm at ``init`` (in the state), or values > 0
+    (per leaf; scalars or one per unit). `per_unit`, `mask` (static bools, per leaf): per-unit
+    norms or one per tensor; the constrained leaves (default: ``ndim >= 2``, the kernels).
+    """
+    check_values("constrain_norms radius", radius, allow_zero=False)
+
+    def init_fn(params):
+        def init_radius(p, chosen, unit, r):
+            if not chosen:  # a placeholder (checkpoints cannot hold zero-size arrays)
+                return jnp.zeros((), jnp.result_type(p))
+            norms = unit_norm(jnp.asarray(p), unit)
+            return norms if r is None else jnp.broadcast_to(r, norms.shape)
+
+        return ConstrainNormsState(jax.tree.map(init_radius, params, _chosen(params, mask),
+                                                like(params, per_unit), like(params, radius)))
+
+    def update_fn(updates, state, params=None):
+        require_params(params)
+
+        def project(u, p, chosen, unit, r):
+            if not chosen:
+                return u
+            q = p + u
+            norms = unit_norm(q, unit)
+            return q * jnp.where(norms > 0, r / jnp.where(norms > 0, norms, 1), 1) - p
+
+        return jax.tree.map(project, updates, params, _chosen(updates, mask),
+                            like(updates, per_unit), state.radius), state
 
     return optax.GradientTransformation(init_fn, update_fn)

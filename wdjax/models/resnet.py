@@ -1,13 +1,7 @@
-"""A CIFAR ResNet-18 (He et al. 2016, the 3x3-stem CIFAR variant) in Flax linen.
-
-3x3 stem conv -> BN -> ReLU; four stages of two basic blocks with widths w, 2w, 4w, 8w
-(``w = width``, 64 in the paper), the first block of stages 2-4 strided; a 1x1 projection
-conv + BN on the shortcut where shape changes; global average pooling; a Dense head. Convs
-have no bias (BN follows); kernels ~ Normal(0, 2 / fan_in) as in the VGG. BatchNorm is
-wdjax's (PyTorch semantics, aware of padded rows), so the trainer drives it like the VGG.
-`platform` and `dtype` mean what they mean for the VGG (`wdjax.models.vgg.on_cpu`).
-Modules are auto-named (``BasicBlock_3/Conv_1``): `wdjax.layers.table.trace_layers` finds them.
-"""
+"""A CIFAR ResNet-18 (He et al. 2016, 3x3 stem) in Flax linen: four stages of two basic blocks
+of widths w, 2w, 4w, 8w (``w = width``, 64 in the paper), 1x1 projection shortcuts, bias-free
+convs, kernels ~ Normal(0, 2 / fan_in), wdjax's `BatchNorm`, and `platform` / `dtype` as for
+the VGG. Modules are auto-named (``BasicBlock_3/Conv_1``) for `wdjax.layers`."""
 
 from __future__ import annotations
 
@@ -57,10 +51,9 @@ class ResNet18(nn.Module):
     def __call__(self, x: jax.Array, train: bool, mask: jax.Array | None = None) -> jax.Array:
         bn = BatchNorm(platform=self.platform, dtype=self.dtype)
         x = nn.relu(bn(_conv(self.width, 3, 1, self.dtype)(x), train, mask))
-        for stage, mult in enumerate((1, 2, 4, 8)):
-            for block in range(2):
-                stride = 2 if stage > 0 and block == 0 else 1
-                x = BasicBlock(self.width * mult, stride, self.platform, self.dtype)(
-                    x, train, mask)
+        for mult in (1, 2, 4, 8):
+            for block in range(2):  # the first block of stages 2-4 strided
+                x = BasicBlock(self.width * mult, 2 if mult > 1 and block == 0 else 1,
+                               self.platform, self.dtype)(x, train, mask)
         x = jnp.mean(x, axis=(1, 2))
         return nn.Dense(self.num_classes, kernel_init=kernel_init, dtype=self.dtype)(x)

@@ -1,20 +1,7 @@
-"""The VGG-like network of the original experiments, built from its declarative layer list.
-
-A conf is a list of ``(name, info)`` pairs; the layer kind comes from the name's prefix
-(docs/protocol.md#model):
-
-* ``('input', (in_channels, None))``
-* ``('convX_Y', (out_channels, dropout_p | None))``: 3x3 conv (padding 1) -> BN -> ReLU
-* ``('fcN', (out_channels, dropout_p | None))``: 1x1 conv -> BN -> ReLU
-* ``('poolN', (window, stride))``: max-pool
-* ``('dropN', (None, p))``: dropout
-* ``('logit', (num_classes, None))``: bare 1x1 conv with bias
-* ``('flatter', (None, None))``: flatten to ``(N, num_classes)``
-
-The params tree has one top-level key per conv/fc/logit layer, holding ``{'conv': {'kernel',
-'bias'}, 'bn': {'scale', 'bias'}}`` (``logit`` has no ``bn``), so label trees are written by
-layer name.
-"""
+"""The VGG-like network of the original experiments, built from its declarative layer list of
+``(name, info)`` pairs; the name's prefix gives the layer kind (docs/protocol.md#model). The
+params tree has one key per conv/fc/logit layer, ``{'conv': {'kernel', 'bias'}, 'bn': {'scale',
+'bias'}}`` (``logit`` has no ``bn``), so label trees are written by layer name."""
 
 from __future__ import annotations
 
@@ -27,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from wdjax.cpu import batchnorm, ops
+from wdjax.cpu.ops import on_cpu
 
 Conf = Sequence[tuple[str, tuple[Any, Any]]]
 
@@ -35,7 +23,7 @@ LAYER_KINDS = ("input", "conv", "fc", "pool", "drop", "logit", "flatter")
 
 def layer_kind(name: str) -> str:
     """The kind of a conf entry, from its name's prefix."""
-    for kind in ("input", "conv", "fc", "pool", "drop", "logit", "flatter"):
+    for kind in LAYER_KINDS:
         if name.startswith(kind):
             return kind
     raise ValueError(f"layer name {name!r} has no known kind; allowed prefixes: "
@@ -63,23 +51,12 @@ def vgg_conf(width: int = 32, num_classes: int = 10, in_channels: int = 3) -> li
 kernel_init = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
 
 
-def on_cpu(platform: str | None) -> bool:
-    """Whether a model built for `platform` ('cpu', 'cuda', 'rocm', 'tpu'; None: JAX's
-    default backend at trace time) runs `wdjax.cpu`'s formulations; other platforms get
-    their compiler's native convolution, pooling and BatchNorm."""
-    return (platform or jax.default_backend()) == "cpu"
-
-
 def pointwise(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """A stride-1 1x1 convolution of NHWC `x` with a (1, 1, C_in, C_out) `kernel`, as the
-    matmul over channels it is (the CPU formulations' 1x1 form, `wdjax.cpu.ops.conv2d`).
+    """A stride-1 1x1 convolution of NHWC `x` with a (1, 1, C_in, C_out) `kernel`, as a matmul.
 
-    Every platform's VGG runs its 1x1 layers (fc, logit) so: vmapped over runs, XLA's 1x1
-    convolution becomes a grouped convolution (one group per run) that XLA's SPMD
-    partitioner (GSPMD and Shardy alike, jax 0.10) miscompiles when the run axis is
-    sharded over a mesh's ``runs`` axis (it partitions it as a dot and keeps the global
-    group count: wrong numbers, or a shape error); the vmapped matmul is a batched dot,
-    partitioned correctly (tests/test_parallel.py).
+    Every platform's VGG runs its 1x1 layers so: vmapped over runs, XLA's 1x1 conv becomes a
+    grouped conv that XLA's SPMD partitioner (jax 0.10) miscompiles when the run axis is
+    sharded; a batched dot is partitioned correctly (tests/test_parallel.py).
     """
     n, h, w, cin = x.shape
     cout = kernel.shape[-1]  # explicit sizes: a map pooled down to 0 pixels stays valid
@@ -87,9 +64,8 @@ def pointwise(x: jax.Array, kernel: jax.Array) -> jax.Array:
 
 
 class Conv(nn.Module):
-    """Stride-1 'same' convolution with bias by a CPU formulation `impl` (`wdjax.cpu.ops`),
-    or for a 1x1 kernel by `pointwise` at any `impl`; computes in `dtype` from float32
-    parameters, as flax's ``nn.Conv``."""
+    """Stride-1 'same' conv with bias by `wdjax.cpu.ops.conv2d`'s `impl` (1x1: `pointwise`),
+    computed in `dtype` from float32 parameters, as flax's ``nn.Conv``."""
 
     features: int
     kernel_size: int
@@ -109,11 +85,11 @@ class Conv(nn.Module):
 
 def _batch_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, mask: jax.Array | None,
                 epsilon: float) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """`batchnorm.batch_norm_train`'s function as flax's BatchNorm computes it: plain
-    reductions and autodiff's gradient, which an accelerator's compiler fuses itself."""
+    """`batchnorm.batch_norm_train` as flax computes it (plain reductions, autodiff's
+    gradient), for an accelerator's compiler to fuse."""
     axes = tuple(range(x.ndim - 1))
-    w = (jnp.ones(x.shape[0]) if mask is None else mask).astype(x.dtype)
-    w = w.reshape((-1,) + (1,) * (x.ndim - 1))
+    w = (jnp.ones(x.shape[0]) if mask is None else mask).astype(x.dtype).reshape(
+        (-1,) + (1,) * (x.ndim - 1))
     n = w.sum() * math.prod(x.shape[1:-1])
     mean = (w * x).sum(axes) / n
     var = (w * jnp.square(x - mean)).sum(axes) / n
@@ -121,16 +97,10 @@ def _batch_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, mask: jax.Array
 
 
 class BatchNorm(nn.Module):
-    """BatchNorm with PyTorch's semantics, aware of padded examples.
-
-    Training normalises with the biased batch variance and updates
-    ``running = 0.9 * running + 0.1 * batch`` with the *unbiased* variance, as
-    ``torch.nn.BatchNorm2d`` does. `mask` (shape (N,), 0/1) drops padded examples from the
-    statistics, so a padded last batch behaves like the real, smaller batch. Training mode
-    runs `wdjax.cpu.batchnorm.batch_norm_train` on CPU (one pass for the statistics, one for
-    the output, and a hand-written gradient of two passes), flax's formulation elsewhere
-    (`on_cpu`). Statistics and normalisation are float32 at any compute `dtype`, as in
-    flax's BatchNorm; the output is cast to `dtype`.
+    """BatchNorm as ``torch.nn.BatchNorm2d``: normalise by the biased batch variance, update
+    ``running = 0.9 * running + 0.1 * batch`` with the unbiased one. `mask` (N,) of 0/1 drops
+    padded examples from the statistics. Training runs `wdjax.cpu.batchnorm` on CPU, flax's
+    formulation elsewhere (`on_cpu`); statistics are float32, the output `dtype`.
     """
 
     momentum: float = 0.9
@@ -152,9 +122,8 @@ class BatchNorm(nn.Module):
         norm = batchnorm.batch_norm_train if on_cpu(self.platform) else _batch_norm
         y, mean, var = norm(x, scale, bias, mask, self.epsilon)
         if not self.is_initializing():
-            count = math.prod(x.shape[:-1]) if mask is None else \
-                mask.sum() * math.prod(x.shape[1:-1])
-            m = self.momentum
+            rows = x.shape[0] if mask is None else mask.sum()
+            count, m = rows * math.prod(x.shape[1:-1]), self.momentum
             unbiased = var * count / jnp.maximum(count - 1, 1)
             ra_mean.value = m * ra_mean.value + (1 - m) * mean
             ra_var.value = m * ra_var.value + (1 - m) * unbiased
@@ -162,9 +131,8 @@ class BatchNorm(nn.Module):
 
 
 class ConvLayer(nn.Module):
-    """One conv/fc/logit entry: conv -> [BN -> ReLU] -> [dropout]; impl 'xla' is flax's
-    ``nn.Conv`` (the same parameters), the others `Conv`; 1x1 kernels (fc, logit) are
-    `Conv`'s matmul at every impl (`pointwise` says why)."""
+    """One conv/fc/logit entry: conv -> [BN -> ReLU] -> [dropout]. The conv is flax's
+    ``nn.Conv`` for impl 'xla' (same parameters), else `Conv`; 1x1 kernels always `Conv`."""
 
     features: int
     kernel_size: int
@@ -193,10 +161,9 @@ class ConvLayer(nn.Module):
 class VGG(nn.Module):
     """The declarative VGG: ``VGG(vgg_conf(32)).apply(vars, x, train=...)`` -> (N, classes).
 
-    `platform` is the one the program is built for (None: JAX's default backend; see
-    `on_cpu`). `conv_impl` picks the convolution formulation (``None``: the platform's
-    fastest, `wdjax.cpu.ops.default_conv_impl`); all formulations compute the same function.
-    `dtype` is the compute dtype (bfloat16: mixed precision); parameters stay float32.
+    `platform`: the one the program is built for (`on_cpu`). `conv_impl`: the convolution
+    formulation (None: `wdjax.cpu.ops.default_conv_impl`), all computing the same function.
+    `dtype`: the compute dtype (bfloat16: mixed precision); parameters stay float32.
     """
 
     conf: Conf
@@ -206,19 +173,16 @@ class VGG(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool, mask: jax.Array | None = None) -> jax.Array:
-        cpu = on_cpu(self.platform)
-        impl = self.conv_impl or ops.default_conv_impl(self.platform)
+        cpu, impl = on_cpu(self.platform), self.conv_impl or ops.default_conv_impl(self.platform)
         for name, (a, b) in self.conf:
             kind = layer_kind(name)
             if kind == "input":
                 if a is not None and x.shape[-1] != a:
                     raise ValueError(f"input has {x.shape[-1]} channels, conf expects {a}")
             elif kind in ("conv", "fc", "logit"):
-                x = ConvLayer(
-                    features=a, kernel_size=3 if kind == "conv" else 1,
-                    batch_norm=kind != "logit", dropout=b, impl=impl,
-                    platform=self.platform, dtype=self.dtype, name=name,
-                )(x, train, mask)
+                x = ConvLayer(features=a, kernel_size=3 if kind == "conv" else 1,
+                              batch_norm=kind != "logit", dropout=b, impl=impl,
+                              platform=self.platform, dtype=self.dtype, name=name)(x, train, mask)
             elif kind == "pool":
                 x = ops.max_pool(x, a, b) if cpu else nn.max_pool(x, (a, a), (b, b))
             elif kind == "drop":

@@ -1,11 +1,5 @@
-"""The hyperparameter table: every scheme hyperparameter's name, default, range and help, once.
-
-`wdjax.training.config.Config` gets one field per row, the command lines one flag per row
-(`experiments.cli.add_hparam_flags`), the sweep registry its defaults (`defaults`), the
-schemes their validation (`validate`) and the README its table (`markdown`). A row whose
-``traced`` is true lives in the optimiser state (``optax.inject_hyperparams``), so runs
-that differ only in it share one compiled step and can be batched with ``jax.vmap``.
-"""
+"""Every scheme hyperparameter's name, default, range and help, once: the source of the
+`Config` fields, the CLI flags, the registry defaults, the validation and the docs table."""
 
 from __future__ import annotations
 
@@ -40,11 +34,6 @@ class HParam:
         lo, hi = "(" if self.low_open else "[", ")" if self.high_open else "]"
         return f"{lo}{self.low:g}, {self.high:g}{hi}"
 
-    def allows(self, value: float) -> bool:
-        above = value > self.low if self.low_open else value >= self.low
-        below = value < self.high if self.high_open else value <= self.high
-        return math.isfinite(value) and above and below
-
     def check(self, value: Any) -> None:
         """ValueError (one line) unless `value` is in range; traced values pass unchecked."""
         if isinstance(value, jax.Array) and not isinstance(value, jax.core.Tracer):
@@ -53,23 +42,24 @@ class HParam:
             if value is None or callable(value) or isinstance(value, jax.core.Tracer):
                 return  # unset, a schedule, or traced: checked by whoever made it
             raise ValueError(f"{self.name} must be a number in {self.interval()}, got {value!r}")
-        if not self.allows(float(value)):
+        x = float(value)
+        above = x > self.low if self.low_open else x >= self.low
+        below = x < self.high if self.high_open else x <= self.high
+        if not (math.isfinite(x) and above and below):
             raise ValueError(f"{self.name} must be a finite number in {self.interval()}, "
                              f"got {value}")
 
 
 TABLE: tuple[HParam, ...] = (
-    HParam("lr", None, "base learning rate, halved after every stage (default: the "
-           "scheme's, 0.1; Adam 0.001)", low_open=True, short="-lr", traced=False),
-    HParam("momentum", 0.0, "momentum of the SGD buffer (dampening 0, no Nesterov)",
-           high=1.0),
-    HParam("weight_decay", 5e-4, "L2 coefficient, or the base decay of the "
-           "variance-inverse schemes", short="-wd"),
+    HParam("lr", None, "base learning rate, halved after every stage (default: the scheme's, "
+           "0.1; Adam 0.001)", low_open=True, short="-lr", traced=False),
+    HParam("momentum", 0.0, "momentum of the SGD buffer (dampening 0, no Nesterov)", high=1.0),
+    HParam("weight_decay", 5e-4, "L2 coefficient, or the base decay of the variance-inverse "
+           "schemes", short="-wd"),
     HParam("L1_decay", 5e-6, "L1 coefficient of the L1 groups", short="-L1"),
     HParam("last1_mult", 1.0, "decay multiplier of the last weight layer"),
     HParam("last2_mult", 1.0, "decay multiplier of the last two weight layers"),
-    HParam("topo_base", 2.0, "topographic multiplier base b: M = b ** distance",
-           low_open=True),
+    HParam("topo_base", 2.0, "topographic multiplier base b: M = b ** distance", low_open=True),
     HParam("norm_ema", 0.98, "EMA rate of the update norm in layer-wise normalisation "
            "(0: the current norm)", high=1.0),
     HParam("tau_epochs", None, "weight-decay timescale in epochs, instead of weight_decay: "
@@ -102,7 +92,7 @@ def markdown() -> str:
     rows = ["| hyperparameter | flag | default | range | what |", "|---|---|---|---|---|"]
     for h in TABLE:
         flags = f"`{h.flag}`" + (f" (`{h.short}`)" if h.short else "")
-        default = ("unset" if h.sets else "scheme's") if h.default is None else (
-            f"{h.default:g}")
+        default = f"{h.default:g}" if h.default is not None else (
+            "unset" if h.sets else "scheme's")
         rows.append(f"| `{h.name}` | {flags} | {default} | {h.interval()} | {h.help} |")
     return "\n".join(rows) + "\n"

@@ -1,9 +1,4 @@
-"""The scheme table: every named optimiser as one `Scheme` row of data.
-
-`wdjax.schemes.chains` builds a row into an Optax chain; this module only says what each row is.
-A row's fields are the whole of its behaviour: the base update, where the decay goes and in
-which form, which coefficient each layer gets, and any projection or rotation around it.
-"""
+"""The scheme table: every named optimiser as one `Scheme` row of data (`chains` builds it)."""
 
 from __future__ import annotations
 
@@ -39,9 +34,8 @@ def _proximal(coef: Any, kinds: Any, mult: Any, lr: Any, lr_max: Any) -> tuple:
     return [decay.add_decay(l2, "l2", mult)], [], [decay.proximal_l1(coef, lr, mask=l1)]
 
 
-# Where the decay term enters the update (``d`` the direction, ``u`` the final update, ``wd``
-# a leaf's coefficient, ``lr_max`` the schedule's peak). Adding a form: its transform in
-# `wdjax.decay`, one row here, and its test.
+# Where the decay term enters (``d`` the direction, ``u`` the update, ``wd`` a leaf's
+# coefficient). Adding a form: its transform in `wdjax.decay`, one row here, and its test.
 DECAY_FORMS: Mapping[str, DecayForm] = {
     # d = g + wd p  (L2 in the loss; torch SGD / Adam)
     "coupled": DecayForm(lambda c, k, m, lr, lr_max: ([decay.add_decay(c, k, m)], [], _clip(k)),
@@ -63,12 +57,10 @@ DECAY_FORMS: Mapping[str, DecayForm] = {
     "toward_init": DecayForm(lambda c, k, m, lr, lr_max: (
         [decay.add_decay_toward_init(c)], [], [])),
 }
-_CHOICES = dict(base_optimizer=("sgd", "adam"),
-                coefficients=("uniform", "variance_inverse", "fan_in"),
-                l1_group=("none", "early", "all"), normalize=("none", "current", "ema"),
+_CHOICES = dict(base_optimizer=("sgd", "adam"), coefficients=("uniform", "variance_inverse",
+                "fan_in"), l1_group=("none", "early", "all"), normalize=("none", "current", "ema"),
                 decay_form=tuple(DECAY_FORMS), adam_blocks=("element", "unit", "layer"),
-                norm_constraint=("none", "unit", "tensor"),
-                rotational=("none", "neuron", "tensor"))
+                norm_constraint=("none", "unit", "tensor"), rotational=("none", "neuron", "tensor"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,10 +68,8 @@ class Scheme:
     """One named optimiser as data (the fields are the whole of its behaviour)."""
 
     name: str
-    base_optimizer: str = "sgd"  # "sgd": docs/schemes.md#one-update-step; "adam": Adam
-    #                                (0.9, 0.999, 1e-8)
-    coefficients: str = "uniform"  # "variance_inverse": wd * dup ** -depth / Var(W0);
-    #                                "fan_in": wd * fan_in / FAN_IN_UNIT
+    base_optimizer: str = "sgd"  # "sgd": docs/schemes.md#one-update-step; "adam" (0.9, 0.999)
+    coefficients: str = "uniform"  # per-layer rule: `wdjax.schemes.COEFFICIENT_RULES`
     dup: float = 2.0  # variance_inverse: the divisor per halving of the map
     l1_group: str = "none"  # "early" / "all": those layers get L1 with L1_decay
     last1: bool = False  # the last layer's coefficient times last1_mult
@@ -110,7 +100,7 @@ class Scheme:
 
     def _conflicts(self) -> list[str]:
         """The combinations no chain implements, as one-line reasons."""
-        form = self.decay_form
+        form, adam = self.decay_form, self.base_optimizer == "adam"
         out = []
         if form == "proximal" and self.l1_group == "none":
             out.append("decay_form 'proximal' needs l1_group early or all")
@@ -119,17 +109,17 @@ class Scheme:
             takes = [f for f, row in DECAY_FORMS.items() if getattr(row, field)]
             if needed and form not in takes:
                 out.append(f"{what} need decay_form one of {', '.join(takes)}, not {form!r}")
-        if self.normalize != "none" and self.base_optimizer != "sgd":
+        if self.normalize != "none" and adam:
             out.append("normalize applies to base_optimizer sgd only")
-        if self.adam_blocks != "element" and self.base_optimizer != "adam":
+        if self.adam_blocks != "element" and not adam:
             out.append("adam_blocks applies to base_optimizer adam only")
-        if self.rotational != "none":
-            wanted = "coupled" if self.base_optimizer == "sgd" else "decoupled"
-            if (form, self.normalize, self.norm_constraint, self.adam_blocks, self.l1_group,
-                    self.topographic) != (wanted, "none", "none", "element", "none", ()):
-                out.append(f"rotational schemes take decay_form {wanted!r} (base_optimizer "
-                           f"{self.base_optimizer}), L2 without topographic multipliers, and no "
-                           f"normalize, norm_constraint or adam_blocks")
+        wanted = "decoupled" if adam else "coupled"
+        if self.rotational != "none" and (
+                form, self.normalize, self.norm_constraint, self.adam_blocks, self.l1_group,
+                self.topographic) != (wanted, "none", "none", "element", "none", ()):
+            out.append(f"rotational schemes take decay_form {wanted!r} (base_optimizer "
+                       f"{self.base_optimizer}), L2 without topographic multipliers, and no "
+                       f"normalize, norm_constraint or adam_blocks")
         return out
 
     @property
@@ -138,69 +128,45 @@ class Scheme:
         return self.rotational != "none" and self.zero_mean
 
 
-_VAR2 = dict(coefficients="variance_inverse", dup=2.0)
+_VAR = dict(coefficients="variance_inverse")
+_LAST1 = dict(_VAR, last1=True)
 _ADAM = dict(base_optimizer="adam", default_lr=1e-3)
 SCHEMES: tuple[Scheme, ...] = (
     Scheme("SGD", description="L2 weight_decay everywhere"),
-    Scheme("SGDL1", l1_group="early",
-           description="L1 L1_decay on the early layers, L2 weight_decay on the rest"),
+    Scheme("SGDL1", l1_group="early", description="L1 on the early layers, L2 on the rest"),
     Scheme("SGDL1A", l1_group="all", description="L1 L1_decay everywhere"),
-    Scheme("SGD_var_dup4", coefficients="variance_inverse", dup=4.0,
-           description="per layer weight_decay * 4 ** -depth / Var(W0)"),
-    Scheme("SGD_var_dup2", **_VAR2, description="per layer weight_decay * 2 ** -depth / Var(W0)"),
-    Scheme("SGD_var_dup1", coefficients="variance_inverse", dup=1.0,
-           description="per layer weight_decay / Var(W0)"),
-    Scheme("SGD_var_dup2_last2_mult", **_VAR2, last2=True,
-           description="dup2, the last two layers times last2_mult"),
-    Scheme("SGD_var_dup2_last1_mult", **_VAR2, last1=True,
-           description="dup2, the last layer times last1_mult"),
-    Scheme("SGD_topo.a", **_VAR2, last1=True, topographic=(-2,),
-           description="last1_mult scheme + topographic multiplier on the 2nd-to-last layer"),
-    Scheme("SGD_topo.b", **_VAR2, last1=True, topographic=(-3,),
-           description="last1_mult scheme + topographic multiplier on the 3rd-to-last layer"),
-    Scheme("SGD_topo.ab", **_VAR2, last1=True, topographic=(-3, -2),
-           description="last1_mult scheme + topographic multipliers on both"),
-    Scheme("LSSGD_var_dup2_last1_mult", **_VAR2, last1=True, normalize="ema",
-           description="last1_mult scheme + layer-wise updates ||p|| / EMA ||d||"),
-    Scheme("LSSGD_var_dup2_last1_mult_nwm", **_VAR2, last1=True, normalize="ema",
-           times_weight_norm=False, description="same without the ||p|| factor"),
-    Scheme("SGD_fanin", coefficients="fan_in",
-           description="per layer weight_decay * fan_in / 1152 (conv2_1's fan-in)"),
-    Scheme("Adam", **_ADAM,
-           description="Adam + L2 in the gradient (decoupled with separate_decay)"),
+    Scheme("SGD_var_dup4", **_VAR, dup=4.0, description="per layer wd * 4 ** -depth / Var(W0)"),
+    Scheme("SGD_var_dup2", **_VAR, description="per layer wd * 2 ** -depth / Var(W0)"),
+    Scheme("SGD_var_dup1", **_VAR, dup=1.0, description="per layer wd / Var(W0)"),
+    Scheme("SGD_var_dup2_last2_mult", **_VAR, last2=True, description="last two * last2_mult"),
+    Scheme("SGD_var_dup2_last1_mult", **_LAST1, description="dup2, the last layer * last1_mult"),
+    Scheme("SGD_topo.a", **_LAST1, topographic=(-2,), description="last1 + topographic on -2"),
+    Scheme("SGD_topo.b", **_LAST1, topographic=(-3,), description="last1 + topographic on -3"),
+    Scheme("SGD_topo.ab", **_LAST1, topographic=(-3, -2), description="last1 + topographic, both"),
+    Scheme("LSSGD_var_dup2_last1_mult", **_LAST1, normalize="ema",
+           description="last1 + layer-wise updates ||p|| / EMA ||d||"),
+    Scheme("LSSGD_var_dup2_last1_mult_nwm", **_LAST1, normalize="ema", times_weight_norm=False,
+           description="the same without the ||p|| factor"),
+    Scheme("SGD_fanin", coefficients="fan_in", description="per layer wd * fan_in / 1152"),
+    Scheme("Adam", **_ADAM, description="Adam + L2 in the gradient (decoupled: separate_decay)"),
     # Beyond the notebook: the decay forms (wdjax.decay variants) as rows.
-    Scheme("SGDW_indep", decay_form="independent",
-           description="momentum SGD, decay (lr_t / lr_max) * weight_decay * p after the lr"),
-    Scheme("AdamW", **_ADAM, decay_form="decoupled",
-           description="torch.optim.AdamW: u = -lr_t * (adam + weight_decay * p)"),
-    Scheme("AdamC", **_ADAM, decay_form="corrected",
-           description="AdamW with decay lr_t^2 / lr_max * weight_decay * p"),
-    Scheme("SGD_cautious", decay_form="cautious",
-           description="decay weight_decay * p only where the momentum step shrinks p"),
-    Scheme("AdamW_cautious", **_ADAM, decay_form="cautious",
-           description="AdamW, decay only where the Adam step shrinks p"),
-    Scheme("SGDprox1", l1_group="early", decay_form="proximal",
-           description="SGDL1 with a soft threshold lr_t * L1_decay instead of L1 + clip"),
-    Scheme("SGDprox1A", l1_group="all", decay_form="proximal",
-           description="SGDL1A with a soft threshold lr_t * L1_decay"),
-    Scheme("SGD_sp", decay_form="toward_init",
-           description="L2-SP: weight_decay * (p - p0) in the gradient"),
-    Scheme("SGD_hyperball", norm_constraint="unit",
-           description="SGD, then each kernel unit projected back to its initial norm"),
-    Scheme("RSGD_hyperball", normalize="current", normalize_per_unit=True,
-           norm_constraint="unit",
-           description="per-unit step lr * ||p_unit|| (relative), then projected back to "
-                       "the initial unit norm (Hyperball)"),
-    Scheme("RSGD_var_dup2", **_VAR2, rotational="neuron",
-           description="dup2 coefficients, rotational SGD per output neuron"),
-    Scheme("RSGD_var_dup2_tensor", **_VAR2, rotational="tensor",
-           description="dup2 coefficients, rotational SGD per tensor"),
+    Scheme("SGDW_indep", decay_form="independent", description="decay (lr_t / lr_max) wd p"),
+    Scheme("AdamW", **_ADAM, decay_form="decoupled", description="torch.optim.AdamW"),
+    Scheme("AdamC", **_ADAM, decay_form="corrected", description="decay lr_t^2 / lr_max wd p"),
+    Scheme("SGD_cautious", decay_form="cautious", description="decay where it shrinks p"),
+    Scheme("AdamW_cautious", **_ADAM, decay_form="cautious", description="AdamW, cautious decay"),
+    Scheme("SGDprox1", l1_group="early", decay_form="proximal", description="L1 as soft threshold"),
+    Scheme("SGDprox1A", l1_group="all", decay_form="proximal", description="all-L1 soft threshold"),
+    Scheme("SGD_sp", decay_form="toward_init", description="L2-SP: weight_decay * (p - p0)"),
+    Scheme("SGD_hyperball", norm_constraint="unit", description="units at initial norm"),
+    Scheme("RSGD_hyperball", normalize="current", normalize_per_unit=True, norm_constraint="unit",
+           description="per-unit step lr * ||p_unit||, units kept at their initial norm"),
+    Scheme("RSGD_var_dup2", **_VAR, rotational="neuron", description="rotational, per neuron"),
+    Scheme("RSGD_var_dup2_tensor", **_VAR, rotational="tensor", description="rotational, tensor"),
     Scheme("RotAdamW", **_ADAM, decay_form="decoupled", rotational="neuron",
            description="rotational AdamW per output neuron"),
-    Scheme("AdamU", **_ADAM, adam_blocks="unit",
-           description="Adam with one second moment per output unit, L2 in the gradient"),
-    Scheme("AdamL", **_ADAM, adam_blocks="layer",
-           description="Adam with one second moment per tensor, L2 in the gradient"),
+    Scheme("AdamU", **_ADAM, adam_blocks="unit", description="Adam, a second moment per unit"),
+    Scheme("AdamL", **_ADAM, adam_blocks="layer", description="Adam, a second moment per tensor"),
     Scheme("AdamWU", **_ADAM, adam_blocks="unit", decay_form="decoupled",
            description="AdamU with decoupled decay"),
     Scheme("AdamWL", **_ADAM, adam_blocks="layer", decay_form="decoupled",

@@ -1,3 +1,2 @@
-"""The training system: a run's `config`, its compiled `steps`, the loop (`train`), batches,
-devices (`parallel`, `runtime`), and the run's records on disk (`runlog`, `checkpoint`,
-`tensorboard`)."""
+"""The training system: a run's `config`, compiled `steps`, the loop (`train`), `batches`,
+devices (`parallel`, `runtime`) and records on disk (`runlog`, `checkpoint`, `tensorboard`)."""

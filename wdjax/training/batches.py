@@ -1,14 +1,8 @@
-"""Batches and augmentation: fixed-shape index matrices on the host, preprocessing on device.
-
-:func:`epoch_batches` and :func:`eval_batches` give ``(steps, B)`` index matrices plus a 0/1
-mask, so a jitted step sees one static batch shape even for the final partial batch; the
-images stay on the device and are gathered there. :func:`normalize`, :func:`random_flip` and
-:func:`augment` run inside the jitted step (docs/protocol.md#data).
-"""
+"""Batches and augmentation (docs/protocol.md#data): ``(steps, B)`` index matrices and 0/1
+masks on the host, so a jitted step sees one static batch shape even for the last partial
+batch; the images stay on the device, where they are gathered and preprocessed."""
 
 from __future__ import annotations
-
-import math
 
 import jax
 import jax.numpy as jnp
@@ -19,13 +13,9 @@ STD: tuple[float, float, float] = (0.239, 0.245, 0.272)
 
 
 def _padded_rows(order: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    n = len(order)
-    steps = math.ceil(n / batch_size)
-    idx = np.zeros(steps * batch_size, dtype=np.int32)
-    mask = np.zeros(steps * batch_size, dtype=np.float32)
-    idx[:n] = order
-    mask[:n] = 1.0
-    return idx.reshape(steps, batch_size), mask.reshape(steps, batch_size)
+    pad = (0, -len(order) % batch_size)
+    idx = np.pad(order.astype(np.int32), pad).reshape(-1, batch_size)
+    return idx, np.pad(np.ones(len(order), np.float32), pad).reshape(-1, batch_size)
 
 
 def _check_counts(**values: int) -> None:
@@ -35,13 +25,9 @@ def _check_counts(**values: int) -> None:
 
 
 def epoch_batches(seed: int, epoch: int, n: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Shuffled batches for one epoch: ``(indices int32, mask float32)``, both (steps, B).
-
-    The order is a fresh permutation of ``range(n)`` drawn from ``(seed, epoch)`` alone, so it
-    is reproducible across processes and a resumed run sees the same order for epoch k
-    without replaying earlier epochs. ``steps = ceil(n / B)``; the last row is padded with
-    index 0 and mask 0.
-    """
+    """Shuffled batches for one epoch: ``(indices int32, mask float32)``, both (steps, B), the
+    last row padded with index 0 and mask 0. The permutation of ``range(n)`` depends on
+    ``(seed, epoch)`` alone, so a resumed run sees the same order."""
     _check_counts(n=n, batch_size=batch_size)
     if seed < 0 or epoch < 0:
         raise ValueError(f"seed and epoch must be >= 0, got seed={seed}, epoch={epoch}")
@@ -50,27 +36,18 @@ def epoch_batches(seed: int, epoch: int, n: int, batch_size: int) -> tuple[np.nd
 
 
 def eval_batches(n: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Batches over ``range(n)`` in order, padded and masked like :func:`epoch_batches`."""
+    """Batches over ``range(n)`` in order, padded and masked like `epoch_batches`."""
     _check_counts(n=n, batch_size=batch_size)
     return _padded_rows(np.arange(n), batch_size)
 
 
 def pad_columns(idx: np.ndarray, mask: np.ndarray,
                 multiple: int) -> tuple[np.ndarray, np.ndarray]:
-    """`idx` and `mask` widened with masked columns (index 0, mask 0) to a multiple of `multiple`.
-
-    A batch split over a mesh's ``data`` axis of `multiple` devices must divide by it; the
-    added rows weigh nothing (the loss, the counts and BatchNorm's statistics are masked).
-    A batch that already divides is returned as it is (so its flips are unchanged).
-    """
+    """`idx` and `mask` widened with masked columns to a multiple of `multiple` (a batch split
+    over that many devices); one that already divides is unchanged (so are its flips)."""
     _check_counts(multiple=multiple)
     extra = -idx.shape[1] % multiple
     return np.pad(idx, ((0, 0), (0, extra))), np.pad(mask, ((0, 0), (0, extra)))
-
-
-# --------------------------------------------------------------------------------------------
-# On-device preprocessing (jittable)
-# --------------------------------------------------------------------------------------------
 
 
 def normalize(images: jax.Array) -> jax.Array:
@@ -87,6 +64,6 @@ def random_flip(key: jax.Array, images: jax.Array) -> jax.Array:
 
 
 def augment(key: jax.Array, images: jax.Array) -> jax.Array:
-    """Training augmentation: random horizontal flip, then :func:`normalize` (float32 out)."""
+    """Training augmentation: random horizontal flip, then `normalize` (float32 out)."""
     # Flipping the uint8 batch first moves 4x fewer bytes than flipping floats.
     return normalize(random_flip(key, images))

@@ -1,11 +1,5 @@
-"""Checkpoints through orbax-checkpoint: one per epoch end, the last two kept.
-
-A checkpoint holds the training state (step, params, BN statistics, optimiser state with
-its hyperparameters) and a small JSON of host-side bookkeeping (best test count, ...),
-plus a SHA-256 of both: orbax reads a flipped byte in array data back without complaint,
-so the digest is what catches silent corruption. Restoring falls back to the previous
-checkpoint, with a one-line warning, when the newest one is truncated or corrupt.
-"""
+"""Orbax checkpoints, one per epoch end (the last two kept), with a SHA-256 of the state and
+bookkeeping (orbax reads flipped bytes back without complaint); restore falls back to older."""
 
 from __future__ import annotations
 
@@ -28,7 +22,6 @@ import orbax.checkpoint as ocp
 from wdjax import storage
 
 _DIGEST = "state_sha256"
-_TMP_SUFFIX = ".orbax-checkpoint-tmp"
 
 
 class CheckpointError(storage.RunError):
@@ -36,10 +29,8 @@ class CheckpointError(storage.RunError):
 
 
 def digest(state: Any, extra: dict) -> str | None:
-    """SHA-256 over every array of `state` (dtype, shape, bytes) and the JSON of `extra`.
-
-    None when this process holds only part of the arrays (multi-host): nothing to compare.
-    """
+    """SHA-256 over every array of `state` (dtype, shape, bytes) and the JSON of `extra`;
+    None when this process holds only part of the arrays (multi-host)."""
     leaves = jax.tree.leaves(state)
     if any(isinstance(x, jax.Array) and not x.is_fully_addressable for x in leaves):
         return None
@@ -52,47 +43,36 @@ def digest(state: Any, extra: dict) -> str | None:
     return h.hexdigest()
 
 
+_previous_unraisablehook = sys.unraisablehook
+
+
+def _drop_event_loop_closed(unraisable: Any) -> None:
+    err = unraisable.exc_value
+    if not (isinstance(err, RuntimeError) and str(err) == "Event loop is closed"):
+        _previous_unraisablehook(unraisable)  # else: tensorstore cleanup after a failed read
+
+
 @contextlib.contextmanager
 def _quiet_orbax() -> Iterator[None]:
-    """Silence orbax's own log lines while reading possibly damaged checkpoints.
-
-    A damaged checkpoint is reported once, by `Manager.restore`'s warning; orbax would
-    add ERROR lines (and, from a tensorstore callback, an "Event loop is closed"
-    traceback) that make a recoverable fallback look like a crash. That callback can fire
-    after the read has returned, so its filter, once installed, stays.
-    """
+    """Silence orbax's log lines (and a late tensorstore "Event loop is closed" traceback,
+    whose filter stays) while reading possibly damaged checkpoints: `Manager.restore` warns."""
     global _previous_unraisablehook
     if sys.unraisablehook is not _drop_event_loop_closed:
         _previous_unraisablehook = sys.unraisablehook
         sys.unraisablehook = _drop_event_loop_closed
     logger = logging.getLogger("absl")
-    disabled = logger.disabled
-    logger.disabled = True
+    disabled, logger.disabled = logger.disabled, True
     try:
         yield
     finally:
         logger.disabled = disabled
 
 
-def _drop_event_loop_closed(unraisable: Any) -> None:
-    err = unraisable.exc_value
-    if isinstance(err, RuntimeError) and str(err) == "Event loop is closed":
-        return  # orbax/tensorstore cleanup after a failed read; harmless
-    _previous_unraisablehook(unraisable)
-
-
-_previous_unraisablehook = sys.unraisablehook
-
-
 _PENDING: set[Manager] = set()  # managers whose last save may still be in flight
 
 
 def wait_all() -> None:
-    """Finish every checkpoint still being written; call before the process exits.
-
-    Orbax commits a checkpoint in a background thread that interpreter shutdown cuts off
-    (losing that checkpoint, with a traceback), e.g. after Ctrl-C.
-    """
+    """Finish every checkpoint still being written (interpreter exit would cut it off)."""
     for m in list(_PENDING):
         m.wait()
 
@@ -109,26 +89,20 @@ class Manager:
     def mngr(self) -> ocp.CheckpointManager:
         # Created lazily: orbax makes the directory, which a refused run must not leave.
         if self._mngr is None:
-            # A save cut short by a killed process leaves "<epoch>.orbax-checkpoint-tmp";
-            # orbax would remove it later with a warning line. No save runs yet.
+            # A killed save leaves "<epoch>.orbax-checkpoint-tmp*"; orbax would warn later.
             if self.directory.exists() and jax.process_index() == 0:
-                for tmp in self.directory.glob(f"*{_TMP_SUFFIX}*"):
+                for tmp in self.directory.glob("*.orbax-checkpoint-tmp*"):
                     shutil.rmtree(tmp, ignore_errors=True)
             with _quiet_orbax():
-                self._mngr = ocp.CheckpointManager(
-                    self.directory,
-                    options=ocp.CheckpointManagerOptions(max_to_keep=self._keep, create=True),
-                )
+                self._mngr = ocp.CheckpointManager(self.directory, options=(
+                    ocp.CheckpointManagerOptions(max_to_keep=self._keep, create=True)))
         return self._mngr
 
     def epochs(self) -> list[int]:
-        if not self.directory.exists():
-            return []
-        return sorted(self.mngr.all_steps())
+        return sorted(self.mngr.all_steps()) if self.directory.exists() else []
 
     def latest_epoch(self) -> int | None:
-        epochs = self.epochs()
-        return epochs[-1] if epochs else None
+        return max(self.epochs(), default=None)
 
     def reset(self) -> None:
         """Delete every checkpoint (a run that starts over)."""
@@ -138,11 +112,8 @@ class Manager:
             shutil.rmtree(self.directory)
 
     def save(self, epoch: int, state: Any, extra: dict) -> None:
-        """Start saving (asynchronously; the next save or `wait` completes it).
-
-        An existing checkpoint of the same epoch (left after falling back from a damaged
-        newer one) is replaced.
-        """
+        """Start saving (asynchronously; the next save or `wait` completes it), replacing a
+        checkpoint of the same epoch (left after falling back from a damaged newer one)."""
         check = digest(state, extra)
         extra = dict(extra, **{_DIGEST: check}) if check else extra
         if epoch in self.mngr.all_steps():
@@ -158,14 +129,10 @@ class Manager:
         _PENDING.discard(self)
 
     def restore(self, epoch: int, target: Any) -> tuple[Any, dict]:
-        """Restore `epoch` into the structure of `target`; fall back to older ones if broken.
-
-        Returns the state and the extra dict (with the epoch read); raises CheckpointError
-        if no checkpoint can be read.
-        """
+        """The state (in the structure of `target`) and extra dict (with the epoch read) of
+        `epoch`, or of an older one if it is broken; CheckpointError if none can be read."""
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
-        candidates = [e for e in reversed(self.epochs()) if e <= epoch]
-        for e in candidates:
+        for e in [e for e in reversed(self.epochs()) if e <= epoch]:
             try:
                 with _quiet_orbax():
                     got = self.mngr.restore(e, args=ocp.args.Composite(

@@ -1,8 +1,5 @@
-"""`Config`: everything that defines a run, as one frozen record.
-
-The scheme hyperparameters are not written out here: `with_hparam_fields` adds one field per
-row of `wdjax.schemes.hparams.TABLE`, with its default, so the table is the only place they live.
-"""
+"""`Config`: everything that defines a run, as one frozen record (its hyperparameter fields
+come from `wdjax.schemes.hparams.TABLE`)."""
 
 from __future__ import annotations
 
@@ -15,9 +12,8 @@ from wdjax import storage
 from wdjax.schemes import hparams
 
 MODELS = ("vgg", "resnet18")
-# The compute dtype of each precision. bf16 is mixed precision: convolutions, matmuls and
-# activations in bfloat16; parameters, optimiser state, BatchNorm statistics, the loss and
-# the decay terms float32 (docs/performance.md).
+# The compute dtype of each precision; bf16 keeps parameters, optimiser state, BatchNorm
+# statistics, the loss and the decay terms in float32 (docs/performance.md).
 PRECISIONS = {"fp32": "float32", "bf16": "bfloat16"}
 
 
@@ -39,9 +35,8 @@ class Config:
     separate_decay: bool = False
     model: str = "vgg"
     width: int = 32  # the model's width: VGG channels of conv1 (ResNet-18: 2 * width)
-    # The width whose initial weights the per-layer decay factors are measured on (a
-    # miniature's source width, so that its layers keep the notebook's coefficients); None:
-    # this run's own model.
+    # The width whose initial weights the decay factors are measured on (a miniature's source
+    # width, keeping the notebook's coefficients); None: this run's own.
     factor_width: int | None = None
     batch_size: int = 128
     stages: int = 10
@@ -56,8 +51,7 @@ class Config:
     conv_impl: str | None = None
     precision: str = "fp32"  # a key of PRECISIONS; fp32 is the notebook's
     histograms: bool = False
-    # The hyperparameters this run's were mapped from by a miniature protocol (the
-    # notebook's), as (name, value) pairs; None when the run uses its hyperparameters as given.
+    # The (name, value) hyperparameters a miniature protocol mapped this run's from; None: none.
     source_hparams: tuple[tuple[str, float], ...] | None = None
 
     @property
@@ -75,11 +69,8 @@ class Config:
         return {k: getattr(self, k) for k in hparams.TRACED}
 
     def with_timescale(self, steps_per_epoch: int) -> Config:
-        """The config with `weight_decay` set from `tau_epochs` (when given), both kept.
-
-        ``weight_decay = 1 / (tau_epochs * lr * steps_per_epoch)`` (`decay.timescale`), with
-        ``lr`` the base rate (the schedule's peak).
-        """
+        """The config with ``weight_decay = 1 / (tau_epochs * base_lr * steps_per_epoch)``
+        when `tau_epochs` is given (`decay.timescale`), both kept."""
         if self.tau_epochs is None:
             return self
         from wdjax import decay
@@ -105,11 +96,10 @@ class Config:
         storage.check_name(self.name)
         scheme = schemes.get(self.optimizer)
         hparams.validate(**{h: getattr(self, h) for h in hparams.NAMES})
-        if self.model not in MODELS:
-            raise ValueError(f"model must be one of {', '.join(MODELS)}, got {self.model!r}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got "
-                             f"{self.precision!r}")
+        for key, allowed in (("model", MODELS), ("precision", PRECISIONS)):
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"{key} must be one of {', '.join(allowed)}, got "
+                                 f"{getattr(self, key)!r}")
         for key in ("width", "batch_size", "stages", "epochs_per_stage", "log_every",
                     "eval_batch_size"):
             value = getattr(self, key)
@@ -130,19 +120,15 @@ class Config:
         return Path(self.name, f"seed{self.seed}") if self.seed_dir else Path(self.name)
 
     def shared_key(self) -> tuple:
-        """What runs trained together must share (all but name, seed and traced
-        hyperparameters)."""
+        """What runs trained together share (all but name, seed and traced hyperparameters)."""
         skip = {"name", "seed", "source_hparams", "factor_width", *hparams.TRACED,
                 *hparams.SETS_TRACED}
         return tuple((k, v) for k, v in self.to_dict().items() if k not in skip)
 
 
 def with_seeds(configs: Sequence[Config], seeds: int) -> list[Config]:
-    """Each config as `seeds` runs with seeds ``seed, seed + 1, ...`` (run-major order).
-
-    One seed keeps the config as it is (records in ``<name>/``); several put each seed's
-    records in ``<name>/seed<s>/``.
-    """
+    """Each config as `seeds` runs with seeds ``seed, seed + 1, ...`` (run-major order), with
+    records in ``<name>/seed<s>/``; one seed keeps the configs as they are."""
     if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
         raise ValueError(f"seeds must be a positive integer, got {seeds!r}")
     if seeds == 1:

@@ -1,9 +1,7 @@
 """The host-side record of a run: its directory, resume replay, per-epoch rows and summary.
 
-Everything here runs on the host between compiled steps (see `wdjax.training.steps`) and writes
-through `wdjax.storage` (atomic files, JSON lines), so a run killed at any point leaves
-records the same command completes.
-"""
+Written through `wdjax.storage`, so a run killed at any point leaves records the same command
+completes."""
 
 from __future__ import annotations
 
@@ -52,22 +50,17 @@ def layer_records(config: Config, params0: PyTree, layers: LayerTable,
         coefficient=float(lookup(spec.coefficients, layer.kernel)),
         kind=lookup(spec.kinds, layer.kernel),
         topographic=lookup(spec.multipliers, layer.kernel) is not None,
-        depth=layer.depth, fan_in=layer.fan_in, normalized=layer.normalized)
-        for layer in layers}
+        depth=layer.depth, fan_in=layer.fan_in, normalized=layer.normalized) for layer in layers}
 
 
-def recorded_factors(run_dirs: list[Path],
-                     ckpts: list[checkpoint.Manager]) -> list[dict[str, float] | None]:
-    """Per run, the per-layer decay factors its config.json recorded at its start; ``None``
-    for a run with no checkpoint to resume from (a fresh start measures them)."""
-    out = []
-    for run_dir, ckpt in zip(run_dirs, ckpts, strict=True):
-        table = None
-        if ckpt.latest_epoch() is not None and (run_dir / "config.json").exists():
-            table = storage.read_json(run_dir / "config.json").get("layers")
-        out.append({name: float(info["factor"]) for name, info in table.items()}
-                   if table else None)
-    return out
+def recorded_factors(run_dir: Path, ckpt: checkpoint.Manager) -> dict[str, float] | None:
+    """The per-layer decay factors the run's config.json recorded; None when there is no
+    checkpoint to resume from."""
+    path = run_dir / "config.json"
+    if ckpt.latest_epoch() is None or not path.exists():
+        return None
+    table = storage.read_json(path).get("layers")
+    return {name: float(info["factor"]) for name, info in table.items()} if table else None
 
 
 @dataclasses.dataclass
@@ -81,8 +74,7 @@ class RunLog:
     best_epoch: int = 0
     diverged: dict | None = None
     last: dict | None = None
-    # The open steps.jsonl window: [loss, sum ||lr*d||^2, sum ||p||^2] per step since the
-    # last line (it spans epochs, so it is checkpointed with the run).
+    # The open steps.jsonl window: [loss, sum ||lr*d||^2, sum ||p||^2] per step (checkpointed).
     window: list = dataclasses.field(default_factory=list)
 
 
@@ -95,8 +87,8 @@ def same_config(run_dir: Path, config: Config) -> bool:
     new = storage.jsonable(config.to_dict())
     old = {**storage.jsonable(Config().to_dict()), **old}  # fields added since: defaults
     for h in hparams.TABLE:
-        # A row given in another unit (tau_epochs) fixes the row it sets (weight_decay)
-        # from fields compared here; the record holds the converted number.
+        # A row in another unit (tau_epochs) fixes the one it sets (weight_decay) from fields
+        # compared here.
         if h.sets and new.get(h.name) is not None:
             old.pop(h.sets, None)
             new.pop(h.sets, None)
@@ -110,36 +102,27 @@ def is_finished(out: Path, config: Config) -> bool:
 
 
 def prepare_run_dir(out: Path, config: Config, force: bool) -> Path:
-    """The run's directory: new, or resumable with the same config; else RunError.
-
-    A finished run (summary.json present) or a different config is refused unless `force`,
-    which moves the old directory aside to ``<name>.replaced-<time>`` instead of deleting it.
-    """
+    """The run's directory: new, or resumable with the same config; else RunError unless
+    `force`, which moves a finished or different run aside to ``<name>.replaced-<time>``."""
     run_dir = out / config.run_path
     state = storage.run_state(run_dir)
-    if state == "new":
+    if state == "new" or (state == "partial" and same_config(run_dir, config)):
         return run_dir
-    same = same_config(run_dir, config)
-    if not force:
-        if state == "finished":
-            raise storage.RunError(f"run {config.name!r} already has results in {run_dir}; "
-                                   "use --force-name to replace it")
-        if not same:
-            raise storage.RunError(f"run {config.name!r} exists in {run_dir} with a different "
-                                   "config; use --force-name to replace it or another --name")
-        return run_dir
-    if state == "finished" or not same:
+    if force:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         run_dir.rename(run_dir.with_name(f"{run_dir.name}.replaced-{stamp}"))
+    elif state == "finished":
+        raise storage.RunError(f"run {config.name!r} already has results in {run_dir}; "
+                               "use --force-name to replace it")
+    else:
+        raise storage.RunError(f"run {config.name!r} exists in {run_dir} with a different "
+                               "config; use --force-name to replace it or another --name")
     return run_dir
 
 
 def move_into_seed_dir(run_dir: Path) -> Path | None:
-    """Turn a one-seed run (records at the top of `run_dir`) into ``run_dir/seed<s>/``.
-
-    Adding seeds to a run trained with one keeps that seed's records (finished or resumable)
-    instead of training it again. Returns the new directory, or None if nothing moved.
-    """
+    """Move a one-seed run's records into ``run_dir/seed<s>/`` (so added seeds keep it);
+    return that directory, or None if nothing moved."""
     if not (run_dir / "config.json").is_file():
         return None
     record = storage.read_json(run_dir / "config.json")
@@ -153,26 +136,15 @@ def move_into_seed_dir(run_dir: Path) -> Path | None:
     return target
 
 
-def _replay(log: RunLog, epoch: int, step: int, writer: bool) -> None:
-    """Drop records written after the restored checkpoint (by a killed process)."""
-    rows = [row for row in storage.read_jsonl(log.dir / "metrics.jsonl") if row["epoch"] <= epoch]
-    steps = [row for row in storage.read_jsonl(log.dir / "steps.jsonl") if row["step"] <= step]
-    if writer:
-        storage.rewrite_jsonl(log.dir / "metrics.jsonl", rows)
-        storage.rewrite_jsonl(log.dir / "steps.jsonl", steps)
-    log.last = rows[-1] if rows else None
-
-
 def resume(states: list, logs: list[RunLog], ckpts: list[checkpoint.Manager],
            writer: bool = True) -> int:
     """Restore every run of the group from its newest common checkpoint; return the epoch."""
     latest = [c.latest_epoch() for c in ckpts]
     if any(e is None for e in latest):
-        for log, c in zip(logs, ckpts, strict=True):  # a fresh start: old partials are stale
-            if writer:
-                c.reset()
-                for f in ("metrics.jsonl", "steps.jsonl"):
-                    (log.dir / f).unlink(missing_ok=True)
+        for log, c in zip(logs, ckpts, strict=True) if writer else []:
+            c.reset()  # a fresh start: old partial records are stale
+            (log.dir / "metrics.jsonl").unlink(missing_ok=True)
+            (log.dir / "steps.jsonl").unlink(missing_ok=True)
         return 0
     epoch = min(latest)
     restored_all = [c.restore(epoch, s) for c, s in zip(ckpts, states, strict=True)]
@@ -180,36 +152,35 @@ def resume(states: list, logs: list[RunLog], ckpts: list[checkpoint.Manager],
     if fallback < epoch:  # a damaged newest checkpoint: the whole group steps back
         epoch = fallback
         restored_all = [c.restore(epoch, s) for c, s in zip(ckpts, states, strict=True)]
-    for r, log in enumerate(logs):
-        restored, extra = restored_all[r]
+    for r, (log, (restored, extra)) in enumerate(zip(logs, restored_all, strict=True)):
         states[r] = restored
         log.best, log.best_epoch = extra["best"], extra["best_epoch"]
-        log.diverged = extra.get("diverged")
-        log.window = extra.get("window", [])
-        _replay(log, epoch, int(restored.step), writer)
+        log.diverged, log.window = extra.get("diverged"), extra.get("window", [])
+        # Drop records a killed process wrote after the restored checkpoint.
+        rows = [row for row in storage.read_jsonl(log.dir / "metrics.jsonl")
+                if row["epoch"] <= epoch]
+        steps = [row for row in storage.read_jsonl(log.dir / "steps.jsonl")
+                 if row["step"] <= int(restored.step)]
+        if writer:
+            storage.rewrite_jsonl(log.dir / "metrics.jsonl", rows)
+            storage.rewrite_jsonl(log.dir / "steps.jsonl", steps)
+        log.last = rows[-1] if rows else None
     return epoch
 
 
 def log_steps(logs: list[RunLog], fetched: list[dict], step: int, epoch: int, lr: float,
               stacked: bool, writer: bool, log_every: int) -> None:
-    """Add steps up to global `step` to each run's window; detect divergence.
-
-    Windows are `log_every` consecutive *global* steps, across epoch ends
-    (docs/protocol.md#what-is-measured).
-    When one closes, its steps.jsonl line holds: ``loss``, the mean training loss over the
-    window's steps; ``update_norm``, sqrt(sum over tensors ||p_new - p||^2) = the total
-    update norm sqrt(sum (lr*||d||)^2) of the window's last step; ``param_norm``,
-    sqrt(sum ||p||^2) of the parameters that last step started from. `fetched` never spans
-    a window's end (the trainer fetches at each one). Divergence: the first non-finite loss.
-    """
+    """Add steps up to global `step` to each run's window; detect divergence (the first
+    non-finite loss). A window of `log_every` global steps closes with a steps.jsonl line: the
+    mean loss, the total update norm of its last step and the norm of the parameters that step
+    started from (docs/protocol.md#what-is-measured). `fetched` never spans a window's end."""
     for r, log in enumerate(logs):
         if log.diverged:
             continue
         pick = (lambda x, r=r: x[r]) if stacked else (lambda x: x)
         losses = np.array([pick(m["loss"]) for m in fetched], np.float64)
-        log.window += [[float(loss), float(pick(m["sq_update"]).sum()),
-                        float(pick(m["sq_param"]).sum())]
-                       for loss, m in zip(losses, fetched, strict=True)]
+        log.window += [[float(pick(m["loss"])), float(pick(m["sq_update"]).sum()),
+                        float(pick(m["sq_param"]).sum())] for m in fetched]
         bad = ~np.isfinite(losses)
         if bad.any():
             first = step - len(fetched) + int(np.argmax(bad)) + 1
@@ -225,56 +196,27 @@ def log_steps(logs: list[RunLog], fetched: list[dict], step: int, epoch: int, lr
             log.window = []
 
 
-def postfix(epoch: int, rows: list[dict], seen: int) -> dict:
-    """Progress-bar fields: epoch, mean loss and training accuracy so far (first run)."""
-    loss = np.mean([np.asarray(m["loss"]).reshape(-1)[0] for m in rows])
-    acc = sum(np.asarray(m["correct"]).reshape(-1)[0] for m in rows) / max(seen, 1)
-    return dict(epoch=epoch + 1, loss=f"{loss:.3f}", acc=f"{acc:.1%}")
-
-
-def kernel_index(params: PyTree, layers: LayerTable) -> dict[str, int]:
-    """Each layer's kernel position in the leaf order of `params` (that of `sq_norms`)."""
-    paths = [path_keys(path) for path, _ in jax.tree_util.tree_leaves_with_path(params)]
-    return {layer.name: paths.index(layer.kernel) for layer in layers}
-
-
-# The equilibrium monitor's state fields (`decay.EquilibriumMonitorState`), as recorded.
-EQUILIBRIUM_FIELDS = {"angular_update_ema": "ema", "equilibrium_ratio": "ratio",
-                      "equilibrium_norm": "equilibrium_norm",
-                      "equilibrium_step": "arrived_step"}
-
-
-def equilibrium(opt_state: Any, layers: LayerTable) -> dict[str, dict]:
-    """Per layer, the equilibrium monitor's measurements of its kernel (`schemes.build` with
-    ``monitor=True``): the EMA of the angular update, its ratio to the prediction, the
-    predicted equilibrium norm and the first step within 10% (None: no prediction / not yet).
-    """
-    trees = {name: optax.tree.get(opt_state, field) for field, name in EQUILIBRIUM_FIELDS.items()}
-    out = {}
-    for layer in layers:
-        values = {name: float(np.asarray(lookup(tree, layer.kernel)))
-                  for name, tree in trees.items()}
-        # NaN: no prediction; a step of -1: not arrived yet.
-        values = {k: v if math.isfinite(v) else None for k, v in values.items()}
-        step = values["arrived_step"]
-        values["arrived_step"] = int(step) if step is not None and step >= 0 else None
-        out[layer.name] = values
-    return out
-
-
-def _angular(rows: list[dict], kernel_ix: Mapping[str, int],
-             monitored: Mapping[str, dict]) -> dict:
+def _angular(rows: list[dict], state: Any, layers: LayerTable) -> dict:
     """Per layer: the mean ||dW||/||W|| over the epoch's steps, the prediction
     ``sqrt(2 lr wd / (1 + m))`` (Adam: times ``(1 - b1) / (1 + b1)``) where the scheme has
-    one, and the equilibrium monitor's values at the epoch's last step."""
+    one, and the equilibrium monitor's EMA, ratio, equilibrium norm and the first step within
+    10% (None: no prediction / not yet) at the epoch's last step."""
+    paths = [path_keys(p) for p, _ in jax.tree_util.tree_leaves_with_path(state.params)]
+    fields = {"ema": "angular_update_ema", "ratio": "equilibrium_ratio",
+              "equilibrium_norm": "equilibrium_norm", "arrived_step": "equilibrium_step"}
+    trees = {k: optax.tree.get(state.opt_state, f) for k, f in fields.items()}
     angular = {}
-    for layer, i in kernel_ix.items():
+    for layer in layers:
+        i = paths.index(layer.kernel)  # the kernel's position in `sq_norms`
+        mon = {k: float(np.asarray(lookup(t, layer.kernel))) for k, t in trees.items()}
+        mon = {k: v if math.isfinite(v) else None for k, v in mon.items()}  # NaN: none
+        step = mon["arrived_step"]
+        mon["arrived_step"] = int(step) if step is not None and step >= 0 else None
         ratios = [math.sqrt(m["sq_update"][i] / m["sq_param"][i]) for m in rows
                   if m["sq_param"][i] > 0]
-        mon = monitored[layer]
         predicted = (mon["ema"] / mon["ratio"]) if mon["ratio"] else None
-        angular[layer] = dict(measured=float(np.mean(ratios)) if ratios else 0.0,
-                              predicted=predicted, **mon)
+        angular[layer.name] = dict(measured=float(np.mean(ratios)) if ratios else 0.0,
+                                   predicted=predicted, **mon)
     return angular
 
 
@@ -287,23 +229,19 @@ def epoch_row(log: RunLog, epoch: int, lr: float, rows: list[dict], test: tuple[
     losses = np.array([float(m["loss"]) for m in rows])
     if test_correct > log.best and not log.diverged:
         log.best, log.best_epoch = test_correct, epoch + 1
-    params = state.params
-    dead = {str(t): units.model_utilization(params, layers, t)
+    dead = {str(t): units.model_utilization(state.params, layers, t)
             for t in units.DEAD_THRESHOLDS}
-    kernel_ix = kernel_index(params, layers)
-    angular = _angular(rows, kernel_ix, equilibrium(state.opt_state, layers))
     return dict(
         epoch=epoch + 1, lr=lr, seconds=round(seconds, 3),
         train_loss=float(losses.mean()) if len(losses) else float("nan"),
         train_correct=train_correct, train_total=n_train, train_accuracy=train_correct / n_train,
         test_correct=test_correct, test_total=n_test, test_accuracy=test_correct / n_test,
         test_loss=test_loss / n_test, best_test_correct=log.best, best_epoch=log.best_epoch,
-        diverged=log.diverged, dead_units=dead, angular_update=angular,
-        tensors={name: {k: float(v) for k, v in d.items()} for name, d in mon.items()},
-    )
+        diverged=log.diverged, dead_units=dead, angular_update=_angular(rows, state, layers),
+        tensors={name: {k: float(v) for k, v in d.items()} for name, d in mon.items()})
 
 
-def epoch_line(label: str, epoch: int, epochs: int, lr: float, logs: list[RunLog]) -> str:
+def epoch_line(epoch: int, epochs: int, lr: float, logs: list[RunLog]) -> str:
     parts = []
     for log in logs:
         row = log.last or {}
@@ -318,13 +256,9 @@ def epoch_line(label: str, epoch: int, epochs: int, lr: float, logs: list[RunLog
 
 def topographic_grouping(config: Config, params: PyTree,
                          layers: LayerTable) -> dict[str, dict] | None:
-    """For a run of a topographic scheme, `units.topographic_grouping` of the final
-    kernels of every layer some topographic row of the scheme table multiplies (positions
-    from the end; VGG: conv5_2 and fc6), so the unmultiplied one is the control.
-
-    ``{layer: {spearman, p_value, cell_map}}`` (the map's empty cells as None); None for
-    other schemes.
-    """
+    """``{layer: {spearman, p_value, cell_map}}`` (`units.topographic_grouping`; empty cells
+    None) of the final kernels of every layer some topographic scheme multiplies (VGG: conv5_2
+    and fc6, so the unmultiplied one is the control); None unless the scheme is topographic."""
     if not schemes.get(config.optimizer).topographic:
         return None
     positions = sorted({i for s in schemes.SCHEMES for i in s.topographic})
@@ -337,16 +271,14 @@ def topographic_grouping(config: Config, params: PyTree,
 
 
 def summary(log: RunLog, n_train: int, n_test: int, epochs: int) -> dict:
-    row = log.last or {}
+    row, best = log.last or {}, log.best if log.best >= 0 else None
     return dict(
-        name=log.config.name, optimizer=log.config.optimizer,
-        hparams=log.config.hparams(), epochs_done=row.get("epoch", 0), epochs=epochs,
+        name=log.config.name, optimizer=log.config.optimizer, hparams=log.config.hparams(),
+        epochs_done=row.get("epoch", 0), epochs=epochs,
         final_test_accuracy=row.get("test_accuracy"), final_test_correct=row.get("test_correct"),
-        final_train_correct=row.get("train_correct"), train_total=n_train, test_total=n_test,
-        best_test_correct=log.best if log.best >= 0 else None,
-        best_test_accuracy=log.best / n_test if log.best >= 0 else None,
-        best_epoch=log.best_epoch, diverged=log.diverged,
-        dead_units=row.get("dead_units"),
+        final_train_correct=row.get("train_correct"),
+        train_total=n_train, test_total=n_test, best_test_correct=best,
+        best_test_accuracy=best / n_test if best is not None else None,
+        best_epoch=log.best_epoch, diverged=log.diverged, dead_units=row.get("dead_units"),
         notebook_line=(f"- {log.config.name}: {row.get('test_accuracy', float('nan')):.4f} "
-                       f"({row.get('train_correct')})") if row else None,
-    )
+                       f"({row.get('train_correct')})") if row else None)

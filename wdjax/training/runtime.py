@@ -8,13 +8,9 @@ ENV_XLA_CACHE = "WDJAX_XLA_CACHE"
 
 
 def enable_compilation_cache(min_compile_secs: float = 0.5) -> str | None:
-    """Keep compiled XLA programs on disk, so a rerun, the next sweep or a cluster task of
-    the same array skips compiling; return the directory (None when disabled).
-
-    ``$WDJAX_XLA_CACHE`` chooses the directory (default ``~/.cache/wdjax/xla``; ``off``
-    disables it). Benchmarks pass ``min_compile_secs=0``: model initialisation runs op by
-    op, hundreds of sub-second compiles that add up to seconds per process.
-    """
+    """Keep compiled XLA programs on disk (``$WDJAX_XLA_CACHE``, default ``~/.cache/wdjax/xla``,
+    ``off`` disables it), so a rerun or the next sweep skips compiling; return the directory.
+    Benchmarks pass ``min_compile_secs=0``: model initialisation is many sub-second compiles."""
     import jax
 
     where = os.environ.get(ENV_XLA_CACHE, os.path.expanduser("~/.cache/wdjax/xla"))

@@ -1,10 +1,5 @@
-"""The compiled pieces of a run: state, schedule, train (with monitors) and eval steps.
-
-`programs` builds, once per group of runs that share everything but their traced
-hyperparameters, the model, its layer table, the initial variables and the jitted steps.
-Several runs are stacked on a leading axis and the steps are ``jax.vmap``-ed over it,
-sharing each data batch and augmentation key.
-"""
+"""The compiled pieces of a run: state, schedule, train (with monitors) and eval steps,
+built once per group of runs that share all but their traced hyperparameters (`programs`)."""
 
 from __future__ import annotations
 
@@ -47,9 +42,8 @@ class TrainState(struct.PyTreeNode):
 
 def make_model(cfg: Config, num_classes: int, in_channels: int,
                platform: str | None = None) -> nn.Module:
-    """The run's model: the notebook VGG at width ``width``, or ResNet-18 at ``2 * width``,
-    built for `platform` (None: JAX's default backend; `wdjax.models.vgg.on_cpu`) and
-    computing in the dtype of ``cfg.precision``."""
+    """The notebook VGG at ``width`` or ResNet-18 at ``2 * width``, built for `platform`
+    (None: JAX's default backend) and computing in the dtype of ``cfg.precision``."""
     dtype = jnp.dtype(PRECISIONS[cfg.precision])
     if cfg.model == "resnet18":
         return ResNet18(num_classes, width=2 * cfg.width, platform=platform, dtype=dtype)
@@ -74,37 +68,27 @@ def train_step(state: TrainState, x: jax.Array, y: jax.Array, mask: jax.Array,
                tx: optax.GradientTransformation,
                spec_fn: Callable | None = None) -> tuple[TrainState, dict]:
     """One optimiser step on the (augmented, normalised) batch `x`; padded rows have mask 0.
-
-    With `spec_fn` (optimiser state -> the scheme's `DecaySpec`), ``metrics["tensors"]``
-    holds this step's per-tensor monitors (docs/protocol.md#what-is-measured,
-    `units.tensor_monitors`)
-    when `last` is true (the epoch's last step): the parameters it started from, the
-    gradient on this batch, the decay it added, the update it applied and the momentum
-    buffer after it. On other steps they are zeros, under ``lax.cond``: not computed.
-    """
+    With `spec_fn` (optimiser state -> `DecaySpec`), ``metrics["tensors"]`` holds the step's
+    per-tensor monitors (`units.tensor_monitors`) when `last` is true, else zeros (not
+    computed, under ``lax.cond``)."""
     count = mask.sum()
 
     def loss_fn(params):
-        logits, new_vars = model.apply(
-            {"params": params, "batch_stats": state.batch_stats}, x, train=True, mask=mask,
-            mutable=["batch_stats"], rngs={"dropout": key},
-        )
+        logits, new_vars = model.apply({"params": params, "batch_stats": state.batch_stats}, x,
+                                       train=True, mask=mask, mutable=["batch_stats"],
+                                       rngs={"dropout": key})
         return _cross_entropy(logits, y, mask).sum() / count, (logits, new_vars["batch_stats"])
 
     (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = dict(
-        loss=loss,
-        correct=((logits.argmax(-1) == y) * mask).sum(),
-        sq_param=units.sq_norms(state.params),
-        sq_update=units.sq_norms(updates),
-    )
+    metrics = dict(loss=loss, correct=((logits.argmax(-1) == y) * mask).sum(),
+                   sq_param=units.sq_norms(state.params), sq_update=units.sq_norms(updates))
     if spec_fn is not None:
         def monitors():
             return units.tensor_monitors(state.params, grads, updates, opt_state,
-                                            spec_fn(state.opt_state))
+                                         spec_fn(state.opt_state))
 
         zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(monitors))
         metrics["tensors"] = jax.lax.cond(last, monitors, lambda: zeros)
@@ -128,10 +112,8 @@ def unstack(tree: PyTree, k: int) -> list[PyTree]:
 
 def optimizer(cfg: Config, params: PyTree, layers: LayerTable, lr: optax.Schedule,
               factors: Mapping[str, float] | None = None) -> optax.GradientTransformation:
-    """The run's optimiser, the one the trainer compiles and initialises its state with: the
-    scheme of `cfg` with its traced hyperparameters, ending with the equilibrium monitor
-    (the trainer records its state every epoch). `factors`: see `schemes.build`; `lr`'s
-    peak is `Config.base_lr` (`lr_schedule`)."""
+    """The run's optimiser: the scheme of `cfg` with its traced hyperparameters and the
+    equilibrium monitor; `factors`: see `schemes.build`; `lr` peaks at `Config.base_lr`."""
     return schemes.build(cfg.optimizer, params=params, layers=layers, lr=lr,
                          max_learning_rate=cfg.base_lr, separate_decay=cfg.separate_decay,
                          monitor=True, factors=factors, **cfg.hparams())
@@ -159,43 +141,6 @@ def _vmapped(f: Callable, k_runs: int, n_run_args: int, n_shared: int) -> Callab
     return jax.vmap(f, in_axes=axes) if k_runs > 1 else f
 
 
-def _compiled(model, tx, spec_fn, k_runs: int, steps_per_epoch: int, mesh: parallel.Mesh,
-              per_run_data: bool) -> dict[str, Callable]:
-    rep, split = parallel.replicated(mesh), parallel.batch_sharding(mesh)
-    runs = parallel.run_sharding(mesh, k_runs > 1)
-
-    def batch(images, labels_, idx, mask, i):
-        """Row i of the epoch's index matrix, gathered on device and split over `data`."""
-        x = jax.lax.with_sharding_constraint(images[idx[i]], split)
-        return x, labels_[idx[i]], jax.lax.with_sharding_constraint(mask[i], split)
-
-    def augmented(images, labels_, idx, mask, epoch, i, key):
-        x, y, m = batch(images, labels_, idx, mask, i)
-        # The flip depends on the seed, epoch and step only: resumed runs, vmapped runs and
-        # sequential runs all see the same batches.
-        key = jax.random.fold_in(jax.random.fold_in(key, epoch), i)
-        return batches.augment(jax.random.fold_in(key, 0), x), y, m, jax.random.fold_in(key, 1)
-
-    one_step = functools.partial(train_step, model=model, tx=tx, spec_fn=spec_fn)
-
-    def step(state, images, labels_, idx, mask, epoch, i, key):
-        last = i == steps_per_epoch - 1  # the epoch's monitors are this step's values
-        if per_run_data:  # each run its own seed: its own batch order and flips
-            return jax.vmap(lambda s, ix, k: one_step(
-                s, *augmented(images, labels_, ix, mask, epoch, i, k), last))(state, idx, key)
-        return _vmapped(one_step, k_runs, 1, 5)(
-            state, *augmented(images, labels_, idx, mask, epoch, i, key), last)
-
-    def evaluate(params, batch_stats, images, labels_, idx, mask, i):
-        x, y, m = batch(images, labels_, idx, mask, i)
-        one = functools.partial(eval_step, model=model)
-        return _vmapped(one, k_runs, 2, 3)(params, batch_stats, batches.normalize(x), y, m)
-
-    return dict(step=jax.jit(step, out_shardings=(runs, rep), donate_argnums=0),
-                eval=jax.jit(evaluate, out_shardings=rep),
-                unstack=jax.jit(lambda s: unstack(s, k_runs), out_shardings=rep))
-
-
 @functools.lru_cache(maxsize=4)
 def _programs(shared: tuple, k_runs: int, image_shape: tuple, num_classes: int,
               n_train: int, mesh: parallel.Mesh, per_run_data: bool,
@@ -214,62 +159,67 @@ def _programs(shared: tuple, k_runs: int, image_shape: tuple, num_classes: int,
     def spec_fn(opt_state):
         return schemes.spec_from_state(cfg.optimizer, opt_state, params0, layers)
 
-    compiled = _compiled(model, tx, spec_fn, k_runs, steps_per_epoch, mesh, per_run_data)
+    one_step = functools.partial(train_step, model=model, tx=tx, spec_fn=spec_fn)
+    rep, split = parallel.replicated(mesh), parallel.rows_sharding(mesh, 1)
+
+    def batch(images, labels_, idx, mask, i):
+        """Row i of the epoch's index matrix, gathered on device and split over `data`."""
+        x = jax.lax.with_sharding_constraint(images[idx[i]], split)
+        return x, labels_[idx[i]], jax.lax.with_sharding_constraint(mask[i], split)
+
+    def augmented(images, labels_, idx, mask, epoch, i, key):
+        x, y, m = batch(images, labels_, idx, mask, i)
+        # The flip depends on the seed, epoch and step only: resumed runs, vmapped runs and
+        # sequential runs all see the same batches.
+        key = jax.random.fold_in(jax.random.fold_in(key, epoch), i)
+        return batches.augment(jax.random.fold_in(key, 0), x), y, m, jax.random.fold_in(key, 1)
+
+    def step(state, images, labels_, idx, mask, epoch, i, key):
+        last = i == steps_per_epoch - 1  # the epoch's monitors are this step's values
+        if per_run_data:  # each run its own seed: its own batch order and flips
+            return jax.vmap(lambda s, ix, k: one_step(
+                s, *augmented(images, labels_, ix, mask, epoch, i, k), last))(state, idx, key)
+        return _vmapped(one_step, k_runs, 1, 5)(
+            state, *augmented(images, labels_, idx, mask, epoch, i, key), last)
+
+    def evaluate(params, batch_stats, images, labels_, idx, mask, i):
+        x, y, m = batch(images, labels_, idx, mask, i)
+        one = functools.partial(eval_step, model=model)
+        return _vmapped(one, k_runs, 2, 3)(params, batch_stats, batches.normalize(x), y, m)
+
+    runs = parallel.run_sharding(mesh, k_runs > 1)
     return Programs(model, layers, params0, variables["batch_stats"], schedule, image_shape,
-                    num_classes, mesh=mesh, **compiled)
+                    num_classes, step=jax.jit(step, out_shardings=(runs, rep), donate_argnums=0),
+                    eval=jax.jit(evaluate, out_shardings=rep),
+                    unstack=jax.jit(lambda s: unstack(s, k_runs), out_shardings=rep), mesh=mesh)
 
 
 def programs(configs: Sequence[Config], image_shape: Sequence[int], num_classes: int,
              n_train: int, mesh: parallel.Mesh, platform: str | None = None) -> Programs:
-    """Compiled steps for a group of runs, reused by later groups that share them (sweeps).
-
-    Runs of one seed share each batch and flip; runs of several seeds each draw their own.
-    `platform`: the one the model is built for (None: JAX's default backend); another one
-    gives programs to lower for it (``.trace(...).lower(lowering_platforms=...)``), not run.
-    """
-    per_run_data = len({c.seed for c in configs}) > 1
+    """Compiled steps for a group of runs (cached for later groups that share them); another
+    `platform` than the default backend's gives programs to lower for it, not run."""
     return _programs(configs[0].shared_key(), len(configs), tuple(image_shape), num_classes,
-                     n_train, mesh, per_run_data, platform)
+                     n_train, mesh, per_run_data(configs), platform)
 
 
-FACTOR_TOLERANCE = 1e-6
-"""Relative difference between recorded and recomputed factors beyond which resume fails."""
+def per_run_data(configs: Sequence[Config]) -> bool:
+    """Whether the runs draw their own batches and flips (they have different seeds)."""
+    return len({c.seed for c in configs}) > 1
 
 
-def checked_factors(cfg: Config, measured: Mapping[str, float],
-                    recorded: Mapping[str, float] | None) -> dict[str, float]:
-    """The factors a run uses: those it recorded at its start when resuming
-    (docs/schemes.md#variance-inverse-coefficients fixes them at initialisation), else the
-    measured ones. RunError when the factors recomputed from the seed differ from the
-    recorded ones by more than `FACTOR_TOLERANCE` (relative), e.g. after a change in JAX's
-    random numbers."""
-    if recorded is None:
-        return dict(measured)
-    differ = [name for name in sorted(set(measured) | set(recorded))
-              if not math.isclose(measured.get(name, math.nan), recorded.get(name, math.nan),
-                                  rel_tol=FACTOR_TOLERANCE)]
-    if differ:
-        name = differ[0]
-        raise storage.RunError(
-            f"run {cfg.name!r}: decay factors recomputed from seed {cfg.seed} differ from "
-            f"the recorded ones ({len(differ)} layer(s), e.g. {name}: recorded "
-            f"{recorded.get(name)}, now {measured.get(name)}); resume with the JAX version "
-            "that started the run, or delete its checkpoints to start it over")
-    return dict(recorded)
+FACTOR_TOLERANCE = 1e-6  # relative: recomputed factors further from recorded ones fail
 
 
 class Start(NamedTuple):
-    """A run's starting point: its initial variables and the layer factors measured on them."""
+    """A run's starting point: its initial variables and per-layer decay factors."""
 
     variables: PyTree
     factors: dict[str, float]
 
 
 def measured_factors(cfg: Config, params: PyTree, prog: Programs) -> dict[str, float]:
-    """A run's per-layer decay factors, measured on its initial `params`; with
-    ``cfg.factor_width``, on the same seed's initial weights of the model at that width
-    (the factors of a variance-inverse scheme scale with the width: docs/sweeps.md#preview-scale).
-    """
+    """A run's per-layer decay factors, measured on its initial `params`, or with
+    ``cfg.factor_width`` on the same seed's model at that width (docs/sweeps.md#preview-scale)."""
     if (cfg.factor_width in (None, cfg.width)
             or schemes.get(cfg.optimizer).coefficients == "uniform"):
         return schemes.layer_factors(cfg.optimizer, params, prog.layers)
@@ -284,28 +234,37 @@ def measured_factors(cfg: Config, params: PyTree, prog: Programs) -> dict[str, f
 
 def starts(configs: Sequence[Config], prog: Programs,
            recorded: Sequence[Mapping[str, float] | None] | None = None) -> list[Start]:
-    """Each run's initial variables (from its seed) and coefficient factors (`recorded`:
-    per run, the factors its record holds when it resumes; see `checked_factors`)."""
+    """Each run's initial variables (from its seed) and factors: measured, or when it resumes
+    those its record holds (`recorded`, per run; fixed at initialisation:
+    docs/schemes.md#variance-inverse-coefficients). RunError when the two differ by more than
+    `FACTOR_TOLERANCE` (e.g. after a change in JAX's random numbers)."""
     by_seed: dict[int, PyTree] = {}
     out = []
-    for c in configs:
+    for c, rec in zip(configs, recorded or [None] * len(configs), strict=True):
         if c.seed not in by_seed:
             by_seed[c.seed] = init_variables(prog.model, jax.random.PRNGKey(c.seed),
                                              prog.image_shape)
-        # A rotational scheme starts from centred kernels (its row says so):
-        # docs/equilibrium.md#the-rotational-update, step 1.
+        # Rotational schemes start from centred kernels: docs/equilibrium.md#the-rotational-update
         v = dict(by_seed[c.seed], params=schemes.initial_params(c.optimizer,
                                                                 by_seed[c.seed]["params"]))
         measured = measured_factors(c, v["params"], prog)
-        out.append(Start(v, checked_factors(c, measured, recorded[len(out)] if recorded
-                                            else None)))
+        differ = [] if rec is None else [
+            name for name in sorted(set(measured) | set(rec)) if not math.isclose(
+                measured.get(name, math.nan), rec.get(name, math.nan), rel_tol=FACTOR_TOLERANCE)]
+        if differ:
+            name = differ[0]
+            raise storage.RunError(
+                f"run {c.name!r}: decay factors recomputed from seed {c.seed} differ from "
+                f"the recorded ones ({len(differ)} layer(s), e.g. {name}: recorded "
+                f"{rec.get(name)}, now {measured.get(name)}); resume with the JAX version "
+                "that started the run, or delete its checkpoints to start it over")
+        out.append(Start(v, dict(measured if rec is None else rec)))
     return out
 
 
 def initial_states(configs: Sequence[Config], prog: Programs,
                    run_starts: Sequence[Start]) -> list[TrainState]:
-    """Each run's first state: its own weights, and its optimiser (own hyperparameters and
-    factors) initialised on them; the group's compiled update serves them all."""
+    """Each run's first state: its weights and its own optimiser's state initialised on them."""
     states = []
     for c, st in zip(configs, run_starts, strict=True):
         params = st.variables["params"]

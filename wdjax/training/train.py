@@ -1,14 +1,6 @@
-"""One training run of the original protocol (docs/protocol.md), or several at once.
-
-`train` reads top to bottom: check the group, prepare the run directories and the data,
-build the compiled programs (`wdjax.training.steps`), restore or start the states, then per epoch
-train, evaluate, record (`wdjax.training.runlog`) and checkpoint, and at the end draw and summarise.
-
-Several configs that differ only in traced hyperparameters (and names) train *together*:
-their states are stacked and the steps are ``jax.vmap``-ed over the run axis, sharing each
-data batch and augmentation key, so run k computes what config k alone with the same seed
-computes (XLA orders the vmapped sums differently, so the numbers agree to rounding).
-"""
+"""Training runs of the original protocol (docs/protocol.md): configs that differ only in traced
+hyperparameters train together, states stacked and steps ``jax.vmap``-ed, so run k computes
+what config k alone computes (to rounding)."""
 
 from __future__ import annotations
 
@@ -31,7 +23,7 @@ from wdjax.training import batches, checkpoint, parallel, runlog, steps
 from wdjax.training import tensorboard as tb
 from wdjax.training.config import Config, with_seeds
 from wdjax.training.runlog import RunLog, prepare_run_dir, same_config
-from wdjax.training.steps import Programs, TrainState, lr_schedule, programs
+from wdjax.training.steps import Programs, TrainState, lr_schedule, per_run_data, programs
 
 __all__ = ["Config", "Programs", "TrainState", "lr_schedule", "prepare_run_dir", "programs",
            "same_config", "train"]
@@ -39,21 +31,17 @@ __all__ = ["Config", "Programs", "TrainState", "lr_schedule", "prepare_run_dir",
 
 @dataclasses.dataclass
 class Group:
-    """The runs trained together, their compiled programs and the data on the device."""
+    """The runs trained together, their compiled programs, state, records and device data."""
 
     configs: list[Config]
     prog: Programs
     state: Any
     logs: list[RunLog]
     ckpts: list[checkpoint.Manager]
+    events: list[tb.EpochWriter]
     arrays: dict[str, jax.Array]
     sizes: tuple[int, int]
-    writer: bool
-    events: list[tb.EpochWriter] = dataclasses.field(default_factory=list)
-
-    @property
-    def cfg(self) -> Config:
-        return self.configs[0]
+    writer: bool  # this process writes the records (all write checkpoints)
 
     @property
     def stacked(self) -> bool:
@@ -61,10 +49,16 @@ class Group:
 
     @property
     def steps_per_epoch(self) -> int:
-        return math.ceil(self.sizes[0] / self.cfg.batch_size)
+        return math.ceil(self.sizes[0] / self.configs[0].batch_size)
+
+    def lr(self, epoch: int) -> float:
+        return float(self.prog.schedule(epoch * self.steps_per_epoch))
 
     def per_run(self, tree: Any, r: int) -> Any:
         return jax.tree.map(lambda x: x[r], tree) if self.stacked else tree
+
+    def run_states(self) -> list:
+        return self.prog.unstack(self.state) if self.stacked else [self.state]
 
 
 def check_group(configs: Config | Sequence[Config]) -> list[Config]:
@@ -80,101 +74,90 @@ def check_group(configs: Config | Sequence[Config]) -> list[Config]:
     return configs
 
 
-def _write_configs(group: Group, dataset: data.Dataset) -> None:
-    environment = runlog.environment()
-    for log in group.logs if group.writer else []:
-        log.dir.mkdir(parents=True, exist_ok=True)
-        storage.write_json(log.dir / "config.json", dict(
-            config=log.config.to_dict(), environment=environment, layers=log.table,
-            data=dict(source=dataset.source, checksum=dataset.checksum, train=group.sizes[0],
-                      test=group.sizes[1]), steps_per_epoch=group.steps_per_epoch))
-
-
 def _keys(configs: list[Config]) -> np.ndarray:
     """The augmentation key: one for a group of one seed, else one per run."""
     keys = [np.asarray(jax.random.PRNGKey(c.seed)) for c in configs]
     return np.stack(keys) if per_run_data(configs) else keys[0]
 
 
-def per_run_data(configs: Sequence[Config]) -> bool:
-    """Whether the runs draw their own batches and flips (they have different seeds)."""
-    return len({c.seed for c in configs}) > 1
-
-
 def _device_data(dataset: data.Dataset, configs: list[Config], mesh: parallel.Mesh) -> dict:
-    cfg = configs[0]
-    rep, rows = parallel.replicated(mesh), parallel.rows_sharding(mesh)
     n_test = len(dataset.test_labels)
-    eval_idx, eval_mask = batches.pad_columns(
-        *batches.eval_batches(n_test, min(cfg.eval_batch_size, n_test)), mesh.shape["data"])
-    return dict(train_x=parallel.put(dataset.train_images, rep),
-                train_y=parallel.put(dataset.train_labels, rep),
-                test_x=parallel.put(dataset.test_images, rep),
-                test_y=parallel.put(dataset.test_labels, rep),
-                eval_idx=parallel.put(eval_idx, rows), eval_mask=parallel.put(eval_mask, rows),
-                key=parallel.put(_keys(configs), rep))
+    eval_idx, eval_mask = batches.pad_columns(*batches.eval_batches(
+        n_test, min(configs[0].eval_batch_size, n_test)), mesh.shape["data"])
+    rep, rows = parallel.replicated(mesh), parallel.rows_sharding(mesh)
+    host = dict(train_x=dataset.train_images, train_y=dataset.train_labels,
+                test_x=dataset.test_images, test_y=dataset.test_labels, key=_keys(configs))
+    return dict(**{k: parallel.put(v, rep) for k, v in host.items()},
+                eval_idx=parallel.put(eval_idx, rows), eval_mask=parallel.put(eval_mask, rows))
 
 
 def start(configs: list[Config], run_dirs: list[Path], dataset: data.Dataset,
-          mesh: parallel.Mesh) -> tuple[Group, int]:
-    """Build the group's programs and states, resume from checkpoints; return the epoch."""
-    n_train = len(dataset.train_labels)
+          mesh: parallel.Mesh, events: bool = False) -> tuple[Group, int]:
+    """Build the group's programs and states, resume from checkpoints, write each run's
+    config.json (and open its TensorBoard events); return the group and its epoch."""
+    sizes = len(dataset.train_labels), len(dataset.test_labels)
     ckpts = [checkpoint.Manager(d / "checkpoints") for d in run_dirs]
-    prog = programs(configs, dataset.train_images.shape[1:], dataset.num_classes, n_train,
+    prog = programs(configs, dataset.train_images.shape[1:], dataset.num_classes, sizes[0],
                     mesh)
-    run_starts = steps.starts(configs, prog, runlog.recorded_factors(run_dirs, ckpts))
+    run_starts = steps.starts(configs, prog, [runlog.recorded_factors(d, c)
+                                              for d, c in zip(run_dirs, ckpts, strict=True)])
     states = steps.initial_states(configs, prog, run_starts)
     logs = [RunLog(c, d, runlog.layer_records(c, st.variables["params"], prog.layers,
                                               st.factors))
             for c, d, st in zip(configs, run_dirs, run_starts, strict=True)]
-    writer = jax.process_index() == 0  # one process writes records; all write checkpoints
-    start_epoch = runlog.resume(states, logs, ckpts, writer)
+    writer = jax.process_index() == 0
+    epoch = runlog.resume(states, logs, ckpts, writer)
     stacked = len(configs) > 1
     # Host copies placed on the mesh (this also gives the donated step fresh buffers).
     state = parallel.put_tree(jax.device_get(steps.stack(states) if stacked else states[0]),
                               parallel.run_sharding(mesh, stacked))
-    group = Group(configs, prog, state, logs, ckpts, _device_data(dataset, configs, mesh),
-                  (n_train, len(dataset.test_labels)), writer)
-    _write_configs(group, dataset)
-    return group, start_epoch
+    group = Group(configs, prog, state, logs, ckpts, [], _device_data(dataset, configs, mesh),
+                  sizes, writer)
+    environment = runlog.environment()
+    for log in logs if writer else []:
+        log.dir.mkdir(parents=True, exist_ok=True)
+        storage.write_json(log.dir / "config.json", dict(
+            config=log.config.to_dict(), environment=environment, layers=log.table,
+            data=dict(source=dataset.source, checksum=dataset.checksum, train=sizes[0],
+                      test=sizes[1]), steps_per_epoch=group.steps_per_epoch))
+        if events:
+            group.events.append(tb.EpochWriter(log.dir, resume_epoch=epoch))
+    return group, epoch
 
 
 def train_epoch(group: Group, epoch: int, bar: tqdm) -> tuple[list[dict], dict | None]:
-    """One epoch of steps; returns the per-step metrics and the last step's monitors.
-
-    The monitors are those the epoch's last step computed (`steps.train_step`); ``None``
-    when the epoch stopped early (every run diverged).
-    """
-    cfg, a, mesh = group.cfg, group.arrays, group.prog.mesh
-    lr = float(group.prog.schedule(epoch * group.steps_per_epoch))
+    """One epoch of steps: the per-step metrics and the monitors of the last step
+    (`steps.train_step`; None when every run diverged before it)."""
+    cfg, a, mesh = group.configs[0], group.arrays, group.prog.mesh
     orders = [batches.pad_columns(*batches.epoch_batches(c.seed, epoch, group.sizes[0],
                                                          cfg.batch_size), mesh.shape["data"])
               for c in (group.configs if per_run_data(group.configs) else [cfg])]
     idx, mask = (np.stack([o[0] for o in orders]), orders[0][1]) if len(orders) > 1 else orders[0]
-    rows = parallel.rows_sharding(mesh)
-    batch = dict(idx=parallel.put(idx, parallel.index_sharding(mesh, idx.ndim)),
-                 mask=parallel.put(mask, rows))
-    window, metrics, mon = [], [], None
+    idx = parallel.put(idx, parallel.rows_sharding(mesh, idx.ndim))
+    mask = parallel.put(mask, parallel.rows_sharding(mesh))
+    window, metrics = [], []
     for i in range(group.steps_per_epoch):
-        group.state, m = group.prog.step(group.state, a["train_x"], a["train_y"], batch["idx"],
-                                         batch["mask"], epoch, i, a["key"])
-        tensors = m.pop("tensors")  # left on the device: zeros except on the last step
-        if i == group.steps_per_epoch - 1:
-            mon = tensors
+        group.state, m = group.prog.step(group.state, a["train_x"], a["train_y"], idx, mask,
+                                         epoch, i, a["key"])
+        mon = m.pop("tensors")  # left on the device: zeros except on the last step
         window.append(m)
         step = epoch * group.steps_per_epoch + i + 1  # global: log windows span epochs
         if step % cfg.log_every == 0 or i == group.steps_per_epoch - 1:
             fetched = jax.device_get(window)  # the one host sync per window
             metrics += fetched
-            runlog.log_steps(group.logs, fetched, step, epoch, lr, group.stacked, group.writer,
-                             cfg.log_every)
+            runlog.log_steps(group.logs, fetched, step, epoch, group.lr(epoch), group.stacked,
+                             group.writer, cfg.log_every)
             bar.update(len(window))
-            seen = min((i + 1) * cfg.batch_size, group.sizes[0])
-            bar.set_postfix(runlog.postfix(epoch, metrics, seen), refresh=False)
             window = []
+            # The progress bar shows the first run's mean loss and accuracy so far.
+            seen = min((i + 1) * cfg.batch_size, group.sizes[0])
+            loss = np.mean([np.asarray(m["loss"]).reshape(-1)[0] for m in metrics])
+            acc = sum(np.asarray(m["correct"]).reshape(-1)[0] for m in metrics) / max(seen, 1)
+            bar.set_postfix(dict(epoch=epoch + 1, loss=f"{loss:.3f}", acc=f"{acc:.1%}"),
+                            refresh=False)
             if all(log.diverged for log in group.logs):
                 break
-    return metrics, mon
+    return metrics, mon if i == group.steps_per_epoch - 1 else None
 
 
 def evaluate(group: Group) -> tuple[np.ndarray, np.ndarray]:
@@ -191,18 +174,16 @@ def evaluate(group: Group) -> tuple[np.ndarray, np.ndarray]:
 def end_epoch(group: Group, epoch: int, metrics: list[dict], mon: dict | None,
               t0: float) -> None:
     """Evaluate, write each run's epoch row (with the last step's monitors), checkpoint."""
-    prog = group.prog
-    lr = float(prog.schedule(epoch * group.steps_per_epoch))
     correct, loss_sum = evaluate(group)
     mon = jax.device_get(mon) if mon is not None else {}
-    run_states = prog.unstack(group.state) if group.stacked else [group.state]
+    run_states = group.run_states()
     for r, log in enumerate(group.logs):
         if log.diverged and log.diverged.get("epoch", epoch) < epoch:
             continue
         row = runlog.epoch_row(
-            log, epoch, lr, [group.per_run(m, r) for m in metrics],
+            log, epoch, group.lr(epoch), [group.per_run(m, r) for m in metrics],
             (int(correct[r]), float(loss_sum[r])), group.sizes, group.per_run(mon, r),
-            run_states[r], prog.layers, time.time() - t0)
+            run_states[r], group.prog.layers, time.time() - t0)
         if group.writer:
             storage.append_jsonl(log.dir / "metrics.jsonl", row)
         if group.events:  # the row as metrics.jsonl holds it (string keys, NaN as "nan")
@@ -212,49 +193,28 @@ def end_epoch(group: Group, epoch: int, metrics: list[dict], mon: dict | None,
             best=log.best, best_epoch=log.best_epoch, diverged=log.diverged, window=log.window))
 
 
-def _histograms(group: Group, state: TrainState, run_dir: Path) -> str:
-    """Histograms of unit outputs over the test set (`units.picture_layers`)."""
-    from wdjax.analysis import plots
-
-    outputs = units.unit_outputs(
-        group.prog.model, {"params": state.params, "batch_stats": state.batch_stats},
-        group.arrays["test_x"], units.picture_layers(group.prog.layers), batches.normalize)
-    path = run_dir / "histograms.png"
-    plots.activation_histograms(outputs, path)
-    return path.name
-
-
-def open_events(group: Group, start_epoch: int) -> None:
-    """One TensorBoard `EpochWriter` per run (written by the writing process only)."""
-    if not group.writer:
-        return
-    for log in group.logs:
-        if start_epoch == 0:  # a fresh run: events of an earlier, unrecorded try are stale
-            for old in (log.dir / tb.SUBDIR).glob("events.out.tfevents.*[0-9]"):
-                old.unlink()
-        group.events.append(tb.EpochWriter(log.dir, resume_epoch=start_epoch))
-
-
 def finish(group: Group, finished: bool, plots: bool) -> list[dict]:
     """Pictures and summary.json (written last: its presence marks a finished run)."""
+    from wdjax.analysis import plots as plotting
+
     for c in group.ckpts:
         c.wait()
     for events in group.events:
         events.close()
     summaries = []
-    final_states = group.prog.unstack(group.state) if group.stacked else [group.state]
-    for r, log in enumerate(group.logs):
-        summary = runlog.summary(log, *group.sizes, group.cfg.epochs)
+    for log, state in zip(group.logs, group.run_states(), strict=True):
+        summary = runlog.summary(log, *group.sizes, log.config.epochs)
         if finished and group.writer:
-            grouping = runlog.topographic_grouping(log.config, final_states[r].params,
-                                                   group.prog.layers)
+            grouping = runlog.topographic_grouping(log.config, state.params, group.prog.layers)
             if grouping is not None:
                 summary["topographic_grouping"] = grouping
-            if log.config.histograms:
-                summary["histograms"] = _histograms(group, final_states[r], log.dir)
+            if log.config.histograms:  # unit outputs over the test set
+                plotting.activation_histograms(units.unit_outputs(
+                    group.prog.model, {"params": state.params, "batch_stats": state.batch_stats},
+                    group.arrays["test_x"], units.picture_layers(group.prog.layers),
+                    batches.normalize), log.dir / "histograms.png")
+                summary["histograms"] = "histograms.png"
             if plots:
-                from wdjax.analysis import plots as plotting
-
                 plotting.run_pictures(log.dir)
             # Last: a process killed before this point leaves a run the same command completes.
             storage.write_json(log.dir / "summary.json", summary)
@@ -267,20 +227,14 @@ def train(configs: Config | Sequence[Config], out: str | os.PathLike = "runs", *
           stop_after_epochs: int | None = None, plots: bool = True,
           devices: int | None = None, seeds: int = 1,
           tensorboard: bool | None = None) -> list[dict]:
-    """Train one run, or several that differ only in traced hyperparameters, together.
+    """Train one run, or several that differ only in traced hyperparameters, together;
+    return one summary dict per run (also written to ``summary.json``).
 
-    Writes each run's records under ``<out>/<name>/`` and resumes from its latest
-    checkpoint when the directory holds an unfinished run with the same config.
-    `stop_after_epochs` ends the call early (after that many epochs of this call), leaving
-    a resumable run. `devices` limits the mesh to the first N devices (default: all).
-    `seeds` > 1 trains each config with seeds ``seed, seed + 1, ...`` together (each seed
-    its own initial weights, batch order and flips), recording seed s in
-    ``<out>/<name>/seed<s>/``.
-    `tensorboard` (default: ``$WDJAX_TENSORBOARD``) also writes each epoch's row as
-    TensorBoard events into each run directory's ``tensorboard/`` (`wdjax.training.tensorboard`).
-
-    Returns:
-      One summary dict per run (also written to ``summary.json``).
+    Records go to ``<out>/<name>/``; an unfinished run with the same config resumes from its
+    latest checkpoint. `stop_after_epochs` stops this call early, leaving a resumable run;
+    `devices` limits the mesh to the first N devices; `seeds` > 1 trains seeds ``seed,
+    seed + 1, ...`` together, seed s in ``<out>/<name>/seed<s>/``; `tensorboard` (default:
+    ``$WDJAX_TENSORBOARD``) also writes events to each run's ``tensorboard/``.
     """
     configs = check_group(with_seeds(check_group(configs), seeds))
     cfg = configs[0]
@@ -292,16 +246,13 @@ def train(configs: Config | Sequence[Config], out: str | os.PathLike = "runs", *
     # A timescale (tau_epochs) becomes the weight decay here, where the epoch's size is known.
     steps_per_epoch = math.ceil(len(dataset.train_labels) / cfg.batch_size)
     configs = [c.with_timescale(steps_per_epoch) for c in configs]
-    group, start_epoch = start(configs, run_dirs, dataset, mesh)
-    if tb.enabled(tensorboard):
-        open_events(group, start_epoch)
-    end = cfg.epochs if stop_after_epochs is None else min(cfg.epochs,
-                                                           start_epoch + stop_after_epochs)
+    group, start_epoch = start(configs, run_dirs, dataset, mesh, tb.enabled(tensorboard))
+    end = cfg.epochs if stop_after_epochs is None else min(cfg.epochs, start_epoch +
+                                                           stop_after_epochs)
     label = cfg.name if not group.stacked else f"{cfg.name}..{configs[-1].name}"
     show = progress and group.writer
-    bar = tqdm(total=cfg.epochs * group.steps_per_epoch,
-               initial=start_epoch * group.steps_per_epoch, disable=not show, desc=label,
-               unit="step", dynamic_ncols=True, mininterval=1.0)
+    bar = tqdm(total=cfg.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch,
+               disable=not show, desc=label, unit="step", dynamic_ncols=True, mininterval=1.0)
     if show and (mesh.devices.size > 1 or jax.process_count() > 1):
         bar.write(parallel.describe(mesh))
     for epoch in range(start_epoch, end):
@@ -309,8 +260,7 @@ def train(configs: Config | Sequence[Config], out: str | os.PathLike = "runs", *
         metrics, mon = train_epoch(group, epoch, bar)
         end_epoch(group, epoch, metrics, mon, t0)
         if group.writer:
-            lr = float(group.prog.schedule(epoch * group.steps_per_epoch))
-            bar.write(runlog.epoch_line(label, epoch, cfg.epochs, lr, group.logs))
+            bar.write(runlog.epoch_line(epoch, cfg.epochs, group.lr(epoch), group.logs))
         if all(log.diverged for log in group.logs):
             break
     bar.close()
