@@ -1,15 +1,11 @@
-"""Command-line plumbing shared by `experiments.train` and `experiments.sweep`.
-
-Every user error ends as one line on stderr and exit code 2, before anything is written.
-SIGINT and SIGTERM stop a command with one line (exit 130 / 143); the last finished
-checkpoint is kept, and the same command resumes. Warnings are one line each.
-"""
+"""Command-line plumbing shared by `experiments.train` and `experiments.sweep`: a user error is
+one line on stderr and exit 2, before anything is written; SIGINT/SIGTERM stop with one line
+(exit 130 / 143), keeping the last checkpoint, and the same command resumes."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import math
 import signal
 import sys
 import threading
@@ -19,43 +15,42 @@ from typing import Any, NoReturn
 
 # The notebook's VGG: five 2x2 max-pools take 32x32 inputs down to one logit per class.
 IMAGE_SIZE = (32, 32)
+# Flags that replace a field of the protocol (of a sweep's scale: for a tiny test sweep).
+PROTOCOL_FLAGS = {"--train-subset": "training images per epoch, class-balanced",
+                  "--stages": "learning-rate stages, each half the last",
+                  "--epochs-per-stage": "epochs of each stage"}
+# Which option sets the input a DataError blames (its `subject`; the library names none).
+DATA_OPTIONS = {"source": "--data or $WDJAX_DATA", "train_subset": "--train-subset",
+                "test_subset": "--test-subset"}
 
 
 class UsageError(Exception):
-    """A bad command line or config; `main` prints it as one line and exits 2."""
+    """A bad command line or config; `run_main` prints it as one line and exits 2."""
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse that reports errors as a single line (no usage dump).
-
-    Flags must be spelled out: with abbreviations, ``--epochs 3`` would quietly mean
-    ``--epochs-per-stage 3``.
-    """
+    """argparse with one-line errors and no abbreviations (``--epochs`` is not a flag)."""
 
     def __init__(self, *args, **kwargs):
-        kwargs.setdefault("allow_abbrev", False)
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, **{"allow_abbrev": False, **kwargs})
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(message)
 
 
-def number(name: str, *, low: float = 0.0, low_open: bool = False, high: float = math.inf,
-           high_open: bool = True) -> Callable[[str], float]:
-    """argparse type: a finite float in a range, with a message naming the flag."""
+def hparam_type(h: Any) -> Callable[[str], float]:
+    """argparse type of a `wdjax.schemes.hparams.TABLE` row: a number in its interval."""
 
     def parse(text: str) -> float:
         try:
             value = float(text)
         except ValueError:
-            raise UsageError(f"{name} must be a number, got {text!r}") from None
-        lo_ok = value > low if low_open else value >= low
-        hi_ok = value < high if high_open else value <= high
-        if not (math.isfinite(value) and lo_ok and hi_ok):
-            lo = "(" if low_open else "["
-            hi = ")" if high_open else "]"
-            raise UsageError(f"{name} must be a finite number in {lo}{low:g}, {high:g}{hi}, "
-                             f"got {text!r}")
+            raise UsageError(f"{h.flag} must be a number, got {text!r}") from None
+        try:
+            h.check(value)
+        except ValueError:
+            raise UsageError(f"{h.flag} must be a finite number in {h.interval()}, "
+                             f"got {text!r}") from None
         return value
 
     return parse
@@ -76,32 +71,24 @@ def integer(name: str, *, low: int = 1) -> Callable[[str], int]:
     return parse
 
 
-def add_hparam_flags(p: argparse.ArgumentParser, defaults: Any = None) -> None:
-    """One flag per row of `wdjax.schemes.hparams.TABLE` (its short form, range check and help)."""
+def add_hparam_flags(p: argparse.ArgumentParser, defaults: Any = None, *,
+                     decay_only: bool = False) -> None:
+    """A flag per `hparams.TABLE` row; `decay_only`: the decay pair, default each run's own."""
     from wdjax.schemes import hparams
 
     # A row given in another unit (``sets``) and the row it sets are mutually exclusive.
     groups = {h.sets: p.add_mutually_exclusive_group() for h in hparams.TABLE if h.sets}
     for h in hparams.TABLE:
-        names = [h.flag] + ([h.short] if h.short else [])
-        default = getattr(defaults, h.name) if defaults is not None else h.default
-        target = groups.get(h.sets or h.name, p)
-        target.add_argument(*names, dest=h.name, default=default, help=h.help,
-                            type=number(h.flag, low=h.low, low_open=h.low_open, high=h.high,
-                                        high_open=h.high_open))
-
-
-def add_decay_override_flags(p: argparse.ArgumentParser) -> None:
-    """--weight-decay or --tau-epochs (exclusive; default None: each run's own value)."""
-    from wdjax.schemes import hparams
-
-    group = p.add_mutually_exclusive_group()
-    for h in hparams.TABLE:
-        if h.sets or any(other.sets == h.name for other in hparams.TABLE):
-            group.add_argument(h.flag, dest=h.name, default=None,
-                               help=f"every run: {h.help} (default: the run's own)",
-                               type=number(h.flag, low=h.low, low_open=h.low_open,
-                                           high=h.high, high_open=h.high_open))
+        group = groups.get(h.sets or h.name)
+        if decay_only and group is None:
+            continue
+        if decay_only:
+            names, default, text = [h.flag], None, f"every run: {h.help} (default: the run's own)"
+        else:
+            names, text = [h.flag] + ([h.short] if h.short else []), h.help
+            default = getattr(defaults, h.name) if defaults is not None else h.default
+        (group or p).add_argument(*names, dest=h.name, default=default, help=text,
+                                  type=hparam_type(h))
 
 
 def decay_override(args: argparse.Namespace) -> dict[str, Any]:
@@ -116,41 +103,27 @@ def decay_override(args: argparse.Namespace) -> dict[str, Any]:
     return {}
 
 
-def check_images(dataset: Any) -> None:
-    """DataError unless the images have the size the models are built for."""
-    from wdjax.data import DataError
-
-    h, w = dataset.train_images.shape[1:3]
-    if (h, w) != IMAGE_SIZE:
-        raise DataError(f"images in {dataset.source} are {w}x{h}; each model needs "
-                        f"{IMAGE_SIZE[1]}x{IMAGE_SIZE[0]} RGB images (the CIFAR size)")
-
-
-class Interrupted(KeyboardInterrupt):
-    """SIGINT or SIGTERM arrived; `signum` says which."""
-
-    def __init__(self, signum: int):
-        super().__init__(signum)
-        self.signum = signum
-
-
-def _interrupt(signum: int, frame: Any) -> None:
-    raise Interrupted(signum)
-
-
-def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    print(f"wdjax: warning: {' '.join(str(message).split())}", file=file or sys.stderr)
-
-
-def add_precision_flag(p: argparse.ArgumentParser, default: str | None = "fp32") -> None:
-    """--precision: the compute dtype (`wdjax.training.config.PRECISIONS`)."""
+def add_run_flags(p: argparse.ArgumentParser, defaults: Any = None) -> None:
+    """The flags train and sweep share; `defaults`: a `Config`, or None (the scale's)."""
+    from wdjax import data
+    from wdjax.training import tensorboard as tb
     from wdjax.training.config import PRECISIONS
 
-    p.add_argument("--precision", choices=tuple(PRECISIONS), default=default,
-                   help="fp32 (the notebook's) or bf16: convolutions, matmuls and activations "
-                        "in bfloat16, parameters, optimiser state, BatchNorm statistics, loss "
-                        "and decay in float32; faster on GPUs and TPUs, not on CPUs "
-                        "(docs/performance.md)")
+    a = p.add_argument
+    for flag, what in PROTOCOL_FLAGS.items():
+        default = getattr(defaults, flag[2:].replace("-", "_"), None)
+        a(flag, type=integer(flag), default=default,
+          help=what + (" (default: the scale's)" if defaults is None else ""))
+    a("--data", default=None,
+      help=f"tfds:NAME or folder:PATH (default ${data.ENV_DATA}, else {data.DEFAULT_SOURCE})")
+    a("--seed", type=integer("--seed", low=0), default=0)
+    a("--precision", choices=tuple(PRECISIONS), default=defaults and defaults.precision,
+      help="fp32 (the notebook's) or bf16: convolutions, matmuls and activations in bfloat16, "
+           "the rest in float32; faster on GPUs and TPUs, not on CPUs (docs/performance.md)")
+    a("--no-progress", action="store_true", help="no progress bar")
+    a("--tensorboard", action="store_true", default=None,
+      help=f"write TensorBoard events into each RUN/tensorboard/, and a sweep's HParams table "
+           f"(or ${tb.ENV_TENSORBOARD}=1)")
 
 
 def add_device_args(p: argparse.ArgumentParser) -> None:
@@ -173,16 +146,38 @@ def start_devices(args: argparse.Namespace) -> None:
         parallel.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
 
 
+def load_data(out_dir: Any, todo: Sequence[Any], force: bool, source: str | None = None) -> Any:
+    """Refuse conflicting runs (unless `force`), then load and check the data: writes nothing."""
+    from wdjax import data
+    from wdjax.training.train import prepare_run_dir
+
+    for c in () if force else todo:
+        prepare_run_dir(out_dir, c, force=False)
+    first = todo[0]
+    dataset = data.load(source or first.data, train_subset=first.train_subset,
+                        test_subset=first.test_subset)
+    h, w = dataset.train_images.shape[1:3]
+    if (h, w) != IMAGE_SIZE:
+        raise data.DataError(f"images in {dataset.source} are {w}x{h}; each model needs "
+                             f"{IMAGE_SIZE[1]}x{IMAGE_SIZE[0]} RGB images (the CIFAR size)")
+    return dataset
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(signum)  # SIGINT or SIGTERM: its argument says which
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"wdjax: warning: {' '.join(str(message).split())}", file=file or sys.stderr)
+
+
 def run_main(main: Callable[[Sequence[str] | None], int],
              argv: Sequence[str] | None = None) -> NoReturn:
     """Run `main`, turning expected user errors into one line on stderr and exit 2."""
     from wdjax.cpu import ops
-    from wdjax.data import DataError
-    from wdjax.storage import RunError
     from wdjax.training import runtime
 
     runtime.enable_compilation_cache()
-
     ops.tune_cpu_allocator()  # before any JAX computation; a no-op off glibc
     handlers = {}
     if threading.current_thread() is threading.main_thread():  # signals reach it alone
@@ -193,35 +188,22 @@ def run_main(main: Callable[[Sequence[str] | None], int],
             for s in handlers:
                 signal.signal(s, _interrupt)
             code = main(argv)
-    except (UsageError, DataError, RunError, ValueError) as err:
-        prog = "wdjax"
-        hint = _data_option_hint(err) if isinstance(err, DataError) else ""
-        print(f"{prog}: error: {' '.join(str(err).split())}{hint}", file=sys.stderr)
+    except (UsageError, ValueError) as err:  # DataError and RunError are ValueErrors
+        option = DATA_OPTIONS.get(getattr(err, "subject", None))
+        hint = f" (set by {option})" if option else ""
+        print(f"wdjax: error: {' '.join(str(err).split())}{hint}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt as err:
-        signum = getattr(err, "signum", signal.SIGINT)
-        print(f"wdjax: interrupted ({signal.Signals(signum).name}); the last checkpoint is "
+        signum = signal.SIGTERM if err.args == (signal.SIGTERM,) else signal.SIGINT
+        print(f"wdjax: interrupted ({signum.name}); the last checkpoint is "
               "kept, rerun the same command to resume", file=sys.stderr)
         sys.exit(128 + signum)
     finally:
-        _finish_checkpoints()
+        # Checkpoints written in the background complete; a second Ctrl-C stops the wait, and
+        # a failed save must not hide why the command ended.
+        with contextlib.suppress(KeyboardInterrupt, Exception):
+            if (ckpt := sys.modules.get("wdjax.training.checkpoint")) is not None:
+                ckpt.wait_all()
         for s, h in handlers.items():
             signal.signal(s, h)
     sys.exit(code)
-
-
-def _data_option_hint(err: Exception) -> str:
-    """Which option sets the input a DataError blames (the library names none)."""
-    options = {"source": "--data or $WDJAX_DATA", "train_subset": "--train-subset",
-               "test_subset": "--test-subset"}
-    option = options.get(getattr(err, "subject", None))
-    return f" (set by {option})" if option else ""
-
-
-def _finish_checkpoints() -> None:
-    """Let checkpoints being written in the background complete before exiting."""
-    ckpt = sys.modules.get("wdjax.training.checkpoint")
-    # A second Ctrl-C stops the wait; a failed save must not hide why the command ended.
-    with contextlib.suppress(KeyboardInterrupt, Exception):
-        if ckpt is not None:
-            ckpt.wait_all()

@@ -1,25 +1,6 @@
-"""A sweep as one SLURM job array, through submitit (``pip install 'wdjax[cluster]'``).
-
-Each array task trains one group of configs (one run, or runs vmapped together) with
-`wdjax.training.train.train` into the same ``<out>/<family>/<run>/`` tree as a local sweep:
-
-    jobs = submit(groups, family_dir, Resources(partition="gpu", gpus_per_task=1))
-    wait(jobs, configs, family_dir)   # prints progress as runs finish
-
-Resuming is the local rule: finished runs are skipped, and an unfinished one continues from
-its last epoch checkpoint, whether the sweep is submitted again or SLURM requeues a task it
-preempted or timed out (the task is submitit-checkpointable). The data are loaded once in
-the submitting process before anything is queued (a TFDS download, the folder cache), so
-a bad source fails here and the tasks only read. submitit's own logs and pickles go to
-``<family>/_jobs/<job id>/``. With ``nodes > 1`` every task spans several hosts: it calls
-``jax.distributed.initialize()`` (which reads the SLURM environment) before training.
-
-A submission sbatch refuses is one line naming the flag to change, and leaves no files.
-The wait reads the tasks' states from ``squeue`` (submitit asks ``sacct``, which knows
-nothing on a cluster without accounting): a task the queue no longer lists has ended, and
-without its result it failed. A task pending for a reason no wait clears
-(`UNSATISFIABLE`) is cancelled after `PENDING_GRACE_S` and reported in one line.
-"""
+"""A sweep as one SLURM job array through submitit (``pip install 'wdjax[cluster]'``): each task
+trains a group of configs into the local sweep's tree and resumes as it does; submitit's files go
+to ``<family>/_jobs/<job id>/``, and the wait reads task states from ``squeue``, not ``sacct``."""
 
 from __future__ import annotations
 
@@ -34,7 +15,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,24 +25,20 @@ from wdjax.training.config import Config
 from wdjax.training.runlog import is_finished
 
 CLUSTERS = ("slurm", "local")  # local: submitit's LocalExecutor (same jobs, local processes)
-# --launcher of experiments.sweep -> submitit cluster; "local" trains in-process (no submitit).
-# "local-submitit" is for tests: the array's jobs as local processes, no SLURM needed.
+# --launcher -> submitit cluster; "local" trains in-process, "local-submitit" is for tests.
 LAUNCHERS = {"local": None, "slurm": "slurm", "local-submitit": "local"}
 POLL_S = 15.0  # seconds between looks at the run directories while waiting
 JOBS_SUBDIR = "_jobs"  # not a valid run name, so never a run's directory
 QUEUE_POLL_S = 60.0  # the most seconds between two squeue calls (sooner at first)
 PENDING_GRACE_S = 120.0  # how long a task may pend for a reason that never clears
-# squeue's pending reasons that waiting does not clear (the request exceeds what the
-# partition has, or its nodes are unavailable), and the flags that set the request.
+# squeue's pending reasons that waiting does not clear, and the flags that set the request.
 UNSATISFIABLE = {"PartitionConfig": "--cpus-per-task, --gpus-per-task or --nodes",
-                 "PartitionNodeLimit": "--nodes",
-                 "PartitionTimeLimit": "--timeout-min",
+                 "PartitionNodeLimit": "--nodes", "PartitionTimeLimit": "--timeout-min",
                  "BadConstraints": "--cpus-per-task or --gpus-per-task",
                  "ReqNodeNotAvail": "--partition"}
 # Words of an sbatch refusal, and the flag to change.
 _REFUSALS = (("gres", "--gpus-per-task (0 where the partition has no GPUs)"),
-             ("partition", "--partition (sinfo lists them)"),
-             ("time limit", "--timeout-min"),
+             ("partition", "--partition (sinfo lists them)"), ("time limit", "--timeout-min"),
              ("node count", "--nodes"),
              ("", "--cpus-per-task, --gpus-per-task, --nodes, --timeout-min or --partition"))
 # "SomeError: message", the last line of a Python traceback.
@@ -70,64 +47,52 @@ _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\
 
 @dataclasses.dataclass(frozen=True)
 class Resources:
-    """What each array task asks for, and how many run at once."""
+    """What each array task asks for (None: the cluster's default), and how many run at once."""
 
-    partition: str | None = None  # None: the cluster's default partition
+    partition: str | None = None
     gpus_per_task: int | None = None  # per host; None: `default_gpus` (slurm), 0 (local)
-    cpus_per_task: int | None = None  # None: the cluster's default
+    cpus_per_task: int | None = None
     timeout_min: int = 24 * 60
     max_parallel: int | None = None  # array tasks running at once; None: all
     nodes: int = 1  # hosts per task; > 1 joins them with jax.distributed
 
     def validate(self) -> Resources:
         """ValueError (one line) naming the first bad field and what is allowed."""
-        for name, low in (("gpus_per_task", 0), ("cpus_per_task", 1), ("timeout_min", 1),
-                          ("max_parallel", 1), ("nodes", 1)):
-            value = getattr(self, name)
-            optional = name in ("gpus_per_task", "cpus_per_task", "max_parallel")
-            if (value is None and optional) or (
-                    isinstance(value, int) and not isinstance(value, bool) and value >= low):
-                continue
-            raise ValueError(f"{name} must be an integer >= {low}"
-                             f"{' or unset' if optional else ''}, got {value!r}")
+        for field in dataclasses.fields(self)[1:]:
+            value, optional = getattr(self, field.name), field.default is None
+            low = 0 if field.name == "gpus_per_task" else 1
+            if not ((value is None and optional) or (
+                    isinstance(value, int) and not isinstance(value, bool) and value >= low)):
+                raise ValueError(f"{field.name} must be an integer >= {low}"
+                                 f"{' or unset' if optional else ''}, got {value!r}")
         if self.partition is not None and not self.partition.strip():
             raise ValueError("partition must be a SLURM partition name or unset, got ''")
         return self
 
 
 def executor_parameters(n_tasks: int, resources: Resources, name: str) -> dict[str, Any]:
-    """The ``update_parameters`` keywords of a submitit ``AutoExecutor`` for one array of
-    `n_tasks` tasks (``slurm_*`` keys are ignored by the local executor)."""
+    """The keywords of a submitit ``AutoExecutor.update_parameters`` for `n_tasks` tasks."""
     resources.validate()
     if n_tasks < 1:
         raise ValueError(f"a job array needs at least one task, got {n_tasks}")
-    params: dict[str, Any] = dict(
-        name=name, timeout_min=resources.timeout_min, nodes=resources.nodes,
-        tasks_per_node=1,  # one process per host; JAX drives all of the host's GPUs
-        slurm_array_parallelism=min(resources.max_parallel or n_tasks, n_tasks),
-    )
-    if resources.gpus_per_task is not None:
-        params["gpus_per_node"] = resources.gpus_per_task
-    if resources.cpus_per_task is not None:
-        params["cpus_per_task"] = resources.cpus_per_task
-    if resources.partition is not None:
-        params["slurm_partition"] = resources.partition
-    return params
+    optional = {"gpus_per_node": resources.gpus_per_task, "slurm_partition": resources.partition,
+                "cpus_per_task": resources.cpus_per_task}
+    # One process per host; JAX drives all of the host's GPUs.
+    return dict(name=name, timeout_min=resources.timeout_min, nodes=resources.nodes,
+                tasks_per_node=1,
+                slurm_array_parallelism=min(resources.max_parallel or n_tasks, n_tasks),
+                **{k: v for k, v in optional.items() if v is not None})
 
 
+@dataclasses.dataclass
 class GroupTask:
-    """The job of one array task: train its group's unfinished runs into `family_dir`.
+    """An array task's picklable job: train its group's unfinished runs into `family_dir`.
+    submitit calls `checkpoint` when SLURM preempts the task or its time runs out, and
+    requeues it; every run then resumes from its last epoch checkpoint."""
 
-    A top-level, picklable callable. submitit calls :meth:`checkpoint` when SLURM preempts
-    the task or its time runs out, and requeues it; the trainer then resumes every run from
-    its last epoch checkpoint.
-    """
-
-    def __init__(self, *, distributed: bool = False, force: bool = False,
-                 train_options: Mapping[str, Any] | None = None) -> None:
-        self.distributed = distributed
-        self.force = force
-        self.train_options = dict(train_options or {})  # more `train` keywords
+    distributed: bool = False
+    force: bool = False
+    train_options: dict[str, Any] = dataclasses.field(default_factory=dict)  # `train` keywords
 
     def __call__(self, group: Sequence[Config], family_dir: str) -> list[str]:
         """Train what is unfinished in `group`; return the names trained."""
@@ -157,33 +122,24 @@ class GroupTask:
         return DelayedSubmission(self, *args, **kwargs)
 
 
-def _submitit() -> Any:
+def submit(groups: Sequence[Sequence[Config]], family_dir: str | Path, resources: Resources,
+           *, cluster: str = "slurm", data_spec: str | None = None,
+           task: GroupTask | None = None, echo: Callable[[str], None] = print) -> list[Any]:
+    """Submit one job array, a task per group with an unfinished run; return its jobs."""
+    if cluster not in CLUSTERS:
+        raise ValueError(f"unknown cluster {cluster!r}; valid: {', '.join(CLUSTERS)}")
     try:
         import submitit
     except ImportError:
         raise ValueError("a cluster launch needs submitit: pip install 'wdjax[cluster]'") from None
-    return submitit
-
-
-def submit(groups: Sequence[Sequence[Config]], family_dir: str | Path, resources: Resources,
-           *, cluster: str = "slurm", data_spec: str | None = None,
-           task: GroupTask | None = None, echo: Callable[[str], None] = print) -> list[Any]:
-    """Submit one job array, one task per group that has an unfinished run; return its jobs.
-
-    `data_spec` (default: the first config's ``data``) is loaded once here first. Runs that
-    exist with another config are refused here too, before anything is queued.
-    """
-    if cluster not in CLUSTERS:
-        raise ValueError(f"unknown cluster {cluster!r}; valid: {', '.join(CLUSTERS)}")
-    submitit = _submitit()
     family_dir = storage.check_writable(family_dir)
-    groups = [list(g) for g in groups]
     force = bool(task and task.force)
-    todo = [g for g in groups if force or not all(is_finished(family_dir, c) for c in g)]
+    unfinished = [[c for c in g if force or not is_finished(family_dir, c)] for g in groups]
+    todo = [list(g) for g, left in zip(groups, unfinished, strict=True) if left]
     if not todo:
         echo(f"all {sum(map(len, groups))} run(s) in {family_dir} are finished")
         return []
-    _prepare(todo, family_dir, data_spec, force=force)
+    cli.load_data(family_dir, [c for g in unfinished for c in g], force, data_spec)
     if cluster == "slurm" and resources.gpus_per_task is None:
         resources = dataclasses.replace(resources,
                                         gpus_per_task=default_gpus(resources.partition))
@@ -193,44 +149,38 @@ def submit(groups: Sequence[Sequence[Config]], family_dir: str | Path, resources
     task = task or GroupTask(distributed=resources.nodes > 1)
     with _refusal_leaves_nothing(family_dir / JOBS_SUBDIR):
         jobs = executor.map_array(task, todo, [str(family_dir)] * len(todo))
-    array_id = str(jobs[0].job_id).split("_")[0]
-    echo(f"submitted job {array_id}: {len(todo)} task(s), {sum(map(len, todo))} run(s); "
-         f"logs in {family_dir / JOBS_SUBDIR}")
+    echo(f"submitted job {str(jobs[0].job_id).split('_')[0]}: {len(todo)} task(s), "
+         f"{sum(map(len, todo))} run(s); logs in {family_dir / JOBS_SUBDIR}")
     return jobs
 
 
 def default_gpus(partition: str | None) -> int:
-    """GPUs per host a task asks for by default: 1 where the partition's nodes have GPUs
-    (a ``gpu`` GRES in sinfo), else 0; 1 when sinfo cannot tell."""
+    """GPUs per host a task asks for by default: 1 if sinfo cannot tell or lists a gpu GRES."""
     try:
         out = subprocess.run(["sinfo", "--noheader", "--format=%P %G"], capture_output=True,
                              text=True, timeout=60, check=True).stdout
     except (OSError, subprocess.SubprocessError):
         return 1
     gres = [g for p, _, g in (line.partition(" ") for line in out.splitlines())
-            if (p.rstrip("*") == partition if partition else p.endswith("*"))]  # * : default
+            if (p.rstrip("*") == partition if partition else p.endswith("*"))]
     return int(any("gpu" in g for g in gres))  # none: sbatch names the unknown partition
 
 
 @contextlib.contextmanager
 def _refusal_leaves_nothing(jobs_dir: Path):
-    """A one-line UsageError, and the files written for it removed, when sbatch refuses."""
+    """When sbatch refuses: the files written for it removed, a UsageError naming the flag."""
     from submitit.core.utils import FailedJobError
 
-    created = None  # the first folder of `jobs_dir` that the submission creates
-    for folder in (jobs_dir, *jobs_dir.parents):
-        if folder.exists():
-            break
-        created = folder
-    before = set(jobs_dir.iterdir()) if created is None else set()
+    created = [f for f in (jobs_dir, *jobs_dir.parents) if not f.exists()]  # by the submission
+    before = set() if created else set(jobs_dir.iterdir())
     echoed = io.StringIO()  # submitit prints sbatch's refusal to stderr too
     try:
         with contextlib.redirect_stderr(echoed):
             yield
     except FailedJobError as err:
         echoed = io.StringIO()  # said once, in the error
-        if created is not None:
-            shutil.rmtree(created, ignore_errors=True)
+        if created:
+            shutil.rmtree(created[-1], ignore_errors=True)
         else:
             for path in set(jobs_dir.iterdir()) - before:
                 (shutil.rmtree if path.is_dir() else os.remove)(path)
@@ -243,30 +193,22 @@ def _refusal_leaves_nothing(jobs_dir: Path):
         sys.stderr.write(echoed.getvalue())
 
 
-def _prepare(groups: list[list[Config]], family_dir: Path, data_spec: str | None,
-             force: bool) -> None:
-    """Refuse conflicting runs and load the data once, before anything is queued."""
-    from wdjax import data
-    from wdjax.training.train import prepare_run_dir
-
-    if not force:
-        for c in (c for g in groups for c in g if not is_finished(family_dir, c)):
-            prepare_run_dir(family_dir, c, force=False)
-    first = groups[0][0]
-    cli.check_images(data.load(data_spec or first.data, train_subset=first.train_subset,
-                               test_subset=first.test_subset))
-
-
 def wait(jobs: Sequence[Any], configs: Sequence[Config], family_dir: str | Path, *,
          poll_s: float | None = None, echo: Callable[[str], None] = print) -> list[str]:
-    """Block until every job ends, echoing each run as it finishes; return the names of the
-    runs still unfinished. A failed task is a one-line RunError naming its log folder, and
-    so is a task that pends for a reason in `UNSATISFIABLE` (its array is cancelled)."""
+    """Wait for every job, echoing each run as it finishes; return the runs still unfinished.
+    A failed task is a one-line RunError, as is one pending for an `UNSATISFIABLE` reason."""
     family_dir = Path(family_dir)
     seen: set[str] = set()
     watcher = _watch_with_squeue(jobs)
     pending: dict[str, float] = {}  # task -> when first seen pending for good
-    once = _Once()  # submitit's watcher repeats its warnings on every poll
+    said: set[str] = set()
+
+    def once(record: logging.LogRecord) -> bool:  # submitit repeats its warnings every poll
+        text = re.sub(r"^Call #\d+ - ", "", record.getMessage())
+        new = text not in said
+        said.add(text)
+        return new
+
     logging.getLogger("submitit").addFilter(once)
     try:
         while True:
@@ -293,23 +235,8 @@ def wait(jobs: Sequence[Any], configs: Sequence[Config], family_dir: str | Path,
     return [str(c.run_path) for c in configs if str(c.run_path) not in seen]
 
 
-class _Once(logging.Filter):
-    """Lets each distinct message through once (the poll's number aside)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seen: set[str] = set()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        text = re.sub(r"^Call #\d+ - ", "", record.getMessage())
-        new = text not in self.seen
-        self.seen.add(text)
-        return new
-
-
 def _watch_with_squeue(jobs: Sequence[Any]) -> Any:
-    """Make SLURM `jobs` (and their tasks) read their states from squeue; return the watcher
-    (None for other jobs, or without squeue)."""
+    """SLURM `jobs` read their states from squeue (sacct knows nothing without accounting)."""
     from submitit.slurm.slurm import SlurmInfoWatcher, SlurmJob
 
     class SqueueWatcher(SlurmInfoWatcher):
@@ -338,8 +265,7 @@ def _watch_with_squeue(jobs: Sequence[Any]) -> Any:
 
 
 def _refuse_unsatisfiable(watcher: Any, jobs: Sequence[Any], pending: dict[str, float]) -> None:
-    """RunError (and the array cancelled) once a task has pended `PENDING_GRACE_S` for a
-    reason in `UNSATISFIABLE`; `pending` holds when each such task was first seen."""
+    """RunError, the array cancelled, once a task pended `PENDING_GRACE_S` for good."""
     now = time.time()
     for job in jobs:
         info = watcher.get_info(job.job_id, mode="cache")
@@ -360,34 +286,27 @@ def _last_exception_line(error: BaseException) -> str:
     """The task's own exception from submitit's error (which wraps the remote traceback)."""
     lines = [ln.strip() for ln in str(error).splitlines()]
     raised = [ln for ln in lines if _EXCEPTION_LINE.match(ln)]
-    if raised:
-        return raised[-1]
     # A task killed outright (SIGKILL, a lost node) raised nothing: say so, with its state.
     silent = [ln for ln in lines if ln.startswith("has not produced any output")]
-    return f"{type(error).__name__}: {(silent or lines or [''])[0]}"
+    return raised[-1] if raised else f"{type(error).__name__}: {(silent or lines or [''])[0]}"
 
 
 # ---- experiments.sweep --launcher ---------------------------------------------------------
-
-_RESOURCE_FLAGS = ("partition", "gpus_per_task", "cpus_per_task", "timeout_min",
-                   "max_parallel", "nodes")
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
     """--launcher, the per-task resources and --no-wait (defaults: `Resources`)."""
     a = p.add_argument
     a("--launcher", choices=tuple(LAUNCHERS), default="local", metavar="{local,slurm}",
-      help="local: train here (default); slurm: one SLURM job array through submitit, one "
-           "task per run (with --parallel vmap: per vmapped group)")
+      help="local: train here (default); slurm: one SLURM job array through submitit, a task "
+           "per run (per vmapped group with --parallel vmap)")
     a("--partition", default=None, help="slurm: partition (default: the cluster's)")
     a("--gpus-per-task", type=cli.integer("--gpus-per-task", low=0), default=None,
-      help="slurm: GPUs on each host of a task (default: 1 if the partition's nodes have "
-           "GPUs, as sinfo says, else 0)")
+      help="slurm: GPUs on each host of a task (default: 1 if sinfo lists GPUs, else 0)")
     a("--cpus-per-task", type=cli.integer("--cpus-per-task"), default=None,
       help="slurm: CPUs per task (default: the cluster's)")
     a("--timeout-min", type=cli.integer("--timeout-min"), default=None,
-      help="slurm: time limit of a task in minutes (default 1440); a task that reaches it "
-           "is requeued and resumes from its last checkpoint")
+      help="slurm: a task's time limit in minutes (default 1440), then requeued to resume")
     a("--max-parallel", type=cli.integer("--max-parallel"), default=None,
       help="slurm: array tasks running at once (default: all)")
     a("--nodes", type=cli.integer("--nodes"), default=None,
@@ -398,27 +317,23 @@ def add_args(p: argparse.ArgumentParser) -> None:
 
 def resources(args: argparse.Namespace) -> Resources:
     """The task resources the flags ask for; UsageError for slurm flags without slurm."""
-    given = {k: getattr(args, k) for k in _RESOURCE_FLAGS if getattr(args, k) is not None}
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(Resources)
+             if getattr(args, f.name) is not None}
     if LAUNCHERS[args.launcher] is not None and (args.distributed or args.coordinator):
         # The submitting host must not join a JAX cluster; the tasks join theirs.
         raise cli.UsageError("--distributed and --coordinator apply to --launcher local; "
                              "with --launcher slurm, --nodes N joins each task's hosts")
-    if LAUNCHERS[args.launcher] is None:
-        flags = [f"--{k.replace('_', '-')}" for k in given] + ["--no-wait"] * args.no_wait
-        if flags:
-            raise cli.UsageError(f"{flags[0]} applies to --launcher slurm only")
+    flags = [f"--{k.replace('_', '-')}" for k in given] + ["--no-wait"] * args.no_wait
+    if LAUNCHERS[args.launcher] is None and flags:
+        raise cli.UsageError(f"{flags[0]} applies to --launcher slurm only")
     return Resources(**given).validate()
 
 
 def run_sweep(groups: Sequence[Sequence[Config]], family_dir: Path, args: argparse.Namespace,
-              *, tensorboard: bool, collect_command: str) -> bool:
-    """Submit the sweep's groups with an unfinished run as one job array (a task each) and
-    wait for them (unless --no-wait). Returns whether the tasks have ended, so the table
-    can be built."""
-    res = resources(args)
-    options: dict[str, Any] = {"tensorboard": tensorboard}
-    if args.devices is not None:
-        options["devices"] = args.devices
+              res: Resources, collect_command: str) -> bool:
+    """Submit the groups and wait (unless --no-wait); whether the table can be built now."""
+    options = {"tensorboard": args.tensorboard, **({} if args.devices is None
+                                                   else {"devices": args.devices})}
     task = GroupTask(distributed=res.nodes > 1, force=args.force_name, train_options=options)
     todo = [c for g in groups for c in g if args.force_name or not is_finished(family_dir, c)]
     jobs = submit(groups, family_dir, res, cluster=LAUNCHERS[args.launcher], task=task)

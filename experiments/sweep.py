@@ -1,14 +1,8 @@
 """Re-run a family of the notebook: ``python -m experiments.sweep --name dxp``.
 
-Each run of the family trains under ``<out>/<family>/<run>/``; at the end a table in the
-notebook's own line format, with statistics over seeds (`experiments.report`), is printed
-and saved (``summary.md``, ``summary.csv``) with pictures beside it. Re-running the same
-command skips finished runs and resumes an unfinished one from its checkpoint.
-
-``--launcher slurm`` trains the runs as one SLURM job array instead (`experiments.launch`),
-into the same tree; ``--collect`` only builds the table from what is on disk.
-``--tensorboard`` (or ``WDJAX_TENSORBOARD=1``) adds TensorBoard events
-(`wdjax.training.tensorboard`).
+Each run trains under ``<out>/<family>/<run>/``; the family's table (`experiments.report`), CSV
+and pictures follow; re-running skips finished runs and resumes an unfinished one.
+``--launcher slurm`` trains them as one SLURM job array (`experiments.launch`).
 """
 
 from __future__ import annotations
@@ -17,7 +11,6 @@ import dataclasses
 import json
 import math
 import shlex
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,11 +20,6 @@ from wdjax import data, storage
 from wdjax.training import tensorboard as tb
 from wdjax.training.config import MODELS, Config, with_seeds
 
-PROTOCOL_FLAGS = {"--train-subset": "training images per epoch, class-balanced",
-                  "--stages": "learning-rate stages, each half the last",
-                  "--epochs-per-stage": "epochs of each stage"}
-"""Flags that replace a field of the scale's protocol for every run (a tiny test sweep)."""
-
 
 def parser() -> cli.Parser:
     p = cli.Parser(prog="python -m experiments.sweep", description=__doc__.splitlines()[0])
@@ -40,35 +28,23 @@ def parser() -> cli.Parser:
     a("--list", action="store_true", help="list the families and exit")
     a("--dry-run", action="store_true", help="print every run's config and exit")
     a("--scale", choices=tuple(scales.SCALES), default=None,
-      help="full: the notebook's protocol; preview: its miniature (3 seeds); quick: a CPU "
-           "smoke run; medium: quick with 3 seeds (default: full on GPU/TPU and with "
-           "--launcher slurm, preview on CPU)")
+      help="full: the notebook's protocol; preview: its miniature (3 seeds); quick: a CPU smoke "
+           "run; medium: quick, 3 seeds (default: full on GPU/TPU or SLURM, preview on CPU)")
     a("--runs", default=None, help="comma-separated subset of the family's runs")
-    for flag, what in PROTOCOL_FLAGS.items():
-        a(flag, type=cli.integer(flag), default=None, help=f"{what} (default: the scale's)")
-    cli.add_precision_flag(p, default=None)  # None: the protocol's, fp32
+    cli.add_run_flags(p)
     a("--parallel", choices=("vmap", "sequential"), default=None,
-      help="train the runs together (vmap) or one after another (default: per backend; "
-           "with a launcher, one run per task)")
+      help="train the runs together or one by one (default: per backend; SLURM: sequential)")
     a("--out", default=None, help="output directory (default results/<scale>)")
-    a("--data", default=None, help=f"tfds:NAME or folder:PATH (default ${data.ENV_DATA}, "
-      f"else {data.DEFAULT_SOURCE})")
-    a("--seed", type=cli.integer("--seed", low=0), default=0)
     a("--seeds", type=cli.integer("--seeds"), default=None,
-      help="seeds per run, seed, seed+1, ... in RUN/seed<s>/ (default: the scale's, 1 but "
-           "medium's 3): the table gives mean, interval and a t-test against the baseline; "
-           "adding seeds later reuses the finished ones")
+      help="seeds per run, seed, seed+1, ... in RUN/seed<s>/ (default: the scale's): the table "
+           "gives mean, interval and a t-test; adding seeds later reuses the finished ones")
     a("--model", choices=MODELS, default=None,
       help="train every run on this model instead of the family's (default: vgg)")
-    cli.add_decay_override_flags(p)
+    cli.add_hparam_flags(p, decay_only=True)
     a("--baseline", default=None, metavar="RUN",
-      help="the run the others are tested against (default: the run the notebook based the "
-           "family on, else the best mean); may belong to another family")
+      help="the run (of any family) the others are tested against (default: the family's "
+           "base in the notebook, else the best mean)")
     a("--force-name", action="store_true", help="replace existing runs with other configs")
-    a("--no-progress", action="store_true")
-    a("--tensorboard", action="store_true", default=None,
-      help=f"write TensorBoard events per run and the family's HParams table (or "
-           f"${tb.ENV_TENSORBOARD}=1)")
     a("--collect", action="store_true",
       help="train nothing: build the table from the runs on disk (after --no-wait)")
     launch.add_args(p)
@@ -76,115 +52,63 @@ def parser() -> cli.Parser:
     return p
 
 
-def list_families() -> str:
-    rows = [f"{'family':9} {'optimizer':32} {'varies':13} runs  description"]
-    for fam in registry.FAMILIES.values():
-        rows.append(f"{fam.name:9} {fam.optimizer:32} {fam.varies:13} {len(fam.runs):4}  "
-                    f"{fam.description}")
-    return "\n".join(rows)
-
-
 def configs_for(family: registry.Family, runs: Sequence[registry.Run], scale: str,
                 data_spec: str | None, seed: int, model: str | None = None,
                 decay: dict | None = None, seeds: int = 1,
                 protocol: dict | None = None) -> list[Config]:
-    """Validated Configs, one per run and seed: protocol < run settings < command line.
-
-    `decay` (`cli.decay_override`) replaces every run's weight_decay or tau_epochs, and
-    `protocol` (`protocol_override`) fields of the scale's protocol. At a miniature scale
-    (`scales.MINIATURES`) the hyperparameters are then mapped by its rule (at that
-    protocol), and the ones mapped from are kept in `Config.source_hparams`.
-    """
+    """Validated Configs per run and seed: scale's protocol < run settings < `protocol`, `decay`.
+    A miniature scale maps the hyperparameters by its rule (the originals: `source_hparams`)."""
     override = {**({"model": model} if model else {}), **(protocol or {})}
     protocol = {**scales.SCALES[scale], **(protocol or {})}
+    rule = scales.MINIATURES.get(scale)
     configs = []
     for run in runs:
         hp = {**run.hparams, **(decay or {})}
         c = Config(name=run.name, optimizer=run.optimizer, data=data_spec, seed=seed,
                    **{**hp, **protocol, **run.settings, **override})
-        configs.append(scaled(c, scale, hp, protocol, run.settings.get("width")).validate())
+        if rule is not None:  # decay factors measured at the width the run fixes, if it does
+            used = rule.map_hparams(hp, protocol, c.base_lr)
+            changed = tuple((k, hp[k]) for k in sorted(used) if used[k] != hp.get(k))
+            c = dataclasses.replace(c, **{k: used[k] for k, _ in changed}, source_hparams=changed,
+                                    factor_width=rule.factor_width(run.settings.get("width")))
+        configs.append(c.validate())
     return with_seeds(configs, seeds)
 
 
-def scaled(config: Config, scale: str, hparams: dict, protocol: dict | None = None,
-           run_width: int | None = None) -> Config:
-    """`config` with its hyperparameters mapped by the scale's miniature rule, if it has one
-    (at `protocol`, default the scale's), and its decay factors measured at the source's
-    width (`run_width`: the width the run fixes, if it does)."""
-    rule = scales.MINIATURES.get(scale)
-    if rule is None:
-        return config
-    used = rule.map_hparams(hparams, protocol or scales.SCALES[scale], config.base_lr)
-    changed = tuple((k, hparams[k]) for k in sorted(used) if used[k] != hparams.get(k))
-    return dataclasses.replace(config, **{k: used[k] for k, _ in changed},
-                               source_hparams=changed, factor_width=rule.factor_width(run_width))
-
-
-def vmap_groups(configs: list[Config]) -> list[list[Config]]:
-    """The runs that can train together (same `Config.shared_key`), in family order: one
-    group per width of txp, say."""
+def vmap_groups(configs: list[Config], parallel: str = "vmap") -> list[list[Config]]:
+    """What trains in one `train` call (or array task): runs alone, or by `Config.shared_key`."""
+    if parallel != "vmap":
+        return [[c] for c in configs]
     groups: dict[tuple, list[Config]] = {}
     for c in configs:
         groups.setdefault(c.shared_key(), []).append(c)
     return list(groups.values())
 
 
-def groups_of(configs: list[Config], parallel: str) -> list[list[Config]]:
-    """What trains in one `train` call (or one array task): each run alone (sequential), or
-    the `vmap_groups`."""
-    return vmap_groups(configs) if parallel == "vmap" else [[c] for c in configs]
-
-
 def train_family(configs: list[Config], family_dir: Path, args, parallel: str) -> int:
     """Train the runs not finished yet (under the family lock); return how many trained."""
     from wdjax.training.runlog import is_finished
-    from wdjax.training.train import prepare_run_dir, train
+    from wdjax.training.train import train
 
-    def load() -> data.Dataset:
-        dataset = data.load(configs[0].data, train_subset=configs[0].train_subset,
-                            test_subset=configs[0].test_subset)
-        cli.check_images(dataset)
-        return dataset
-
-    if not args.force_name:
-        for c in configs:  # refuse conflicting runs before anything is written
-            if not is_finished(family_dir, c):
-                prepare_run_dir(family_dir, c, force=False)
-    # Bad images are found before the lock; a finished run removed meanwhile loads it late.
-    dataset = None if all(is_finished(family_dir, c) for c in configs) else load()
+    todo = [c for c in configs if not is_finished(family_dir, c)]
+    # Conflicts and bad images are found before the lock (a finished run removed meanwhile
+    # loads the data late).
+    dataset = cli.load_data(family_dir, todo, args.force_name) if todo else None
     with storage.lock(family_dir):
         todo = [c for c in configs if not is_finished(family_dir, c)]
         if len(configs) > len(todo):
             print(f"{len(configs) - len(todo)} finished run(s) skipped")
-        for group in filter(None, groups_of(todo, parallel)):
-            train(group, family_dir, dataset=dataset or load(), force=args.force_name,
+        for group in filter(None, vmap_groups(todo, parallel)):
+            dataset = dataset or cli.load_data(family_dir, todo, args.force_name)
+            train(group, family_dir, dataset=dataset, force=args.force_name,
                   progress=not args.no_progress, devices=args.devices,
-                  tensorboard=tb.enabled(args.tensorboard))
+                  tensorboard=args.tensorboard)
     return len(todo)
 
 
-def _shown(c: Config) -> Config:
-    """For --dry-run: a tau_epochs run's weight decay where the epoch's size is known."""
-    if c.tau_epochs is None or c.train_subset is None:
-        return c
-    return c.with_timescale(math.ceil(c.train_subset / c.batch_size))
-
-
-def protocol(args) -> tuple[str, str, str]:
-    """(scale, why, parallel). A job array's tasks run on the cluster's accelerators, not on
-    the submitting host: full scale, one run per task, unless asked otherwise."""
-    if args.launcher == "slurm" and args.scale is None:
-        scale, why = "full", "slurm: on the cluster's accelerators"
-    else:
-        scale, why = scales.choose(args.scale)
-    default = "sequential" if args.launcher != "local" else scales.default_parallel()
-    return scale, why, args.parallel or default
-
-
 def protocol_override(args) -> dict:
-    """The protocol fields the `PROTOCOL_FLAGS` and --precision given replace."""
-    names = [flag.removeprefix("--").replace("-", "_") for flag in PROTOCOL_FLAGS]
-    names.append("precision")
+    """The protocol fields the `cli.PROTOCOL_FLAGS` and --precision given replace."""
+    names = [*(f.removeprefix("--").replace("-", "_") for f in cli.PROTOCOL_FLAGS), "precision"]
     return {n: getattr(args, n) for n in names if getattr(args, n) is not None}
 
 
@@ -199,46 +123,59 @@ def collect_command(family: registry.Family, scale: str, out: Path, args) -> str
     return " ".join(["python -m experiments.sweep", *map(shlex.quote, words), "--collect"])
 
 
-def write_table(family: registry.Family, runs: Sequence[registry.Run],
-                configs: Sequence[Config], family_dir: Path, scale: str, args) -> None:
+def write_table(family: registry.Family, runs: Sequence[registry.Run], configs: Sequence[Config],
+                family_dir: Path, scale: str, args, done: str = "") -> None:
     """The table, CSV and pictures (and the HParams table with TensorBoard on); printed."""
     with storage.lock(family_dir):
         rows = report.write_results(family, runs, family_dir, scale, args.baseline)
-    if tb.enabled(args.tensorboard):
+    if args.tensorboard:
         tb.write_family_hparams(family_dir, [str(c.run_path) for c in configs])
     print("\n" + "\n".join([*report.notebook_lines(rows), report.verdict(rows)]))
+    print(f"\n{family.name}: {done}table, CSV and pictures in {family_dir}")
 
 
-def run(configs: list[Config], family_dir: Path, args, parallel: str, collect: str) -> bool:
-    """Train what is unfinished here or as a job array; whether to build the table now."""
-    from wdjax.training.runlog import move_into_seed_dir
+def protocol(args) -> tuple[str, str, str]:
+    """(scale, why, parallel); a job array's tasks run on the cluster's accelerators: full
+    scale, one run per task, unless asked otherwise."""
+    if args.launcher == "slurm" and args.scale is None:
+        scale, why = "full", "slurm: on the cluster's accelerators"
+    else:
+        scale, why = scales.choose(args.scale)
+    default = "sequential" if args.launcher != "local" else scales.default_parallel()
+    return scale, why, args.parallel or default
 
-    if any(c.seed_dir for c in configs):  # a run trained with one seed becomes one of many
-        with storage.lock(family_dir):
-            for name in dict.fromkeys(c.name for c in configs):
-                move_into_seed_dir(family_dir / name)
-    if args.launcher == "local":
-        trained = train_family(configs, family_dir, args, parallel)
-        print(f"{trained} run(s) trained")
-        return True
-    return launch.run_sweep(groups_of(configs, parallel), family_dir, args,
-                            tensorboard=tb.enabled(args.tensorboard), collect_command=collect)
+
+def dry_run(family: registry.Family, runs: Sequence[registry.Run], configs: Sequence[Config],
+            scale: str, args) -> None:
+    """Print the protocol, every run's config and what the table will compare."""
+    print("protocol: " + json.dumps({**scales.SCALES[scale], **protocol_override(args)}))
+    for c in configs:
+        if c.tau_epochs is not None and c.train_subset is not None:  # the epoch's size is known
+            c = c.with_timescale(math.ceil(c.train_subset / c.batch_size))
+        print(json.dumps(c.to_dict()))
+    if any(c.tau_epochs is not None for c in configs):
+        print("tau_epochs runs: weight_decay = 1 / (tau_epochs * lr * steps_per_epoch), "
+              "shown from train_subset; set when the data is loaded")
+    print("\n".join(report.dry_run_lines(family, runs, scale, args.baseline)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    launch.resources(args)  # flags that need (or exclude) a launcher: refused first
-    if tb.enabled(args.tensorboard):
+    resources = launch.resources(args)  # flags that need (or exclude) a launcher: refused first
+    args.tensorboard = tb.enabled(args.tensorboard)
+    if args.tensorboard:
         tb.require()
     cli.start_devices(args)
     if args.list:
-        print(list_families())
+        print(f"{'family':9} {'optimizer':32} {'varies':13} runs  description")
+        for f in registry.FAMILIES.values():
+            print(f"{f.name:9} {f.optimizer:32} {f.varies:13} {len(f.runs):4}  {f.description}")
         return 0
     if not args.name:
         raise cli.UsageError("--name is required; families: " + ", ".join(registry.FAMILIES))
     family = registry.get_family(args.name)
-    names = [n.strip() for n in args.runs.split(",")] if args.runs else None
-    runs = registry.select_runs(family, names)
+    runs = registry.select_runs(family, [n.strip() for n in args.runs.split(",")]
+                                if args.runs else None)
     report.check_baseline(args.baseline)
     scale, why, parallel = protocol(args)
     args.seeds = args.seeds or scales.SEEDS.get(scale, 1)
@@ -251,32 +188,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not family_dir.is_dir():
             raise storage.RunError(f"nothing to collect: {family_dir} does not exist")
         write_table(family, runs, configs, family_dir, scale, args)
-        print(f"\n{family.name}: table, CSV and pictures in {family_dir}")
         return 0
     seeds = f" x {args.seeds} seeds" if args.seeds > 1 else ""
     print(f"sweep {family.name}: {len(runs)} runs{seeds} at {scale} scale ({why}), {parallel}; "
           f"results in {family_dir}")
     if args.dry_run:
-        print("protocol: " + json.dumps({**scales.SCALES[scale], **protocol_override(args)}))
-        for c in configs:
-            print(json.dumps(_shown(c).to_dict()))
-        if any(c.tau_epochs is not None for c in configs):
-            print("tau_epochs runs: weight_decay = 1 / (tau_epochs * lr * steps_per_epoch), "
-                  "shown from train_subset; set when the data is loaded")
-        print("\n".join(report.dry_run_lines(family, runs, scale, args.baseline)))
+        dry_run(family, runs, configs, scale, args)
         return 0
 
     report.check_baseline(args.baseline, runs, family_dir)
     data.check_source(configs[0].data)  # resolved in configs_for
     storage.check_writable(out)
     t0 = time.time()
-    if run(configs, family_dir, args, parallel,
-           collect_command(family, scale, out, args)):
-        write_table(family, runs, configs, family_dir, scale, args)
-        print(f"\n{family.name}: done in {time.time() - t0:.0f} s; table, CSV and pictures "
-              f"in {family_dir}")
+    if any(c.seed_dir for c in configs):  # a run trained with one seed becomes one of many
+        from wdjax.training.runlog import move_into_seed_dir
+
+        with storage.lock(family_dir):
+            for name in dict.fromkeys(c.name for c in configs):
+                move_into_seed_dir(family_dir / name)
+    if args.launcher == "local":
+        print(f"{train_family(configs, family_dir, args, parallel)} run(s) trained")
+    elif not launch.run_sweep(vmap_groups(configs, parallel), family_dir, args, resources,
+                              collect_command(family, scale, out, args)):
+        return 0  # --no-wait: the table is built later
+    write_table(family, runs, configs, family_dir, scale, args,
+                f"done in {time.time() - t0:.0f} s; ")
     return 0
 
 
 if __name__ == "__main__":
-    cli.run_main(main, sys.argv[1:])
+    cli.run_main(main)

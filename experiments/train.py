@@ -1,12 +1,13 @@
 """Train one run: ``python -m experiments.train --name NAME --optimizer SGD_var_dup2 ...``.
 
-Flags follow the original script (its short forms ``-n -o -wd -L1 -nb -b -lr`` work too).
-Re-running the same command resumes an unfinished run from its latest checkpoint.
+Flags follow the original script (its short forms ``-n -o -wd -L1 -nb -b -lr`` work too);
+re-running the same command resumes an unfinished run from its latest checkpoint.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Sequence
 
 from experiments import cli, scales
@@ -14,6 +15,7 @@ from wdjax import data, schemes, storage
 from wdjax.analysis import stats
 from wdjax.training import tensorboard as tb
 from wdjax.training.config import MODELS, Config, with_seeds
+from wdjax.training.runlog import is_finished, move_into_seed_dir
 
 
 def parser() -> cli.Parser:
@@ -30,29 +32,19 @@ def parser() -> cli.Parser:
     a("-nb", "--width", dest="width", type=cli.integer("--width"), default=d.width,
       help="model width (channels of the first convolution)")
     a("-b", "--batch-size", type=cli.integer("--batch-size"), default=d.batch_size)
-    a("--stages", type=cli.integer("--stages"), default=d.stages,
-      help="learning-rate stages (lr halves after each)")
-    a("--epochs-per-stage", type=cli.integer("--epochs-per-stage"), default=d.epochs_per_stage)
-    a("--data", default=None, help=f"tfds:NAME or folder:PATH (default ${data.ENV_DATA}, "
-      f"else {data.DEFAULT_SOURCE})")
-    a("--train-subset", type=cli.integer("--train-subset"), default=None)
+    cli.add_run_flags(p, d)
     a("--test-subset", type=cli.integer("--test-subset"), default=None)
-    a("--seed", type=cli.integer("--seed", low=0), default=d.seed)
     a("--seeds", type=cli.integer("--seeds"), default=1,
       help="train seeds seed, seed+1, ... (records in NAME/seed<s>/) and print mean ± s.e.")
     a("--log-every", type=cli.integer("--log-every"), default=d.log_every,
       help="steps between loss / norm log lines")
     a("--conv-impl", choices=("xla", "im2col", "hybrid"), default=None,
       help="convolution formulation (default: fastest for the backend)")
-    cli.add_precision_flag(p)
     a("--histograms", action="store_true", help="draw activation histograms at the end")
     a("--out", default="runs", help="output directory (default ./runs)")
     a("--force-name", action="store_true",
       help="replace a finished run or one with a different config (the old one is kept "
            "aside as NAME.replaced-TIME)")
-    a("--no-progress", action="store_true", help="no progress bar")
-    a("--tensorboard", action="store_true", default=None,
-      help=f"write TensorBoard events into NAME/tensorboard/ (or ${tb.ENV_TENSORBOARD}=1)")
     cli.add_device_args(p)
     return p
 
@@ -60,39 +52,38 @@ def parser() -> cli.Parser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     cli.start_devices(args)
-    opts = vars(args)
-    out, force, quiet = opts.pop("out"), opts.pop("force_name"), opts.pop("no_progress")
-    devices, seeds = opts.pop("devices"), opts.pop("seeds")
-    events = tb.enabled(opts.pop("tensorboard"))
-    for k in ("distributed", "coordinator", "num_processes", "process_id"):
-        opts.pop(k)
-    opts["data"] = data.resolve_source(opts["data"])
-    config = Config(**opts).validate()
+    args.data = data.resolve_source(args.data)
+    fields = {f.name for f in dataclasses.fields(Config)}
+    config = Config(**{k: v for k, v in vars(args).items() if k in fields}).validate()
     # Everything that can be checked is checked before anything is created.
     data.check_source(config.data)
-    out_dir = storage.check_writable(out)
+    out_dir = storage.check_writable(args.out)
+    events = tb.enabled(args.tensorboard)
     if events:
         tb.require()
     import jax  # after start_devices, which may set the device count
 
-    from wdjax.training.train import prepare_run_dir
+    from wdjax.training.train import train
 
-    configs = with_seeds([config], seeds)
-    todo = [c for c in configs if force or not finished(out_dir, c)]
-    if not force:
-        for c in todo:  # refuses conflicts, writes nothing
-            prepare_run_dir(out_dir, c, force=False)
+    configs = with_seeds([config], args.seeds)
+    todo = [c for c in configs if args.force_name or not finished(out_dir, c)]
     # Decoding finds bad images (size, mode, damage) before --force-name moves a run aside.
-    dataset = data.load(config.data, train_subset=config.train_subset,
-                        test_subset=config.test_subset) if todo else None
-    if dataset is not None:
-        cli.check_images(dataset)
+    dataset = cli.load_data(out_dir, todo, args.force_name) if todo else None
     # One trainer per run name, as one sweep per family (process 0 of a cluster holds it);
     # taken after the checks above, which write nothing, so a refused command touches nothing.
     with (storage.lock(out_dir, "training run", f".{config.name}.lock")
           if jax.process_index() == 0 else contextlib.nullcontext()):
-        summaries = train_seeds(configs, out_dir, dataset, force=force, progress=not quiet,
-                                devices=devices, tensorboard=events)
+        if args.seeds > 1:  # a run trained with one seed becomes one of its seeds
+            move_into_seed_dir(out_dir / config.name)
+        todo = [c for c in configs if args.force_name or not finished(out_dir, c)]
+        # The seeds train together where vmap is the backend's default.
+        groups = [todo] if scales.default_parallel() == "vmap" else [[c] for c in todo]
+        trained = {c.run_path: summary for g in filter(None, groups) for c, summary in zip(
+            g, train(g, out_dir, dataset=dataset, force=args.force_name,
+                     progress=not args.no_progress, devices=args.devices, tensorboard=events),
+            strict=True)}
+    summaries = [trained.get(c.run_path) or storage.read_json(out_dir / c.run_path /
+                                                              "summary.json") for c in configs]
     for c, summary in zip(configs, summaries, strict=True):
         print(result_line(c, summary, out_dir))
     finals = [s["final_test_accuracy"] for s in summaries if not s.get("diverged")]
@@ -103,29 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def train_seeds(configs: list[Config], out_dir, dataset, **train_kwargs) -> list[dict]:
-    """Train the seeds not finished yet (together where vmap is the backend's default); return
-    every seed's summary (the finished ones read back)."""
-    from wdjax.training.runlog import move_into_seed_dir
-    from wdjax.training.train import train
-
-    if configs[0].seed_dir:  # a run trained with one seed becomes one of its seeds
-        move_into_seed_dir(out_dir / configs[0].name)
-    force = train_kwargs["force"]
-    todo = [c for c in configs if force or not finished(out_dir, c)]
-    groups = [todo] if scales.default_parallel() == "vmap" else [[c] for c in todo]
-    trained = {c.run_path: summary for g in filter(None, groups)
-               for c, summary in zip(g, train(g, out_dir, dataset=dataset, **train_kwargs),
-                                     strict=True)}
-    return [trained.get(c.run_path) or storage.read_json(out_dir / c.run_path / "summary.json")
-            for c in configs]
-
-
 def finished(out_dir, c: Config) -> bool:
-    """A seed of a multi-seed run already finished with this config (it is reused; a
-    one-seed run is refused instead, unless --force-name)."""
-    from wdjax.training.runlog import is_finished
-
+    """A finished seed of a multi-seed run (reused; a finished one-seed run is refused)."""
     return c.seed_dir and is_finished(out_dir, c)
 
 
