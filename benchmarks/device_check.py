@@ -1,7 +1,6 @@
-"""The one prepared check for an accelerator, under 8 minutes of device time: the tests marked
-``device``, the step against PyTorch per precision, 200-epoch projections of one run and the
-vmapped dxp family; one JSON (rewritten after each part, so a cut-short run keeps what it
-measured) and one table. Usage: docs/performance.md#measuring."""
+"""The one prepared check for an accelerator, under 8 minutes: the tests marked ``device``, the
+step against PyTorch and 200-epoch projections of one run and the vmapped dxp family per
+precision; one table, one JSON rewritten after each part. Usage: docs/performance.md#measuring."""
 
 from __future__ import annotations
 
@@ -27,9 +26,8 @@ PRECISIONS = ("fp32", "bf16")
 
 
 def run_tests(tiny: bool, timeout_s: float) -> dict[str, Any]:
-    """``pytest -m device`` (``--tiny``: only collected) in a subprocess, which ends before
-    this process touches the device (JAX preallocates most of its memory): counts, failures
-    and seconds."""
+    """``pytest -m device`` (``--tiny``: only collected) in a subprocess, ended before this one
+    touches the device (JAX preallocates most of its memory): counts, failures and seconds."""
     with tempfile.TemporaryDirectory() as tmp:
         xml = Path(tmp, "junit.xml")
         cmd = [sys.executable, "-m", "pytest", "-q", "-m", "device", "-p", "no:cacheprovider",
@@ -37,8 +35,7 @@ def run_tests(tiny: bool, timeout_s: float) -> dict[str, Any]:
         out: dict[str, Any] = dict(command=" ".join(cmd[1:]))
         t0 = time.perf_counter()
         try:
-            proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
-                                  timeout=timeout_s)
+            proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout_s)
         except subprocess.TimeoutExpired:
             return dict(out, timed_out=True, seconds=timeout_s)
         out.update(returncode=proc.returncode, seconds=round(time.perf_counter() - t0, 1),
@@ -56,15 +53,13 @@ def run_tests(tiny: bool, timeout_s: float) -> dict[str, Any]:
 
 def projected(seconds: Sequence[float], total: int) -> float:
     """The first epoch as measured (it compiles), the rest at the median later epoch."""
-    steady = statistics.median(seconds[1:]) if len(seconds) > 1 else seconds[0]
-    return seconds[0] + (total - 1) * steady
+    return seconds[0] + (total - 1) * statistics.median(seconds[1:] or seconds)
 
 
 def projection(tiny: bool, epochs: int, precision: str) -> dict[str, Any]:
-    """One full-scale run (width 32, batch 128, 50 000 images) and the vmapped dxp family
-    (``tiny``: width 4, 512 images, 4 epochs in all), `epochs` epochs each with `wdjax.train`:
-    the notebook's 200 epochs `projected`, the family's runs in turn from the single run's
-    (one compiled program serves them all)."""
+    """`epochs` of one full-scale run (``tiny``: width 4, 512 images, 4 epochs in all) and of the
+    vmapped dxp family with `wdjax.train`: the notebook's 200 epochs `projected`, those of the
+    family's runs in turn from the single run's (one compiled program serves them all)."""
     from experiments import registry, sweep
 
     family = registry.get_family("dxp")
@@ -130,21 +125,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.perf_counter()
 
     def save(part: str | None = None) -> None:
-        if part:
-            res["seconds"][part] = round(time.perf_counter() - t0 - sum(res["seconds"].values()),
-                                         1)
+        if part:  # the seconds since the last part
+            res["seconds"][part] = round(time.perf_counter() - t0 - sum(res["seconds"].values()), 1)
         Path(args.json).write_text(json.dumps(res, indent=1, default=str) + "\n")
 
     if "tests" not in skip:  # before this process touches the device
         run.say(f"[tests] pytest -m device{' --collect-only' if args.tiny else ''} ...")
         res["tests"] = run_tests(args.tiny, args.tests_timeout)
         save("tests")
-    from wdjax.cpu import ops
-    from wdjax.training import runtime
-
-    res["tune_cpu_allocator"] = ops.tune_cpu_allocator()
-    runtime.enable_compilation_cache(min_compile_secs=0)
-    res["machine"] = harness.machine()
+    res["machine"] = harness.start()
     if "steps" not in skip:
         scope = dataclasses.replace(run.Scope.make("tiny" if args.tiny else "quick"),
                                     torch_widths=(4,) if args.tiny else (32,),

@@ -24,9 +24,8 @@ NUM_CLASSES = 10
 
 
 class Bench:
-    """A step closure timed in samples of `steps` calls (None: sized by `calibrate`) of
-    `images` each: `samples` in img/s, `cpu_ms` this process's CPU time per call, which other
-    processes barely move (but which counts torch's OpenMP spin-waiting)."""
+    """A step closure timed in samples of `steps` calls (None: sized by `calibrate`) of `images`
+    each: `samples` in img/s, `cpu_ms` this process's CPU time per call."""
 
     def __init__(self, name: str, step: Callable[[], object], sync: Callable[[object], object],
                  images: int = BATCH, steps: int | None = None) -> None:
@@ -34,15 +33,15 @@ class Bench:
         self.samples: list[float] = []
         self.cpu_ms: list[float] = []
 
-    def calibrate(self, warmup: int, target_s: float, max_steps: int = 50) -> None:
-        """Warm up, then (unless given) size `steps` so that one sample takes `target_s`."""
+    def calibrate(self, warmup: int, target_s: float) -> None:
+        """Warm up, then (unless given) size `steps` (at most 50) so a sample takes `target_s`."""
         for _ in range(warmup):
             self.sync(self.step())
         if self.steps is None:
             t0 = time.perf_counter()
             self.sync(self.step())
             dt = max(time.perf_counter() - t0, 1e-6)
-            self.steps = max(1, min(max_steps, round(target_s / dt)))
+            self.steps = max(1, min(50, round(target_s / dt)))
 
     def sample(self) -> None:
         c0, t0 = time.process_time(), time.perf_counter()
@@ -52,9 +51,12 @@ class Bench:
         self.samples.append(self.images * self.steps / (time.perf_counter() - t0))
         self.cpu_ms.append((time.process_time() - c0) * 1e3 / self.steps)
 
+    def rates(self, cpu: bool = False) -> list[float]:
+        """Images per second of each sample: wall clock, or (`cpu`) this process's CPU time."""
+        return [self.images * 1e3 / c for c in self.cpu_ms] if cpu else self.samples
 
-def measure(benches: Sequence[Bench], rounds: int, warmup: int = 1,
-            sample_s: float = 0.25) -> None:
+
+def measure(benches: Sequence[Bench], rounds: int, warmup: int, sample_s: float) -> None:
     """Calibrate every bench, then sample each once per round in ABBA order: load from other
     processes hits every configuration alike, and the reversal cancels a steady drift."""
     for b in benches:
@@ -64,37 +66,34 @@ def measure(benches: Sequence[Bench], rounds: int, warmup: int = 1,
             b.sample()
 
 
-def round_ratios(num: Bench, den: Sequence[Bench]) -> list[float]:
-    """Per round: `num`'s throughput over the best of `den`'s in the same round."""
-    return [x / max(d.samples[r] for d in den) for r, x in enumerate(num.samples)]
+def round_ratios(num: Bench, den: Sequence[Bench], cpu: bool = False) -> list[float]:
+    """Per round: `num`'s throughput over the best of `den`'s in the same round; in CPU time
+    (`cpu`), other processes barely move it, but it is blind to waiting."""
+    return [x / max(d.rates(cpu)[r] for d in den) for r, x in enumerate(num.rates(cpu))]
 
 
-def cpu_ratios(num: Bench, den: Sequence[Bench]) -> list[float]:
-    """Per round: CPU time per image of the cheapest of `den` over `num`'s (higher: `num` does
-    less work); robust to load, but blind to time spent waiting."""
-    return [min(d.cpu_ms[r] / d.images for d in den) / (c / num.images)
-            for r, c in enumerate(num.cpu_ms)]
-
-
-def machine() -> dict[str, Any]:
-    """Date, machine, device and versions: what a reader needs to trust the numbers."""
+def start() -> dict[str, Any]:
+    """Set the process up (before any JAX computation: the allocator must precede XLA's worker
+    threads; the compilation cache), then record date, machine, device, versions, torch peer."""
     import jax
     import jaxlib
 
     from wdjax.cpu import ops, tune
-    from wdjax.training import runlog
+    from wdjax.training import runlog, runtime
 
+    tuned, cache = ops.tune_cpu_allocator(), runtime.enable_compilation_cache(min_compile_secs=0)
+    device, version = torch_device()
     return dict(
         runlog.environment(), jaxlib=jaxlib.__version__, numpy=np.__version__,
         date=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         platform=platform.platform(), cpu_model=tune.machine(), conv_tune=tune.enabled(),
         loadavg_start=list(os.getloadavg()), jax_devices=[str(d) for d in jax.devices()],
-        default_conv_impl=ops.default_conv_impl())
+        default_conv_impl=ops.default_conv_impl(), tune_cpu_allocator=tuned, xla_cache=cache,
+        torch=version, torch_device=device)
 
 
 def make_dataset(n_train: int, n_test: int) -> Any:
-    """``$WDJAX_DATA`` (a class-balanced subset) when set, else random uint8 images (speed
-    does not depend on pixel values)."""
+    """``$WDJAX_DATA`` (a class-balanced subset) if set, else random images (as fast)."""
     from wdjax import data
 
     if os.environ.get(data.ENV_DATA, "").strip():
@@ -115,10 +114,7 @@ class Setup:
     dataset: Any
     args: tuple  # images, labels, batch rows, row masks (the step's data arguments)
     key: Any
-
-    @property
-    def steps_per_epoch(self) -> int:
-        return self.args[2].shape[0]
+    steps_per_epoch: int
 
 
 def make_setup(dataset: Any) -> Setup:
@@ -133,7 +129,7 @@ def make_setup(dataset: Any) -> Setup:
     return Setup(mesh, dataset, (parallel.put(dataset.train_images, rep),
                                  parallel.put(dataset.train_labels, rep),
                                  parallel.put(idx, rows), parallel.put(mask, rows)),
-                 parallel.put(np.asarray(jax.random.PRNGKey(0)), rep))
+                 parallel.put(np.asarray(jax.random.PRNGKey(0)), rep), len(idx))
 
 
 def config(width: int, optimizer: str = "SGD", name: str = "bench", **fields: Any) -> Any:
@@ -156,9 +152,8 @@ def programs(setup: Setup, configs: Sequence[Any]) -> Any:
 
 def step_bench(name: str, setup: Setup, configs: Sequence[Any], sequential: bool = False,
                steps: int | None = None, tuned: bool | None = None) -> Bench:
-    """The trainer's compiled step for `configs` from their `steps.initial_states`, cycling
-    through the epoch's batch rows: one vmapped program, or (`sequential`) each run's own in
-    turn. `tuned` (not None): traced now, with CPU conv plans tuned or by the rules."""
+    """The trainer's step for `configs` (one vmapped program, or `sequential`ly each run's own)
+    over the epoch's batch rows; `tuned` (not None): traced now, CPU conv plans tuned or not."""
     import jax
 
     from wdjax.cpu import tune
@@ -196,8 +191,7 @@ def train_step_bench(name: str, setup: Setup, cfg: Any, tx: Any = None) -> Bench
 
     prog = programs(setup, [cfg])
     tx = tx or steps.optimizer(cfg, prog.params0, prog.layers, prog.schedule)
-    step = jax.jit(functools.partial(steps.train_step, model=prog.model, tx=tx),
-                   donate_argnums=0)
+    step = jax.jit(functools.partial(steps.train_step, model=prog.model, tx=tx), donate_argnums=0)
     images, labels, idx, mask = setup.args
     x = batches.augment(jax.random.PRNGKey(1), images[idx[0]])
     # Host copies: the donated step must not delete the programs' template parameters.
@@ -237,12 +231,12 @@ class Layer(NamedTuple):
         return f"{self.x_shape[1]}x{self.x_shape[2]} {self.x_shape[3]}->{self.k_shape[3]}"
 
 
-def vgg_layers(width: int, batch: int = BATCH, image: int = 32) -> list[Layer]:
+def vgg_layers(width: int, batch: int = BATCH) -> list[Layer]:
     """The conv and fc layers of ``vgg_conf(width)`` with their input shapes."""
     from wdjax import models
 
     conf = models.vgg_conf(width)
-    layers, size, cin = [], image, conf[0][1][0]
+    layers, size, cin = [], 32, conf[0][1][0]
     for i, (name, (a, _)) in enumerate(conf):
         kind = models.layer_kind(name)
         if kind in ("conv", "fc"):
@@ -256,8 +250,8 @@ def vgg_layers(width: int, batch: int = BATCH, image: int = 32) -> list[Layer]:
 
 
 def conv_plans(width: int, impl: str | None = None, tuned: bool | None = None) -> list[str]:
-    """The conv plan the VGG at `width` runs with `impl` (default: the platform's), per 3x3
-    layer: layer, input map and channels, method per pass; `tuned` as `conv_plan`'s `tune`."""
+    """Per 3x3 layer of the VGG at `width` with `impl` (default: the platform's): the layer, its
+    map and channels and `conv_plan`'s method per pass (`tuned` as its `tune`)."""
     from wdjax.cpu import ops, plan
 
     impl = impl or ops.default_conv_impl()
@@ -286,10 +280,9 @@ def torch_device() -> tuple[str | None, str]:
 
 def torch_bench(width: int, channels_last: bool, threads: int | None = None,
                 device: str = "cpu", bf16: bool = False) -> Bench:
-    """The PyTorch twin of ``VGG(vgg_conf(width))`` (conv+bias/BN/ReLU, max-pools, 1x1s): its
-    SGD step (lr 0.1, weight decay 5e-4 on every parameter, as the scheme SGD), NCHW or
-    channels_last, fp32 or bf16 autocast. `threads`: torch's intra-op threads, set before
-    each step so that configurations with different counts interleave."""
+    """The SGD step (lr 0.1, weight decay 5e-4 on all, as scheme SGD) of the PyTorch twin of
+    ``VGG(vgg_conf(width))``, NCHW or channels_last, fp32 or bf16 autocast; `threads`: torch's
+    intra-op threads, set at each step so that configurations with different counts interleave."""
     import torch
     from torch import nn
 

@@ -1,7 +1,6 @@
-"""Per layer and pass (conv forward, input and kernel gradient, BatchNorm, ReLU + pool), at
-the training batch: where a step's time goes, for wdjax's plan and PyTorch's kernels side by
-side; ``--candidates`` times every method the plan may choose (`wdjax.cpu.plan.RULES`' source).
-Usage and options: docs/performance.md#measuring."""
+"""Where a step's time goes, per layer and pass (conv forward, input and kernel gradient,
+BatchNorm, ReLU + pool), wdjax's plan and PyTorch's kernels side by side; ``--candidates`` times
+every method the plan may choose (`wdjax.cpu.plan.RULES`' source). See docs/performance.md."""
 
 from __future__ import annotations
 

@@ -1,13 +1,12 @@
 """The wdjax performance claims, measured in one run: a table of ratios and a JSON record.
-
-Each claim (``bench_*``) is a ratio of throughputs in interleaved rounds, the CPU time per image
-a load-robust second view. Usage and the claims: docs/performance.md#measuring.
-"""
+Each claim (``bench_*``) is a per-round ratio of throughputs, in wall clock and in CPU time per
+image; usage and the claims: docs/performance.md#measuring."""
 
 from __future__ import annotations
 
 import argparse
 import functools
+import itertools
 import json
 import operator
 import os
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import harness, profile
-from benchmarks.harness import Bench, Setup, config, cpu_ratios, round_ratios, step_bench
+from benchmarks.harness import Bench, Setup, config, round_ratios, step_bench
 
 SECTIONS = ("torch", "schemes", "vmap", "epoch")
 # --conv-tune: the CPU conv plans the step vs PyTorch runs (`wdjax.cpu.tune`); True: tuned.
@@ -58,8 +57,7 @@ class Scope:
             return cls(mode, 2, 1, 0.02, (4,), (True,), 4, few[1:2], (4,), 2, 4, 256, 128)
         if mode == "quick":
             return cls(mode, 5, 1, 0.25, (16, 8), (True,), 8, few, (8,), 4, 8, 640, 128)
-        # Train and test images in CIFAR-10's 5:1 proportion, so an epoch's evaluation
-        # weighs what it weighs in a real epoch.
+        # Train and test images in CIFAR-10's 5:1, so evaluation weighs what it does in an epoch.
         return cls(mode, 7, 2, 0.6, (32, 16, 8), (False, True), 16, schemes.names(), (8, 16),
                    4, 16, 2560, 512)
 
@@ -70,11 +68,10 @@ class Scope:
 def row(section: str, name: str, bench: Bench, peers: Sequence[Bench] = (),
         ratios: list[float] | None = None, cpu: list[float] | None = None,
         goal: tuple[str, float] | None = None, note: str = "") -> dict[str, Any]:
-    """One line of the table and the JSON: `bench`'s img/s and, against `peers`, the
-    per-round ratio (default: its throughput over the best peer's; wall clock, which the
-    `goal` (">=" or "<=", bound) judges) and the same ratio in CPU time."""
+    """One line of the table and the JSON: `bench`'s img/s and per-round `ratios` to `peers` in
+    wall clock, judged by `goal` (">=" or "<=", bound), and `cpu` time (default: `round_ratios`)."""
     if peers and ratios is None:
-        ratios, cpu = round_ratios(bench, peers), cpu_ratios(bench, peers)
+        ratios, cpu = round_ratios(bench, peers), round_ratios(bench, peers, cpu=True)
     ratio = statistics.median(ratios) if ratios else None
     ok = None if goal is None or ratio is None else OPS[goal[0]](ratio, goal[1])
     return dict(section=section, name=name, value=statistics.median(bench.samples),
@@ -88,11 +85,9 @@ def row(section: str, name: str, bench: Bench, peers: Sequence[Bench] = (),
 def bench_torch(scope: Scope, setup: Setup, threads: int,
                 impls: Sequence[str | None] = (None,), tunings: Sequence[bool | None] = (None,),
                 **fields: Any) -> list[dict[str, Any]]:
-    """The trainer's step (scheme SGD; each conv `impl`, on CPU each plan of `tunings`, None:
-    as ``$WDJAX_CONV_TUNE`` says; config `fields`, e.g. ``precision``) against the identical
-    PyTorch model on the same device, per width. On CPU the peer is, per round, its fastest
-    layout at 1 thread and at `threads`: under load torch's thread team can stall on its
-    barriers below its one-thread speed."""
+    """The trainer's step (scheme SGD; per conv `impl`, on CPU per plan of `tunings`, None: as
+    ``$WDJAX_CONV_TUNE`` says; config `fields`) against the identical PyTorch model, per width.
+    On CPU the peer is, per round, its fastest layout at 1 thread and at `threads`."""
     device, version = harness.torch_device()
     if device is None:
         say(f"[torch] step vs PyTorch: SKIPPED, torch {version}; "
@@ -116,8 +111,8 @@ def bench_torch(scope: Scope, setup: Setup, threads: int,
         single = [b for b in peers if b.name.endswith(" 1t")] or peers
         for (impl, t), b in zip(variants, ours, strict=True):
             words = [f"wdjax step, width {width}", *filter(None, [impl, TUNING[t]]), *tags]
-            rows.append(row("step vs PyTorch", " ".join(words),
-                            b, peers, round_ratios(b, peers), cpu_ratios(b, single), (">=", 1.0),
+            rows.append(row("step vs PyTorch", " ".join(words), b, peers, round_ratios(b, peers),
+                            round_ratios(b, single, cpu=True), (">=", 1.0),
                             "/ best torch config per round; cpu: / torch 1 thread"))
         best = max(peers, key=lambda b: statistics.median(b.samples))
         rows.append(row("step vs PyTorch", " ".join([f"torch step, width {width}", *tags]),
@@ -134,17 +129,15 @@ def bench_schemes(scope: Scope, setup: Setup) -> list[dict[str, Any]]:
     say(f"[schemes] scheme step vs plain optax step, width {width}, {len(scope.schemes)} "
         "schemes ...")
     for name in scope.schemes:
-        cfg = config(width, name)
-        lr = harness.programs(setup, [cfg]).schedule
-        plain_name, plain_tx = (("optax.adam", optax.adam(lr)) if name == "Adam"
-                                else ("optax.sgd", optax.sgd(lr)))
+        cfg, plain = config(width, name), "adam" if name == "Adam" else "sgd"
+        tx = getattr(optax, plain)(harness.programs(setup, [cfg]).schedule)
         scheme = harness.train_step_bench(f"{name} width={width}", setup, cfg)
-        plain = harness.train_step_bench(f"{plain_name} width={width}", setup, cfg, plain_tx)
-        scope.measure([scheme, plain])
+        base = harness.train_step_bench(f"optax.{plain} width={width}", setup, cfg, tx)
+        scope.measure([scheme, base])
         # Time per step: scheme / plain = plain img/s / scheme img/s.
-        rows.append(row("decay costs nothing", f"{name} vs {plain_name}, width {width}", scheme,
-                        [plain], [1 / r for r in round_ratios(scheme, [plain])],
-                        [1 / r for r in cpu_ratios(scheme, [plain])], ("<=", 1.03),
+        rows.append(row("decay costs nothing", f"{name} vs optax.{plain}, width {width}", scheme,
+                        [base], round_ratios(base, [scheme]),
+                        round_ratios(base, [scheme], cpu=True), ("<=", 1.03),
                         "ratios: time per step; the scheme's chain includes the trainer's "
                         "equilibrium monitor"))
         say(f"    {name:<30s} {rows[-1]['ratio']:.3f}")
@@ -166,18 +159,14 @@ def bench_vmap(scope: Scope, setup: Setup) -> list[dict[str, Any]]:
 
 
 class EpochBench(Bench):
-    """One epoch of `wdjax.train` per sample, timed by the trainer itself: each sample resumes
-    the run for one more epoch (`harness.train_seconds`)."""
+    """One epoch of `wdjax.train` per sample (resuming the run), timed by the trainer itself."""
 
     def __init__(self, name: str, cfg: Any, dataset: Any, out: Path) -> None:
-        super().__init__(name, self.epoch, lambda _: None, len(dataset.train_labels), 1)
-        self.cfg, self.dataset, self.out = cfg, dataset, out
-
-    def epoch(self) -> float:
-        return harness.train_seconds([self.cfg], self.out, self.dataset, 1)[-1]
+        epoch = functools.partial(harness.train_seconds, [cfg], out, dataset, 1)
+        super().__init__(name, epoch, lambda _: None, len(dataset.train_labels), 1)
 
     def sample(self) -> None:
-        self.samples.append(self.images / self.epoch())
+        self.samples.append(self.images / self.step()[-1])
 
 
 def bench_epoch(scope: Scope, setup: Setup) -> list[dict[str, Any]]:
@@ -227,19 +216,11 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from wdjax.cpu import ops
-    from wdjax.training import runtime
-
     args = parse(argv)
-    # Before any JAX computation: it must precede the creation of XLA's worker threads.
-    tuned = ops.tune_cpu_allocator()
-    cache = runtime.enable_compilation_cache(min_compile_secs=0)
-    t_start = time.perf_counter()
+    env, t_start = harness.start(), time.perf_counter()
     scope = Scope.make("tiny" if args.tiny else "quick" if args.quick else "full")
     dataset = harness.make_dataset(scope.n_train, scope.n_test)
-    torch_device, torch_version = harness.torch_device()
-    env = dict(harness.machine(), tune_cpu_allocator=tuned, data=dataset.source,
-               xla_cache=cache, torch=torch_version, torch_device=torch_device)
+    env["data"] = dataset.source
     say(header(env, scope))
     tunings = TUNINGS[args.conv_tune]
     plans = {" ".join(filter(None, [f"width {b} {impl or env['default_conv_impl']}",
@@ -252,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     runners = dict(torch=functools.partial(bench_torch, threads=args.torch_threads,
                                            impls=args.impls, tunings=tunings),
                    schemes=bench_schemes, vmap=bench_vmap, epoch=bench_epoch,
-                   profile=functools.partial(profile_rows, with_torch=torch_device == "cpu"))
+                   profile=functools.partial(profile_rows, with_torch=env["torch_device"] == "cpu"))
     got, seconds = {}, {}
     for s in [*args.sections, *(["profile"] if args.profile else [])]:
         t0 = time.perf_counter()
@@ -307,19 +288,18 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
     w = max([len(r["name"]) for r in rows] + [11])
     head = (f"{'measurement':<{w}s} {'img/s':>9s} {'min-max':>15s} {'ratio':>6s} "
             f"{'ratio min-max':>13s} {'goal':>8s} {'result':>6s} {'cpu ratio':>9s}  note")
-    lines, section = [head, "-" * len(head)], None
-    for r in rows:
-        if r["section"] != section:
-            section = r["section"]
-            lines.append(f"[{section}]")
-        ratio = f"{r['ratio']:.3f}" if r["ratios"] else ""
-        rsp = f"{min(r['ratios']):.3f}-{max(r['ratios']):.3f}" if r["ratios"] else ""
-        cpu = f"{r['cpu_ratio']:.3f}" if r["cpu_ratios"] else ""
-        goal = "{} {:.2f}".format(*r["goal"]) if r["goal"] else ""
-        verdict = {True: "PASS", False: "FAIL", None: ""}[r["ok"]]
-        spread = "{:.1f}-{:.1f}".format(*r["spread"])
-        lines.append(f"{r['name']:<{w}s} {r['value']:9.1f} {spread:>15s} {ratio:>6s} {rsp:>13s} "
-                     f"{goal:>8s} {verdict:>6s} {cpu:>9s}  {r['note']}".rstrip())
+    lines = [head, "-" * len(head)]
+    for section, group in itertools.groupby(rows, operator.itemgetter("section")):
+        lines.append(f"[{section}]")
+        for r in group:
+            ratio = f"{r['ratio']:.3f}" if r["ratios"] else ""
+            rsp = f"{min(r['ratios']):.3f}-{max(r['ratios']):.3f}" if r["ratios"] else ""
+            cpu = f"{r['cpu_ratio']:.3f}" if r["cpu_ratios"] else ""
+            goal = "{} {:.2f}".format(*r["goal"]) if r["goal"] else ""
+            verdict = {True: "PASS", False: "FAIL", None: ""}[r["ok"]]
+            spread = "{:.1f}-{:.1f}".format(*r["spread"])
+            lines.append(f"{r['name']:<{w}s} {r['value']:9.1f} {spread:>15s} {ratio:>6s} "
+                         f"{rsp:>13s} {goal:>8s} {verdict:>6s} {cpu:>9s}  {r['note']}".rstrip())
     return "\n".join([*lines, "", "ratio: wall clock, median of the per-round ratios of "
                       "interleaved rounds (min-max over rounds); the goal is judged on it.",
                       "cpu ratio: the same in process CPU time per image, which other "

@@ -1,9 +1,7 @@
 """Fit the preview rule's constants on the calibration families only.
 
-``python -m experiments.calibrate --kept 0.02,0.05 --lr-share 0.5`` trains each calibration
-family at preview scale per pair of constants (under ``<out>/kept<K>_share<S>/``) and prints
-the Spearman rho of its accuracies with the notebook's; the pair is frozen by hand.
-"""
+Per pair of constants, train each family at preview scale (``<out>/kept<K>_share<S>/``) and
+print the Spearman rho of its accuracies with the notebook's; the pair is frozen by hand."""
 
 from __future__ import annotations
 
@@ -62,13 +60,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise cli.UsageError(f"{', '.join(held_out)} not calibration families; allowed: "
                              f"{', '.join(scales.CALIBRATION_FAMILIES)}")
     rows = ["| kept | lr_share | gain | family | Spearman rho | accuracies |", "|---" * 6 + "|"]
+    read = findings.runs_by_family(findings.FINDINGS)
+    todo = {name: read.get(name) for name in families}  # None: all the family's runs
     for kept, share in itertools.product(args.kept, args.lr_share):
         rule = scales.Miniature(source="full", kept=kept, lr_share=share)
         scales.MINIATURES["preview"] = rule  # this process only: the sweep reads it
         out = Path(args.out) / f"kept{kept:g}_share{share:g}"
-        read = findings.runs_by_family(findings.FINDINGS)  # the rest of a family: all its runs
-        findings.train({name: read.get(name) for name in families}, "preview", args.seeds, out,
-                       args)
+        findings.train(todo, "preview", args.seeds, out, args)
         for name in families:
             rho, accs = correlation(registry.get_family(name), out / name)
             rows.append(f"| {kept:g} | {share:g} | {rule.gain(scales.SCALES['preview']):.3g} | "

@@ -60,13 +60,10 @@ def integer(name: str, *, low: int = 1) -> Callable[[str], int]:
     """argparse type: an integer >= `low`."""
 
     def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise UsageError(f"{name} must be an integer, got {text!r}") from None
-        if value < low:
-            raise UsageError(f"{name} must be an integer >= {low}, got {value}")
-        return value
+        with contextlib.suppress(ValueError):
+            if int(text) >= low:
+                return int(text)
+        raise UsageError(f"{name} must be an integer >= {low}, got {text}")
 
     return parse
 
@@ -121,9 +118,8 @@ def add_run_flags(p: argparse.ArgumentParser, defaults: Any = None) -> None:
       help="fp32 (the notebook's) or bf16: convolutions, matmuls and activations in bfloat16, "
            "the rest in float32; faster on GPUs and TPUs, not on CPUs (docs/performance.md)")
     a("--no-progress", action="store_true", help="no progress bar")
-    a("--tensorboard", action="store_true", default=None,
-      help=f"write TensorBoard events into each RUN/tensorboard/, and a sweep's HParams table "
-           f"(or ${tb.ENV_TENSORBOARD}=1)")
+    a("--tensorboard", action="store_true", default=None, help="write TensorBoard events into "
+      f"each RUN/tensorboard/, and a sweep's HParams table (or ${tb.ENV_TENSORBOARD}=1)")
 
 
 def add_device_args(p: argparse.ArgumentParser) -> None:
@@ -138,8 +134,13 @@ def add_device_args(p: argparse.ArgumentParser) -> None:
     a("--process-id", type=integer("--process-id", low=0), default=None)
 
 
-def start_devices(args: argparse.Namespace) -> None:
-    """Join the multi-host job when asked; must run before any other JAX work."""
+def start(args: argparse.Namespace) -> None:
+    """Resolve --tensorboard (needs tensorboardX), join a multi-host job: before other JAX work."""
+    from wdjax.training import tensorboard as tb
+
+    args.tensorboard = tb.enabled(args.tensorboard)
+    if args.tensorboard:
+        tb.require()
     if args.distributed or args.coordinator:
         from wdjax.training import parallel
 

@@ -1,8 +1,6 @@
 """Compare finished runs: ``python -m experiments.compare RUN_DIR RUN_DIR ...``.
-
-The statistics table (also the sweep's): per run the final and best test accuracy over seeds,
-and Welch's t-test against the reference (the first RUN_DIR, or ``--baseline``), Holm-corrected.
-"""
+Per run: final and best test accuracy over seeds, Welch's t-test against the reference (the
+first RUN_DIR, or ``--baseline``), Holm-corrected."""
 
 from __future__ import annotations
 
@@ -72,12 +70,9 @@ def _protocol_note(groups: Sequence[seeds.SeedGroup]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    labels = [str(d).rstrip("/") or "/" for d in args.run_dirs]
-    if args.baseline is not None:
-        base = str(args.baseline).rstrip("/") or "/"
-        if base in labels:
-            labels.remove(base)
-        labels.insert(0, base)
+    labels = [str(d).rstrip("/") or "/" for d in [*filter(None, [args.baseline]), *args.run_dirs]]
+    if args.baseline and labels[0] in labels[1:]:  # the baseline moves first
+        del labels[labels.index(labels[0], 1)]
     if len(set(labels)) != len(labels):
         raise cli.UsageError("a RUN_DIR is given twice: " +
                              ", ".join(sorted({x for x in labels if labels.count(x) > 1})))

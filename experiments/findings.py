@@ -1,12 +1,6 @@
-"""The notebook's findings (F1..F8) as data, each with a test that scores a family's records
-at any scale: ``python -m experiments.findings [--scale S] [--seeds N] [--families ...]``.
-
-A threshold of ``k`` notebook points becomes ``k/100 * (best_here - CHANCE) / (best_notebook -
-CHANCE)`` at the scale scored, the bests being the highest mean final test accuracy among the
-finding's runs of that family. Dead units count as fractions of a set of layers' inputs
-(`DeadUnits`), so counts compare across widths. With one seed a finding is decided on the
-values; with several its parts are one-sided tests, and it is reproduced when every part holds
-with p <= 0.05 (the largest p, uncorrected across findings).
+"""The notebook's findings (F1..F8) as data, each with a test scoring its runs' records at any
+scale: ``python -m experiments.findings [--scale S] [--seeds N] [--families ...]``. One seed:
+decided on the values; several: every part a one-sided test at p <= 0.05 (largest p, uncorrected).
 """
 
 from __future__ import annotations
@@ -37,8 +31,7 @@ Samples = Mapping[str, Sequence[float]]  # run name -> one value per seed
 # ------------------------------------------------------------------------------ comparisons
 @dataclasses.dataclass(frozen=True)
 class Result:
-    """A comparison: its criterion on the means, a one-sided p-value (None: one seed, decided
-    on the values) and what was compared."""
+    """A comparison: its criterion on the means, a one-sided p-value (None: one seed), its text."""
 
     holds: bool
     p_value: float | None
@@ -60,9 +53,8 @@ def shown(name: str, values: Sequence[float]) -> str:
 
 
 def _greater(x: Sequence[float], y: Sequence[float] | float, holds: bool) -> float | None:
-    """One-sided p that the mean of `x` exceeds `y`: Welch's t-test against a sample, the
-    one-sample t-test against a number. None with one value a side; 0 or 1 (as `holds`)
-    when neither side has spread."""
+    """One-sided p that the mean of `x` exceeds `y` (Welch against a sample, one-sample t against
+    a number); None with one value a side, 0 or 1 (as `holds`) when neither side has spread."""
     number = np.ndim(y) == 0
     if len(x) < 2 or not number and len(y) < 2:
         return None
@@ -89,8 +81,7 @@ def below(samples: Samples, a: str, b: str, d: float) -> Result:
 def above(name: str, values: Sequence[float], c: float) -> Result:
     """The mean of `values` exceeds `c` (one-sample t-test)."""
     holds = mean(values) > c
-    return Result(holds, _greater(values, c, holds),
-                  f"{shown(name, values)} > {c:.4f}")
+    return Result(holds, _greater(values, c, holds), f"{shown(name, values)} > {c:.4f}")
 
 
 def at_most(name: str, values: Sequence[float], c: float) -> Result:
@@ -115,9 +106,10 @@ def best_among(samples: Samples, group: Sequence[str], runs: Sequence[str]) -> R
     return dataclasses.replace(combine(parts), text=f"best: {shown(best, samples[best])}")
 
 
-def rank(samples: Samples, runs: Sequence[str], xs: Sequence[float], rho_min: float) -> Result:
-    """Accuracy rises with the swept value: Spearman's rho of the means >= `rho_min`, with the
-    one-sided p of rho between the values and every seed's accuracy."""
+def rank(samples: Samples, runs: Sequence[str], rho_min: float) -> Result:
+    """Accuracy rises with the runs' swept value: Spearman's rho of the means >= `rho_min`; p:
+    one-sided, of rho between the values and every seed's accuracy."""
+    xs = _values(runs)
     means = [mean(samples[r]) for r in runs]
     rho = float(sps.spearmanr(xs, means).statistic) if len(set(means)) > 1 else math.nan
     holds = rho >= rho_min  # NaN (constant means) does not hold
@@ -154,7 +146,8 @@ def combine(parts: Sequence[Result]) -> Result:
 # ------------------------------------------------------------------------------ dead units
 @dataclasses.dataclass(frozen=True)
 class DeadUnits:
-    """Dead input units at `threshold` (as summary.json keys it) in `layers` (None: all)."""
+    """Dead input units at `threshold` (as summary.json keys it) in `layers` (None: all), as a
+    fraction of their inputs so that counts compare across widths."""
 
     threshold: str
     layers: tuple[str, ...] | None = None
@@ -168,11 +161,9 @@ class DeadUnits:
     def inputs(self, width: int) -> int:
         """Input units of the layers in the notebook's VGG of width `width`."""
         conf = vgg.vgg_conf(width)
-        channels, units = conf[0][1][0], {}
-        for name, (features, _) in conf[1:]:
-            if name in vgg.weight_layers(conf):
-                units[name], channels = channels, features
-        return sum(units[k] for k in self.layers or units)
+        names = vgg.weight_layers(conf)
+        fan_in = [conf[0][1][0], *(dict(conf)[n][0] for n in names[:-1])]  # previous features
+        return sum(c for n, c in zip(names, fan_in, strict=True) if n in (self.layers or names))
 
 
 EARLY_1E9 = DeadUnits("1e-09", ("conv1_1", "conv1_2", "conv2_1", "conv2_2"))
@@ -214,8 +205,7 @@ Records = Mapping[str, Sample]  # run name -> its records
 
 @dataclasses.dataclass(frozen=True)
 class Finding:
-    """One claim: the runs it reads, the notebook's numbers (text), its test's parts (joined
-    by `combine`) and the notebook's dead-unit counts it relies on."""
+    """One claim: its runs, the notebook's numbers (text), its test's parts and dead counts."""
 
     id: str
     runs: tuple[str, ...]
@@ -236,13 +226,11 @@ class Finding:
     def calibration(self) -> bool:
         return any(f in scales.CALIBRATION_FAMILIES for f in self.families)
 
-    def test(self, rec: Records) -> Result:
-        return combine(self.parts(rec, {name: s.accuracy for name, s in rec.items()}))
-
 
 # ------------------------------------------------------------------------------ the findings
 def _points(rec: Records, runs: Sequence[str], k: float) -> float:
-    """`k` notebook points at this scale, as a fraction of accuracy (module docstring)."""
+    """`k` notebook points at this scale: ``k/100 * (best_here - CHANCE) / (best_notebook -
+    CHANCE)``, the bests being the highest mean final test accuracy among `runs`."""
     here = max(mean(rec[r].accuracy) for r in runs)
     notebook = max(RUNS[r].reported.test_accuracy for r in runs)
     return k / 100 * max(here - CHANCE, 0.0) / (notebook - CHANCE)
@@ -293,8 +281,7 @@ def _f6(rec: Records, acc: Samples) -> list[Result]:
 FINDINGS: tuple[Finding, ...] = (
     Finding("F1", _EXP, "SGD with L2 everywhere: accuracy rises with weight decay from exp2 "
             "to exp6 (Spearman >= 0.8), and exp7 is below exp6", _reported(_EXP),
-            lambda rec, acc: [rank(acc, _EXP[:5], _values(_EXP[:5]), 0.8),
-                              below(acc, "exp7", "exp6", 0.0)]),
+            lambda rec, acc: [rank(acc, _EXP[:5], 0.8), below(acc, "exp7", "exp6", 0.0)]),
     Finding("F2", _AXP, "SGDL1: strong L1 hurts; axp2 (1.6e-3) is the family's worst, at "
             "least 5 points below axp1", _reported(("axp1", "axp2")),
             lambda rec, acc: [lowest(acc, "axp2", _AXP),
@@ -306,9 +293,8 @@ FINDINGS: tuple[Finding, ...] = (
     Finding("F4", _CXP, "dup4: accuracy rises (cxp1..cxp5, Spearman >= 0.8) to a plateau "
             "holding the best at cxp5-cxp7; cxp9 collapses, at least 10 points below the "
             "best, with dead units in the early layers",
-            _reported(("cxp1", "cxp5", "cxp6", "cxp7", "cxp9")),
-            lambda rec, acc: [
-                rank(acc, _CXP[:5], _values(_CXP[:5]), 0.8),
+            _reported(("cxp1", "cxp5", "cxp6", "cxp7", "cxp9")), lambda rec, acc: [
+                rank(acc, _CXP[:5], 0.8),
                 best_among(acc, _CXP[4:7], _CXP),
                 below(acc, "cxp9", _best(acc, _CXP), _points(rec, _CXP, 10)),
                 _dead(rec, "cxp9", EARLY_1E9, above, 0.0)], (_CXP_DEAD,)),
@@ -345,8 +331,7 @@ def notebook_records(findings: Sequence[Finding] = FINDINGS) -> dict[str, Sample
 
 
 def load_records(out: str | Path, runs: Iterable[str]) -> dict[str, Sample]:
-    """The finished seeds of each of `runs` in ``out/<family>/<run>/`` (runs without any are
-    left out)."""
+    """The finished seeds of each of `runs` in ``out/<family>/<run>/`` (none: left out)."""
     records = {}
     for r in runs:
         group = seeds.load(Path(out) / registry.FAMILY_OF[r].name / r)
@@ -360,8 +345,7 @@ def load_records(out: str | Path, runs: Iterable[str]) -> dict[str, Sample]:
 
 @dataclasses.dataclass(frozen=True)
 class Scored:
-    """A finding's result at one scale (None: not run), its runs missing, and the fewest
-    finished seeds among its runs."""
+    """A finding's result (None: not run), its runs missing, the fewest seeds of its runs."""
 
     finding: Finding
     result: Result | None
@@ -374,7 +358,8 @@ def score(finding: Finding, records: Records) -> Scored:
     if missing:
         return Scored(finding, None, missing, 0)
     n = min(len(records[r].accuracy) for r in finding.runs)
-    return Scored(finding, finding.test(records), (), n)
+    acc = {name: s.accuracy for name, s in records.items()}
+    return Scored(finding, combine(finding.parts(records, acc)), (), n)
 
 
 def runs_by_family(findings: Sequence[Finding]) -> dict[str, list[str]]:
@@ -464,8 +449,7 @@ def figure(scored: Sequence[Scored], records: Records, scale: str) -> Figure:
     fig.set_layout_engine("constrained")
     for i, (ax, (name, runs)) in enumerate(zip(axes.flat, families.items(), strict=False)):
         _panel(ax, registry.get_family(name), runs, records, scale)
-        marks = [f"{s.finding.id} {verdict(s)}" + (" (calibration)" if s.finding.calibration
-                                                   else "")
+        marks = [f"{s.finding.id} {verdict(s)}" + " (calibration)" * s.finding.calibration
                  for s in scored if name in s.finding.families]
         ax.set_title(f"{name}: {', '.join(marks)}", fontsize=9)
         if i % cols == 0:

@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +24,8 @@ from wdjax import storage
 from wdjax.training.config import Config
 from wdjax.training.runlog import is_finished
 
-CLUSTERS = ("slurm", "local")  # local: submitit's LocalExecutor (same jobs, local processes)
-# --launcher -> submitit cluster; "local" trains in-process, "local-submitit" is for tests.
+# --launcher -> submitit cluster; "local" trains in-process, "local-submitit" (submitit's
+# LocalExecutor: the same jobs as local processes) is for tests.
 LAUNCHERS = {"local": None, "slurm": "slurm", "local-submitit": "local"}
 POLL_S = 15.0  # seconds between looks at the run directories while waiting
 JOBS_SUBDIR = "_jobs"  # not a valid run name, so never a run's directory
@@ -73,22 +73,18 @@ class Resources:
 def executor_parameters(n_tasks: int, resources: Resources, name: str) -> dict[str, Any]:
     """The keywords of a submitit ``AutoExecutor.update_parameters`` for `n_tasks` tasks."""
     resources.validate()
-    if n_tasks < 1:
-        raise ValueError(f"a job array needs at least one task, got {n_tasks}")
     optional = {"gpus_per_node": resources.gpus_per_task, "slurm_partition": resources.partition,
                 "cpus_per_task": resources.cpus_per_task}
     # One process per host; JAX drives all of the host's GPUs.
     return dict(name=name, timeout_min=resources.timeout_min, nodes=resources.nodes,
-                tasks_per_node=1,
                 slurm_array_parallelism=min(resources.max_parallel or n_tasks, n_tasks),
-                **{k: v for k, v in optional.items() if v is not None})
+                tasks_per_node=1, **{k: v for k, v in optional.items() if v is not None})
 
 
 @dataclasses.dataclass
 class GroupTask:
-    """An array task's picklable job: train its group's unfinished runs into `family_dir`.
-    submitit calls `checkpoint` when SLURM preempts the task or its time runs out, and
-    requeues it; every run then resumes from its last epoch checkpoint."""
+    """An array task's picklable job: train its group's unfinished runs into `family_dir`; on
+    preemption or timeout submitit calls `checkpoint` and each run resumes from its last epoch."""
 
     distributed: bool = False
     force: bool = False
@@ -123,33 +119,30 @@ class GroupTask:
 
 
 def submit(groups: Sequence[Sequence[Config]], family_dir: str | Path, resources: Resources,
-           *, cluster: str = "slurm", data_spec: str | None = None,
-           task: GroupTask | None = None, echo: Callable[[str], None] = print) -> list[Any]:
+           *, cluster: str = "slurm", task: GroupTask | None = None) -> list[Any]:
     """Submit one job array, a task per group with an unfinished run; return its jobs."""
-    if cluster not in CLUSTERS:
-        raise ValueError(f"unknown cluster {cluster!r}; valid: {', '.join(CLUSTERS)}")
+    if cluster not in ("slurm", "local"):
+        raise ValueError(f"unknown cluster {cluster!r}; valid: slurm, local")
     try:
         import submitit
     except ImportError:
         raise ValueError("a cluster launch needs submitit: pip install 'wdjax[cluster]'") from None
     family_dir = storage.check_writable(family_dir)
-    force = bool(task and task.force)
-    unfinished = [[c for c in g if force or not is_finished(family_dir, c)] for g in groups]
-    todo = [list(g) for g, left in zip(groups, unfinished, strict=True) if left]
+    task = task or GroupTask(distributed=resources.nodes > 1)
+    unfinished = [c for g in groups for c in g if task.force or not is_finished(family_dir, c)]
+    todo = [list(g) for g in groups if any(c in unfinished for c in g)]
     if not todo:
-        echo(f"all {sum(map(len, groups))} run(s) in {family_dir} are finished")
+        print(f"all {sum(map(len, groups))} run(s) in {family_dir} are finished")
         return []
-    cli.load_data(family_dir, [c for g in unfinished for c in g], force, data_spec)
+    cli.load_data(family_dir, unfinished, task.force)
     if cluster == "slurm" and resources.gpus_per_task is None:
-        resources = dataclasses.replace(resources,
-                                        gpus_per_task=default_gpus(resources.partition))
+        resources = dataclasses.replace(resources, gpus_per_task=default_gpus(resources.partition))
     executor = submitit.AutoExecutor(folder=family_dir / JOBS_SUBDIR / "%j", cluster=cluster)
     executor.update_parameters(**executor_parameters(len(todo), resources,
                                                      f"wdjax-{family_dir.name}"))
-    task = task or GroupTask(distributed=resources.nodes > 1)
     with _refusal_leaves_nothing(family_dir / JOBS_SUBDIR):
         jobs = executor.map_array(task, todo, [str(family_dir)] * len(todo))
-    echo(f"submitted job {str(jobs[0].job_id).split('_')[0]}: {len(todo)} task(s), "
+    print(f"submitted job {str(jobs[0].job_id).split('_')[0]}: {len(todo)} task(s), "
          f"{sum(map(len, todo))} run(s); logs in {family_dir / JOBS_SUBDIR}")
     return jobs
 
@@ -193,12 +186,11 @@ def _refusal_leaves_nothing(jobs_dir: Path):
         sys.stderr.write(echoed.getvalue())
 
 
-def wait(jobs: Sequence[Any], configs: Sequence[Config], family_dir: str | Path, *,
-         poll_s: float | None = None, echo: Callable[[str], None] = print) -> list[str]:
+def wait(jobs: Sequence[Any], configs: Sequence[Config], family_dir: str | Path) -> list[str]:
     """Wait for every job, echoing each run as it finishes; return the runs still unfinished.
     A failed task is a one-line RunError, as is one pending for an `UNSATISFIABLE` reason."""
     family_dir = Path(family_dir)
-    seen: set[str] = set()
+    left = list(configs)
     watcher = _watch_with_squeue(jobs)
     pending: dict[str, float] = {}  # task -> when first seen pending for good
     said: set[str] = set()
@@ -213,26 +205,23 @@ def wait(jobs: Sequence[Any], configs: Sequence[Config], family_dir: str | Path,
     try:
         while True:
             all_done = all(job.done() for job in jobs)  # before looking: nothing is missed
-            for c in configs:
-                path = str(c.run_path)  # <name>, or <name>/seed<s> for one of several seeds
-                if path not in seen and is_finished(family_dir, c):
-                    seen.add(path)
-                    echo(f"finished {path} ({len(seen)}/{len(configs)})")
+            for c in [c for c in left if is_finished(family_dir, c)]:
+                left.remove(c)  # its run_path: <name>, or <name>/seed<s> for one of several seeds
+                print(f"finished {c.run_path} ({len(configs) - len(left)}/{len(configs)})")
             if all_done:
                 break
             if watcher is not None:
                 _refuse_unsatisfiable(watcher, jobs, pending)
-            time.sleep(POLL_S if poll_s is None else poll_s)
+            time.sleep(POLL_S)
         failed = [(job, error) for job in jobs if (error := job.exception()) is not None]
     finally:
         logging.getLogger("submitit").removeFilter(once)
     if failed:
         job, error = failed[0]
-        raise storage.RunError(
-            f"{len(failed)} of {len(jobs)} task(s) failed (job {job.job_id}: "
-            f"{_last_exception_line(error)}); logs in {family_dir / JOBS_SUBDIR}; submit the "
-            "sweep again to resume them")
-    return [str(c.run_path) for c in configs if str(c.run_path) not in seen]
+        raise storage.RunError(f"{len(failed)} of {len(jobs)} task(s) failed (job {job.job_id}: "
+                               f"{_last_exception_line(error)}); logs in {family_dir / JOBS_SUBDIR}"
+                               "; submit the sweep again to resume them")
+    return [str(c.run_path) for c in left]
 
 
 def _watch_with_squeue(jobs: Sequence[Any]) -> Any:
@@ -291,9 +280,6 @@ def _last_exception_line(error: BaseException) -> str:
     return raised[-1] if raised else f"{type(error).__name__}: {(silent or lines or [''])[0]}"
 
 
-# ---- experiments.sweep --launcher ---------------------------------------------------------
-
-
 def add_args(p: argparse.ArgumentParser) -> None:
     """--launcher, the per-task resources and --no-wait (defaults: `Resources`)."""
     a = p.add_argument
@@ -301,16 +287,13 @@ def add_args(p: argparse.ArgumentParser) -> None:
       help="local: train here (default); slurm: one SLURM job array through submitit, a task "
            "per run (per vmapped group with --parallel vmap)")
     a("--partition", default=None, help="slurm: partition (default: the cluster's)")
-    a("--gpus-per-task", type=cli.integer("--gpus-per-task", low=0), default=None,
-      help="slurm: GPUs on each host of a task (default: 1 if sinfo lists GPUs, else 0)")
-    a("--cpus-per-task", type=cli.integer("--cpus-per-task"), default=None,
-      help="slurm: CPUs per task (default: the cluster's)")
-    a("--timeout-min", type=cli.integer("--timeout-min"), default=None,
-      help="slurm: a task's time limit in minutes (default 1440), then requeued to resume")
-    a("--max-parallel", type=cli.integer("--max-parallel"), default=None,
-      help="slurm: array tasks running at once (default: all)")
-    a("--nodes", type=cli.integer("--nodes"), default=None,
-      help="slurm: hosts per task, joined by jax.distributed (default 1)")
+    for flag, low, what in (
+        ("--gpus-per-task", 0, "GPUs per host of a task (default: 1 if sinfo lists GPUs, else 0)"),
+        ("--cpus-per-task", 1, "CPUs per task (default: the cluster's)"),
+        ("--timeout-min", 1, "minutes a task may run (default 1440), then requeued to resume"),
+        ("--max-parallel", 1, "array tasks running at once (default: all)"),
+        ("--nodes", 1, "hosts per task, joined by jax.distributed (default 1)")):
+        a(flag, type=cli.integer(flag, low=low), default=None, help=f"slurm: {what}")
     a("--no-wait", action="store_true",
       help="slurm: return once submitted; --collect builds the table later")
 
@@ -332,8 +315,8 @@ def resources(args: argparse.Namespace) -> Resources:
 def run_sweep(groups: Sequence[Sequence[Config]], family_dir: Path, args: argparse.Namespace,
               res: Resources, collect_command: str) -> bool:
     """Submit the groups and wait (unless --no-wait); whether the table can be built now."""
-    options = {"tensorboard": args.tensorboard, **({} if args.devices is None
-                                                   else {"devices": args.devices})}
+    options = {"tensorboard": args.tensorboard} | (
+        {} if args.devices is None else {"devices": args.devices})
     task = GroupTask(distributed=res.nodes > 1, force=args.force_name, train_options=options)
     todo = [c for g in groups for c in g if args.force_name or not is_finished(family_dir, c)]
     jobs = submit(groups, family_dir, res, cluster=LAUNCHERS[args.launcher], task=task)
@@ -344,8 +327,7 @@ def run_sweep(groups: Sequence[Sequence[Config]], family_dir: Path, args: argpar
         return False
     print(f"waiting for {len(todo)} run(s); Ctrl-C stops the waiting, not the job "
           f"(then: {collect_command})")
-    left = wait(jobs, todo, family_dir)
-    if left:
+    if left := wait(jobs, todo, family_dir):
         print(f"{len(left)} run(s) not finished: {', '.join(left)}; submit the sweep again "
               "to resume them")
     return True

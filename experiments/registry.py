@@ -1,6 +1,5 @@
-"""The sweep families as data: the notebook's sections, then newer sweeps (docs/sweeps.md). A
-`Family` is one sweep of a named scheme (docs/schemes.md) over one hyperparameter or run setting,
-with the values fixed for it and, per run, the notebook's reported numbers."""
+"""The sweep families as data (docs/sweeps.md): each `Family` sweeps a named scheme over one
+hyperparameter or run setting, with the notebook's reported numbers per run where it has them."""
 
 from __future__ import annotations
 
@@ -44,9 +43,8 @@ class Run:
     hparams: Mapping[str, float | None] = dataclasses.field(hash=False)
     reported: Reported
     varies: str
-    position: int = 1
-    settings: Mapping[str, Any] = dataclasses.field(
-        default_factory=lambda: types.MappingProxyType({}), hash=False)
+    position: int
+    settings: Mapping[str, Any] = dataclasses.field(hash=False)
 
     @property
     def value(self) -> float:
@@ -89,12 +87,9 @@ def make_family(name: str, optimizer: str, varies: str, description: str, rows: 
                 per_run: Mapping[str, Mapping[str, Any]] | None = None,
                 baseline: str | None = None, lines_by: str | None = None,
                 names: Sequence[str] | None = None) -> Family:
-    """A family from its table: defaults < `fixed` < `per_run` values.
-
-    A row is the varied value, or ``(value, *Reported fields)``; runs are named `names`, by
-    default ``<name>1, <name>2, ...``. Keys of `fixed` and `per_run` (and `varies`) are
-    hyperparameters (`HPARAM_DEFAULTS`, stored as floats) or run settings (`CONFIG_FIELDS`).
-    """
+    """A family from its rows, each the varied value or ``(value, *Reported fields)``; values are
+    defaults < `fixed` < `per_run`, keyed by hyperparameter (stored as floats) or `CONFIG_FIELDS`
+    setting; runs are named `names`, by default ``<name>1, <name>2, ...``."""
     per_run = dict(per_run or {})
     allowed = set(HPARAM_DEFAULTS) | CONFIG_FIELDS
     unknown = ({*(fixed or {}), *(k for v in per_run.values() for k in v)}
@@ -144,8 +139,7 @@ NOTEBOOK_FAMILIES: tuple[Family, ...] = (  # in the notebook's order; runs in nu
         (0.004, 0.8975, 50000), (0.008, 0.9090, 50000), (0.016, 0.9150, 49996),
         (0.032, 0.9101, 49993), (0.016, 0.9129, 50000), (0.016, 0.9124, 50000)],
        per_run={"exp9": {"momentum": 0.9}}),
-    _f("hxp", "SGD", "weight_decay",
-       "exp6-based: vary weight_decay from 0.010 to 0.026 (SGD, L2)",
+    _f("hxp", "SGD", "weight_decay", "exp6-based: vary weight_decay from 0.010 to 0.026 (SGD, L2)",
        [(0.01, 0.9108, 49998), (0.012, 0.9119, 49999), (0.014, 0.9163, 49999),
         (0.016, 0.9112, 49998), (0.018, 0.9088, 50000), (0.02, 0.9129, 50000),
         (0.022, 0.9082, 49999), (0.024, 0.9103, 49998), (0.026, 0.9092, 49999)], baseline="exp6"),
@@ -186,8 +180,7 @@ NOTEBOOK_FAMILIES: tuple[Family, ...] = (  # in the notebook's order; runs in nu
        fixed={**_WD16, "norm_ema": 0.0}, baseline="ixp2"),
     _f("kxp", "LSSGD_var_dup2_last1_mult", "last1_mult",
        "ixp2-based layer-specific learning rate with EMA normalization",
-       [(3.0, 0.8728, *_ABORT7), (10.0, 0.8688, *_ABORT7),
-        (100.0, 0.8716, *_ABORT7)],
+       [(3.0, 0.8728, *_ABORT7), (10.0, 0.8688, *_ABORT7), (100.0, 0.8716, *_ABORT7)],
        fixed={**_WD16, "norm_ema": 0.98}, baseline="ixp2"),
     _f("lxp", "LSSGD_var_dup2_last1_mult_nwm", "last1_mult",
        "ixp2-based layer-specific learning rate, EMA normalization, no weight-norm factor",
@@ -218,8 +211,7 @@ NOTEBOOK_FAMILIES: tuple[Family, ...] = (  # in the notebook's order; runs in nu
 BEYOND_FAMILIES: tuple[Family, ...] = (  # new experiments: no notebook numbers
     _f("wxp", "SGD_var_dup2 vs variants", "optimizer",
        "Decay variants (independent, cautious, L2-SP, proximal L1, hyperball, AdamW/AdamC) "
-       "against SGD_var_dup2 at dxp4's settings",
-       _WXP, fixed={**_WD16, "lr": 0.1},
+       "against SGD_var_dup2 at dxp4's settings", _WXP, fixed={**_WD16, "lr": 0.1},
        per_run={f"wxp{i}": _ADAMW for i, s in enumerate(_WXP, 1)
                 if schemes.get(s).base_optimizer == "adam"}, baseline="dxp4"),
     _f("txp", "SGD", "tau_epochs",
@@ -240,9 +232,8 @@ BEYOND_FAMILIES: tuple[Family, ...] = (  # new experiments: no notebook numbers
 
 FAMILIES: Mapping[str, Family] = types.MappingProxyType(
     {fam.name: fam for fam in (*NOTEBOOK_FAMILIES, *BEYOND_FAMILIES)})
-FAMILY_OF: Mapping[str, Family] = types.MappingProxyType(
+FAMILY_OF: Mapping[str, Family] = types.MappingProxyType(  # the family of every run, by name
     {run.name: fam for fam in FAMILIES.values() for run in fam.runs})
-"""The family of every run, by run name."""
 
 
 def all_runs() -> dict[str, Run]:
@@ -267,10 +258,9 @@ _check()
 
 def get_family(name: str) -> Family:
     """The family called `name`; ValueError listing the valid names otherwise."""
-    try:
-        return FAMILIES[name]
-    except (KeyError, TypeError):
-        raise ValueError(f"unknown family {name!r}; valid: {', '.join(FAMILIES)}") from None
+    if name not in FAMILIES:
+        raise ValueError(f"unknown family {name!r}; valid: {', '.join(FAMILIES)}")
+    return FAMILIES[name]
 
 
 def select_runs(family: Family, names: Sequence[str] | str | None) -> tuple[Run, ...]:

@@ -38,8 +38,7 @@ def _label(run: registry.Run, family: registry.Family) -> str:
 
 def check_baseline(name: str | None, runs: Sequence[registry.Run] = (),
                    family_dir: Path | None = None) -> registry.Run | None:
-    """The registry run called `name` (None for None); with `family_dir` it must be among
-    `runs` or have finished seeds on disk. A one-line ValueError otherwise."""
+    """The registry run `name` (None: None); with `family_dir`, in `runs` or finished on disk."""
     if name is None:
         return None
     if name not in registry.FAMILY_OF:
@@ -60,8 +59,7 @@ def _protocol_matches(group: seeds.SeedGroup, scale: str) -> bool:
 
 def _entries(family: registry.Family, runs: Sequence[registry.Run], family_dir: Path,
              scale: str, baseline: str | None) -> tuple[list[tuple], int | None, str]:
-    """The rows' (run, records, label), a reference from another family first; the
-    reference's index and why that one (the best mean where it has no records here)."""
+    """The rows' (run, records, label), another family's reference first; its index and why."""
     entries = [(r, seeds.load(run_dir(r, family_dir)), r.label) for r in runs]
     wanted = baseline or family.baseline
     why = "--baseline" if baseline else "the notebook's base for this family"
@@ -119,21 +117,19 @@ def summary_rows(family: registry.Family, runs: Sequence[registry.Run], family_d
                 for k, t in (("1e9", "1e-09"), ("1e5", "1e-05"))}
         rows.append(dict(
             run=run.name, family=registry.FAMILY_OF[run.name].name, value=label,
-            used_value=used_value(g, family.varies),
-            optimizer=run.optimizer, **test, seeds_unfinished=len(g.unfinished),
+            used_value=used_value(g, family.varies), optimizer=run.optimizer, **test,
+            seeds_unfinished=len(g.unfinished),
             train_correct=_single_or_mean(g.values("final_train_correct")),
             train_total=_single_or_mean(g.values("train_total")),
-            best_epoch=_single_or_mean(g.values("best_epoch")),
-            **dead, topographic_grouping=grouping_text(g),
-            diverged=any(g.values("diverged")),
+            best_epoch=_single_or_mean(g.values("best_epoch")), **dead,
+            topographic_grouping=grouping_text(g), diverged=any(g.values("diverged")),
             diverged_seeds=sum(bool(d) for d in g.values("diverged")), finished=g.n > 0,
             **_notebook_fields(run, g, scale)))
     return rows, why
 
 
 def grouping_text(group: seeds.SeedGroup) -> str | None:
-    """``fc6 rho -0.41 p 0.010; ...``: per layer the seeds' mean Spearman rho (cell distance
-    vs mean |W|) and permutation p-value; None where unrecorded."""
+    """``fc6 rho -0.41 p 0.010; ...``: per layer the seeds' mean rho and p (None: unrecorded)."""
     parts = [f"{layer} rho {np.mean([e['spearman'] for e in entries]):+.2f} "
              f"p {np.mean([e['p_value'] for e in entries]):.3f}"
              + (f" (n={len(entries)})" if len(entries) > 1 else "")
@@ -241,9 +237,8 @@ def write_results(family: registry.Family, runs: Sequence[registry.Run], family_
     writer.writeheader()
     writer.writerows(rows)
     storage.atomic_write(family_dir / "summary.csv", buf.getvalue())
-    ref = next((registry.all_runs()[r["run"]] for r in rows if r["reference"]), None)
-    sweep_pictures(family, runs, family_dir, same_protocol=scale == "full",
-                   reference=None if ref is None else seeds.load(run_dir(ref, family_dir)))
+    ref = [seeds.load(family_dir.parent / r["family"] / r["run"]) for r in rows if r["reference"]]
+    sweep_pictures(family, runs, family_dir, scale == "full", next(iter(ref), None))
     return rows
 
 
@@ -266,8 +261,7 @@ def dry_run_lines(family: registry.Family, runs: Sequence[registry.Run], scale: 
 # ------------------------------------------------------------------------------ pictures
 def seed_errorbar(ax: Axes, xs: Sequence[float], samples: Sequence[Sequence[float | None]],
                   fmt: str, label: str, **kwargs) -> None:
-    """Per x the mean of its seeds joined by `fmt`, the 95% t interval as a bar and each seed
-    as a faint dot (an x without values is left out)."""
+    """Per x its seeds' mean joined by `fmt`, the 95% t interval as a bar, seeds as faint dots."""
     kept = [(x, [v for v in s if v is not None]) for x, s in zip(xs, samples, strict=True)]
     if not any(s for _, s in kept):
         return
@@ -378,8 +372,9 @@ def dead_units_figure(family: registry.Family, done: Sequence[registry.Run],
 
 def lines_figure(family: registry.Family, done: Sequence[registry.Run],
                  groups: dict[str, seeds.SeedGroup]):
-    """Final test accuracy against the varied value, one line per value of the family's
-    ``lines_by`` setting (txp: one line per width)."""
+    """Final test accuracy, one line per value of ``family.lines_by`` (None: no such setting)."""
+    if family.lines_by is None:
+        return None
     fig, ax = plots.subplots(figsize=(7, 4.2))
     by_line: dict[Any, list[registry.Run]] = {}
     for r in sorted(done, key=lambda r: r.value):
@@ -395,8 +390,7 @@ def lines_figure(family: registry.Family, done: Sequence[registry.Run],
 
 def grouping_figure(family: registry.Family, done: Sequence[registry.Run],
                     groups: dict[str, seeds.SeedGroup]):
-    """Per run (rows) and layer (columns) the seeds' mean cell-by-cell |W| map of the final
-    kernel, titled with rho and p; None when no run recorded one."""
+    """Per run (rows) and layer the seeds' mean cell-by-cell |W| map; None if none recorded."""
     recorded = {r.name: groups[r.name].topographic_grouping() for r in done}
     runs = [r for r in done if recorded[r.name]]
     if not runs:
@@ -411,10 +405,8 @@ def grouping_figure(family: registry.Family, done: Sequence[registry.Run],
             if not entries:
                 plots.say_instead(ax, "not recorded")
                 continue
-            maps = np.array([[[np.nan if v is None else v for v in line]
-                              for line in e["cell_map"]] for e in entries], float)
-            seen = (~np.isnan(maps)).sum(0)  # cells without units stay empty (NaN)
-            mean = np.where(seen > 0, np.nansum(maps, 0) / np.maximum(seen, 1), np.nan)
+            # None (a cell without units) -> NaN -> masked: empty unless some seed has it
+            mean = np.ma.masked_invalid(np.array([e["cell_map"] for e in entries], float)).mean(0)
             fig.colorbar(ax.imshow(mean, cmap="viridis"), ax=ax, fraction=0.046)
             rho = np.mean([e["spearman"] for e in entries])
             p = np.mean([e["p_value"] for e in entries])
@@ -426,8 +418,8 @@ def grouping_figure(family: registry.Family, done: Sequence[registry.Run],
 def sweep_pictures(family: registry.Family, runs: Sequence[registry.Run], family_dir: Path,
                    same_protocol: bool = False,
                    reference: seeds.SeedGroup | None = None) -> list[Path]:
-    """accuracy_vs_<param>.png, curves.png, dead_units_and_coefficients.png and, where they
-    apply, topographic_grouping.png and accuracy_vs_<param>_by_<lines_by>.png."""
+    """accuracy_vs_<param>.png, curves.png, dead_units_and_coefficients.png and where they apply
+    topographic_grouping.png and accuracy_vs_<param>_by_<lines_by>.png; the paths written."""
     family_dir = Path(family_dir)
     groups = {r.name: seeds.load(family_dir / r.name) for r in runs}
     done = [r for r in runs if groups[r.name].n]
@@ -437,9 +429,7 @@ def sweep_pictures(family: registry.Family, runs: Sequence[registry.Run], family
                    family, done, groups, runs, same_protocol, reference),
                "curves.png": curves_figure(family, done, groups),
                "dead_units_and_coefficients.png": dead_units_figure(family, done, groups),
-               "topographic_grouping.png": grouping_figure(family, done, groups)}
-    if family.lines_by is not None:
-        figures[f"accuracy_vs_{family.varies}_by_{family.lines_by}.png"] = lines_figure(
-            family, done, groups)
-    return [plots.save(fig, family_dir / name) for name, fig in figures.items()
-            if fig is not None]
+               "topographic_grouping.png": grouping_figure(family, done, groups),
+               f"accuracy_vs_{family.varies}_by_{family.lines_by}.png": lines_figure(
+                   family, done, groups)}
+    return [plots.save(fig, family_dir / name) for name, fig in figures.items() if fig is not None]

@@ -56,8 +56,7 @@ class Miniature:
         return self.kept * lr_integral(SCALES[self.source]) / lr_integral(protocol)
 
     def factor_width(self, run_width: int | None) -> int:
-        """The width the per-layer decay factors are measured at: `run_width` where the run
-        fixes its width, else the source's."""
+        """The width per-layer decay factors are measured at: the run's own, else the source's."""
         return SCALES[self.source]["width"] if run_width is None else run_width
 
     def map_hparams(self, hparams: Mapping[str, Any], protocol: Mapping[str, Any],

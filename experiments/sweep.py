@@ -1,9 +1,7 @@
 """Re-run a family of the notebook: ``python -m experiments.sweep --name dxp``.
 
-Each run trains under ``<out>/<family>/<run>/``; the family's table (`experiments.report`), CSV
-and pictures follow; re-running skips finished runs and resumes an unfinished one.
-``--launcher slurm`` trains them as one SLURM job array (`experiments.launch`).
-"""
+Runs train under ``<out>/<family>/<run>/`` (finished ones skipped, unfinished resumed), then the
+table (`experiments.report`), CSV and pictures; ``--launcher slurm``: one SLURM job array."""
 
 from __future__ import annotations
 
@@ -19,6 +17,7 @@ from experiments import cli, launch, registry, report, scales
 from wdjax import data, storage
 from wdjax.training import tensorboard as tb
 from wdjax.training.config import MODELS, Config, with_seeds
+from wdjax.training.runlog import is_finished, move_into_seed_dir
 
 
 def parser() -> cli.Parser:
@@ -41,9 +40,8 @@ def parser() -> cli.Parser:
     a("--model", choices=MODELS, default=None,
       help="train every run on this model instead of the family's (default: vgg)")
     cli.add_hparam_flags(p, decay_only=True)
-    a("--baseline", default=None, metavar="RUN",
-      help="the run (of any family) the others are tested against (default: the family's "
-           "base in the notebook, else the best mean)")
+    a("--baseline", metavar="RUN", help="the run (of any family) the others are tested against "
+      "(default: the family's base in the notebook, else the best mean)")
     a("--force-name", action="store_true", help="replace existing runs with other configs")
     a("--collect", action="store_true",
       help="train nothing: build the table from the runs on disk (after --no-wait)")
@@ -87,12 +85,10 @@ def vmap_groups(configs: list[Config], parallel: str = "vmap") -> list[list[Conf
 
 def train_family(configs: list[Config], family_dir: Path, args, parallel: str) -> int:
     """Train the runs not finished yet (under the family lock); return how many trained."""
-    from wdjax.training.runlog import is_finished
     from wdjax.training.train import train
 
     todo = [c for c in configs if not is_finished(family_dir, c)]
-    # Conflicts and bad images are found before the lock (a finished run removed meanwhile
-    # loads the data late).
+    # Conflicts and bad images are found before the lock (a run removed meanwhile: loaded late).
     dataset = cli.load_data(family_dir, todo, args.force_name) if todo else None
     with storage.lock(family_dir):
         todo = [c for c in configs if not is_finished(family_dir, c)]
@@ -134,17 +130,6 @@ def write_table(family: registry.Family, runs: Sequence[registry.Run], configs: 
     print(f"\n{family.name}: {done}table, CSV and pictures in {family_dir}")
 
 
-def protocol(args) -> tuple[str, str, str]:
-    """(scale, why, parallel); a job array's tasks run on the cluster's accelerators: full
-    scale, one run per task, unless asked otherwise."""
-    if args.launcher == "slurm" and args.scale is None:
-        scale, why = "full", "slurm: on the cluster's accelerators"
-    else:
-        scale, why = scales.choose(args.scale)
-    default = "sequential" if args.launcher != "local" else scales.default_parallel()
-    return scale, why, args.parallel or default
-
-
 def dry_run(family: registry.Family, runs: Sequence[registry.Run], configs: Sequence[Config],
             scale: str, args) -> None:
     """Print the protocol, every run's config and what the table will compare."""
@@ -162,10 +147,7 @@ def dry_run(family: registry.Family, runs: Sequence[registry.Run], configs: Sequ
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     resources = launch.resources(args)  # flags that need (or exclude) a launcher: refused first
-    args.tensorboard = tb.enabled(args.tensorboard)
-    if args.tensorboard:
-        tb.require()
-    cli.start_devices(args)
+    cli.start(args)
     if args.list:
         print(f"{'family':9} {'optimizer':32} {'varies':13} runs  description")
         for f in registry.FAMILIES.values():
@@ -177,11 +159,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs = registry.select_runs(family, [n.strip() for n in args.runs.split(",")]
                                 if args.runs else None)
     report.check_baseline(args.baseline)
-    scale, why, parallel = protocol(args)
+    if args.launcher == "slurm" and args.scale is None:  # a job array: full scale, a run a task
+        scale, why = "full", "slurm: on the cluster's accelerators"
+    else:
+        scale, why = scales.choose(args.scale)
+    parallel = args.parallel or (
+        "sequential" if args.launcher != "local" else scales.default_parallel())
     args.seeds = args.seeds or scales.SEEDS.get(scale, 1)
     configs = configs_for(family, runs, scale, data.resolve_source(args.data), args.seed,
-                          args.model, cli.decay_override(args), args.seeds,
-                          protocol_override(args))
+                          args.model, cli.decay_override(args), args.seeds, protocol_override(args))
     out = Path(args.out or f"results/{scale}")
     family_dir = out / family.name
     if args.collect:
@@ -201,8 +187,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     storage.check_writable(out)
     t0 = time.time()
     if any(c.seed_dir for c in configs):  # a run trained with one seed becomes one of many
-        from wdjax.training.runlog import move_into_seed_dir
-
         with storage.lock(family_dir):
             for name in dict.fromkeys(c.name for c in configs):
                 move_into_seed_dir(family_dir / name)

@@ -1,8 +1,6 @@
 """Train one run: ``python -m experiments.train --name NAME --optimizer SGD_var_dup2 ...``.
 
-Flags follow the original script (its short forms ``-n -o -wd -L1 -nb -b -lr`` work too);
-re-running the same command resumes an unfinished run from its latest checkpoint.
-"""
+Flags follow the original script (also ``-n -o -wd -L1 -nb -b -lr``); the same command resumes."""
 
 from __future__ import annotations
 
@@ -13,7 +11,6 @@ from collections.abc import Sequence
 from experiments import cli, scales
 from wdjax import data, schemes, storage
 from wdjax.analysis import stats
-from wdjax.training import tensorboard as tb
 from wdjax.training.config import MODELS, Config, with_seeds
 from wdjax.training.runlog import is_finished, move_into_seed_dir
 
@@ -42,26 +39,22 @@ def parser() -> cli.Parser:
       help="convolution formulation (default: fastest for the backend)")
     a("--histograms", action="store_true", help="draw activation histograms at the end")
     a("--out", default="runs", help="output directory (default ./runs)")
-    a("--force-name", action="store_true",
-      help="replace a finished run or one with a different config (the old one is kept "
-           "aside as NAME.replaced-TIME)")
+    a("--force-name", action="store_true", help="replace a finished run or one with a different "
+      "config (the old one is kept aside as NAME.replaced-TIME)")
     cli.add_device_args(p)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    cli.start_devices(args)
+    cli.start(args)
     args.data = data.resolve_source(args.data)
     fields = {f.name for f in dataclasses.fields(Config)}
     config = Config(**{k: v for k, v in vars(args).items() if k in fields}).validate()
     # Everything that can be checked is checked before anything is created.
     data.check_source(config.data)
     out_dir = storage.check_writable(args.out)
-    events = tb.enabled(args.tensorboard)
-    if events:
-        tb.require()
-    import jax  # after start_devices, which may set the device count
+    import jax  # after cli.start, which may set the device count
 
     from wdjax.training.train import train
 
@@ -78,12 +71,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         todo = [c for c in configs if args.force_name or not finished(out_dir, c)]
         # The seeds train together where vmap is the backend's default.
         groups = [todo] if scales.default_parallel() == "vmap" else [[c] for c in todo]
-        trained = {c.run_path: summary for g in filter(None, groups) for c, summary in zip(
-            g, train(g, out_dir, dataset=dataset, force=args.force_name,
-                     progress=not args.no_progress, devices=args.devices, tensorboard=events),
-            strict=True)}
-    summaries = [trained.get(c.run_path) or storage.read_json(out_dir / c.run_path /
-                                                              "summary.json") for c in configs]
+        trained = {c.run_path: summary for g in filter(None, groups) for c, summary in zip(g, train(
+            g, out_dir, dataset=dataset, force=args.force_name, progress=not args.no_progress,
+            devices=args.devices, tensorboard=args.tensorboard), strict=True)}
+    summaries = [trained.get(c.run_path) or storage.read_json(out_dir / c.run_path / "summary.json")
+                 for c in configs]
     for c, summary in zip(configs, summaries, strict=True):
         print(result_line(c, summary, out_dir))
     finals = [s["final_test_accuracy"] for s in summaries if not s.get("diverged")]

@@ -225,3 +225,30 @@ def test_every_scheme_steps_on_a_foreign_model(name, residual_grads):
     assert all(bool(jnp.isfinite(v).all()) for v in jax.tree.leaves(new))
     assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(new),
                                                          jax.tree.leaves(params), strict=True))
+
+
+class GainNorm(nn.Module):
+    """A user's own normalisation layer (RMS norm with a gain), unknown to wdjax."""
+
+    @nn.compact
+    def __call__(self, x):
+        gain = self.param("gain", nn.initializers.ones, (x.shape[-1],))
+        return gain * x / jnp.sqrt(jnp.mean(x * x, -1, keepdims=True) + 1e-6)
+
+
+class GainNormNet(nn.Module):
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = GainNorm()(nn.Conv(4, (3, 3))(x))
+        return nn.Dense(3)(x.mean((1, 2)))
+
+
+def test_norm_types_names_a_users_own_normalisation():
+    model, x = GainNormNet(), jnp.ones((1, 8, 8, 3))
+    variables = model.init(jax.random.key(0), x)
+    gain = ("GainNorm_0", "gain")
+    unknown = labels.trace_layers(model, variables, x)
+    assert all(gain not in layer.params for layer in unknown)
+    # Named as a normalisation, it belongs to the conv called just before it.
+    known = labels.trace_layers(model, variables, x, norm_types=(GainNorm,))
+    assert gain in known.layers[0].params and known.names == ["Conv_0", "Dense_0"]

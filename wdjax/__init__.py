@@ -1,9 +1,6 @@
-"""wdjax: weight-decay research in JAX/Optax.
-
-Packages, bottom to top (each imports only from those before it): storage, decay (the Optax
-transforms), cpu, models, layers (layer tables, label trees), schemes (named optimisers), data,
-analysis, training.
-"""
+"""wdjax: weight-decay research in JAX/Optax. Packages, bottom to top (each imports only from
+those before it): storage, decay (the Optax transforms), cpu, models, layers (layer tables, label
+trees), schemes (named optimisers), data, analysis, training."""
 
 from wdjax import analysis, cpu, data, decay, layers, models, schemes, storage, training
 from wdjax.decay import (

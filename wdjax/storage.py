@@ -1,7 +1,5 @@
 """Run records on disk: atomic files, JSON lines (readers skip a torn line), name checks, locks.
-
-A run keeps config.json, metrics.jsonl, steps.jsonl, summary.json (written last: finished),
-checkpoints/ and pictures in ``<out>/<name>/``, or per seed in ``seed<k>/`` of it."""
+A run's records (summary.json last: finished) are in ``<out>/<name>/`` or its ``seed<k>/``."""
 
 from __future__ import annotations
 
@@ -36,7 +34,7 @@ def jsonable(x: Any) -> Any:
         return {str(k): jsonable(v) for k, v in x.items()}
     if isinstance(x, list | tuple):
         return [jsonable(v) for v in x]
-    if isinstance(x, np.ndarray | np.generic) or hasattr(x, "__array__"):
+    if hasattr(x, "__array__"):  # numpy and JAX arrays and scalars
         x = np.asarray(x)
         return jsonable(x.tolist()) if x.ndim else jsonable(x.item())
     if isinstance(x, float) and not math.isfinite(x):
@@ -78,9 +76,8 @@ def append_jsonl(path: str | os.PathLike, obj: Any) -> None:
     if path.exists() and path.stat().st_size:
         with open(path, "rb") as f:
             f.seek(-1, os.SEEK_END)
-            torn = f.read(1) != b"\n"
-        if torn:
-            rewrite_jsonl(path, read_jsonl(path))
+            if f.read(1) != b"\n":
+                rewrite_jsonl(path, read_jsonl(path))
     with open(path, "a") as f:
         f.write(dumps(obj) + "\n")
         f.flush()

@@ -1,7 +1,5 @@
-"""Pictures of runs, and figure helpers for sweeps over seeds, written atomically as PNGs.
-
-Plain ``matplotlib.figure.Figure`` objects, no pyplot: no GUI backend, no global state.
-"""
+"""Pictures of runs and figure helpers for sweeps over seeds, written atomically as PNGs (plain
+``matplotlib.figure.Figure`` objects, no pyplot: no GUI backend, no global state)."""
 
 from __future__ import annotations
 
@@ -36,10 +34,9 @@ def save(fig: Figure, path: str | os.PathLike) -> Path:
 
 def _log_if_positive(ax: Axes) -> None:
     """Log y axis when every plotted value is positive and finite (a diverged run is not)."""
-    ys = np.concatenate([np.asarray(line.get_ydata(), float) for line in ax.get_lines()] or
-                        [np.array([])])
+    ys = np.concatenate([np.asarray(line.get_ydata(), float) for line in ax.get_lines()] + [[]])
     ys = ys[~np.isnan(ys)]
-    if ys.size and np.all(np.isfinite(ys)) and np.all(ys > 0):
+    if ys.size and np.all(np.isfinite(ys) & (ys > 0)):
         ax.set_yscale("log")
 
 
@@ -161,8 +158,7 @@ def say_instead(ax: Axes, text: str) -> None:
 def topographic_maps(groupings: Mapping[str, Any], path: str | os.PathLike) -> Path:
     """The cell-by-cell mean |W| map of each layer's `units.topographic_grouping` result, side
     by side, titled with its Spearman rho and permutation p-value."""
-    fig, axes = subplots(1, len(groupings), figsize=(4.6 * len(groupings), 3.8),
-                         squeeze=False)
+    fig, axes = subplots(1, len(groupings), figsize=(4.6 * len(groupings), 3.8), squeeze=False)
     fig.set_layout_engine("constrained")  # keeps each colour bar clear of the next panel
     for ax, (layer, g) in zip(axes[0], groupings.items(), strict=True):
         image = ax.imshow(g.cell_map, cmap="viridis")

@@ -46,17 +46,12 @@ class SeedGroup:
     def accuracy_at(self, epoch: int) -> list[float] | None:
         """Each finished seed's test accuracy after `epoch` (1-based); None when there is no
         finished seed or a seed has no record of that epoch."""
-        out = []
-        for rows in self.metrics():
-            match = [r["test_accuracy"] for r in rows if r.get("epoch") == epoch]
-            if not match:
-                return None
-            out.append(float(match[-1]))
-        return out or None
+        found = [[r["test_accuracy"] for r in rows if r.get("epoch") == epoch]
+                 for rows in self.metrics()]
+        return [float(m[-1]) for m in found] if found and all(found) else None
 
     def topographic_grouping(self) -> dict[str, list[dict]]:
-        """Per layer: the finished seeds' recorded `units.topographic_grouping` entries; {} for
-        runs of other schemes."""
+        """Per layer: the seeds' recorded `units.topographic_grouping` entries ({}: none)."""
         out: dict[str, list[dict]] = {}
         for s in self.summaries:
             for layer, entry in (s.get("topographic_grouping") or {}).items():
@@ -82,10 +77,9 @@ def load(run_dir: str | os.PathLike) -> SeedGroup:
 def load_finished(run_dir: str | os.PathLike) -> SeedGroup:
     """`load`, with a one-line RunError unless every seed of the run has finished."""
     path = Path(run_dir)
-    if not path.exists():
-        raise storage.RunError(f"{run_dir}: no such directory")
     if not path.is_dir():
-        raise storage.RunError(f"{run_dir}: not a directory")
+        what = "not a directory" if path.exists() else "no such directory"
+        raise storage.RunError(f"{run_dir}: {what}")
     group = load(path)
     if not group.finished and not group.unfinished:
         files = ", ".join(storage.RECORD_FILES)

@@ -50,12 +50,9 @@ def unit_outputs(model: Any, variables: PyTree, images: jax.Array, names: list[s
     def capture(x):
         _, inter = model.apply(variables, preprocess(x), train=False,
                                capture_intermediates=lambda m, _: "/".join(m.path) in wanted)
-        found = {}
-        for path, leaf in jax.tree_util.tree_leaves_with_path(inter["intermediates"]):
-            keys = list(path_keys(path))
-            if "__call__" in keys:
-                found["/".join(keys[:keys.index("__call__")])] = leaf
-        return found
+        leaves = jax.tree_util.tree_leaves_with_path(inter["intermediates"])
+        keyed = [(path_keys(path), leaf) for path, leaf in leaves]
+        return {"/".join(k[:k.index("__call__")]): leaf for k, leaf in keyed if "__call__" in k}
 
     outs: dict[str, list] = {}
     for i in range(0, len(images), batch):
@@ -116,11 +113,8 @@ def _cell_mean(magnitude: np.ndarray, in_cells: np.ndarray, out_cells: np.ndarra
 def topographic_grouping(kernel: Any, grid: int = 3, permutations: int = 100,
                          seed: int = 0) -> TopographicGrouping:
     """Does |W| fall with the grid distance between the units it connects, beyond chance?
-
-    Spearman's rho between cell distance (`labels.unit_cells`) and mean |W| per (output cell,
-    input cell), against `permutations` random permutations of the units (generator `seed`):
-    ``p = (1 + #{null rho <= rho}) / (1 + permutations)``.
-    """
+    Spearman's rho of cell distance (`labels.unit_cells`) and mean |W| per (output, input) cell
+    against `permutations` shuffles of the units: ``p = (1 + #{null rho <= rho}) / (1 + n)``."""
     from scipy import stats  # imported here: slow to import, and only this function needs it
 
     kernel = np.asarray(kernel, np.float64)

@@ -1,13 +1,10 @@
-"""Training-mode BatchNorm in few memory passes, with a hand-written gradient.
-
-Per channel, over all axes but the last, with per-example weights w (the padded-row mask):
-``mean = sum w x / n``, ``var = sum w (x - mean)^2 / n`` (biased), ``y = (x - mean) a + bias``
-with ``a = scale / sqrt(var + eps)``. Backward, one reduction pass and one elementwise pass:
+"""Training-mode BatchNorm in few memory passes, with a hand-written gradient. Per channel, over
+all axes but the last, with per-example weights w (the padded-row mask): ``mean = sum w x / n``,
+``var = sum w (x - mean)^2 / n`` (biased), ``y = (x - mean) a + bias``, ``a = scale / sqrt(var +
+eps)``; backward, one reduction pass and one elementwise pass:
 ``dx = a dy - w a / n (sum dy + xhat sum dy xhat) + w (dmean + 2 dvar (x - mean)) / n``.
-Every row is normalised; only rows with w = 1 feed (and get the terms of) the statistics.
-The sums are shifted by the batch's first row, so that float32 var = E[(x-s)^2] - E[x-s]^2
-does not cancel catastrophically when |mean| >> std (a conv output with a large bias).
-"""
+Every row is normalised; only rows with w = 1 feed the statistics. The sums are shifted by the
+first row, so that float32 var = E[(x-s)^2] - E[x-s]^2 does not cancel when |mean| >> std."""
 
 from __future__ import annotations
 
@@ -38,8 +35,7 @@ def _statistics(x: jax.Array, mask: jax.Array | None) -> tuple[jax.Array, jax.Ar
     w = _weights(mask, x)
     shift = lax.stop_gradient(x[(0,) * (x.ndim - 1)])
     xs = (x - shift).astype(jnp.float32)
-    n = _count(x, mask)
-    # Both sums read x once: XLA fuses sibling reductions of one input into one loop.
+    n = _count(x, mask)  # both sums read x once: XLA fuses sibling reductions
     m1, m2 = _sum(xs, w) / n, _sum(xs * xs, w) / n
     var = jnp.maximum(m2 - m1 * m1, 0.0)
     return (shift + m1).astype(x.dtype), var.astype(x.dtype)
@@ -67,8 +63,7 @@ def _bwd(epsilon, res, cotangents):
     w = _weights(mask, x)
     n = _count(x, mask)
     xc = x - mean
-    # One pass over (dy, x) for both sums, over every row: padded rows' outputs also
-    # depend on the statistics.
+    # One pass over (dy, x) for both sums, over every row (padded rows' outputs also use them).
     sum_dy = _sum(dy, None)
     sum_dy_xhat = _sum(dy * xc, None) * rstd
     a = scale * rstd

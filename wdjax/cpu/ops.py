@@ -1,7 +1,5 @@
-"""Convolution and pooling kernels for the VGG on CPU: stride-1 'same' odd-sized convolutions
-(each pass run the way `conv_plan` measured fastest, fast under `jax.vmap` over runs) and
-non-overlapping max-pools; anything else falls back to XLA's general ops. Call
-`tune_cpu_allocator` at program start. Other platforms use none of this (`on_cpu`)."""
+"""CPU kernels for the VGG: stride-1 'same' odd-sized convolutions, each pass run as `conv_plan`
+says (fast under `jax.vmap`), and non-overlapping max-pools; other shapes use XLA's ops."""
 
 from __future__ import annotations
 
@@ -20,20 +18,13 @@ from wdjax.cpu import winograd
 from wdjax.cpu.plan import METHOD_KINDS, Method, Plan, conv_plan, winograd_method
 
 CONV_IMPLS = ("xla", "im2col", "winograd", "hybrid")
-
-
-# glibc mallopt parameter numbers (malloc.h).
-_M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
+_M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8  # glibc mallopt parameters (malloc.h)
 
 
 def tune_cpu_allocator() -> bool:
-    """Keep freed memory in glibc's main heap so XLA:CPU steps stop re-faulting their buffers.
-
-    Why: glibc returns XLA:CPU's per-step buffers to the OS, so each VGG-32 train step
-    page-faulted ~0.5 GB back in (more time than its convolutions, 2-core VM). Process-wide
-    and irreversible; must precede JAX's first backend. False (doing nothing) off glibc and
-    unless `expects_cpu_backend`.
-    """
+    """Keep freed memory in glibc's heap: else each VGG-32 train step page-faults ~0.5 GB of
+    XLA:CPU buffers back in. Process-wide; call before JAX's first backend. False (doing
+    nothing) off glibc or unless `expects_cpu_backend`."""
     if not sys.platform.startswith("linux") or not expects_cpu_backend():
         return False
     try:
@@ -47,9 +38,8 @@ def tune_cpu_allocator() -> bool:
 
 
 def expects_cpu_backend() -> bool:
-    """Whether JAX's backend will be the CPU, told without starting one: the first of
-    ``JAX_PLATFORMS`` when set, else whether no accelerator plugin (``jax_plugins`` entry
-    point or package, ``libtpu``) is installed, with or without its device."""
+    """Whether JAX's backend will be the CPU, without starting one: the first of
+    ``JAX_PLATFORMS``, else whether no accelerator plugin (or ``libtpu``) is installed."""
     if jax.config.jax_platforms:
         return jax.config.jax_platforms.split(",")[0] == "cpu"
     return not (entry_points(group="jax_plugins") or importlib.util.find_spec("jax_plugins")
@@ -69,12 +59,9 @@ def default_conv_impl(platform: str | None = None) -> str:
 
 
 def conv2d(x: jax.Array, kernel: jax.Array, impl: str = "xla") -> jax.Array:
-    """Stride-1 'same' convolution of NHWC `x` with an HWIO `kernel` (odd kernel size).
-
-    `impl`: "xla" (XLA's conv), "im2col" (one matmul over the kh*kw shifted views), "winograd"
-    (3x3 kernels by F(2x2,3x3), `wdjax.cpu.winograd`) or "hybrid" (per layer and pass, by
-    `wdjax.cpu.plan`). All but xla run 1x1 kernels as a plain matmul.
-    """
+    """Stride-1 'same' conv of NHWC `x` with an odd-sized HWIO `kernel` by `impl`: "xla",
+    "im2col" (one matmul over the shifted views), "winograd" (3x3 by F(2x2,3x3)) or "hybrid"
+    (per layer and pass, `wdjax.cpu.plan`); all but xla run 1x1 kernels as a matmul."""
     kh, kw = kernel.shape[:2]
     if impl not in CONV_IMPLS:
         raise ValueError(f"unknown conv_impl {impl!r}; allowed: {', '.join(CONV_IMPLS)}")
@@ -96,11 +83,10 @@ def _xla_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
 
 
 def _patches(x: jax.Array, kh: int, kw: int) -> jax.Array:
-    """(N*H*W, kh*kw*C) rows of the zero-padded kh x kw neighbourhoods, ordered (i, j, c)."""
+    """(N*H*W, kh*kw*C) rows of the zero-padded kh x kw neighbourhoods, ordered (i, j, c) as
+    an HWIO kernel's ``reshape(kh * kw * cin, cout)``."""
     n, h, w, c = x.shape
-    ph, pw = kh // 2, kw // 2
-    xp = jnp.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0)))
-    # Order (i, j, c) matches kernel.reshape(kh * kw * cin, cout) for HWIO kernels.
+    xp = jnp.pad(x, ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
     cols = [xp[:, i:i + h, j:j + w, :] for i in range(kh) for j in range(kw)]
     return jnp.concatenate(cols, axis=-1).reshape(n * h * w, kh * kw * c)
 
@@ -134,22 +120,17 @@ def conv_forward(x: jax.Array, kernel: jax.Array, method: Method) -> jax.Array:
         return _xla_conv_per_run(x, kernel)
     kh, kw, cin, cout = kernel.shape
     flat = kernel.reshape(kh * kw * cin, cout)
-
-    def im2col(xc: jax.Array) -> jax.Array:
-        return (_patches(xc, kh, kw) @ flat).reshape(*xc.shape[:3], cout)
-
-    return winograd.over_chunks(im2col, (x,), chunk, reduce=False)
+    return winograd.over_chunks(lambda xc: (_patches(xc, kh, kw) @ flat).reshape(
+        *xc.shape[:3], cout), (x,), chunk, reduce=False)
 
 
 def conv_input_grad(g: jax.Array, kernel: jax.Array, method: Method) -> jax.Array:
     """The input gradient of the 'same' conv for output cotangent `g`, by `method`."""
-    # A stride-1 'same' conv's input gradient is the 'same' conv of g with the kernel
-    # flipped in space and transposed in channels.
+    # The 'same' conv of g with the kernel flipped in space and transposed in channels.
     return conv_forward(g, jnp.flip(kernel, (0, 1)).swapaxes(2, 3), method)
 
 
-def conv_kernel_grad(x: jax.Array, g: jax.Array, kernel: jax.Array,
-                     method: Method) -> jax.Array:
+def conv_kernel_grad(x: jax.Array, g: jax.Array, kernel: jax.Array, method: Method) -> jax.Array:
     """The kernel gradient of the 'same' conv of `x` for output cotangent `g`, by `method`
     (`kernel` supplies the shape and, for XLA's pass, the vmap structure)."""
     chunk = method.chunk or x.shape[0]
@@ -199,11 +180,8 @@ planned_conv.defvjp(_planned_conv_fwd, _planned_conv_bwd)
 
 
 def max_pool(x: jax.Array, window: int, stride: int) -> jax.Array:
-    """Max-pool NHWC `x` with a square window, no padding (PyTorch's MaxPool2d default).
-
-    Non-overlapping windows: a reshape-max whose gradient goes to each window's first maximum
-    in row-major order, as ``reduce_window``'s and PyTorch's; else ``reduce_window``.
-    """
+    """Max-pool NHWC `x` with a square window, no padding (PyTorch's MaxPool2d default);
+    non-overlapping windows by a reshape-max, the gradient to each window's first maximum."""
     _, h, w, _ = x.shape
     if window == stride and h % window == 0 and w % window == 0:
         return _block_max_pool(x, window)
@@ -228,22 +206,18 @@ def _block_max_pool_fwd(x: jax.Array, k: int) -> tuple[jax.Array, tuple[jax.Arra
 
 
 def _block_max_pool_bwd(k: int, res: tuple[jax.Array, jax.Array], g: jax.Array):
-    # A custom rule because jnp.max's own gradient splits ties evenly and costs an extra
-    # window-sum pass. The gradient goes to the first maximum in row-major order
-    # (reduce_window's choice), found by comparisons alone: a window-min reduction of the
-    # positions measured 2-6x slower than this single elementwise pass.
+    # jnp.max's gradient splits ties evenly; this one goes to the first maximum in row-major
+    # order (reduce_window's), by comparisons alone: 2-6x faster than a window-min of positions.
     x, y = res
     xb, zero = _blocks(x, k), jnp.zeros((), g.dtype)
     seen = jnp.zeros(y.shape, bool)  # some earlier position of the window held the maximum
-    rows = []
+    rows = [[None] * k for _ in range(k)]
     for i in range(k):
-        row = []
         for j in range(k):
             hit = xb[:, :, i, :, j, :] == y
-            row.append(jnp.where(hit & ~seen, g, zero))
+            rows[i][j] = jnp.where(hit & ~seen, g, zero)
             seen = seen | hit
-        rows.append(jnp.stack(row, axis=3))
-    return (jnp.stack(rows, axis=2).reshape(x.shape),)
+    return (jnp.stack([jnp.stack(r, axis=3) for r in rows], axis=2).reshape(x.shape),)
 
 
 _block_max_pool.defvjp(_block_max_pool_fwd, _block_max_pool_bwd)

@@ -1,6 +1,5 @@
-"""How each pass (forward, input gradient, kernel gradient) of each conv layer runs on CPU: a
-`Plan` of `Method`s, picked by the measured rules in `RULES` (``python -m benchmarks.profile
---candidates``) or timed on the machine at hand (`wdjax.cpu.tune`)."""
+"""How each pass of each conv layer runs on CPU: a `Plan` of `Method`s, picked by the measured
+`RULES` or timed on the machine at hand (`wdjax.cpu.tune`)."""
 
 from __future__ import annotations
 
@@ -12,8 +11,7 @@ PASSES = ("forward", "input_grad", "kernel_grad")
 
 class Method(NamedTuple):
     """How one pass runs: XLA's conv, im2col + matmul, or Winograd F(tile x tile, 3x3), on
-    `chunk` examples at a time (0: the whole batch) so that the transformed input stays in
-    cache until its matmul."""
+    `chunk` examples at a time (0: the whole batch) so that its buffers stay in cache."""
 
     kind: str
     chunk: int = 0
@@ -54,8 +52,7 @@ def chunk_for(n: int, bytes_per_example: int, budget: int = 4 << 20) -> int:
 
 class Rule(NamedTuple):
     """Run `pass_` of a layer by `method` when its map has `min_pixels`..`max_pixels` pixels
-    and c_in * c_out >= `min_channel_product`; `chunk_budget` (bytes, 0: whole batch) sizes
-    im2col's chunks so that their patch buffer stays in cache."""
+    and c_in * c_out >= `min_channel_product`; `chunk_budget` (bytes, 0: none) sizes chunks."""
 
     pass_: str
     min_pixels: int
@@ -70,17 +67,12 @@ _ANY = 1 << 30
 # 8, 16, 32, ResNet-18 shapes) at batch 128 on a 2-core AMD EPYC (Zen 5); README has tables.
 RULES: tuple[Rule, ...] = (
     # 2x2 and 1x1 maps: XLA's conv is 10-25x slower than a matmul, but 10-20% faster for dw.
-    Rule("forward", 1, 4, 1, im2col_method()),
-    Rule("input_grad", 1, 4, 1, im2col_method()),
+    *(Rule(p, 1, 4, 1, im2col_method()) for p in ("forward", "input_grad")),
     Rule("kernel_grad", 1, 4, 1, XLA),
     # Wide enough layers: Winograd beats XLA's conv 1.2-2x (dw 2-10x); F(4x4)'s fewer
     # multiplies pay for its costlier transforms on maps from 16x16 and very wide 8x8 layers.
-    Rule("forward", 256, _ANY, 512, winograd_method(4)),
-    Rule("forward", 64, 255, 1 << 16, winograd_method(4)),
-    Rule("forward", 16, 255, 512, winograd_method(2)),
-    Rule("input_grad", 256, _ANY, 512, winograd_method(4)),
-    Rule("input_grad", 64, 255, 1 << 16, winograd_method(4)),
-    Rule("input_grad", 16, 255, 512, winograd_method(2)),
+    *(Rule(p, lo, hi, c, winograd_method(t)) for p in ("forward", "input_grad")
+      for lo, hi, c, t in ((256, _ANY, 512, 4), (64, 255, 1 << 16, 4), (16, 255, 512, 2))),
     # The kernel gradient's F(4x4) wins at every map size from 4x4 up.
     Rule("kernel_grad", 16, _ANY, 256, winograd_method(4)),
     # Narrow layers (RGB input, base-8 widths): XLA's conv, but chunked im2col is 1.3-4x
@@ -91,13 +83,10 @@ RULES: tuple[Rule, ...] = (
 
 def conv_plan(x_shape: tuple[int, ...], k_shape: tuple[int, ...],
               rules: tuple[Rule, ...] | None = None, *, tune: bool | None = None) -> Plan:
-    """(forward, input-gradient, kernel-gradient) methods for one conv layer on CPU.
-
-    With tuning on (`tune`; None: unless ``$WDJAX_CONV_TUNE`` is ``0``) and no `rules`, each
-    pass's fastest method here, timed on first use and cached (`wdjax.cpu.tune.tuned_plan`).
-    Else the first matching row of `rules` (default `RULES`; Winograd rows only for 3x3); no
-    match: XLA's conv, im2col on maps of 4 pixels or fewer (where XLA's is pathological).
-    """
+    """The methods of one conv layer's passes on CPU: with tuning on (`tune`; None: unless
+    ``$WDJAX_CONV_TUNE`` is ``0``) and no `rules`, `wdjax.cpu.tune.tuned_plan`; else the first
+    matching row of `rules` (default `RULES`; Winograd only for 3x3); no match: XLA's conv,
+    im2col on maps of 4 pixels or fewer (where XLA's is pathological)."""
     if rules is None:
         from wdjax.cpu import tune as tuning  # it times the passes of ops, which imports us
 

@@ -1,12 +1,11 @@
-"""Conv plans measured on the machine at hand, as cuDNN's autotuner measures its algorithms.
-
-On a conv layer shape's first use, each pass is timed with every `candidates` method and the
-fastest kept in ``$WDJAX_CACHE/conv-plans.json`` (default ``~/.cache/wdjax``), keyed by the
-machine and the shape, for later processes. ``WDJAX_CONV_TUNE=0``: `wdjax.cpu.plan.RULES`.
-"""
+"""Conv plans timed on the machine at hand, as cuDNN's autotuner: each pass of a new layer shape
+is timed with every `candidates` method and the fastest kept in `cache_path`, keyed by machine
+and shape. ``WDJAX_CONV_TUNE=0``: `wdjax.cpu.plan.RULES` instead."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import os
 import platform
@@ -82,21 +81,17 @@ def candidates(x_shape: Shape, k_shape: Shape) -> list[Method]:
     return list(dict.fromkeys(out))
 
 
-def _pass_call(pass_: str, method: Method, x: jax.Array, k: jax.Array,
-               g: jax.Array) -> Callable[[], object]:
-    """A compiled, warmed-up call of one pass by `method` (`g`: the output cotangent)."""
-    fn, args = {
-        "forward": (lambda x, k: ops.conv_forward(x, k, method), (x, k)),
-        "input_grad": (lambda g, k: ops.conv_input_grad(g, k, method), (g, k)),
-        "kernel_grad": (lambda x, g, k: ops.conv_kernel_grad(x, g, k, method), (x, g, k)),
-    }[pass_]
+def _pass_call(pass_: str, method: Method, x: jax.Array, k: jax.Array, g: jax.Array
+               ) -> Callable[[], object]:
+    """A compiled, warmed-up call of `ops.conv_<pass_>` by `method` (`g`: output cotangent)."""
+    args = {"forward": (x, k), "input_grad": (g, k), "kernel_grad": (x, g, k)}[pass_]
+    fn = functools.partial(getattr(ops, f"conv_{pass_}"), method=method)
     f = jax.jit(fn).lower(*args).compile()
     jax.block_until_ready(f(*args))
     return lambda: jax.block_until_ready(f(*args))
 
 
-def time_passes(x_shape: Shape, k_shape: Shape, repeats: int = REPEATS
-                ) -> dict[str, dict[Method, float]]:
+def time_passes(x_shape: Shape, k_shape: Shape, repeats: int = REPEATS) -> dict[str, dict]:
     """Per pass, each candidate's best time (ms) over `repeats` calls on the CPU, the
     candidates interleaved so that load from other processes hits them alike."""
     rng, cpu = np.random.default_rng(0), jax.devices("cpu")[0]
@@ -119,9 +114,9 @@ def _read(path: Path, warn: bool = True) -> dict[str, dict]:
     try:
         data = json.loads(path.read_text())
         plans = data["plans"] if data.get("version") == CACHE_VERSION else None
-        if not isinstance(plans, dict) or not all(isinstance(v, dict) for v in plans.values()):
-            raise ValueError("not a version-1 plan cache")
-        return plans
+        if isinstance(plans, dict) and all(isinstance(v, dict) for v in plans.values()):
+            return plans
+        raise ValueError("not a version-1 plan cache")
     except FileNotFoundError:
         return {}
     except (OSError, ValueError, AttributeError, KeyError) as e:
@@ -138,14 +133,12 @@ def tuned_plan(x_shape: Shape, k_shape: Shape, repeats: int = REPEATS,
     path = path or cache_path()
     here, key = machine(), shape_key(x_shape, k_shape)
     cached = _read(path).get(here, {}).get(key)
-    try:  # the cached plan, unless absent (None) or not runnable
+    with contextlib.suppress(TypeError, KeyError, IndexError, ValueError):  # absent or bad
         plan = Plan(*(Method(*cached[p]["method"]) for p in PASSES))
         ops.check_plan(plan, x_shape, k_shape)
         return plan
-    except (TypeError, KeyError, IndexError, ValueError):
-        pass
-    print(f"wdjax: timing conv methods for {key} (first use on this machine)",
-          file=sys.stderr, flush=True)
+    print(f"wdjax: timing conv methods for {key} (first use on this machine)", file=sys.stderr,
+          flush=True)
     times = time_passes(x_shape, k_shape, repeats)
     plan = Plan(*(min(times[p], key=times[p].get) for p in PASSES))
     entry = {p: dict(method=list(plan[i]), ms={str(m): round(t, 4) for m, t in times[p].items()})

@@ -1,12 +1,7 @@
-"""Winograd minimal filtering F(m x m, 3x3) for stride-1 'same' 3x3 convolutions (NHWC, HWIO).
-
-Lavin & Gray (2016): each m x m output tile from an a x a input tile d (a = m + 2) is
-``Y = A^T [(G w G^T) * (B^T d B)] A``, so a layer is an input transform, a*a matmuls over
-channels and an output transform: 4 (m=2) or 2.25 (m=4) multiplies per output instead of 9.
-The transforms are sums of shifted strided views (XLA fuses each into one pass); maps of any
-size are zero-padded to whole tiles. The kernel gradient is the transpose:
-``dw = G^T [sum_tiles V^T (A g A^T)] G``; the input gradient is a forward conv.
-"""
+"""Winograd F(m x m, 3x3) for stride-1 'same' 3x3 convolutions (NHWC, HWIO), Lavin & Gray (2016):
+an m x m output tile from an a x a input tile d (a = m + 2) is ``Y = A^T [(G w G^T) * (B^T d B)] A``
+(4 or 2.25 multiplies per output instead of 9), the transforms sums of strided views of the map
+zero-padded to whole tiles. The kernel gradient is ``dw = G^T [sum_tiles V^T (A g A^T)] G``."""
 
 from __future__ import annotations
 
@@ -56,18 +51,14 @@ def transform(tile: int) -> Transform:
 def _combine(matrix, parts: list[jax.Array]) -> list[jax.Array]:
     """[sum_k matrix[i][k] * parts[k] for each row i], zero terms skipped, +-1 as add/sub."""
     out = []
-    for row in matrix:
+    for row in matrix:  # no row of the transforms is all zeros
         acc = None
         for c, p in zip(row, parts, strict=True):
-            if c == 0:
-                continue
-            if acc is None:
-                acc = p if c == 1 else (-p if c == -1 else c * p)
-            elif c in (1, -1):
-                acc = acc + p if c == 1 else acc - p
-            else:
-                acc = acc + c * p
-        out.append(acc if acc is not None else jnp.zeros_like(parts[0]))
+            if c and acc is None:
+                acc = p if c == 1 else -p if c == -1 else c * p
+            elif c:
+                acc = acc + p if c == 1 else acc - p if c == -1 else acc + c * p
+        out.append(acc)
     return out
 
 
@@ -76,7 +67,6 @@ def _tiles(size: int, m: int) -> int:
 
 
 def _strided(x: jax.Array, axis: int, start: int, count: int, step: int) -> jax.Array:
-    """`count` entries of `x` along `axis` from `start`, every `step`-th."""
     return lax.slice_in_dim(x, start, start + step * (count - 1) + 1, step, axis)
 
 
@@ -143,11 +133,9 @@ def conv(x: jax.Array, kernel: jax.Array, tile: int = 2, chunk: int | None = Non
     return over_chunks(one, (x,), chunk or x.shape[0], reduce=False)
 
 
-def kernel_grad(x: jax.Array, g: jax.Array, tile: int = 2,
-                chunk: int | None = None) -> jax.Array:
+def kernel_grad(x: jax.Array, g: jax.Array, tile: int = 2, chunk: int | None = None) -> jax.Array:
     """d/dw of sum(g * conv(x, w)) for a 3x3 'same' conv: G^T [sum_tiles V^T (A g A^T)] G."""
     tr = transform(tile)
-
     a_mat = tuple(zip(*tr.at, strict=True))  # A = (A^T)^T; A g A^T transposes the output step
 
     def one(xc: jax.Array, gc: jax.Array) -> jax.Array:

@@ -11,10 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = [
-    "DEFAULT_SOURCE", "ENV_CACHE", "ENV_DATA", "DataError", "Dataset", "balanced_subset",
-    "check_source", "load", "resolve_source",
-]
+__all__ = ["DEFAULT_SOURCE", "ENV_CACHE", "ENV_DATA", "DataError", "Dataset", "balanced_subset",
+           "check_source", "load", "resolve_source"]
 
 SPLITS = ("train", "test")
 ARRAY_KEYS = ("train_images", "train_labels", "test_images", "test_labels")
@@ -29,11 +27,8 @@ def one_line(text: object) -> str:
 
 
 class DataError(ValueError):
-    """One-line, user-facing data problem (the CLI prints ``str(e)`` and exits 2).
-
-    ``subject`` is the input at fault (``"source"``, ``"train_subset"``, ``"test_subset"``, or
-    ``None``), so a front end can name the option that sets it.
-    """
+    """One-line, user-facing data problem (the CLI prints it and exits 2); ``subject``: the input
+    at fault ("source", "train_subset", "test_subset" or None) for a front end to name."""
 
     def __init__(self, message: object, *, subject: str | None = "source") -> None:
         super().__init__(one_line(message))
@@ -141,14 +136,12 @@ def load(spec: str | None = None, *, cache_dir: str | os.PathLike | None = None,
 def balanced_subset(labels: np.ndarray, n: int, num_classes: int) -> np.ndarray:
     """Sorted indices of a deterministic class-balanced subset of size `n`: each class's first
     ``n // num_classes`` examples, one more for the first ``n % num_classes`` classes, a short
-    class's shortfall shared by the others (nested in larger subsets unless a class runs short).
-    """
+    class's shortfall shared by the others (nested in larger subsets unless a class runs short)."""
     labels = np.asarray(labels)
     if labels.ndim != 1:
         raise DataError(f"labels must be 1-D, got shape {labels.shape}", subject=None)
     if not 1 <= n <= len(labels):
-        raise DataError(f"subset size must be between 1 and {len(labels)}, got {n}",
-                        subject=None)
+        raise DataError(f"subset size must be between 1 and {len(labels)}, got {n}", subject=None)
     if labels.min() < 0 or labels.max() >= num_classes:
         raise DataError(f"labels must lie in [0, {num_classes}), got {labels.min()}.."
                         f"{labels.max()}", subject=None)

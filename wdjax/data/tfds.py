@@ -1,8 +1,6 @@
-"""TensorFlow Datasets sources, ``tfds:NAME`` (TensorFlow needed: ``pip install 'wdjax[tfds]'``).
-
-An unprepared dataset's download hosts are checked first: offline, one line within seconds, not
-after TFDS's retries (~3.5 min). Splits are streamed in batches (``batch_size=-1`` aborts under
-``tfds.testing.mock_data``)."""
+"""TensorFlow Datasets sources, ``tfds:NAME`` (``pip install 'wdjax[tfds]'``). An unprepared
+dataset's download hosts are checked first (offline: one line within seconds, not after TFDS's
+~3.5 min of retries). Splits stream in batches (``batch_size=-1`` aborts under mock_data)."""
 
 from __future__ import annotations
 
@@ -41,8 +39,7 @@ def _failure(name: str, detail: str) -> DataError:
 
 @contextlib.contextmanager
 def _quiet_tfds() -> Iterator[None]:
-    """Hide TFDS's warnings about data directories it looks into (``Variant folder ... has no
-    dataset_info.json`` for a dataset not prepared yet): what matters is said in one line."""
+    """Hide TFDS's warnings about the data directories of a dataset not prepared yet."""
     logger = logging.getLogger("absl")
     level = logger.level
     logger.setLevel(max(level, logging.ERROR))
@@ -71,28 +68,26 @@ def download_addresses(urls: Iterable[str]) -> list[tuple[str, int]]:
 
 def _resolve(host: str, port: int, timeout: float) -> list[tuple]:
     """getaddrinfo with a deadline (it has none of its own; a stuck resolver blocks ~20 s)."""
-    result: dict[str, Any] = {}
+    result: list = []  # the addresses or the resolver's exception
 
     def lookup() -> None:
         try:
-            result["infos"] = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            result.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
         except Exception as e:  # noqa: BLE001 - reported below, whatever the resolver raised
-            result["error"] = e
+            result.append(e)
 
     worker = threading.Thread(target=lookup, daemon=True, name=f"resolve {host}")
     worker.start()
     worker.join(timeout)
-    if "error" in result:
-        e = result["error"]
-        raise OSError(f"cannot resolve {host} ({type(e).__name__}: {e})")
-    if "infos" not in result:
+    if not result:
         raise OSError(f"resolving {host} took over {timeout:g} s")
-    return result["infos"]
+    if isinstance(result[0], Exception):
+        raise OSError(f"cannot resolve {host} ({type(result[0]).__name__}: {result[0]})")
+    return result[0]
 
 
 def check_address(host: str, port: int, timeout: float = HOST_TIMEOUT_S) -> None:
-    """OSError (one line) unless `host` resolves and accepts a TCP connection on `port`,
-    all within `timeout` seconds."""
+    """OSError (one line) unless `host` accepts a TCP connection on `port` within `timeout` s."""
     deadline = time.monotonic() + timeout
     errors = []
     for family, kind, proto, _, address in _resolve(host, port, timeout):
@@ -123,8 +118,7 @@ def check(name: str) -> tuple[Any, bool]:
             if builder.is_prepared():
                 return builder, True
     except Exception as e:  # noqa: BLE001 - unknown name, bad version, broken install...
-        # The first line only: an unknown name is followed by every dataset TFDS knows.
-        first = (str(e).strip().splitlines() or [""])[0]
+        first = (str(e).strip().splitlines() or [""])[0]  # not the list of every dataset
         raise _failure(name, f"{type(e).__name__}: {first}") from e
     try:
         urls = list(builder.url_infos or ())
@@ -169,13 +163,11 @@ def load(name: str) -> Dataset:
     try:
         import tensorflow as tf
 
-        # TF would otherwise reserve the accelerator memory JAX needs (harmless to fail if
-        # TF was already initialised elsewhere).
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(Exception):  # else TF takes the GPU memory JAX needs
             tf.config.set_visible_devices([], "GPU")
         if not prepared:
             builder.download_and_prepare()
-        arrays: dict[str, np.ndarray] = {}
+        arrays = {}
         for split in SPLITS:
             arrays[f"{split}_images"], arrays[f"{split}_labels"] = _read_split(builder, split)
         num = int(max(arrays["train_labels"].max(), arrays["test_labels"].max())) + 1

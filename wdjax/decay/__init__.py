@@ -1,19 +1,7 @@
 """Weight-decay transforms as Optax ``GradientTransformation``s: all the decay math of wdjax.
-
-One update of the original experiments (docs/schemes.md#one-update-step) is the chain::
-
-    optax.chain(
-        add_decay(coefficients, kinds, multipliers),   # d = g + wd * (p | sign p) * M
-        optax.trace(momentum),                         # buf = momentum * buf + d; d = buf
-        normalize_updates(ema_rate, times_weight_norm),  # d = d * ||p|| / (||d||_ema + 1e-8)
-        optax.scale_by_learning_rate(lr),              # u = -lr * d
-        clip_sign_crossing(l1_mask),                   # L1: a sign flip lands on exactly 0
-    )
-
-Hyperparameter trees match the params leaf for leaf or are one value for all
-(`wdjax.layers.labels` builds them); values may be traced or Optax schedules. Modules: ``terms``
-(the chain's transforms), ``variants``, ``equilibrium`` (docs/equilibrium.md), ``timescale``.
-"""
+One update of the original experiments (docs/schemes.md#one-update-step) chains `add_decay`,
+``optax.trace``, `normalize_updates`, ``optax.scale_by_learning_rate``, `clip_sign_crossing`.
+Hyperparameters: one value or trees by path (`wdjax.layers.labels`), traced or schedules."""
 
 from wdjax.decay.equilibrium import (
     EquilibriumMonitorState,
@@ -35,7 +23,6 @@ from wdjax.decay.terms import (
     normalize_updates,
     scale_by_adam_blocks,
 )
-from wdjax.decay.timescale import tau_from_weight_decay, weight_decay_from_tau
 from wdjax.decay.trees import KINDS, StepCountState
 from wdjax.decay.variants import (
     ConstrainNormsState,
@@ -46,6 +33,8 @@ from wdjax.decay.variants import (
     corrected_decay,
     independent_decay,
     proximal_l1,
+    tau_from_weight_decay,
+    weight_decay_from_tau,
 )
 
 __all__ = [

@@ -11,15 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from wdjax.decay.trees import (
-    PyTree,
-    like,
-    path_name,
-    require_params,
-    unit_axes,
-    unit_norm,
-    value_at,
-)
+from wdjax.decay.trees import PyTree, like, require_params, unit_axes, unit_norm, value_at
 
 
 def equilibrium_angle(learning_rate: Any, weight_decay: Any, momentum: Any = 0.0,
@@ -37,12 +29,9 @@ def equilibrium_angle(learning_rate: Any, weight_decay: Any, momentum: Any = 0.0
 
 def rotational_leaves(params: PyTree, weight_decay: Any, rotational: Any = None,
                       per_neuron: bool = True) -> PyTree:
-    """Tree of Python bools: which leaves get the rotational update.
-
-    `rotational` None: ``ndim >= 2`` and decay ``> 0`` (a traced decay counts as ``> 0``);
-    otherwise one static bool or a tree of them. A rotational leaf needs ``ndim >= 2`` per
-    neuron (units are the last axis) and ``ndim >= 1`` per tensor.
-    """
+    """Tree of Python bools: which leaves get the rotational update. `rotational` None:
+    ``ndim >= 2`` and decay ``> 0`` (a traced decay counts as ``> 0``); else a static bool or
+    tree of them. A rotational leaf needs ``ndim >= 2`` per neuron, ``ndim >= 1`` per tensor."""
     min_ndim = 2 if per_neuron else 1
 
     def default(p, wd):
@@ -52,11 +41,11 @@ def rotational_leaves(params: PyTree, weight_decay: Any, rotational: Any = None,
         return p.ndim >= 2 and (traced or bool(np.all(np.asarray(wd) > 0)))
 
     def check(path, p, flag):
+        name = jax.tree_util.keystr(path, simple=True, separator="/")
         if not isinstance(flag, bool | np.bool_):
-            raise ValueError(f"rotational flags must be Python bools, got {flag!r} at "
-                             f"{path_name(path)}")
+            raise ValueError(f"rotational flags must be Python bools, got {flag!r} at {name}")
         if flag and p.ndim < min_ndim:
-            raise ValueError(f"rotational leaf {path_name(path)} has ndim {p.ndim}; "
+            raise ValueError(f"rotational leaf {name} has ndim {p.ndim}; "
                              f"{'per-neuron' if per_neuron else 'per-tensor'} units need "
                              f"ndim >= {min_ndim}")
         return bool(flag)
@@ -132,9 +121,8 @@ def rotational(inner: optax.GradientTransformation, *, learning_rate: Any, weigh
                rotational: Any = None) -> optax.GradientTransformation:
     """Rotational optimizer: fixed unit norms, every step an equilibrium-angle rotation.
 
-    A complete optimizer (learning rate and decay included); updates are ``p_new - p``. For
-    a rotational leaf (`rotational_leaves`), per unit (an output neuron, the last axis of a
-    Flax HWIO/IO kernel; or the whole tensor when ``per_neuron=False``):
+    A complete optimizer (lr and decay included; updates are ``p_new - p``). Per unit (output
+    neuron, last axis; the whole tensor when ``per_neuron=False``) of a `rotational_leaves` leaf:
 
     * ``n``: the unit norm at the first update (of the centred unit when `zero_mean`), kept;
     * ``d``: `inner`'s output for the raw gradient (no decay); centred when `zero_mean`,
@@ -144,11 +132,9 @@ def rotational(inner: optax.GradientTransformation, *, learning_rate: Any, weigh
       `equilibrium_angle` ``(lr_t, wd, momentum, b1)``.
 
     Other leaves, and rotational ones whose decay is 0 (per step, as epfml/REQ), get the plain
-    update: ``-lr inner(g + wd p)`` for SGD (``b1=None``), ``-lr (inner(g) + wd p)`` (AdamW).
-    `inner` (``optax.trace(momentum)``, ``optax.scale_by_adam(b1, ...)``) must match
-    `momentum` / `b1`; ``beta`` is `update_norm_decay` (0: each step turns by exactly ``a``);
-    `rotational` as in `rotational_leaves` (static); all else may be traced. Call
-    `center_units` on the initial params when `zero_mean`.
+    update ``-lr inner(g + wd p)`` (SGD, ``b1=None``) or ``-lr (inner(g) + wd p)`` (AdamW).
+    `inner` must match `momentum` / `b1`; ``beta`` = `update_norm_decay`; `rotational` is
+    static, all else may be traced. Call `center_units` on the initial params when `zero_mean`.
     """
 
     def init_fn(params):
@@ -213,16 +199,14 @@ def equilibrium_monitor(learning_rate: Any, weight_decay: Any, *, momentum: Any 
                         tolerance: float = 0.1) -> optax.GradientTransformation:
     """Measures how far each leaf is from rotational equilibrium; updates pass unchanged.
 
-    At the END of a chain (``u = p_new - p``, ``p`` before the step); read the state with
-    ``optax.tree.get(state, name)``:
+    At the END of a chain (``u = p_new - p``); read with ``optax.tree.get(state, name)``:
 
     * ``angular_update``: ``||u|| / ||p||`` (0 for a zero leaf or unit);
     * ``angular_update_ema``: its EMA with rate `ema_decay`, from 0, bias-corrected;
     * ``equilibrium_ratio``: the EMA over `equilibrium_angle` ``(lr_t, wd, momentum, b1)``
       (``b1=None``: SGD with coupled decay; a ``b1``: AdamW);
-    * ``equilibrium_norm``: the norm the leaf settles at if its gradient statistics stay. A
-      scale-invariant weight has ``||g|| = c / ||p||``: SGD's angle ``lr c / ||p||^2`` gives
-      ``||p|| sqrt(ratio)``; Adam's ``lr C / ||p||`` (``||u|| ~ lr C``) gives ``||p|| ratio``;
+    * ``equilibrium_norm``: the norm the leaf settles at if its gradient statistics stay
+      (``||g|| = c / ||p||``): ``||p|| sqrt(ratio)`` for SGD, ``||p|| ratio`` for Adam;
     * ``equilibrium_step``: the first ``t`` (from 1) with ``|ratio - 1| <= tolerance``, or -1.
 
     Leaves of ndim < 2 or with ``lr * wd = 0`` have no prediction (NaN, step -1). `per_unit`
@@ -233,10 +217,9 @@ def equilibrium_monitor(learning_rate: Any, weight_decay: Any, *, momentum: Any 
 
     def init_fn(params):
         zeros = jax.tree.map(lambda p: jnp.zeros_like(_norm(p, per_unit)), params)
-        nans = jax.tree.map(lambda z: jnp.full_like(z, jnp.nan), zeros)
-        steps = jax.tree.map(lambda z: jnp.full(z.shape, -1, jnp.int32), zeros)
-        return EquilibriumMonitorState(jnp.zeros([], jnp.int32), zeros, zeros, nans, nans,
-                                       steps)
+        nans = optax.tree.full_like(zeros, jnp.nan)
+        steps = optax.tree.full_like(zeros, -1, jnp.int32)
+        return EquilibriumMonitorState(jnp.zeros([], jnp.int32), zeros, zeros, nans, nans, steps)
 
     def update_fn(updates, state, params=None):
         require_params(params)

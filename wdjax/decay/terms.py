@@ -36,14 +36,10 @@ def add_decay(coefficients: Any, kinds: Any = "l2",
               multipliers: Any = None) -> optax.GradientTransformation:
     """Coupled weight decay: ``d = g + wd_t * (p | sign(p)) * M``.
 
-    Before momentum / adaptive scaling it is L2/L1 regularisation of the loss (as
-    ``torch.optim.SGD(weight_decay=...)``); after ``optax.scale_by_adam`` and before the
-    learning rate it is AdamW's decoupled decay.
-
-    ``wd`` (`coefficients`): a scalar or per-leaf tree of scalars or arrays, any of them an
-    Optax schedule read at this transform's step count (the state is then a `StepCountState`,
-    else ``optax.EmptyState``). `kinds`: ``'l2'`` / ``'l1'`` or a tree of them. ``M``
-    (`multipliers`): element-wise, a tree with ``None`` where there is none, or ``None``.
+    Before momentum / Adam: L2/L1 in the loss (``torch.optim.SGD(weight_decay=...)``); after
+    ``optax.scale_by_adam``, before the lr: AdamW's decay. ``wd``: scalars or per-leaf trees,
+    schedules read at this transform's count (state `StepCountState`, else
+    ``optax.EmptyState``); `kinds`: ``'l2'`` / ``'l1'`` or a tree; ``M``: element-wise, or None.
     """
 
     def add(g, p, coefficient, kind, multiplier):
@@ -55,12 +51,9 @@ def add_decay(coefficients: Any, kinds: Any = "l2",
 
 def decoupled_decay(coefficients: Any, learning_rate: Any, kinds: Any = "l2",
                     multipliers: Any = None) -> optax.GradientTransformation:
-    """Decoupled decay on final updates: ``u = u - lr_t * wd_t * (p | sign(p)) * M``.
-
-    Goes *after* a whole optimiser (``optax.chain(optax.adam(lr), decoupled_decay(wd, lr))``),
-    ``p`` the parameters before the step, as ``torch.optim.AdamW``. `learning_rate` (``lr_t``)
-    and the coefficients may be floats, Optax schedules of the step count or per-leaf trees.
-    """
+    """Decoupled decay on final updates: ``u = u - lr_t * wd_t * (p | sign(p)) * M``, as
+    ``torch.optim.AdamW``, after a whole optimiser (``optax.chain(optax.adam(lr),
+    decoupled_decay(wd, lr))``). `learning_rate`, coefficients: floats, schedules or trees."""
 
     def decay(u, p, coefficient, lr, kind, multiplier):
         return u - lr * decay_term(p, coefficient, kind, multiplier)
@@ -90,9 +83,8 @@ def normalize_updates(ema_rate: Any = 0.0, times_weight_norm: bool = True,
     ``d = d * w / (e + eps)``, ``w = ||p||`` (1 without `times_weight_norm`).
 
     ``e = ||d||`` at the first step, then ``e = r * e + (1 - r) * ||d||``, ``r = ema_rate``.
-    Norms are per tensor (1-D included), or per output channel (last axis) with `per_unit`.
-    An all-zero tensor with `times_weight_norm` never moves (unlike
-    ``optax.scale_by_trust_ratio``). Goes after momentum; the buffer is never rescaled.
+    Norms per tensor, or per output channel (last axis) with `per_unit`. An all-zero tensor
+    with `times_weight_norm` never moves. Goes after momentum; the buffer is never rescaled.
     """
 
     def init_fn(params):
@@ -106,11 +98,9 @@ def normalize_updates(ema_rate: Any = 0.0, times_weight_norm: bool = True,
         norms = jax.tree.map(lambda d: unit_norm(d, per_unit), updates)
         ema = jax.tree.map(lambda e, n: jnp.where(first, n, ema_rate * e + (1 - ema_rate) * n),
                            state.norm_ema, norms)
-        if times_weight_norm:
-            scale = jax.tree.map(lambda p, e: unit_norm(p, per_unit) / (e + eps), params, ema)
-        else:
-            scale = jax.tree.map(lambda e: 1.0 / (e + eps), ema)
-        updates = jax.tree.map(lambda d, s: d * s, updates, scale)
+        weights = (jax.tree.map(lambda p: unit_norm(p, per_unit), params) if times_weight_norm
+                   else jax.tree.map(lambda e: 1.0, ema))
+        updates = jax.tree.map(lambda d, w, e: d * (w / (e + eps)), updates, weights, ema)
         return updates, NormalizeUpdatesState(optax.safe_increment(state.count), ema)
 
     return optax.GradientTransformation(init_fn, update_fn)
@@ -130,10 +120,8 @@ def scale_by_adam_blocks(granularity: str = "unit", b1: Any = 0.9, b2: Any = 0.9
     block; ``d = mu_hat / (sqrt(nu_hat) + eps)`` with ``mu_hat = mu / (1 - b1^t)``,
     ``nu_hat = nu / (1 - b2^t)``: ``optax.scale_by_adam`` for ``"element"``.
 
-    A block is one output unit (``"unit"``: one index of the last axis of a Flax HWIO/IO
-    kernel; a 1-D leaf gets plain Adam), the whole tensor (``"layer"``), or one element
-    (``"element"``). `b1`, `b2`, `eps` may be traced. Compose decay around it as around
-    ``optax.scale_by_adam``.
+    A block: one output unit (``"unit"``, the last axis; a 1-D leaf gets plain Adam), the
+    tensor (``"layer"``) or one element. `b1`, `b2`, `eps` may be traced.
     """
     if granularity not in GRANULARITIES:
         raise ValueError(f"granularity {granularity!r} is not one of "

@@ -21,23 +21,19 @@ def require_params(params: PyTree) -> None:
 
 
 def like(params: PyTree, tree: PyTree) -> PyTree:
-    """The values of `tree` at the paths of `params`' leaves, in `params`' structure (to map
-    alongside it); a non-tree value is repeated, ``None`` kept. By path, so a full-size tree also
-    serves inside ``optax.partition`` / ``optax.masked``, whose branches see the other groups'
-    leaves masked out."""
-    leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
+    """The values of `tree` at the paths of `params`' leaves, in `params`' structure; a non-tree
+    value is repeated, ``None`` kept. By path, so a full-size tree also serves inside
+    ``optax.partition`` / ``optax.masked``, whose branches see other groups' leaves masked out."""
     if not isinstance(tree, Mapping | list | tuple):
-        return treedef.unflatten([tree] * len(leaves))
-    return treedef.unflatten([lookup(tree, path) for path, _ in leaves])
+        return jax.tree.map(lambda _: tree, params)
+    return jax.tree_util.tree_map_with_path(lambda path, _: lookup(tree, path), params)
 
 
 def lookup(tree: PyTree, path: tuple) -> Any:
     """The subtree of `tree` at `path`: JAX key entries, or plain keys (``("conv1", "kernel")``)."""
     for key in path:
-        if isinstance(key, jax.tree_util.GetAttrKey):
-            tree = getattr(tree, key.name)
-        else:
-            tree = tree[getattr(key, "key", getattr(key, "idx", key))]
+        tree = (getattr(tree, key.name) if isinstance(key, jax.tree_util.GetAttrKey)
+                else tree[getattr(key, "key", getattr(key, "idx", key))])
     return tree
 
 
@@ -95,11 +91,9 @@ def check_values(name: str, tree: PyTree, *, allow_zero: bool) -> None:
 
 def check_steps(steps_per_epoch: Any) -> None:
     """One-line ValueError unless a concrete `steps_per_epoch` is a whole number >= 1."""
-    array = concrete(steps_per_epoch)
-    if array is None:
-        return
-    if isinstance(steps_per_epoch, bool) or not (np.all(np.isfinite(array)) and np.all(array >= 1)
-                                                 and np.all(array == np.round(array))):
+    a = concrete(steps_per_epoch)
+    if a is not None and (isinstance(steps_per_epoch, bool) or not np.all(
+            np.isfinite(a) & (a >= 1) & (a == np.round(a)))):
         raise ValueError(f"steps_per_epoch must be a positive integer, got {steps_per_epoch!r}")
 
 

@@ -1,9 +1,6 @@
-"""Decay variants: how much (independent, AdamC, cautious), toward what (L2-SP), and steps that
-map the parameters after the gradient step (proximal L1, norm constraints).
-
-Coefficients may be scalars or per-leaf trees (looked up by path), traced, or Optax schedules
-read at the transform's own step count.
-"""
+"""Decay variants: how much (independent, AdamC, cautious), toward what (L2-SP), and maps of the
+parameters after the step (proximal L1, norm constraints); and the decay timescale. Coefficients:
+scalars or per-leaf trees, traced, or schedules read at the transform's own step count."""
 
 from __future__ import annotations
 
@@ -16,6 +13,7 @@ import optax
 from wdjax.decay.terms import decoupled_decay
 from wdjax.decay.trees import (
     PyTree,
+    check_steps,
     check_values,
     leafwise,
     like,
@@ -29,16 +27,12 @@ from wdjax.decay.trees import (
 def independent_decay(coefficients: Any, learning_rate: Any, peak_learning_rate: Any = None,
                       kinds: Any = "l2", multipliers: Any = None,
                       ) -> optax.GradientTransformation:
-    """Independent decay: ``u = u - (lr_t / lr_0) * wd_t * (p | sign(p)) * M``.
+    """Independent decay: ``u = u - (lr_t / lr_0) * wd_t * (p | sign(p)) * M``, after the lr.
 
-    The decay follows the *shape* of the schedule, not its size: the original AdamW form
-    (Loshchilov & Hutter, arXiv 1711.05101, Algorithm 2) and big_vision's
-    ``wd * sched(step)``; with a constant rate, ``torch.optim.AdamW`` with
-    ``weight_decay = wd / lr``. It is `decoupled_decay` with the factor ``lr_t / lr_0``, after
-    the learning rate.
-
-    `learning_rate` is a float or schedule; ``lr_0`` (`peak_learning_rate`) defaults to it at
-    step 0: pass it for a warmup from 0 and inside ``optax.inject_hyperparams``.
+    The decay follows the schedule's *shape*, not its size: the original AdamW (Loshchilov &
+    Hutter, arXiv 1711.05101, Algorithm 2), big_vision's ``wd * sched(step)``. ``lr_0``
+    (`peak_learning_rate`) defaults to `learning_rate` at step 0: pass it for a warmup from 0
+    and inside ``optax.inject_hyperparams``.
     """
     reference = value_at(learning_rate, 0) if peak_learning_rate is None else peak_learning_rate
     check_values("independent_decay's reference learning rate (learning_rate at step 0, "
@@ -52,13 +46,10 @@ def corrected_decay(coefficients: Any, learning_rate: Any, max_learning_rate: An
                     normalized: Any = True) -> optax.GradientTransformation:
     """Corrected decoupled decay (AdamC): ``u = u - lr_t * (lr_t / lr_max) * wd_t * p``.
 
-    Defazio 2025 (arXiv 2506.02285): behind a normalisation the steady-state ``||g|| / ||p||``
-    is set by ``wd / lr_t``; scaling the decay by ``lr_t^2 / lr_max`` keeps it fixed as the
-    schedule decays (timm's ``corrected_weight_decay``). `decoupled_decay` with that factor,
-    after the learning rate; equal to it at the peak rate.
-
-    ``lr_max`` (`max_learning_rate`) is the peak, required for a schedule. `normalized`
-    (static bools) chooses the corrected leaves; the others get ``lr_t * wd``, as in the paper.
+    Defazio 2025 (arXiv 2506.02285; timm's ``corrected_weight_decay``): keeps the steady-state
+    ``||g|| / ||p||`` behind a normalisation fixed as the schedule decays. ``lr_max``
+    (`max_learning_rate`): the peak, required for a schedule. `normalized` (static bools)
+    chooses the corrected leaves; the others get ``lr_t * wd``, as in the paper.
     """
     if max_learning_rate is None:
         if callable(learning_rate):
@@ -78,9 +69,8 @@ def corrected_decay(coefficients: Any, learning_rate: Any, max_learning_rate: An
 def cautious_decay(coefficients: Any) -> optax.GradientTransformation:
     """Cautious weight decay (CWD): ``d = d + wd_t * 1[d * p >= 0] * p``, element-wise.
 
-    Chen et al. 2025 (arXiv 2510.12402), Algorithm 1:
-    ``x_{t+1} = x_t - eta_t * (u_t + lambda * I(u_t * x_t >= 0) * x_t)``: decay only where the
-    step already moves ``x`` toward zero. On the direction ``d`` *before* the learning rate:
+    Chen et al. 2025 (arXiv 2510.12402), Algorithm 1: decay only where the step already moves
+    ``p`` toward zero. On the direction ``d`` *before* the learning rate:
     ``optax.chain(optax.scale_by_adam(), cautious_decay(wd), optax.scale_by_learning_rate(lr))``.
     """
 
@@ -96,11 +86,9 @@ class DecayTowardInitState(NamedTuple):
 
 
 def add_decay_toward_init(coefficients: Any) -> optax.GradientTransformation:
-    """Coupled decay toward the initial weights (L2-SP): ``d = g + wd_t * (p - p0)``.
-
-    The gradient of ``wd/2 * ||p - p0||^2`` (Li, Grandvalet & Davoine, ICML 2018, arXiv
-    1802.01483); ``p0`` is the params given to ``init``. Placed like `add_decay`.
-    """
+    """Coupled decay toward the initial weights (L2-SP): ``d = g + wd_t * (p - p0)``, the
+    gradient of ``wd/2 * ||p - p0||^2`` (Li, Grandvalet & Davoine, ICML 2018, arXiv 1802.01483)
+    with ``p0`` the params given to ``init``. Placed like `add_decay`."""
 
     def init_fn(params):
         return DecayTowardInitState(count=jnp.zeros([], jnp.int32),
@@ -125,9 +113,8 @@ def proximal_l1(coefficients: Any, learning_rate: Any,
 
         p_new = sign(q) * max(|q| - k, 0),    u' = p_new - p
 
-    the proximal operator of ``k * ||.||_1`` (ISTA): elements with ``|q| <= k`` land on
-    exactly 0, replacing coupled L1 and `clip_sign_crossing`. ``wd >= 0`` may be per-leaf;
-    ``lr`` is the chain's learning rate; `mask` (static bools) chooses the leaves.
+    the proximal operator of ``k * ||.||_1`` (ISTA): elements with ``|q| <= k`` land on 0.
+    ``wd >= 0`` may be per-leaf; `mask` (static bools) chooses the leaves.
     """
     check_values("proximal_l1 coefficients", coefficients, allow_zero=True)
 
@@ -159,14 +146,11 @@ def constrain_norms(radius: Any = None, per_unit: Any = True,
 
         p_new = q * r / ||q||,    u' = p_new - p
 
-    ``||.||`` per unit (all axes but the last: one per output channel of a Flax kernel) or
-    per tensor; a unit with ``||q|| = 0`` stays. The sphere of Nero (arXiv 2102.07227, which
-    also centres units) and Hyperball (arXiv 2606.16899; add ``normalize_updates(0.0,
-    per_unit=...)`` before the learning rate for its update norm ``lr * r``).
-
-    `radius` ``r``: ``None`` keeps each unit's norm at ``init`` (in the state), or values > 0
-    (per leaf; scalars or one per unit). `per_unit`, `mask` (static bools, per leaf): per-unit
-    norms or one per tensor; the constrained leaves (default: ``ndim >= 2``, the kernels).
+    ``||.||`` per unit (all axes but the last) or per tensor; a unit with ``||q|| = 0`` stays.
+    The sphere of Nero (arXiv 2102.07227) and Hyperball (arXiv 2606.16899, with
+    ``normalize_updates(0.0, per_unit=...)`` before the learning rate). `radius` ``r``:
+    ``None`` keeps each unit's norm at ``init``, or values > 0 (per leaf; scalar or per unit).
+    `per_unit`, `mask`: static bools per leaf (default mask: ``ndim >= 2``, the kernels).
     """
     check_values("constrain_norms radius", radius, allow_zero=False)
 
@@ -194,3 +178,21 @@ def constrain_norms(radius: Any = None, per_unit: Any = True,
                             like(updates, per_unit), state.radius), state
 
     return optax.GradientTransformation(init_fn, update_fn)
+
+
+def weight_decay_from_tau(tau_epochs: Any, learning_rate: Any, steps_per_epoch: Any) -> Any:
+    """``wd = 1 / (tau_epochs * lr * steps_per_epoch)``: the decay timescale in epochs (Wang &
+    Aitchison, ICML 2025, arXiv 2405.13698) of ``p <- (1 - lr wd) p - lr step``, which averages
+    the updates over ``1 / (lr wd)`` steps; ``lr``: the schedule's peak; concrete inputs > 0."""
+    check_values("tau_epochs", tau_epochs, allow_zero=False)
+    check_values("learning_rate", learning_rate, allow_zero=False)
+    check_steps(steps_per_epoch)
+    return 1.0 / (tau_epochs * learning_rate * steps_per_epoch)
+
+
+def tau_from_weight_decay(weight_decay: Any, learning_rate: Any, steps_per_epoch: Any) -> Any:
+    """``tau_epochs = 1 / (lr * wd * steps_per_epoch)`` (`weight_decay_from_tau`)."""
+    check_values("weight_decay", weight_decay, allow_zero=False)
+    check_values("learning_rate", learning_rate, allow_zero=False)
+    check_steps(steps_per_epoch)
+    return 1.0 / (learning_rate * weight_decay * steps_per_epoch)

@@ -1,6 +1,5 @@
-"""The layer table (a model's weight layers in call order, each owning its kernel, its module's
-parameters and those of the normalisations after it) and the trees stated on it: which tensor
-gets what decay. Tree builders take `layers` as a `LayerTable` or the VGG's layer list."""
+"""The layer table (weight layers in call order, each owning its module's parameters and those
+of the normalisations after it) and the trees stated on it: which tensor gets what decay."""
 
 from __future__ import annotations
 
@@ -18,7 +17,7 @@ from wdjax.models import BatchNorm, layer_kind
 
 PyTree = Any
 Path = tuple[str, ...]
-NORM_TYPES: tuple[type, ...] = (nn.BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm)
+NORM_TYPES: tuple[type, ...] = (nn.BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm, BatchNorm)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,8 +82,7 @@ def _spatial_size(shape: Sequence[int]) -> float:
 def trace_layers(model: nn.Module, variables: PyTree, sample_input: Any,
                  norm_types: tuple[type, ...] = NORM_TYPES, **apply_kwargs: Any) -> LayerTable:
     """The `LayerTable` of a Flax linen model from one abstract trace (no FLOPs); `apply_kwargs`
-    go to ``model.apply``; modules of `norm_types` (and wdjax's BatchNorm) are normalisations."""
-    norm_types = (*norm_types, BatchNorm)
+    go to ``model.apply``; modules of `norm_types` (your own norm layers too) are normalisations."""
     calls: list[tuple[Path, str, tuple]] = []  # (module path, role, input shape)
 
     def record(next_fun, args, kwargs, context):
@@ -162,8 +160,7 @@ def per_layer(params: PyTree, layers: Layers, values: Mapping[str, Any],
     """Spread one value per layer onto every leaf that layer owns; other leaves get `default`
     (without one that is an error, so a typo in a layer name cannot drop a coefficient)."""
     tab = table(params, layers)
-    unknown = set(values) - set(tab.names)
-    if unknown:
+    if unknown := set(values) - set(tab.names):
         raise ValueError(f"unknown layers {sorted(unknown)}; the model has {tab.names}")
     owners = tab.owners()
 
@@ -177,13 +174,12 @@ def per_layer(params: PyTree, layers: Layers, values: Mapping[str, Any],
     return jax.tree_util.tree_map_with_path(value, params)
 
 
-def kernel_only(params: PyTree, layers: Layers, values: Mapping[str, Any],
-                default: Any = None) -> PyTree:
-    """Like `per_layer`, but only a listed layer's kernel gets its value (``None``: no
-    multiplier for `wdjax.decay`)."""
+def kernel_only(params: PyTree, layers: Layers, values: Mapping[str, Any]) -> PyTree:
+    """Like `per_layer`, but only a listed layer's kernel gets its value (``None`` elsewhere:
+    no multiplier for `wdjax.decay`)."""
     kernels = {layer.kernel: layer.name for layer in table(params, layers)}
-    return jax.tree_util.tree_map_with_path(
-        lambda p, _: values.get(kernels.get(path_keys(p)), default), params)
+    return jax.tree_util.tree_map_with_path(lambda p, _: values.get(kernels.get(path_keys(p))),
+                                            params)
 
 
 def kind_labels(params: PyTree, layers: Layers, l1_layers: Sequence[str] = (),
@@ -192,27 +188,14 @@ def kind_labels(params: PyTree, layers: Layers, l1_layers: Sequence[str] = (),
     return per_layer(params, layers, {name: "l1" for name in l1_layers}, default=default)
 
 
-def early_layers(params: PyTree, layers: Layers) -> list[str]:
-    """The early layers (the original's L1 group for ``SGDL1``): `LayerTable.early`."""
-    return [layer.name for layer in table(params, layers).early()]
-
-
-def last_layers(params: PyTree, layers: Layers, k: int) -> list[str]:
-    """The last `k` layers in call order (``k=1``: logit; ``k=2``: fc6 and logit)."""
-    return [layer.name for layer in table(params, layers).last(k)]
-
-
-def variance_inverse_factors(params: PyTree, layers: Layers,
-                             dup_mult: float) -> dict[str, float]:
+def variance_inverse_factors(params: PyTree, layers: Layers, dup_mult: float) -> dict[str, float]:
     """Per layer ``dup_mult ** -depth / Var(kernel)`` on the *initial* `params`, with the N-1
     variance as PyTorch's (docs/schemes.md#variance-inverse-coefficients)."""
     if not dup_mult > 0:
         raise ValueError(f"dup_mult must be > 0, got {dup_mult}")
-    out = {}
-    for layer in table(params, layers):
-        kernel = np.asarray(lookup(params, layer.kernel), dtype=np.float64)
-        out[layer.name] = float(dup_mult) ** -layer.depth / float(np.var(kernel, ddof=1))
-    return out
+    return {layer.name: float(dup_mult) ** -layer.depth
+            / float(np.var(np.asarray(lookup(params, layer.kernel), np.float64), ddof=1))
+            for layer in table(params, layers)}
 
 
 def variance_inverse_coefficients(params: PyTree, layers: Layers, base_decay: float,

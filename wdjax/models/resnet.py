@@ -1,7 +1,7 @@
-"""A CIFAR ResNet-18 (He et al. 2016, 3x3 stem) in Flax linen: four stages of two basic blocks
-of widths w, 2w, 4w, 8w (``w = width``, 64 in the paper), 1x1 projection shortcuts, bias-free
-convs, kernels ~ Normal(0, 2 / fan_in), wdjax's `BatchNorm`, and `platform` / `dtype` as for
-the VGG. Modules are auto-named (``BasicBlock_3/Conv_1``) for `wdjax.layers`."""
+"""A CIFAR ResNet-18 (He et al. 2016, 3x3 stem): four stages of two basic blocks of widths w, 2w,
+4w, 8w (``w = width``), 1x1 projection shortcuts, bias-free convs, He-normal kernels, wdjax's
+`BatchNorm`, `platform` / `dtype` as for the VGG. Modules are auto-named (``BasicBlock_3/Conv_1``):
+`wdjax.layers.labels.trace_layers` finds them."""
 
 from __future__ import annotations
 

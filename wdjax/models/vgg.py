@@ -52,12 +52,9 @@ kernel_init = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
 
 
 def pointwise(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """A stride-1 1x1 convolution of NHWC `x` with a (1, 1, C_in, C_out) `kernel`, as a matmul.
-
-    Every platform's VGG runs its 1x1 layers so: vmapped over runs, XLA's 1x1 conv becomes a
-    grouped conv that XLA's SPMD partitioner (jax 0.10) miscompiles when the run axis is
-    sharded; a batched dot is partitioned correctly (tests/test_parallel.py).
-    """
+    """A 1x1 conv of NHWC `x` as a matmul, on every platform: vmapped over runs, XLA's 1x1 conv
+    is a grouped conv that its SPMD partitioner (jax 0.10) miscompiles when the run axis is
+    sharded (tests/test_parallel.py)."""
     n, h, w, cin = x.shape
     cout = kernel.shape[-1]  # explicit sizes: a map pooled down to 0 pixels stays valid
     return (x.reshape(n * h * w, cin) @ kernel.reshape(cin, cout)).reshape(n, h, w, cout)
@@ -87,9 +84,8 @@ def _batch_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, mask: jax.Array
                 epsilon: float) -> tuple[jax.Array, jax.Array, jax.Array]:
     """`batchnorm.batch_norm_train` as flax computes it (plain reductions, autodiff's
     gradient), for an accelerator's compiler to fuse."""
-    axes = tuple(range(x.ndim - 1))
-    w = (jnp.ones(x.shape[0]) if mask is None else mask).astype(x.dtype).reshape(
-        (-1,) + (1,) * (x.ndim - 1))
+    axes, shape = tuple(range(x.ndim - 1)), (-1,) + (1,) * (x.ndim - 1)
+    w = (jnp.ones(x.shape[0]) if mask is None else mask).astype(x.dtype).reshape(shape)
     n = w.sum() * math.prod(x.shape[1:-1])
     mean = (w * x).sum(axes) / n
     var = (w * jnp.square(x - mean)).sum(axes) / n
@@ -97,11 +93,9 @@ def _batch_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, mask: jax.Array
 
 
 class BatchNorm(nn.Module):
-    """BatchNorm as ``torch.nn.BatchNorm2d``: normalise by the biased batch variance, update
-    ``running = 0.9 * running + 0.1 * batch`` with the unbiased one. `mask` (N,) of 0/1 drops
-    padded examples from the statistics. Training runs `wdjax.cpu.batchnorm` on CPU, flax's
-    formulation elsewhere (`on_cpu`); statistics are float32, the output `dtype`.
-    """
+    """``torch.nn.BatchNorm2d``: normalise by the biased batch variance, ``running = 0.9 *
+    running + 0.1 * batch`` with the unbiased one; `mask` (N,) of 0/1 drops padded examples.
+    Trains by `wdjax.cpu.batchnorm` on CPU (`on_cpu`); float32 statistics, output `dtype`."""
 
     momentum: float = 0.9
     epsilon: float = 1e-5
@@ -151,20 +145,17 @@ class ConvLayer(nn.Module):
         else:
             x = Conv(self.features, k, self.impl, self.dtype, name="conv")(x)
         if self.batch_norm:
-            x = nn.relu(BatchNorm(platform=self.platform, dtype=self.dtype, name="bn")(
-                x, train, mask))
+            bn = BatchNorm(platform=self.platform, dtype=self.dtype, name="bn")
+            x = nn.relu(bn(x, train, mask))
         if self.dropout:
             x = nn.Dropout(self.dropout, deterministic=not train)(x)
         return x
 
 
 class VGG(nn.Module):
-    """The declarative VGG: ``VGG(vgg_conf(32)).apply(vars, x, train=...)`` -> (N, classes).
-
-    `platform`: the one the program is built for (`on_cpu`). `conv_impl`: the convolution
-    formulation (None: `wdjax.cpu.ops.default_conv_impl`), all computing the same function.
-    `dtype`: the compute dtype (bfloat16: mixed precision); parameters stay float32.
-    """
+    """``VGG(vgg_conf(32)).apply(vars, x, train=...)`` -> (N, classes), for `platform` (`on_cpu`),
+    convs by `conv_impl` (None: `wdjax.cpu.ops.default_conv_impl`), all computing the same
+    function, in compute `dtype` (bfloat16: mixed precision); parameters stay float32."""
 
     conf: Conf
     conv_impl: str | None = None

@@ -59,8 +59,7 @@ def layer_factors(scheme: str | Scheme, params: PyTree, layers: LayerTable | Non
     """Per-layer decay coefficient per unit of `weight_decay` (`COEFFICIENT_RULES`), measured
     on the *initial* `params` (docs/schemes.md#variance-inverse-coefficients)."""
     scheme = get(scheme)
-    return COEFFICIENT_RULES[scheme.coefficients](params, layer_table(params, layers, conf),
-                                                  scheme)
+    return COEFFICIENT_RULES[scheme.coefficients](params, layer_table(params, layers, conf), scheme)
 
 
 def decay_spec(scheme: str | Scheme, *, params: PyTree, layers: LayerTable | None = None,
@@ -139,10 +138,10 @@ def resolve(scheme: str | Scheme, separate_decay: bool = False) -> Scheme:
 
 
 def initial_params(scheme: str | Scheme, params: PyTree) -> PyTree:
-    """`params`, kernels centred per unit if `Scheme.centers_init` (build the scheme on these;
-    docs/equilibrium.md#the-rotational-update)."""
+    """`params`, kernels centred per unit for a rotational scheme with `Scheme.zero_mean` (build
+    the scheme on these; docs/equilibrium.md#the-rotational-update)."""
     scheme = get(scheme)
-    if not scheme.centers_init:
+    if scheme.rotational == "none" or not scheme.zero_mean:
         return params
     return decay.center_units(params, _rotating(params), scheme.rotational == "neuron")
 
@@ -173,17 +172,16 @@ def build(scheme: str | Scheme, *, params: PyTree, layers: LayerTable | None = N
           **hyperparams: Any) -> optax.GradientTransformation:
     """The optimiser of `scheme` (a name, alias or `Scheme`) for a model.
 
-    `params` are the *initial* parameters (`initial_params`): the per-layer factors are measured
-    on them (or given as `factors`). `layers` is the model's `LayerTable`, or `conf` the VGG's
-    list. `lr` is a float or an Optax schedule (None: the scheme's); `max_learning_rate` the
-    independent / corrected forms' ``lr_max`` (default: `lr`, or the schedule's maximum over
-    `steps`). `separate_decay` makes Adam's decay decoupled; `monitor` appends
-    `decay.equilibrium_monitor`. `hyperparams`: the traced rows of `wdjax.schemes.hparams.TABLE`.
+    `params`: the *initial* parameters (`initial_params`), on which the per-layer factors are
+    measured (or given as `factors`); `layers` the model's `LayerTable`, or `conf` the VGG's
+    list; `lr` a float or schedule (None: the scheme's); `max_learning_rate` the ``lr_max`` of
+    the independent / corrected forms (default: `lr`, or the schedule's maximum over `steps`).
+    `separate_decay`: Adam's decay decoupled; `monitor`: append `decay.equilibrium_monitor`.
+    `hyperparams`: the traced rows of `wdjax.schemes.hparams.TABLE`.
     """
     scheme, tab = resolve(scheme, separate_decay), layer_table(params, layers, conf)
     lr = scheme.default_lr if lr is None else lr
-    unknown = set(hyperparams) - set(hparams.TRACED)
-    if unknown:
+    if unknown := set(hyperparams) - set(hparams.TRACED):
         raise ValueError(f"unknown hyperparameters {sorted(unknown)}; known: "
                          f"{', '.join(hparams.TRACED)}")
     hp = {h: hparams.BY_NAME[h].default for h in hparams.TRACED} | hyperparams

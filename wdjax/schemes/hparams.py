@@ -92,7 +92,6 @@ def markdown() -> str:
     rows = ["| hyperparameter | flag | default | range | what |", "|---|---|---|---|---|"]
     for h in TABLE:
         flags = f"`{h.flag}`" + (f" (`{h.short}`)" if h.short else "")
-        default = f"{h.default:g}" if h.default is not None else (
-            "unset" if h.sets else "scheme's")
+        default = f"{h.default:g}" if h.default is not None else ("unset" if h.sets else "scheme's")
         rows.append(f"| `{h.name}` | {flags} | {default} | {h.interval()} | {h.help} |")
     return "\n".join(rows) + "\n"

@@ -1,4 +1,4 @@
-"""The scheme table: every named optimiser as one `Scheme` row of data (`chains` builds it)."""
+"""The scheme table: every named optimiser as one `Scheme` row of data, for `schemes.build`."""
 
 from __future__ import annotations
 
@@ -12,10 +12,9 @@ from wdjax import decay
 
 
 class DecayForm(NamedTuple):
-    """Where a decay form's transforms go, and what the form can take."""
+    """Where a decay form's transforms go (`build`: coefficients, kinds, multipliers, lr_t,
+    lr_max -> the transforms before the direction, before the lr and after it), what it takes."""
 
-    # (coefficients, kinds, multipliers, lr_t, lr_max) -> the transforms before the
-    # direction, before the learning rate and after it
     build: Callable[[Any, Any, Any, Any, Any], tuple[list, list, list]]
     l1: bool = False  # takes L1 groups
     multipliers: bool = False  # takes element-wise (topographic) multipliers
@@ -121,11 +120,6 @@ class Scheme:
                        f"{self.base_optimizer}), L2 without topographic multipliers, and no "
                        f"normalize, norm_constraint or adam_blocks")
         return out
-
-    @property
-    def centers_init(self) -> bool:
-        """Whether the initial kernels are centred per unit (`schemes.initial_params`)."""
-        return self.rotational != "none" and self.zero_mean
 
 
 _VAR = dict(coefficients="variance_inverse")

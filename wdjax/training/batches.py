@@ -25,9 +25,8 @@ def _check_counts(**values: int) -> None:
 
 
 def epoch_batches(seed: int, epoch: int, n: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Shuffled batches for one epoch: ``(indices int32, mask float32)``, both (steps, B), the
-    last row padded with index 0 and mask 0. The permutation of ``range(n)`` depends on
-    ``(seed, epoch)`` alone, so a resumed run sees the same order."""
+    """Shuffled ``(indices int32, mask float32)``, both (steps, B), last row padded with index 0
+    and mask 0; the permutation depends on ``(seed, epoch)`` alone (a resumed run's is the same)."""
     _check_counts(n=n, batch_size=batch_size)
     if seed < 0 or epoch < 0:
         raise ValueError(f"seed and epoch must be >= 0, got seed={seed}, epoch={epoch}")
@@ -41,8 +40,7 @@ def eval_batches(n: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
     return _padded_rows(np.arange(n), batch_size)
 
 
-def pad_columns(idx: np.ndarray, mask: np.ndarray,
-                multiple: int) -> tuple[np.ndarray, np.ndarray]:
+def pad_columns(idx: np.ndarray, mask: np.ndarray, multiple: int) -> tuple[np.ndarray, np.ndarray]:
     """`idx` and `mask` widened with masked columns to a multiple of `multiple` (a batch split
     over that many devices); one that already divides is unchanged (so are its flips)."""
     _check_counts(multiple=multiple)
@@ -58,7 +56,6 @@ def normalize(images: jax.Array) -> jax.Array:
 
 def random_flip(key: jax.Array, images: jax.Array) -> jax.Array:
     """Flip each NHWC image horizontally (along W) independently with probability 1/2."""
-    images = jnp.asarray(images)
     flip = jax.random.bernoulli(key, 0.5, (images.shape[0],))
     return jnp.where(flip[:, None, None, None], images[:, :, ::-1, :], images)
 

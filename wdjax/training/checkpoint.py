@@ -58,8 +58,7 @@ def _quiet_orbax() -> Iterator[None]:
     whose filter stays) while reading possibly damaged checkpoints: `Manager.restore` warns."""
     global _previous_unraisablehook
     if sys.unraisablehook is not _drop_event_loop_closed:
-        _previous_unraisablehook = sys.unraisablehook
-        sys.unraisablehook = _drop_event_loop_closed
+        _previous_unraisablehook, sys.unraisablehook = sys.unraisablehook, _drop_event_loop_closed
     logger = logging.getLogger("absl")
     disabled, logger.disabled = logger.disabled, True
     try:

@@ -70,7 +70,7 @@ class Config:
 
     def with_timescale(self, steps_per_epoch: int) -> Config:
         """The config with ``weight_decay = 1 / (tau_epochs * base_lr * steps_per_epoch)``
-        when `tau_epochs` is given (`decay.timescale`), both kept."""
+        when `tau_epochs` is given (`decay.weight_decay_from_tau`), both kept."""
         if self.tau_epochs is None:
             return self
         from wdjax import decay
@@ -100,15 +100,14 @@ class Config:
             if getattr(self, key) not in allowed:
                 raise ValueError(f"{key} must be one of {', '.join(allowed)}, got "
                                  f"{getattr(self, key)!r}")
+        optional = ("train_subset", "test_subset", "factor_width")
         for key in ("width", "batch_size", "stages", "epochs_per_stage", "log_every",
-                    "eval_batch_size"):
+                    "eval_batch_size", *optional):
             value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{key} must be a positive integer, got {value!r}")
-        for key in ("train_subset", "test_subset", "factor_width"):
-            value = getattr(self, key)
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise ValueError(f"{key} must be a positive integer or unset, got {value!r}")
+            if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1 or
+                    value is None and key in optional):
+                raise ValueError(f"{key} must be a positive integer"
+                                 f"{' or unset' if key in optional else ''}, got {value!r}")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
         schemes.resolve(scheme, self.separate_decay)

@@ -16,9 +16,8 @@ def initialize_distributed(coordinator: str | None = None, num_processes: int | 
                            process_id: int | None = None) -> None:
     """`jax.distributed.initialize` (auto-detecting the cluster when no argument is given);
     call first on every host. Only process 0 writes records; all write checkpoints."""
-    kwargs = dict(coordinator_address=coordinator, num_processes=num_processes,
-                  process_id=process_id)
-    jax.distributed.initialize(**{k: v for k, v in kwargs.items() if v is not None})
+    kw = dict(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id)
+    jax.distributed.initialize(**{k: v for k, v in kw.items() if v is not None})
 
 
 def make_mesh(k_runs: int = 1, devices: int | None = None) -> Mesh:
@@ -63,4 +62,4 @@ def put(array: np.ndarray, sharding: NamedSharding) -> jax.Array:
 
 
 def put_tree(tree: Any, sharding: NamedSharding) -> Any:
-    return jax.tree.map(lambda x: put(np.asarray(x), sharding), tree)
+    return jax.tree.map(lambda x: put(x, sharding), tree)

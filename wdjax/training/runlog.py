@@ -1,7 +1,5 @@
-"""The host-side record of a run: its directory, resume replay, per-epoch rows and summary.
-
-Written through `wdjax.storage`, so a run killed at any point leaves records the same command
-completes."""
+"""The host-side record of a run: its directory, resume replay, per-epoch rows and summary
+(through `wdjax.storage`: a run killed at any point leaves what the same command completes)."""
 
 from __future__ import annotations
 
@@ -86,9 +84,7 @@ def same_config(run_dir: Path, config: Config) -> bool:
         return False
     new = storage.jsonable(config.to_dict())
     old = {**storage.jsonable(Config().to_dict()), **old}  # fields added since: defaults
-    for h in hparams.TABLE:
-        # A row in another unit (tau_epochs) fixes the one it sets (weight_decay) from fields
-        # compared here.
+    for h in hparams.TABLE:  # a row in another unit (tau_epochs) fixes the one it sets
         if h.sets and new.get(h.name) is not None:
             old.pop(h.sets, None)
             new.pop(h.sets, None)
@@ -146,19 +142,16 @@ def resume(states: list, logs: list[RunLog], ckpts: list[checkpoint.Manager],
             (log.dir / "metrics.jsonl").unlink(missing_ok=True)
             (log.dir / "steps.jsonl").unlink(missing_ok=True)
         return 0
-    epoch = min(latest)
-    restored_all = [c.restore(epoch, s) for c, s in zip(ckpts, states, strict=True)]
-    fallback = min(extra["epoch"] for _, extra in restored_all)
-    if fallback < epoch:  # a damaged newest checkpoint: the whole group steps back
-        epoch = fallback
+    restored_all = [c.restore(min(latest), s) for c, s in zip(ckpts, states, strict=True)]
+    epoch = min(extra["epoch"] for _, extra in restored_all)
+    if any(extra["epoch"] > epoch for _, extra in restored_all):  # one fell back: all step back
         restored_all = [c.restore(epoch, s) for c, s in zip(ckpts, states, strict=True)]
     for r, (log, (restored, extra)) in enumerate(zip(logs, restored_all, strict=True)):
         states[r] = restored
         log.best, log.best_epoch = extra["best"], extra["best_epoch"]
         log.diverged, log.window = extra.get("diverged"), extra.get("window", [])
         # Drop records a killed process wrote after the restored checkpoint.
-        rows = [row for row in storage.read_jsonl(log.dir / "metrics.jsonl")
-                if row["epoch"] <= epoch]
+        rows = [r for r in storage.read_jsonl(log.dir / "metrics.jsonl") if r["epoch"] <= epoch]
         steps = [row for row in storage.read_jsonl(log.dir / "steps.jsonl")
                  if row["step"] <= int(restored.step)]
         if writer:
@@ -170,10 +163,9 @@ def resume(states: list, logs: list[RunLog], ckpts: list[checkpoint.Manager],
 
 def log_steps(logs: list[RunLog], fetched: list[dict], step: int, epoch: int, lr: float,
               stacked: bool, writer: bool, log_every: int) -> None:
-    """Add steps up to global `step` to each run's window; detect divergence (the first
-    non-finite loss). A window of `log_every` global steps closes with a steps.jsonl line: the
-    mean loss, the total update norm of its last step and the norm of the parameters that step
-    started from (docs/protocol.md#what-is-measured). `fetched` never spans a window's end."""
+    """Add steps up to global `step` to each run's window and detect divergence; each
+    `log_every` global steps a steps.jsonl line closes the window (`fetched` never spans its
+    end) with the mean loss and its last step's norms (docs/protocol.md#what-is-measured)."""
     for r, log in enumerate(logs):
         if log.diverged:
             continue
@@ -185,22 +177,19 @@ def log_steps(logs: list[RunLog], fetched: list[dict], step: int, epoch: int, lr
         if bad.any():
             first = step - len(fetched) + int(np.argmax(bad)) + 1
             log.diverged = dict(step=first, epoch=epoch + 1, loss=str(losses[bad][0]))
-        if step % log_every == 0 and log.window:
+        if step % log_every == 0 and log.window and writer:
             loss, sq_u, sq_p = np.array(log.window, np.float64).T
-            if writer:
-                storage.append_jsonl(log.dir / "steps.jsonl", dict(
-                    step=step, epoch=epoch + 1, lr=lr, loss=float(loss.mean()),
-                    update_norm=float(np.sqrt(sq_u[-1])), param_norm=float(np.sqrt(sq_p[-1]))))
-            log.window = []
-        if log.diverged:
+            storage.append_jsonl(log.dir / "steps.jsonl", dict(
+                step=step, epoch=epoch + 1, lr=lr, loss=float(loss.mean()),
+                update_norm=float(np.sqrt(sq_u[-1])), param_norm=float(np.sqrt(sq_p[-1]))))
+        if step % log_every == 0 or log.diverged:
             log.window = []
 
 
 def _angular(rows: list[dict], state: Any, layers: LayerTable) -> dict:
-    """Per layer: the mean ||dW||/||W|| over the epoch's steps, the prediction
-    ``sqrt(2 lr wd / (1 + m))`` (Adam: times ``(1 - b1) / (1 + b1)``) where the scheme has
-    one, and the equilibrium monitor's EMA, ratio, equilibrium norm and the first step within
-    10% (None: no prediction / not yet) at the epoch's last step."""
+    """Per layer: the epoch's mean ||dW||/||W|| and, at its last step, the prediction
+    ``sqrt(2 lr wd / (1 + m))`` (Adam: times ``(1 - b1) / (1 + b1)``) and the equilibrium
+    monitor's EMA, ratio, norm and first step within 10% (None: no prediction / not yet)."""
     paths = [path_keys(p) for p, _ in jax.tree_util.tree_leaves_with_path(state.params)]
     fields = {"ema": "angular_update_ema", "ratio": "equilibrium_ratio",
               "equilibrium_norm": "equilibrium_norm", "arrived_step": "equilibrium_step"}
@@ -256,9 +245,9 @@ def epoch_line(epoch: int, epochs: int, lr: float, logs: list[RunLog]) -> str:
 
 def topographic_grouping(config: Config, params: PyTree,
                          layers: LayerTable) -> dict[str, dict] | None:
-    """``{layer: {spearman, p_value, cell_map}}`` (`units.topographic_grouping`; empty cells
-    None) of the final kernels of every layer some topographic scheme multiplies (VGG: conv5_2
-    and fc6, so the unmultiplied one is the control); None unless the scheme is topographic."""
+    """``{layer: {spearman, p_value, cell_map}}`` (`units.topographic_grouping`) of the final
+    kernels of every layer any topographic scheme multiplies (an unmultiplied one is a control);
+    None unless this scheme is topographic."""
     if not schemes.get(config.optimizer).topographic:
         return None
     positions = sorted({i for s in schemes.SCHEMES for i in s.topographic})

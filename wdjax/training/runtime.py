@@ -8,9 +8,8 @@ ENV_XLA_CACHE = "WDJAX_XLA_CACHE"
 
 
 def enable_compilation_cache(min_compile_secs: float = 0.5) -> str | None:
-    """Keep compiled XLA programs on disk (``$WDJAX_XLA_CACHE``, default ``~/.cache/wdjax/xla``,
-    ``off`` disables it), so a rerun or the next sweep skips compiling; return the directory.
-    Benchmarks pass ``min_compile_secs=0``: model initialisation is many sub-second compiles."""
+    """Keep compiled XLA programs in ``$WDJAX_XLA_CACHE`` (default ``~/.cache/wdjax/xla``; ``off``:
+    not at all) for reruns to skip compiling; return the directory (None when off)."""
     import jax
 
     where = os.environ.get(ENV_XLA_CACHE, os.path.expanduser("~/.cache/wdjax/xla"))

@@ -69,8 +69,7 @@ def train_step(state: TrainState, x: jax.Array, y: jax.Array, mask: jax.Array,
                spec_fn: Callable | None = None) -> tuple[TrainState, dict]:
     """One optimiser step on the (augmented, normalised) batch `x`; padded rows have mask 0.
     With `spec_fn` (optimiser state -> `DecaySpec`), ``metrics["tensors"]`` holds the step's
-    per-tensor monitors (`units.tensor_monitors`) when `last` is true, else zeros (not
-    computed, under ``lax.cond``)."""
+    `units.tensor_monitors` when `last` is true, else zeros (not computed: ``lax.cond``)."""
     count = mask.sum()
 
     def loss_fn(params):
@@ -238,12 +237,10 @@ def starts(configs: Sequence[Config], prog: Programs,
     those its record holds (`recorded`, per run; fixed at initialisation:
     docs/schemes.md#variance-inverse-coefficients). RunError when the two differ by more than
     `FACTOR_TOLERANCE` (e.g. after a change in JAX's random numbers)."""
-    by_seed: dict[int, PyTree] = {}
+    by_seed = {s: init_variables(prog.model, jax.random.PRNGKey(s), prog.image_shape)
+               for s in {c.seed for c in configs}}
     out = []
     for c, rec in zip(configs, recorded or [None] * len(configs), strict=True):
-        if c.seed not in by_seed:
-            by_seed[c.seed] = init_variables(prog.model, jax.random.PRNGKey(c.seed),
-                                             prog.image_shape)
         # Rotational schemes start from centred kernels: docs/equilibrium.md#the-rotational-update
         v = dict(by_seed[c.seed], params=schemes.initial_params(c.optimizer,
                                                                 by_seed[c.seed]["params"]))
@@ -252,12 +249,11 @@ def starts(configs: Sequence[Config], prog: Programs,
             name for name in sorted(set(measured) | set(rec)) if not math.isclose(
                 measured.get(name, math.nan), rec.get(name, math.nan), rel_tol=FACTOR_TOLERANCE)]
         if differ:
-            name = differ[0]
             raise storage.RunError(
-                f"run {c.name!r}: decay factors recomputed from seed {c.seed} differ from "
-                f"the recorded ones ({len(differ)} layer(s), e.g. {name}: recorded "
-                f"{rec.get(name)}, now {measured.get(name)}); resume with the JAX version "
-                "that started the run, or delete its checkpoints to start it over")
+                f"run {c.name!r}: decay factors recomputed from seed {c.seed} differ from the "
+                f"recorded ones ({len(differ)} layer(s), e.g. {differ[0]}: recorded "
+                f"{rec.get(differ[0])}, now {measured.get(differ[0])}); resume with the JAX "
+                "version that started the run, or delete its checkpoints to start it over")
         out.append(Start(v, dict(measured if rec is None else rec)))
     return out
 
@@ -269,6 +265,6 @@ def initial_states(configs: Sequence[Config], prog: Programs,
     for c, st in zip(configs, run_starts, strict=True):
         params = st.variables["params"]
         tx = optimizer(c, params, prog.layers, prog.schedule, st.factors)
-        states.append(TrainState(jnp.zeros([], jnp.int32), params,
-                                 st.variables["batch_stats"], tx.init(params)))
+        states.append(TrainState(jnp.zeros([], jnp.int32), params, st.variables["batch_stats"],
+                                 tx.init(params)))
     return states

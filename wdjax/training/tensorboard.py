@@ -44,7 +44,7 @@ def require() -> None:
 
 def _number(value: Any) -> float | None:
     """A record value as a float (records store NaN/inf as strings); None if not a number."""
-    if isinstance(value, bool) or value is None:
+    if isinstance(value, bool):
         return None
     try:
         return float(value)
@@ -90,10 +90,8 @@ def _events_file(logdir: Path, suffix: str) -> Any:
 
 
 class EpochWriter(contextlib.AbstractContextManager):
-    """Appends each epoch's `epoch_scalars` to ``<run_dir>/tensorboard/``, flushed at once.
-
-    A fresh run (``resume_epoch`` 0) replaces the epoch events there; a resumed one starts a
-    session at the next step, hiding what a killed process wrote for later epochs."""
+    """Appends each epoch's `epoch_scalars` to ``<run_dir>/tensorboard/``, flushed at once; a
+    resumed run starts a session at the next step (hiding later epochs a killed process wrote)."""
 
     def __init__(self, run_dir: str | os.PathLike, *, resume_epoch: int = 0) -> None:
         self.logdir = Path(run_dir) / SUBDIR
@@ -142,12 +140,9 @@ def _replace_hparams_file(logdir: Path, summaries: Iterable[Any]) -> None:
     # Rewritten: a second session would hide this one's values (TensorBoard keeps the first).
     for old in logdir.glob(f"events.out.tfevents.*{_HPARAMS_SUFFIX}"):
         old.unlink()
-    events = _events_file(logdir, _HPARAMS_SUFFIX)
-    try:
+    with contextlib.closing(_events_file(logdir, _HPARAMS_SUFFIX)) as events:
         for summary in summaries:
             events.write_event(_event(summary=summary))
-    finally:
-        events.close()
 
 
 def write_family_hparams(family_dir: str | os.PathLike, run_names: Sequence[str]) -> list[Path]:

@@ -97,13 +97,10 @@ def start(configs: list[Config], run_dirs: list[Path], dataset: data.Dataset,
     config.json (and open its TensorBoard events); return the group and its epoch."""
     sizes = len(dataset.train_labels), len(dataset.test_labels)
     ckpts = [checkpoint.Manager(d / "checkpoints") for d in run_dirs]
-    prog = programs(configs, dataset.train_images.shape[1:], dataset.num_classes, sizes[0],
-                    mesh)
-    run_starts = steps.starts(configs, prog, [runlog.recorded_factors(d, c)
-                                              for d, c in zip(run_dirs, ckpts, strict=True)])
+    prog = programs(configs, dataset.train_images.shape[1:], dataset.num_classes, sizes[0], mesh)
+    run_starts = steps.starts(configs, prog, list(map(runlog.recorded_factors, run_dirs, ckpts)))
     states = steps.initial_states(configs, prog, run_starts)
-    logs = [RunLog(c, d, runlog.layer_records(c, st.variables["params"], prog.layers,
-                                              st.factors))
+    logs = [RunLog(c, d, runlog.layer_records(c, st.variables["params"], prog.layers, st.factors))
             for c, d, st in zip(configs, run_dirs, run_starts, strict=True)]
     writer = jax.process_index() == 0
     epoch = runlog.resume(states, logs, ckpts, writer)
@@ -150,9 +147,9 @@ def train_epoch(group: Group, epoch: int, bar: tqdm) -> tuple[list[dict], dict |
             bar.update(len(window))
             window = []
             # The progress bar shows the first run's mean loss and accuracy so far.
-            seen = min((i + 1) * cfg.batch_size, group.sizes[0])
-            loss = np.mean([np.asarray(m["loss"]).reshape(-1)[0] for m in metrics])
-            acc = sum(np.asarray(m["correct"]).reshape(-1)[0] for m in metrics) / max(seen, 1)
+            loss = np.mean([np.ravel(m["loss"])[0] for m in metrics])
+            acc = sum(np.ravel(m["correct"])[0] for m in metrics) / min(
+                (i + 1) * cfg.batch_size, group.sizes[0])
             bar.set_postfix(dict(epoch=epoch + 1, loss=f"{loss:.3f}", acc=f"{acc:.1%}"),
                             refresh=False)
             if all(log.diverged for log in group.logs):
@@ -168,7 +165,7 @@ def evaluate(group: Group) -> tuple[np.ndarray, np.ndarray]:
         c, s = prog.eval(group.state.params, group.state.batch_stats, a["test_x"], a["test_y"],
                          a["eval_idx"], a["eval_mask"], j)
         correct, loss_sum = correct + c, loss_sum + s
-    return np.asarray(correct).reshape(-1), np.asarray(loss_sum).reshape(-1)
+    return np.ravel(correct), np.ravel(loss_sum)
 
 
 def end_epoch(group: Group, epoch: int, metrics: list[dict], mon: dict | None,
@@ -224,18 +221,13 @@ def finish(group: Group, finished: bool, plots: bool) -> list[dict]:
 
 def train(configs: Config | Sequence[Config], out: str | os.PathLike = "runs", *,
           dataset: data.Dataset | None = None, force: bool = False, progress: bool = True,
-          stop_after_epochs: int | None = None, plots: bool = True,
-          devices: int | None = None, seeds: int = 1,
-          tensorboard: bool | None = None) -> list[dict]:
-    """Train one run, or several that differ only in traced hyperparameters, together;
-    return one summary dict per run (also written to ``summary.json``).
-
-    Records go to ``<out>/<name>/``; an unfinished run with the same config resumes from its
-    latest checkpoint. `stop_after_epochs` stops this call early, leaving a resumable run;
-    `devices` limits the mesh to the first N devices; `seeds` > 1 trains seeds ``seed,
-    seed + 1, ...`` together, seed s in ``<out>/<name>/seed<s>/``; `tensorboard` (default:
-    ``$WDJAX_TENSORBOARD``) also writes events to each run's ``tensorboard/``.
-    """
+          stop_after_epochs: int | None = None, plots: bool = True, devices: int | None = None,
+          seeds: int = 1, tensorboard: bool | None = None) -> list[dict]:
+    """Train one run, or several differing only in traced hyperparameters, together, into
+    ``<out>/<name>/`` (resuming an unfinished one); return each run's summary.json dict.
+    `stop_after_epochs`: leave the run resumable after that many; `devices`: the first N;
+    `seeds` > 1: seeds ``seed, seed + 1, ...`` in ``<name>/seed<s>/``; `tensorboard` (default
+    ``$WDJAX_TENSORBOARD``): also events in each run's ``tensorboard/``."""
     configs = check_group(with_seeds(check_group(configs), seeds))
     cfg = configs[0]
     mesh = parallel.make_mesh(len(configs), devices)
