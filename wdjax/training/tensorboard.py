@@ -90,8 +90,9 @@ def _events_file(logdir: Path, suffix: str) -> Any:
 
 
 class EpochWriter(contextlib.AbstractContextManager):
-    """Appends each epoch's `epoch_scalars` to ``<run_dir>/tensorboard/``, flushed at once; a
-    resumed run starts a session at the next step (hiding later epochs a killed process wrote)."""
+    """Appends each epoch's `epoch_scalars` to ``<run_dir>/tensorboard/``, flushed at once. A run
+    from epoch 0 replaces earlier event files (not the HParams file); a resumed run starts a
+    session at the next step (hiding later epochs a killed process wrote)."""
 
     def __init__(self, run_dir: str | os.PathLike, *, resume_epoch: int = 0) -> None:
         self.logdir = Path(run_dir) / SUBDIR
