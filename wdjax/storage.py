@@ -10,9 +10,9 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -46,14 +46,19 @@ def dumps(obj: Any) -> str:
     return json.dumps(jsonable(obj))
 
 
-def atomic_write(path: str | os.PathLike, data: str | bytes) -> None:
-    """Write `data` to `path` via a temporary file in the same directory and a rename."""
+def atomic_write(path: str | os.PathLike,
+                 data: str | bytes | Callable[[BinaryIO], object]) -> None:
+    """Write `data` to `path` via a temporary file in the same directory and a rename; a
+    callable `data` writes to the (binary) file itself, so large payloads stream."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         os.fchmod(fd, _FILE_MODE)  # mkstemp's 0600 would hide results from other users
-        with os.fdopen(fd, "wb" if isinstance(data, bytes) else "w") as f:
-            f.write(data)
+        with os.fdopen(fd, "w" if isinstance(data, str) else "wb") as f:
+            if callable(data):
+                data(f)
+            else:
+                f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -178,9 +183,10 @@ def _holder(path: Path) -> int:
         return 0
     except PermissionError:
         pass  # alive, another user's
-    if _stat(pid)[:1] == ["Z"]:
+    stat = _stat(pid)
+    if stat[:1] == ["Z"]:
         return 0
-    now = start_time(pid)
+    now = stat[19] if len(stat) > 19 else None  # start_time(pid), from the same read
     return 0 if start and now is not None and start[0] != now else pid
 
 

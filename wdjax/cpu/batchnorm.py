@@ -24,7 +24,8 @@ def _sum(v: jax.Array, w: jax.Array | None) -> jax.Array:
     return (v if w is None else v * w).sum(tuple(range(v.ndim - 1)))
 
 
-def _count(x: jax.Array, mask: jax.Array | None) -> jax.Array:
+def count(x: jax.Array, mask: jax.Array | None) -> jax.Array:
+    """Values per channel that feed the statistics: weighted rows x spatial positions."""
     per_example = math.prod(x.shape[1:-1])
     rows = x.shape[0] if mask is None else mask.astype(jnp.float32).sum()
     return jnp.asarray(rows * per_example, jnp.float32)
@@ -35,7 +36,7 @@ def _statistics(x: jax.Array, mask: jax.Array | None) -> tuple[jax.Array, jax.Ar
     w = _weights(mask, x)
     shift = lax.stop_gradient(x[(0,) * (x.ndim - 1)])
     xs = (x - shift).astype(jnp.float32)
-    n = _count(x, mask)  # both sums read x once: XLA fuses sibling reductions
+    n = count(x, mask)  # both sums read x once: XLA fuses sibling reductions
     m1, m2 = _sum(xs, w) / n, _sum(xs * xs, w) / n
     var = jnp.maximum(m2 - m1 * m1, 0.0)
     return (shift + m1).astype(x.dtype), var.astype(x.dtype)
@@ -61,7 +62,7 @@ def _bwd(epsilon, res, cotangents):
     x, scale, mask, mean, rstd = res
     dy, dmean, dvar = cotangents
     w = _weights(mask, x)
-    n = _count(x, mask)
+    n = count(x, mask)
     xc = x - mean
     # One pass over (dy, x) for both sums, over every row (padded rows' outputs also use them).
     sum_dy = _sum(dy, None)

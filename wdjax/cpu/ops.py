@@ -15,7 +15,14 @@ import jax.numpy as jnp
 from jax import lax
 
 from wdjax.cpu import winograd
-from wdjax.cpu.plan import METHOD_KINDS, Method, Plan, conv_plan, winograd_method
+from wdjax.cpu.plan import (
+    METHOD_KINDS,
+    Method,
+    Plan,
+    conv_plan,
+    im2col_method,
+    winograd_method,
+)
 
 CONV_IMPLS = ("xla", "im2col", "winograd", "hybrid")
 _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8  # glibc mallopt parameters (malloc.h)
@@ -23,8 +30,9 @@ _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8  # glibc mallopt param
 
 def tune_cpu_allocator() -> bool:
     """Keep freed memory in glibc's heap: else each VGG-32 train step page-faults ~0.5 GB of
-    XLA:CPU buffers back in. Process-wide; call before JAX's first backend. False (doing
-    nothing) off glibc or unless `expects_cpu_backend`."""
+    XLA:CPU buffers back in. Process-wide and irreversible (peak memory stays reserved); call
+    before JAX's first backend, after it this does nothing. False (doing nothing) off glibc or
+    unless `expects_cpu_backend`."""
     if not sys.platform.startswith("linux") or not expects_cpu_backend():
         return False
     try:
@@ -74,7 +82,7 @@ def conv2d(x: jax.Array, kernel: jax.Array, impl: str = "xla") -> jax.Array:
         return planned_conv(x, kernel, Plan(*[winograd_method(2)] * 3))
     if impl == "hybrid" and kh * kw > 1:
         return planned_conv(x, kernel, conv_plan(x.shape, kernel.shape))
-    return conv_forward(x, kernel, Method("im2col"))
+    return conv_forward(x, kernel, im2col_method())
 
 
 def _xla_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:

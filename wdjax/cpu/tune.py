@@ -46,6 +46,7 @@ def cache_path() -> Path:
     return Path(where).expanduser() / CACHE_NAME
 
 
+@functools.cache  # read on every traced conv
 def machine() -> str:
     """What a plan's speed depends on besides the shape: CPU model, core count, jaxlib."""
     try:

@@ -231,13 +231,14 @@ def read_cache(path: Path, checksum: str) -> tuple[dict, tuple[str, ...]] | None
 def write_cache(path: Path, arrays: dict[str, np.ndarray], classes: tuple[str, ...],
                 checksum: str) -> None:
     """Write the cache atomically (readers see no cache or a whole one); failing only warns."""
-    buf = io.BytesIO()
-    np.savez(buf, **arrays, classes=np.array(classes, dtype=str),
-             source_checksum=np.array(checksum),
-             crc=np.array(arrays_crc(arrays, classes), dtype=np.uint64))
+    def save(f):  # streamed: no second in-memory copy of the dataset
+        np.savez(f, **arrays, classes=np.array(classes, dtype=str),
+                 source_checksum=np.array(checksum),
+                 crc=np.array(arrays_crc(arrays, classes), dtype=np.uint64))
+
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        storage.atomic_write(path, buf.getvalue())
+        storage.atomic_write(path, save)
     except OSError as e:
         warnings.warn(one_line(f"could not write wdjax data cache {path} ({e}); continuing"),
                       RuntimeWarning, stacklevel=4)

@@ -5,7 +5,6 @@ params tree has one key per conv/fc/logit layer, ``{'conv': {'kernel', 'bias'}, 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,7 +13,6 @@ import jax
 import jax.numpy as jnp
 
 from wdjax.cpu import batchnorm, ops
-from wdjax.cpu.ops import on_cpu
 
 Conf = Sequence[tuple[str, tuple[Any, Any]]]
 
@@ -86,7 +84,7 @@ def _batch_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, mask: jax.Array
     gradient), for an accelerator's compiler to fuse."""
     axes, shape = tuple(range(x.ndim - 1)), (-1,) + (1,) * (x.ndim - 1)
     w = (jnp.ones(x.shape[0]) if mask is None else mask).astype(x.dtype).reshape(shape)
-    n = w.sum() * math.prod(x.shape[1:-1])
+    n = batchnorm.count(x, mask)
     mean = (w * x).sum(axes) / n
     var = (w * jnp.square(x - mean)).sum(axes) / n
     return (x - mean) * (scale * jax.lax.rsqrt(var + epsilon)) + bias, mean, var
@@ -95,7 +93,7 @@ def _batch_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, mask: jax.Array
 class BatchNorm(nn.Module):
     """``torch.nn.BatchNorm2d``: normalise by the biased batch variance, ``running = 0.9 *
     running + 0.1 * batch`` with the unbiased one; `mask` (N,) of 0/1 drops padded examples.
-    Trains by `wdjax.cpu.batchnorm` on CPU (`on_cpu`); float32 statistics, output `dtype`."""
+    Trains by `wdjax.cpu.batchnorm` on CPU (`ops.on_cpu`); float32 statistics, output `dtype`."""
 
     momentum: float = 0.9
     epsilon: float = 1e-5
@@ -113,11 +111,10 @@ class BatchNorm(nn.Module):
         if not train:
             a = scale * jax.lax.rsqrt(ra_var.value + self.epsilon)
             return ((x - ra_mean.value) * a + bias).astype(self.dtype)
-        norm = batchnorm.batch_norm_train if on_cpu(self.platform) else _batch_norm
+        norm = batchnorm.batch_norm_train if ops.on_cpu(self.platform) else _batch_norm
         y, mean, var = norm(x, scale, bias, mask, self.epsilon)
         if not self.is_initializing():
-            rows = x.shape[0] if mask is None else mask.sum()
-            count, m = rows * math.prod(x.shape[1:-1]), self.momentum
+            count, m = batchnorm.count(x, mask), self.momentum
             unbiased = var * count / jnp.maximum(count - 1, 1)
             ra_mean.value = m * ra_mean.value + (1 - m) * mean
             ra_var.value = m * ra_var.value + (1 - m) * unbiased
@@ -153,9 +150,10 @@ class ConvLayer(nn.Module):
 
 
 class VGG(nn.Module):
-    """``VGG(vgg_conf(32)).apply(vars, x, train=...)`` -> (N, classes), for `platform` (`on_cpu`),
-    convs by `conv_impl` (None: `wdjax.cpu.ops.default_conv_impl`), all computing the same
-    function, in compute `dtype` (bfloat16: mixed precision); parameters stay float32."""
+    """``VGG(vgg_conf(32)).apply(vars, x, train=...)`` -> (N, classes), for `platform`
+    (`ops.on_cpu`), convs by `conv_impl` (None: `wdjax.cpu.ops.default_conv_impl`), all
+    computing the same function, in compute `dtype` (bfloat16: mixed precision); parameters
+    stay float32."""
 
     conf: Conf
     conv_impl: str | None = None
@@ -164,7 +162,8 @@ class VGG(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool, mask: jax.Array | None = None) -> jax.Array:
-        cpu, impl = on_cpu(self.platform), self.conv_impl or ops.default_conv_impl(self.platform)
+        cpu = ops.on_cpu(self.platform)
+        impl = self.conv_impl or ops.default_conv_impl(self.platform)
         for name, (a, b) in self.conf:
             kind = layer_kind(name)
             if kind == "input":

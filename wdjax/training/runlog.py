@@ -151,7 +151,8 @@ def resume(states: list, logs: list[RunLog], ckpts: list[checkpoint.Manager],
         log.best, log.best_epoch = extra["best"], extra["best_epoch"]
         log.diverged, log.window = extra.get("diverged"), extra.get("window", [])
         # Drop records a killed process wrote after the restored checkpoint.
-        rows = [r for r in storage.read_jsonl(log.dir / "metrics.jsonl") if r["epoch"] <= epoch]
+        rows = [row for row in storage.read_jsonl(log.dir / "metrics.jsonl")
+                if row["epoch"] <= epoch]
         steps = [row for row in storage.read_jsonl(log.dir / "steps.jsonl")
                  if row["step"] <= int(restored.step)]
         if writer:
@@ -171,8 +172,9 @@ def log_steps(logs: list[RunLog], fetched: list[dict], step: int, epoch: int, lr
             continue
         pick = (lambda x, r=r: x[r]) if stacked else (lambda x: x)
         losses = np.array([pick(m["loss"]) for m in fetched], np.float64)
-        log.window += [[float(pick(m["loss"])), float(pick(m["sq_update"]).sum()),
-                        float(pick(m["sq_param"]).sum())] for m in fetched]
+        log.window += [[float(loss), float(pick(m["sq_update"]).sum()),
+                        float(pick(m["sq_param"]).sum())]
+                       for loss, m in zip(losses, fetched, strict=True)]
         bad = ~np.isfinite(losses)
         if bad.any():
             first = step - len(fetched) + int(np.argmax(bad)) + 1

@@ -147,8 +147,8 @@ def train_epoch(group: Group, epoch: int, bar: tqdm) -> tuple[list[dict], dict |
             bar.update(len(window))
             window = []
             # The progress bar shows the first run's mean loss and accuracy so far.
-            loss = np.mean([np.ravel(m["loss"])[0] for m in metrics])
-            acc = sum(np.ravel(m["correct"])[0] for m in metrics) / min(
+            loss = np.mean([np.ravel(x["loss"])[0] for x in metrics])
+            acc = sum(np.ravel(x["correct"])[0] for x in metrics) / min(
                 (i + 1) * cfg.batch_size, group.sizes[0])
             bar.set_postfix(dict(epoch=epoch + 1, loss=f"{loss:.3f}", acc=f"{acc:.1%}"),
                             refresh=False)
@@ -192,8 +192,6 @@ def end_epoch(group: Group, epoch: int, metrics: list[dict], mon: dict | None,
 
 def finish(group: Group, finished: bool, plots: bool) -> list[dict]:
     """Pictures and summary.json (written last: its presence marks a finished run)."""
-    from wdjax.analysis import plots as plotting
-
     for c in group.ckpts:
         c.wait()
     for events in group.events:
@@ -202,6 +200,8 @@ def finish(group: Group, finished: bool, plots: bool) -> list[dict]:
     for log, state in zip(group.logs, group.run_states(), strict=True):
         summary = runlog.summary(log, *group.sizes, log.config.epochs)
         if finished and group.writer:
+            from wdjax.analysis import plots as plotting  # matplotlib: only to draw
+
             grouping = runlog.topographic_grouping(log.config, state.params, group.prog.layers)
             if grouping is not None:
                 summary["topographic_grouping"] = grouping
