@@ -161,12 +161,6 @@ def step_bench(name: str, setup: Setup, configs: Sequence[Any], sequential: bool
     from wdjax.training import steps as st
 
     box, progs = [], []
-    for group in [[c] for c in configs] if sequential else [list(configs)]:
-        prog = programs(setup, group)
-        states = jax.device_get(st.initial_states(group, prog, st.starts(group, prog)))
-        tree = jax.tree.map(lambda *xs: np.stack(xs), *states) if len(group) > 1 else states[0]
-        box.append(parallel.put_tree(tree, parallel.run_sharding(prog.mesh, len(group) > 1)))
-        progs.append(prog)
     rows = itertools.cycle(range(setup.steps_per_epoch))
 
     def one() -> Any:
@@ -175,8 +169,17 @@ def step_bench(name: str, setup: Setup, configs: Sequence[Any], sequential: bool
             box[r], metrics = p.step(box[r], *setup.args, 0, i, setup.key)
         return box, metrics
 
-    if tuned is not None:
-        with mock.patch.dict(os.environ, {tune.ENV_TUNE: "1" if tuned else "0"}):
+    # The setting is part of the programs' cache key and is read when the step is traced.
+    env = {} if tuned is None else {tune.ENV_TUNE: "1" if tuned else "0"}
+    with mock.patch.dict(os.environ, env):
+        for group in [[c] for c in configs] if sequential else [list(configs)]:
+            prog = programs(setup, group)
+            states = jax.device_get(st.initial_states(group, prog, st.starts(group, prog)))
+            stacked = st.stack(states) if len(group) > 1 else states[0]
+            box.append(parallel.put_tree(stacked, parallel.run_sharding(prog.mesh,
+                                                                        len(group) > 1)))
+            progs.append(prog)
+        if tuned is not None:
             jax.block_until_ready(one())
     return Bench(name, one, jax.block_until_ready, BATCH * len(configs), steps)
 

@@ -17,6 +17,7 @@ from flax import struct
 
 from wdjax import schemes, storage
 from wdjax.analysis import units
+from wdjax.cpu import ops, tune
 from wdjax.layers import LayerTable, labels
 from wdjax.models import VGG, init_variables, vgg_conf
 from wdjax.models.resnet import ResNet18
@@ -143,7 +144,8 @@ def _vmapped(f: Callable, k_runs: int, n_run_args: int, n_shared: int) -> Callab
 @functools.lru_cache(maxsize=4)
 def _programs(shared: tuple, k_runs: int, image_shape: tuple, num_classes: int,
               n_train: int, mesh: parallel.Mesh, per_run_data: bool,
-              platform: str | None) -> Programs:
+              platform: str | None, conv_tune: bool | None) -> Programs:
+    del conv_tune  # read when the CPU convs are traced (`wdjax.cpu.tune`); here a cache key
     cfg = Config(**dict(shared))
     steps_per_epoch = math.ceil(n_train / cfg.batch_size)
     schedule = lr_schedule(cfg.base_lr, steps_per_epoch, cfg.epochs_per_stage)
@@ -196,9 +198,11 @@ def _programs(shared: tuple, k_runs: int, image_shape: tuple, num_classes: int,
 def programs(configs: Sequence[Config], image_shape: Sequence[int], num_classes: int,
              n_train: int, mesh: parallel.Mesh, platform: str | None = None) -> Programs:
     """Compiled steps for a group of runs (cached for later groups that share them); another
-    `platform` than the default backend's gives programs to lower for it, not run."""
+    `platform` than the default backend's gives programs to lower for it, not run. Whether CPU
+    conv plans are tuned (``$WDJAX_CONV_TUNE``) is part of the key: it changes the trace."""
     return _programs(configs[0].shared_key(), len(configs), tuple(image_shape), num_classes,
-                     n_train, mesh, per_run_data(configs), platform)
+                     n_train, mesh, per_run_data(configs), platform,
+                     tune.enabled() if ops.on_cpu(platform) else None)
 
 
 def per_run_data(configs: Sequence[Config]) -> bool:
