@@ -113,7 +113,7 @@ def add_run_flags(p: argparse.ArgumentParser, defaults: Any = None) -> None:
           help=what + (" (default: the scale's)" if defaults is None else ""))
     a("--data", default=None,
       help=f"tfds:NAME or folder:PATH (default ${data.ENV_DATA}, else {data.DEFAULT_SOURCE})")
-    a("--seed", type=integer("--seed", low=0), default=0)
+    a("--seed", type=integer("--seed", low=0), default=getattr(defaults, "seed", 0))
     a("--precision", choices=tuple(PRECISIONS), default=defaults and defaults.precision,
       help="fp32 (the notebook's) or bf16: convolutions, matmuls and activations in bfloat16, "
            "the rest in float32; faster on GPUs and TPUs, not on CPUs (docs/performance.md)")
@@ -147,7 +147,7 @@ def start(args: argparse.Namespace) -> None:
         parallel.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
 
 
-def load_data(out_dir: Any, todo: Sequence[Any], force: bool, source: str | None = None) -> Any:
+def load_data(out_dir: Any, todo: Sequence[Any], force: bool) -> Any:
     """Refuse conflicting runs (unless `force`), then load and check the data: writes nothing."""
     from wdjax import data
     from wdjax.training.train import prepare_run_dir
@@ -155,7 +155,7 @@ def load_data(out_dir: Any, todo: Sequence[Any], force: bool, source: str | None
     for c in () if force else todo:
         prepare_run_dir(out_dir, c, force=False)
     first = todo[0]
-    dataset = data.load(source or first.data, train_subset=first.train_subset,
+    dataset = data.load(first.data, train_subset=first.train_subset,
                         test_subset=first.test_subset)
     h, w = dataset.train_images.shape[1:3]
     if (h, w) != IMAGE_SIZE:

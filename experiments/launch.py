@@ -58,7 +58,9 @@ class Resources:
 
     def validate(self) -> Resources:
         """ValueError (one line) naming the first bad field and what is allowed."""
-        for field in dataclasses.fields(self)[1:]:
+        for field in dataclasses.fields(self):
+            if field.name == "partition":  # a string, checked below
+                continue
             value, optional = getattr(self, field.name), field.default is None
             low = 0 if field.name == "gpus_per_task" else 1
             if not ((value is None and optional) or (

@@ -237,7 +237,8 @@ def write_results(family: registry.Family, runs: Sequence[registry.Run], family_
     writer.writeheader()
     writer.writerows(rows)
     storage.atomic_write(family_dir / "summary.csv", buf.getvalue())
-    ref = [seeds.load(family_dir.parent / r["family"] / r["run"]) for r in rows if r["reference"]]
+    ref = [seeds.load(run_dir(registry.all_runs()[r["run"]], family_dir))
+           for r in rows if r["reference"]]
     sweep_pictures(family, runs, family_dir, scale == "full", next(iter(ref), None))
     return rows
 
