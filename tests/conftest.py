@@ -26,8 +26,11 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 # (tests/test_conv_tune.py turns tuning on).
 os.environ["WDJAX_CONV_TUNE"] = "0"
 # LLVM at -O0: a test's tiny programs spend far longer compiling than running, and the HLO
-# (what the numbers depend on) is the same program. Cold caches: 873 -> 739 s.
-os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
+# (what the numbers depend on) is the same program. Cold caches: 873 -> 739 s. Added to any
+# flags already set; subprocesses inherit it.
+if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
 
 from wdjax import data  # noqa: E402  (after the cache settings)
 

@@ -239,6 +239,7 @@ class GainNorm(nn.Module):
 class GainNormNet(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool = False):
+        x = nn.BatchNorm(use_running_average=not train)(nn.Conv(4, (3, 3))(x))
         x = GainNorm()(nn.Conv(4, (3, 3))(x))
         return nn.Dense(3)(x.mean((1, 2)))
 
@@ -246,9 +247,12 @@ class GainNormNet(nn.Module):
 def test_norm_types_names_a_users_own_normalisation():
     model, x = GainNormNet(), jnp.ones((1, 8, 8, 3))
     variables = model.init(jax.random.key(0), x)
-    gain = ("GainNorm_0", "gain")
+    gain, bn = ("GainNorm_0", "gain"), ("BatchNorm_0", "scale")
     unknown = labels.trace_layers(model, variables, x)
     assert all(gain not in layer.params for layer in unknown)
-    # Named as a normalisation, it belongs to the conv called just before it.
-    known = labels.trace_layers(model, variables, x, norm_types=(GainNorm,))
-    assert gain in known.layers[0].params and known.names == ["Conv_0", "Dense_0"]
+    assert bn in unknown.layers[0].params and not unknown.layers[1].normalized
+    # Named as a normalisation (beside the defaults), it belongs to the conv called before it.
+    known = labels.trace_layers(model, variables, x, norm_types=(*labels.NORM_TYPES, GainNorm))
+    assert known.names == ["Conv_0", "Conv_1", "Dense_0"]
+    assert bn in known.layers[0].params and known.layers[0].normalized
+    assert gain in known.layers[1].params and known.layers[1].normalized
